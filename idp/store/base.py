@@ -1,0 +1,139 @@
+"""The ephemeral store contract.
+
+Everything the IdP keeps only for a short while lives here: authorization
+codes, nonces, rate-limit counters, token-family indexes.  Two properties make
+those safe, and every backend must provide them:
+
+* **Every key expires.**  There is no ``ttl=None``: a forgotten key in an
+  identity provider is a leaked secret, so a TTL in whole seconds (> 0) is
+  required by every write.
+* **Single use is atomic.**  ``consume`` is a get-and-delete: of any number of
+  concurrent callers exactly one receives the value.  This is what makes an
+  authorization code redeemable once (RFC 6749 section 4.1.2) even when an
+  attacker races the legitimate client.
+
+Values are JSON (``json.dumps`` with compact separators), so a caller always
+gets a fresh copy and both backends store the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Union
+
+#: What a value may be; it must round-trip through JSON.
+Value = Union[dict, list, str, int]
+
+DEFAULT_NAMESPACE = "idp:"
+
+
+def check_ttl(ttl: object) -> int:
+    """Return ``ttl`` if it is a positive int, else raise ValueError.
+
+    Whole seconds only, because Redis ``EX``/``EXPIRE`` take integers and the
+    two backends must agree.
+    """
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return ttl
+
+
+def dumps(value: object) -> str:
+    """Serialise ``value`` as compact JSON; None is refused (it means "absent")."""
+    if value is None:
+        raise ValueError("None cannot be stored: get() uses None for a missing key")
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads(raw: str | bytes | None) -> Value | None:
+    return None if raw is None else json.loads(raw)
+
+
+class Store(ABC):
+    """Abstract ephemeral key-value store; see the module docstring.
+
+    Keys are plain strings; the backend prefixes each with ``namespace`` so
+    several apps (or tests) can share one Redis.  Implementations are
+    thread-safe.
+    """
+
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
+        if not isinstance(namespace, str):
+            raise TypeError("namespace must be a str")
+        self.namespace = namespace
+
+    def _k(self, key: str) -> str:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key must be a non-empty str, got {key!r}")
+        return self.namespace + key
+
+    @abstractmethod
+    def put(self, key: str, value: Value, ttl: int) -> None:
+        """Set ``key`` to ``value`` for ``ttl`` seconds, replacing any old value."""
+
+    @abstractmethod
+    def add(self, key: str, value: Value, ttl: int) -> bool:
+        """Set ``key`` only if it is absent (atomic, like ``SET NX EX``).
+
+        Returns True if this caller set it.  Of concurrent callers exactly one
+        gets True, which is how a nonce or ``jti`` is recorded as seen once.
+        """
+
+    @abstractmethod
+    def get(self, key: str) -> Value | None:
+        """Return the value, or None if absent or expired.  Does not consume."""
+
+    @abstractmethod
+    def get_many(self, keys: list[str]) -> list[Value | None]:
+        """``get`` for several keys in one round trip (``MGET``), in order."""
+
+    @abstractmethod
+    def consume(self, key: str) -> Value | None:
+        """Atomically get and delete ``key`` (``GETDEL``).
+
+        The single-use primitive: of any number of concurrent callers exactly
+        one receives the value, every other one gets None.  Never emulate it
+        with ``get`` then ``delete``; that lets a code be redeemed twice.
+        """
+
+    @abstractmethod
+    def delete(self, *keys: str) -> None:
+        """Delete the given keys; missing keys are ignored."""
+
+    @abstractmethod
+    def incr(self, key: str, ttl: int) -> int:
+        """Increment a counter and return the new value (1 when created).
+
+        The TTL is set only when the counter is created and is not extended by
+        later increments: a fixed window, so a client hammering a rate limit
+        cannot keep its own window open forever.
+        """
+
+    @abstractmethod
+    def ttl_of(self, key: str) -> int | None:
+        """Remaining lifetime in whole seconds (rounded up, so >= 1 while the
+        key lives), or None if the key is absent.  Used for ``Retry-After``."""
+
+    @abstractmethod
+    def sadd(self, key: str, member: str, ttl: int) -> None:
+        """Add ``member`` to the set at ``key``.
+
+        The set's TTL becomes max(remaining, ttl): an index of a token family
+        must live at least as long as the newest token it points to.
+        """
+
+    @abstractmethod
+    def smembers(self, key: str) -> set[str]:
+        """Members of the set at ``key``; an empty set if absent or expired."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """True if the backend is reachable (health checks); never raises."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Delete every key in this store's namespace (tests, maintenance)."""
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""

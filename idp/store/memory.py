@@ -1,0 +1,145 @@
+"""In-process store for ``make run`` and tests.
+
+Expiry is computed from ``time.time()`` (looked up at call time) so that
+freezegun moves it.  One lock guards every operation, which makes ``add`` and
+``consume`` atomic across threads; it is not shared between processes, so
+use Redis as soon as more than one worker serves requests.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from .base import DEFAULT_NAMESPACE, Store, Value, check_ttl, dumps, loads
+
+#: Sweep all expired keys after this many writes, so keys that are never read
+#: again (an abandoned authorization code) do not accumulate.
+SWEEP_EVERY = 1000
+
+
+class MemoryStore(Store):
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
+        super().__init__(namespace)
+        # full key -> (expires_at, JSON text | int counter | set of members)
+        self._data: dict[str, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+        self._writes = 0
+
+    # Helpers below expect the lock to be held.
+    def _live(self, k: str, now: float) -> object | None:
+        entry = self._data.get(k)
+        if entry is None:
+            return None
+        if entry[0] <= now:
+            del self._data[k]
+            return None
+        return entry[1]
+
+    def _set(self, k: str, value: object, expires_at: float, now: float) -> None:
+        self._data[k] = (expires_at, value)
+        self._writes += 1
+        if self._writes % SWEEP_EVERY == 0:
+            for dead in [key for key, (exp, _) in self._data.items() if exp <= now]:
+                del self._data[dead]
+
+    @staticmethod
+    def _value(raw: object) -> Value | None:
+        if raw is None or isinstance(raw, int):
+            return raw  # counters are stored as ints, like Redis INCR
+        if isinstance(raw, set):
+            raise TypeError("key holds a set; use smembers()")
+        return loads(raw)
+
+    def put(self, key: str, value: Value, ttl: int) -> None:
+        k, ttl, raw = self._k(key), check_ttl(ttl), dumps(value)
+        with self._lock:
+            now = time.time()
+            self._set(k, raw, now + ttl, now)
+
+    def add(self, key: str, value: Value, ttl: int) -> bool:
+        k, ttl, raw = self._k(key), check_ttl(ttl), dumps(value)
+        with self._lock:
+            now = time.time()
+            if self._live(k, now) is not None:
+                return False
+            self._set(k, raw, now + ttl, now)
+            return True
+
+    def get(self, key: str) -> Value | None:
+        k = self._k(key)
+        with self._lock:
+            raw = self._live(k, time.time())
+        return self._value(raw)
+
+    def get_many(self, keys: list[str]) -> list[Value | None]:
+        ks = [self._k(key) for key in keys]
+        with self._lock:
+            now = time.time()
+            raws = [self._live(k, now) for k in ks]
+        return [self._value(raw) for raw in raws]
+
+    def consume(self, key: str) -> Value | None:
+        k = self._k(key)
+        with self._lock:
+            raw = self._live(k, time.time())
+            self._data.pop(k, None)
+        return self._value(raw)
+
+    def delete(self, *keys: str) -> None:
+        ks = [self._k(key) for key in keys]
+        with self._lock:
+            for k in ks:
+                self._data.pop(k, None)
+
+    def incr(self, key: str, ttl: int) -> int:
+        k, ttl = self._k(key), check_ttl(ttl)
+        with self._lock:
+            now = time.time()
+            current = self._live(k, now)
+            if current is None:
+                self._set(k, 1, now + ttl, now)
+                return 1
+            if not isinstance(current, int):
+                raise TypeError("key does not hold a counter")
+            self._data[k] = (self._data[k][0], current + 1)  # keep the window
+            return current + 1
+
+    def ttl_of(self, key: str) -> int | None:
+        k = self._k(key)
+        with self._lock:
+            now = time.time()
+            if self._live(k, now) is None:
+                return None
+            return max(1, math.ceil(self._data[k][0] - now))
+
+    def sadd(self, key: str, member: str, ttl: int) -> None:
+        k, ttl = self._k(key), check_ttl(ttl)
+        if not isinstance(member, str):
+            raise TypeError("set members must be str")
+        with self._lock:
+            now = time.time()
+            members = self._live(k, now)
+            if members is None:
+                self._set(k, {member}, now + ttl, now)
+                return
+            if not isinstance(members, set):
+                raise TypeError("key does not hold a set")
+            members.add(member)
+            self._data[k] = (max(self._data[k][0], now + ttl), members)
+
+    def smembers(self, key: str) -> set[str]:
+        k = self._k(key)
+        with self._lock:
+            members = self._live(k, time.time())
+            if members is not None and not isinstance(members, set):
+                raise TypeError("key does not hold a set")
+            return set(members or ())
+
+    def ping(self) -> bool:
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()

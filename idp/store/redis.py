@@ -1,0 +1,104 @@
+"""Redis-backed store, shared by every worker process.
+
+Each operation is one round trip and atomic on the server: ``SET NX EX`` for
+``add``, ``GETDEL`` (Redis >= 6.2) for ``consume``, ``MGET`` for ``get_many``
+and two small Lua scripts where a command plus its ``EXPIRE`` must not be
+separated (a crash in between would leave a key that never expires).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import redis
+
+from .base import DEFAULT_NAMESPACE, Store, Value, check_ttl, dumps, loads
+
+# Expire only on creation: a fixed rate-limit window that increments cannot
+# extend.  The PTTL check repairs a counter that somehow lost its TTL.
+_INCR = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return n
+"""
+
+# TTL becomes max(remaining, ttl); PTTL is -1 for "no TTL", which also loses.
+_SADD = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local ms = tonumber(ARGV[2]) * 1000
+if redis.call('PTTL', KEYS[1]) < ms then
+  redis.call('PEXPIRE', KEYS[1], ms)
+end
+return 1
+"""
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        super().__init__(namespace)
+        # The client owns a thread-safe connection pool.  Timeouts keep a dead
+        # server from hanging a request; options in the URL take precedence.
+        self._r = redis.Redis.from_url(
+            url, decode_responses=False, socket_connect_timeout=5, socket_timeout=5
+        )
+        self._incr = self._r.register_script(_INCR)
+        self._sadd = self._r.register_script(_SADD)
+
+    def put(self, key: str, value: Value, ttl: int) -> None:
+        self._r.set(self._k(key), dumps(value), ex=check_ttl(ttl))
+
+    def add(self, key: str, value: Value, ttl: int) -> bool:
+        return bool(self._r.set(self._k(key), dumps(value), ex=check_ttl(ttl), nx=True))
+
+    def get(self, key: str) -> Value | None:
+        return loads(self._r.get(self._k(key)))
+
+    def get_many(self, keys: list[str]) -> list[Value | None]:
+        if not keys:
+            return []  # MGET with no keys is an error
+        return [loads(raw) for raw in self._r.mget([self._k(k) for k in keys])]
+
+    def consume(self, key: str) -> Value | None:
+        return loads(self._r.getdel(self._k(key)))
+
+    def delete(self, *keys: str) -> None:
+        if keys:
+            self._r.delete(*(self._k(k) for k in keys))
+
+    def incr(self, key: str, ttl: int) -> int:
+        return int(self._incr(keys=[self._k(key)], args=[check_ttl(ttl)]))
+
+    def ttl_of(self, key: str) -> int | None:
+        ms = self._r.pttl(self._k(key))
+        return None if ms < 0 else max(1, math.ceil(ms / 1000))
+
+    def sadd(self, key: str, member: str, ttl: int) -> None:
+        if not isinstance(member, str):
+            raise TypeError("set members must be str")
+        self._sadd(keys=[self._k(key)], args=[member, check_ttl(ttl)])
+
+    def smembers(self, key: str) -> set[str]:
+        return {m.decode() for m in self._r.smembers(self._k(key))}
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._r.ping())
+        except redis.RedisError:
+            return False
+
+    def clear(self) -> None:
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.namespace) + "*"
+        batch = []
+        for k in self._r.scan_iter(match=pattern, count=500):
+            batch.append(k)
+            if len(batch) >= 500:
+                self._r.delete(*batch)
+                batch.clear()
+        if batch:
+            self._r.delete(*batch)
+
+    def close(self) -> None:
+        self._r.close()

@@ -1,0 +1,242 @@
+"""Contract tests every Store backend must pass (memory and a real Redis).
+
+The single-use and NX guarantees are what keep authorization codes and
+nonces from being redeemed twice, so they are tested under real thread
+contention, not just sequentially.  Memory expiry is driven with freezegun;
+Redis time cannot be frozen, so its TTLs are checked through ``ttl_of``.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from freezegun import freeze_time
+
+from idp.store import MemoryStore, RedisStore, Store, create_store
+
+THREADS = 16
+
+
+def race(fn, n: int = THREADS) -> list:
+    """Run ``fn()`` in ``n`` threads released together by a barrier."""
+    barrier = threading.Barrier(n)
+
+    def go():
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(n) as pool:
+        return [f.result() for f in [pool.submit(go) for _ in range(n)]]
+
+
+# -- TTL is mandatory --------------------------------------------------------
+
+@pytest.mark.parametrize("ttl", [0, -1, 1.5, "10", None, True])
+def test_every_write_requires_a_positive_integer_ttl(store: Store, ttl) -> None:
+    for write in (lambda: store.put("k", 1, ttl), lambda: store.add("k", 1, ttl),
+                  lambda: store.incr("k", ttl), lambda: store.sadd("k", "m", ttl)):
+        with pytest.raises(ValueError):
+            write()
+    assert store.get("k") is None
+
+
+def test_ttl_of_is_within_the_ttl(store: Store) -> None:
+    store.put("k", "v", 30)
+    assert 0 < store.ttl_of("k") <= 30
+    assert store.ttl_of("missing") is None
+
+
+# -- values ------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [{"a": [1, "x"], "b": {"c": None}}, [1, 2], "s", 0, 42])
+def test_put_get_round_trips_json(store: Store, value) -> None:
+    store.put("k", value, 60)
+    assert store.get("k") == value
+
+
+def test_put_replaces_and_get_returns_a_copy(store: Store) -> None:
+    store.put("k", {"n": 1}, 60)
+    store.put("k", {"n": 2}, 60)
+    got = store.get("k")
+    got["n"] = 99
+    assert store.get("k") == {"n": 2}
+
+
+def test_unserialisable_values_and_none_are_refused(store: Store) -> None:
+    with pytest.raises(TypeError):
+        store.put("k", {"x": object()}, 60)
+    with pytest.raises(ValueError):
+        store.put("k", None, 60)
+
+
+def test_get_many_keeps_order_and_reports_missing(store: Store) -> None:
+    store.put("a", 1, 60)
+    store.put("c", {"z": 3}, 60)
+    assert store.get_many(["c", "b", "a", "a"]) == [{"z": 3}, None, 1, 1]
+    assert store.get_many([]) == []
+
+
+def test_delete_many_ignores_missing(store: Store) -> None:
+    store.put("a", 1, 60)
+    store.put("b", 2, 60)
+    store.delete("a", "b", "missing")
+    store.delete()
+    assert store.get_many(["a", "b"]) == [None, None]
+
+
+# -- add (NX) and consume (single use) ---------------------------------------
+
+def test_add_sets_only_if_absent(store: Store) -> None:
+    assert store.add("k", "first", 60) is True
+    assert store.add("k", "second", 60) is False
+    assert store.get("k") == "first"
+
+
+def test_consume_returns_the_value_once(store: Store) -> None:
+    store.put("code", {"sub": "u1"}, 60)
+    assert store.consume("code") == {"sub": "u1"}
+    assert store.consume("code") is None
+    assert store.get("code") is None
+    assert store.consume("never") is None
+
+
+def test_concurrent_consume_has_exactly_one_winner(store: Store) -> None:
+    for round_ in range(5):
+        store.put(f"code{round_}", {"round": round_}, 60)
+        results = race(lambda: store.consume(f"code{round_}"))
+        assert [r for r in results if r is not None] == [{"round": round_}]
+
+
+def test_concurrent_add_has_exactly_one_winner(store: Store) -> None:
+    for round_ in range(5):
+        results = race(lambda: store.add(f"nonce{round_}", "seen", 60))
+        assert results.count(True) == 1 and results.count(False) == THREADS - 1
+
+
+# -- counters ----------------------------------------------------------------
+
+def test_incr_counts_from_one(store: Store) -> None:
+    assert [store.incr("hits", 60) for _ in range(3)] == [1, 2, 3]
+    assert store.get("hits") == 3
+
+
+def test_incr_keeps_the_first_ttl(store: Store) -> None:
+    store.incr("hits", 100)
+    store.incr("hits", 1000)  # a longer ttl later must not extend the window
+    assert 0 < store.ttl_of("hits") <= 100
+
+
+def test_concurrent_incr_loses_no_update(store: Store) -> None:
+    results = race(lambda: store.incr("hits", 60))
+    assert sorted(results) == list(range(1, THREADS + 1))
+
+
+# -- sets --------------------------------------------------------------------
+
+def test_sets_collect_members(store: Store) -> None:
+    assert store.smembers("family") == set()
+    for m in ("t1", "t2", "t1"):
+        store.sadd("family", m, 60)
+    assert store.smembers("family") == {"t1", "t2"}
+    store.delete("family")
+    assert store.smembers("family") == set()
+
+
+def test_sadd_ttl_is_max_of_existing_and_new(store: Store) -> None:
+    store.sadd("family", "t1", 100)
+    store.sadd("family", "t2", 1000)
+    assert 100 < store.ttl_of("family") <= 1000
+    store.sadd("family", "t3", 10)  # a shorter ttl must not shorten it
+    assert 100 < store.ttl_of("family") <= 1000
+
+
+# -- namespaces, health ------------------------------------------------------
+
+def test_namespaces_are_isolated(make_store) -> None:
+    a, b = make_store(), make_store()
+    a.put("k", "a", 60)
+    b.put("k", "b", 60)
+    a.clear()
+    assert (a.get("k"), b.get("k")) == (None, "b")
+
+
+def test_redis_keys_carry_the_namespace(redis_url: str) -> None:
+    import redis
+
+    s = RedisStore(redis_url, namespace="nsprobe:")
+    try:
+        s.put("k", {"a": 1}, 60)
+        raw = redis.Redis.from_url(redis_url).get("nsprobe:k")
+        assert raw == b'{"a":1}'  # compact JSON, prefixed key
+    finally:
+        s.clear()
+        s.close()
+
+
+def test_ping(store: Store) -> None:
+    assert store.ping() is True
+
+
+def test_ping_is_false_when_redis_is_down() -> None:
+    s = RedisStore("redis://127.0.0.1:1/0")  # port 1: connection refused
+    assert s.ping() is False
+
+
+# -- expiry (memory: frozen clock) -------------------------------------------
+
+def test_memory_keys_expire_after_their_ttl() -> None:
+    s = MemoryStore()
+    with freeze_time("2030-01-01") as clock:
+        s.put("k", "v", 10)
+        s.sadd("set", "m", 10)
+        clock.tick(9)
+        assert s.get("k") == "v" and s.ttl_of("k") == 1
+        assert s.add("k", "other", 10) is False
+        clock.tick(1)
+        assert s.get("k") is None and s.ttl_of("k") is None
+        assert s.smembers("set") == set()
+        assert s.consume("k") is None
+        assert s.add("k", "other", 10) is True
+
+
+def test_memory_incr_window_is_fixed() -> None:
+    s = MemoryStore()
+    with freeze_time("2030-01-01") as clock:
+        s.incr("hits", 10)
+        clock.tick(6)
+        assert s.incr("hits", 10) == 2 and s.ttl_of("hits") == 4
+        clock.tick(4)
+        assert s.incr("hits", 10) == 1  # a new window
+        assert s.ttl_of("hits") == 10
+
+
+def test_memory_sweeps_expired_keys_nobody_reads(monkeypatch) -> None:
+    import idp.store.memory as memory
+
+    monkeypatch.setattr(memory, "SWEEP_EVERY", 5)
+    s = MemoryStore()
+    with freeze_time("2030-01-01") as clock:
+        for i in range(4):
+            s.put(f"old{i}", i, 1)
+        clock.tick(2)
+        s.put("new", 1, 60)  # fifth write sweeps
+        assert list(s._data) == ["idp:new"]
+
+
+# -- create_store ------------------------------------------------------------
+
+def test_create_store_parses_urls() -> None:
+    assert isinstance(create_store(None), MemoryStore)
+    mem = create_store("memory://", namespace="x:")
+    assert isinstance(mem, MemoryStore) and mem.namespace == "x:"
+    red = create_store("redis://127.0.0.1:6379/0", namespace="y:")
+    assert isinstance(red, RedisStore) and red.namespace == "y:"
+    assert create_store(None).namespace == "idp:"
+
+
+@pytest.mark.parametrize("url", ["", "postgresql://db", "memcached://x", "localhost:6379"])
+def test_create_store_rejects_unknown_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="memory://.*redis://"):
+        create_store(url)
