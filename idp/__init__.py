@@ -1,0 +1,46 @@
+"""Seller identity provider: an OpenID Connect issuer built on Flask and authlib."""
+
+import logging
+import os
+
+from flask import Flask
+
+from . import config as config_mod
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_path=os.path.abspath(os.environ.get("IDP_INSTANCE_PATH", "instance")))
+    app.config.update(config_mod.load(app.instance_path, overrides))
+    secure = app.config["ISSUER"].startswith("https://")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=app.config["DATABASE_URL"],
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        SESSION_COOKIE_NAME="__Host-idp_flask" if secure else "idp_flask",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=secure,
+        WTF_CSRF_TIME_LIMIT=None,  # bound to the session cookie; the sign-in itself has a TTL
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    from . import errors, extensions, models  # noqa: F401  (models registers the tables)
+    from .crypto.keys import KeyRing
+    from .store import create_store
+    from .web import headers
+
+    extensions.db.init_app(app)
+    extensions.migrate.init_app(app, extensions.db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
+    extensions.csrf.init_app(app)
+    app.extensions["idp.store"] = create_store(app.config["REDIS_URL"], app.config["STORE_NAMESPACE"])
+    app.extensions["idp.keyring"] = KeyRing(app.config["KEYS_DIR"], app.config["KEY_PUBLISH_AHEAD"])
+
+    from .oauth import server, views as oauth_views
+    from .login import views as login_views
+
+    server.init_app(app)
+    app.register_blueprint(oauth_views.bp)
+    app.register_blueprint(login_views.bp)
+    errors.register(app)
+    headers.register(app)
+    return app

@@ -1,0 +1,120 @@
+"""Configuration: documented defaults in one place, then config/idp.toml, then IDP_* environment.
+
+Every setting below can be overridden in the TOML file (same key, any case) or with an
+environment variable named ``IDP_<KEY>`` (``IDP_ISSUER=https://id.example.com``).
+Values from the environment are parsed as JSON when they look like it (numbers, booleans).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_SECRET_KEY = "dev-only-not-secret"
+
+DEFAULTS: dict[str, object] = {
+    # "development" (make run, tests) or "production" (idp serve): production refuses unsafe settings.
+    "ENV": "development",
+    # Signs cookies and keys the hash of client secrets and tokens. Must be set in production.
+    "SECRET_KEY": DEFAULT_SECRET_KEY,
+    # The issuer identifier; every URL in discovery is built from it, never from the Host header.
+    "ISSUER": "http://127.0.0.1:5000",
+    # SQLAlchemy URL; PostgreSQL as postgresql+psycopg://user:pass@host/db.
+    "DATABASE_URL": "sqlite:///{instance}/idp.sqlite3",
+    # Ephemeral store: memory:// (embedded, one process) or redis://host:port/db (production).
+    "REDIS_URL": "memory://",
+    # Prefix of every store key (lets several deployments or test runs share one Redis).
+    "STORE_NAMESPACE": "idp:",
+    # Directory holding the signing keys (generated on first start when empty).
+    "KEYS_DIR": "keys",
+    # The demo clients registered by `make run` and `idp clients load`.
+    "CLIENTS_FILE": "config/clients.toml",
+    # Signing algorithm of ID tokens unless a client asks for another (ES256 or RS256).
+    "ID_TOKEN_ALG": "ES256",
+    # Lifetimes, in seconds.
+    "CODE_TTL": 60,
+    "ACCESS_TOKEN_TTL": 600,
+    "ID_TOKEN_TTL": 3600,
+    "REFRESH_TOKEN_IDLE_TTL": 14 * 24 * 3600,
+    "REFRESH_TOKEN_ABSOLUTE_TTL": 30 * 24 * 3600,
+    "LOGIN_TTL": 900,  # a sign-in in progress
+    "SESSION_TTL": 14 * 24 * 3600,  # the IdP browser session (single sign-on)
+    # Signing key rotation: a new key is published this long before it signs anything.
+    "KEY_PUBLISH_AHEAD": 24 * 3600,
+    # Argon2id cost (RFC 9106 second recommended option: 19 MiB, t=2, p=1 is the floor).
+    "ARGON2_MEMORY_KIB": 19 * 1024,
+    "ARGON2_TIME_COST": 2,
+    "ARGON2_PARALLELISM": 1,
+    # Largest form or query accepted by any endpoint.
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    # Back-channel logout: attempts per relying party and the timeout of each.
+    "BACKCHANNEL_ATTEMPTS": 3,
+    "BACKCHANNEL_TIMEOUT": 2.0,
+    # Workers of `idp serve`.
+    "WORKERS": 2,
+    "BIND": "127.0.0.1:8000",
+}
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says why."""
+
+
+def load(instance_path: str, overrides: dict | None = None) -> dict:
+    config = dict(DEFAULTS)
+    path = Path(os.environ.get("IDP_CONFIG_FILE", "config/idp.toml"))
+    if path.is_file():
+        with path.open("rb") as fh:
+            config.update({k.upper(): v for k, v in tomllib.load(fh).items()})
+    for key, raw in os.environ.items():
+        if key.startswith("IDP_") and key != "IDP_CONFIG_FILE":
+            config[key[4:]] = _parse_env(raw)
+    config.update(overrides or {})
+    config["DATABASE_URL"] = str(config["DATABASE_URL"]).format(instance=instance_path)
+    config["ISSUER"] = str(config["ISSUER"]).rstrip("/")
+    check(config)
+    return config
+
+
+def _parse_env(raw: str):
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, (int, float, bool, list, dict)) else raw
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check(config: dict) -> None:
+    """Refuse settings that are unsafe in production; say which and why."""
+    issuer = urlsplit(config["ISSUER"])
+    if issuer.scheme not in ("http", "https") or not issuer.hostname or issuer.query or issuer.fragment:
+        raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")
+    if config["ID_TOKEN_ALG"] not in ("ES256", "RS256"):
+        raise ConfigError("ID_TOKEN_ALG must be ES256 or RS256")
+    if config["ENV"] != "production":
+        return
+    if config["SECRET_KEY"] == DEFAULT_SECRET_KEY or len(str(config["SECRET_KEY"])) < 32:
+        raise ConfigError(
+            "production needs IDP_SECRET_KEY: at least 32 random characters "
+            "(the default key is public, so cookies and secret hashes could be forged)"
+        )
+    if issuer.scheme != "https" and not is_loopback_url(config["ISSUER"]):
+        raise ConfigError(
+            f"production issuer {config['ISSUER']!r} is plain http on a non-loopback host: "
+            "tokens and cookies would cross the network in clear; use https"
+        )

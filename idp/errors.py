@@ -1,0 +1,54 @@
+"""The three kinds of error and one renderer each.
+
+1. OAuth errors (authlib's OAuth2Error): the RFC's JSON body and status, or a redirect
+   from /authorize once client and redirect URI are verified (idp.oauth.authorize).
+2. Sign-in errors: neutral messages in the form, rendered by the login views.
+3. Anything unexpected: a generic error with a request id; the detail goes to the log only.
+"""
+
+import logging
+import secrets
+
+from flask import jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("idp")
+
+JSON_PREFIXES = ("/token", "/introspect", "/revoke", "/userinfo", "/jwks", "/.well-known", "/healthz", "/readyz")
+
+
+def wants_json() -> bool:
+    return request.path.startswith(JSON_PREFIXES)
+
+
+def oauth_error(error: str, description: str, status: int = 400, headers=None):
+    """An RFC 6749 §5.2 error response; never cached."""
+    resp = jsonify(error=error, error_description=description)
+    resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def page_error(message: str, status: int = 400):
+    return render_template("error.html", message=message), status
+
+
+def register(app):
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if wants_json():
+            code = "invalid_request" if exc.code < 500 else "server_error"
+            if exc.code == 405:
+                code = "invalid_request"
+            return oauth_error(code, exc.description or exc.name, exc.code)
+        return page_error(exc.description or exc.name, exc.code)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        request_id = secrets.token_hex(8)
+        log.exception("unhandled error request_id=%s path=%s", request_id, request.path)
+        if wants_json():
+            return oauth_error("server_error", f"unexpected error (request id {request_id})", 500)
+        return page_error(f"Something went wrong on our side. Request id: {request_id}", 500)

@@ -1,0 +1,26 @@
+"""Extensions, created unbound and attached in create_app (Flask's init_app pattern)."""
+
+from flask import current_app
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+csrf = CSRFProtect()
+
+
+def store():
+    """The ephemeral store (codes, sign-ins in progress, access tokens, counters)."""
+    return current_app.extensions["idp.store"]
+
+
+def keyring():
+    """The signing keys (idp.crypto.keys.KeyRing)."""
+    return current_app.extensions["idp.keyring"]

@@ -1,0 +1,167 @@
+"""Orchestration of a sign-in: start it from an authorization request, move it through
+the pipeline's steps, and answer the request when it is complete.
+
+The pure rules are in pipeline.py; this module does the I/O around them (store,
+database, cookies) and the views only render.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from flask import current_app, redirect, request, session as flask_session, url_for
+
+from ..crypto.keys import InvalidJWT
+from ..crypto.secrets import keyed_hash, new_token
+from ..extensions import db, keyring, store
+from ..models import Account, Client, Consent
+from ..oauth import codes
+from ..oauth.authorize import AuthorizationRequest
+from . import session as browser_session
+from .pipeline import Context, SignIn, next_step, session_satisfies
+
+ACR_PASSWORD = "urn:idp:acr:pwd"
+BROWSER_COOKIE = "idp_browser"
+
+
+def _key(signin_id: str) -> str:
+    return f"signin:{signin_id}"
+
+
+def load(signin_id: str) -> SignIn | None:
+    """The sign-in, if it exists and was started by this browser."""
+    if not signin_id or len(signin_id) > 64:
+        return None
+    data = store().get(_key(signin_id))
+    if data is None:
+        return None
+    signin = SignIn.from_dict(data)
+    raw = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE), "")
+    if not raw or keyed_hash(raw) != signin.browser:
+        return None
+    return signin
+
+
+def save(signin: SignIn) -> None:
+    store().put(_key(signin.id), signin.to_dict(), current_app.config["LOGIN_TTL"])
+
+
+def context(signin: SignIn, client: Client) -> Context:
+    return Context(first_party=client.first_party, now=int(time.time()))
+
+
+def _hint_subject(id_token_hint: str | None) -> str | None:
+    """The subject of an ID token we issued (expired is fine: OIDC Core §3.1.2.1)."""
+    if not id_token_hint:
+        return None
+    claims = keyring().verify(id_token_hint)
+    if claims.get("iss") != current_app.config["ISSUER"] or not isinstance(claims.get("sub"), str):
+        raise InvalidJWT("id_token_hint was not issued by this provider")
+    return claims["sub"]
+
+
+def begin(req: AuthorizationRequest, client: Client):
+    """Start a sign-in for a validated authorization request."""
+    try:
+        hint_sub = _hint_subject(req.id_token_hint)
+    except InvalidJWT:
+        return _error(req, "invalid_request", "id_token_hint is not a valid ID token from this provider")
+
+    signin = SignIn.start(req.to_dict())
+    raw_browser = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE)) or new_token(24)
+    signin.browser = keyed_hash(raw_browser)
+
+    current = browser_session.current()
+    now = int(time.time())
+    if current is not None:
+        row, account = current
+        auth_time = int(row.auth_time.timestamp())
+        if session_satisfies(signin.request, auth_time, now, hint_sub, account.sub):
+            signin.account_id, signin.auth_time, signin.amr = account.id, auth_time, list(row.amr)
+            signin.from_session = True
+            signin.complete("password")
+    resp = advance(signin, client)
+    browser_session.set_cookie(resp, BROWSER_COOKIE, raw_browser, max_age=365 * 24 * 3600)
+    return resp
+
+
+def advance(signin: SignIn, client: Client):
+    """Go to the next needed step's page, or answer the authorization request when done."""
+    req = AuthorizationRequest.from_dict(signin.request)
+    if signin.account_id is not None:
+        consent = db.session.execute(
+            db.select(Consent).filter_by(account_id=signin.account_id, client_id=client.client_id)
+        ).scalar_one_or_none()
+        signin.consent_given = consent is not None and consent.covers(req.scope)
+    step = next_step(signin, context(signin, client))
+    if step is None:
+        store().delete(_key(signin.id))
+        return finish(signin, req, client)
+    if "none" in req.prompt:
+        store().delete(_key(signin.id))
+        return _error(req, step.prompt_none_error, f"user interaction required ({step.key})")
+    save(signin)
+    return redirect(url_for(f"login.{step.key}", signin_id=signin.id))
+
+
+def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
+    """Record a successful proof of identity in the sign-in."""
+    signin.account_id = account.id
+    signin.auth_time = int(time.time())
+    signin.amr = sorted(set(amr))
+    signin.from_session = False
+
+
+def finish(signin: SignIn, req: AuthorizationRequest, client: Client):
+    account = db.session.get(Account, signin.account_id)
+    if account is None or account.status != "active":
+        return _error(req, "access_denied", "the account is not available")
+    cookie = None
+    if signin.from_session:
+        current = browser_session.current()
+        if current is None:  # the session ended while this sign-in was open: prove identity again
+            signin.account_id, signin.from_session = None, False
+            signin.done = [k for k in signin.done if k != "password"]
+            return advance(signin, client)
+        row = current[0]
+    else:
+        # A fresh proof of identity: new session, new id (no fixation), new CSRF token.
+        flask_session.clear()
+        row, cookie = browser_session.start(
+            account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD)
+    if client.client_id not in (row.clients or []):
+        row.clients = [*(row.clients or []), client.client_id]
+    db.session.commit()
+    code = codes.issue({
+        "client_id": client.client_id, "redirect_uri": req.redirect_uri, "scope": req.scope,
+        "code_challenge": req.code_challenge, "nonce": req.nonce, "account_id": account.id,
+        "auth_time": int(row.auth_time.timestamp()), "amr": list(row.amr), "acr": row.acr, "sid": row.sid,
+        "resource": req.resource,
+    })
+    resp = redirect(codes.response_url(req.redirect_uri, {"code": code, "state": req.state}))
+    if cookie is not None:
+        browser_session.set_cookie(resp, "idp_session", cookie, max_age=current_app.config["SESSION_TTL"])
+    return resp
+
+
+def deny(signin: SignIn):
+    store().delete(_key(signin.id))
+    return _error(AuthorizationRequest.from_dict(signin.request), "access_denied", "the user declined")
+
+
+def _error(req: AuthorizationRequest, error: str, description: str):
+    return redirect(codes.response_url(req.redirect_uri, {
+        "error": error, "error_description": description, "state": req.state}))
+
+
+def record_consent(signin: SignIn, client: Client) -> None:
+    scopes = signin.request["scope"]
+    consent = db.session.execute(
+        db.select(Consent).filter_by(account_id=signin.account_id, client_id=client.client_id)
+    ).scalar_one_or_none()
+    if consent is None:
+        db.session.add(Consent(account_id=signin.account_id, client_id=client.client_id, scopes=sorted(scopes)))
+    else:
+        consent.scopes = sorted(set(consent.scopes) | set(scopes))
+    db.session.commit()

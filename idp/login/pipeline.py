@@ -1,0 +1,103 @@
+"""The sign-in as an ordered table of steps (pure: no I/O, no Flask).
+
+A sign-in in progress (SignIn) records which steps are done. ``next_step`` walks the
+table and returns the first step that is needed and not done; None means the sign-in is
+complete and the authorization request can be answered. Adding a factor, a lockout
+gate or a risk check is adding a row here and a handler in views, not rewriting the flow.
+
+    password  ->  (second_factor)  ->  (risk)  ->  consent  ->  done
+
+Each step has a key, says whether it is needed for this sign-in, and names the
+``prompt=none`` error to give when it would need the user (OIDC Core §3.1.2.6).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+
+@dataclass
+class SignIn:
+    """Stored in the ephemeral store under ``signin:<id>`` for LOGIN_TTL seconds."""
+
+    id: str
+    request: dict  # AuthorizationRequest.to_dict()
+    account_id: int | None = None
+    auth_time: int | None = None  # when the user last proved who they are
+    amr: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    from_session: bool = False  # authenticated by an existing IdP session (SSO)
+    consent_given: bool = False  # already on record for these scopes
+    browser: str = ""  # keyed hash of the browser-binding cookie that started it
+
+    @classmethod
+    def start(cls, request: dict) -> "SignIn":
+        return cls(id=secrets.token_urlsafe(24), request=request)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SignIn":
+        return cls(**d)
+
+    def complete(self, key: str) -> None:
+        if key not in self.done:
+            self.done.append(key)
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    needed: Callable[[SignIn, "Context"], bool]
+    prompt_none_error: str  # error for prompt=none when this step needs the user
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the views know about this sign-in, gathered before asking the pipeline."""
+
+    first_party: bool
+    now: int
+
+
+def _password_needed(s: SignIn, ctx: Context) -> bool:
+    return s.account_id is None
+
+
+def _consent_needed(s: SignIn, ctx: Context) -> bool:
+    if ctx.first_party:
+        return False
+    return "consent" in s.request.get("prompt", []) or not s.consent_given
+
+
+STEPS: tuple[Step, ...] = (
+    Step("password", _password_needed, "login_required"),
+    Step("consent", _consent_needed, "consent_required"),
+)
+
+
+def next_step(signin: SignIn, ctx: Context, steps=STEPS) -> Step | None:
+    for step in steps:
+        if step.key not in signin.done and step.needed(signin, ctx):
+            return step
+    return None
+
+
+def session_satisfies(request: dict, session_auth_time: int, now: int, hint_sub: str | None,
+                      session_sub: str) -> bool:
+    """Whether an existing IdP session can stand for the password step (single sign-on).
+
+    prompt=login and an exceeded max_age demand a fresh sign-in (OIDC Core §3.1.2.1);
+    an id_token_hint for another subject means the session is not the one the RP expects.
+    """
+    if "login" in request.get("prompt", []):
+        return False
+    max_age = request.get("max_age")
+    if max_age is not None and now - session_auth_time > max_age:
+        return False
+    if hint_sub is not None and hint_sub != session_sub:
+        return False
+    return True

@@ -1,0 +1,67 @@
+"""The IdP's browser session (single sign-on), kept in the database.
+
+The cookie holds 256 random bits; the table keeps only their keyed hash. A new session
+(and a new cookie value) is made at every sign-in, so a session id planted before
+sign-in is worthless after it (session fixation).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app, request
+
+from ..config import is_loopback_url
+from ..crypto.secrets import keyed_hash, new_token
+from ..extensions import db
+from ..models import Account, BrowserSession
+
+
+def cookie_name(name: str) -> str:
+    """``__Host-`` prefix (Secure, Path=/, no Domain) outside loopback development."""
+    return name if _insecure_dev() else f"__Host-{name}"
+
+
+def _insecure_dev() -> bool:
+    issuer = current_app.config["ISSUER"]
+    return issuer.startswith("http://") and is_loopback_url(issuer)
+
+
+def set_cookie(resp, name: str, value: str, max_age: int | None) -> None:
+    resp.set_cookie(cookie_name(name), value, max_age=max_age, path="/", secure=not _insecure_dev(),
+                    httponly=True, samesite="Lax")
+
+
+def current() -> tuple[BrowserSession, Account] | None:
+    raw = request.cookies.get(cookie_name("idp_session"))
+    if not raw or len(raw) > 100:
+        return None
+    row = db.session.get(BrowserSession, keyed_hash(raw))
+    now = datetime.now(timezone.utc)
+    if row is None or row.ended_at is not None or row.expires_at <= now:
+        return None
+    account = db.session.get(Account, row.account_id)
+    if account is None or account.status != "active":
+        return None
+    if account.sessions_revoked_at and account.sessions_revoked_at >= row.created_at:
+        return None
+    return row, account
+
+
+def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None) -> tuple[BrowserSession, str]:
+    """End the browser's current session, if any, and open a new one. Returns (row, cookie value)."""
+    old = current()
+    now = datetime.now(timezone.utc)
+    if old is not None:
+        old[0].ended_at = now
+    raw = new_token(32)
+    row = BrowserSession(
+        id_hash=keyed_hash(raw), sid=secrets.token_urlsafe(16), account_id=account.id, auth_time=auth_time,
+        amr=list(amr), acr=acr, created_at=now, last_seen_at=now,
+        expires_at=now + timedelta(seconds=current_app.config["SESSION_TTL"]),
+        user_agent=(request.user_agent.string or "")[:300], ip=request.remote_addr, clients=[],
+    )
+    db.session.add(row)
+    db.session.commit()
+    return row, raw

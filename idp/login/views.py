@@ -1,0 +1,64 @@
+"""Pages of the sign-in steps. Each step: GET renders, POST checks and advances."""
+
+from flask import Blueprint, render_template
+
+from ..errors import page_error
+from ..extensions import db
+from ..models import Account
+from ..oauth.server import query_client
+from . import flow, password as passwords
+from .forms import ConsentForm, PasswordForm
+
+bp = Blueprint("login", __name__, url_prefix="/signin")
+
+EXPIRED = "This sign-in has expired or is not valid in this browser. Go back to the app and start again."
+BAD_CREDENTIALS = "Incorrect email or password."
+
+
+def _load(signin_id):
+    signin = flow.load(signin_id)
+    if signin is None:
+        return None, None
+    return signin, query_client(signin.request["client_id"])
+
+
+@bp.route("/<signin_id>/password", methods=["GET", "POST"])
+def password(signin_id):
+    signin, client = _load(signin_id)
+    if signin is None or client is None:
+        return page_error(EXPIRED, 400)
+    form = PasswordForm()
+    if not form.is_submitted():
+        form.email.data = signin.request.get("login_hint")
+        return render_template("signin/password.html", form=form, client=client)
+    if not form.validate():
+        return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
+    email = Account.normalize_email(form.email.data or "")
+    account = db.session.execute(db.select(Account).filter_by(email=email)).scalar_one_or_none()
+    # Always verify a hash (a dummy one for unknown accounts): same answer, same time.
+    ok = passwords.verify_password(account.password_hash if account else None, form.password.data or "")
+    if not ok or account.status != "active":
+        return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
+    if passwords.needs_rehash(account.password_hash):
+        account.password_hash = passwords.hash_password(form.password.data)
+        db.session.commit()
+    flow.authenticated(signin, account, ["pwd"])
+    signin.complete("password")
+    return flow.advance(signin, client)
+
+
+@bp.route("/<signin_id>/consent", methods=["GET", "POST"])
+def consent(signin_id):
+    signin, client = _load(signin_id)
+    if signin is None or client is None or signin.account_id is None:
+        return page_error(EXPIRED, 400)
+    form = ConsentForm()
+    if not form.is_submitted():
+        return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"])
+    if not form.validate():
+        return page_error("The form expired. Go back to the app and start again.", 400)
+    if not form.allow.data:
+        return flow.deny(signin)
+    flow.record_consent(signin, client)
+    signin.complete("consent")
+    return flow.advance(signin, client)

@@ -1,0 +1,14 @@
+"""The durable model: accounts, clients, consents, browser sessions, token families.
+
+Short-lived state (codes, access tokens, sign-ins in progress) is not here: it lives in
+the ephemeral store (idp.store) with a TTL.
+"""
+
+from .account import Account
+from .client import Client
+from .consent import Consent
+from .grant import Grant, RefreshToken
+from .session import BrowserSession
+from .event import SecurityEvent
+
+__all__ = ["Account", "Client", "Consent", "Grant", "RefreshToken", "BrowserSession", "SecurityEvent"]

@@ -1,0 +1,149 @@
+"""Validation of an authorization request (RFC 6749 §4.1.1, RFC 7636, OIDC Core §3.1.2).
+
+Pure: takes the request parameters and a client lookup, returns an AuthorizationRequest
+or raises AuthorizeError. The checks run in the order below, one function each, and the
+order matters: until the client and its redirect URI are verified an error must not be
+sent to the redirect URI (RFC 6749 §4.1.2.1), so those errors are shown as a page.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+MAX_PARAM = 2048
+PROMPTS = {"none", "login", "consent"}
+# RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters of the base64url alphabet.
+S256_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+SINGLE = (
+    "client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge",
+    "code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "acr_values",
+    "response_mode", "ui_locales", "request", "request_uri", "display", "claims",
+)
+
+
+class AuthorizeError(Exception):
+    """``redirect_uri`` is None when the error must be shown as a page, not redirected."""
+
+    def __init__(self, error: str, description: str, redirect_uri: str | None = None, state: str | None = None):
+        super().__init__(description)
+        self.error, self.description, self.redirect_uri, self.state = error, description, redirect_uri, state
+
+
+@dataclass
+class AuthorizationRequest:
+    client_id: str
+    redirect_uri: str
+    scope: list[str]
+    code_challenge: str
+    state: str | None = None
+    nonce: str | None = None
+    prompt: set[str] = field(default_factory=set)
+    max_age: int | None = None
+    login_hint: str | None = None
+    id_token_hint: str | None = None
+    acr_values: list[str] = field(default_factory=list)
+    resource: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["prompt"] = sorted(self.prompt)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AuthorizationRequest":
+        return cls(**{**d, "prompt": set(d["prompt"])})
+
+
+def validate(params, find_client) -> tuple[AuthorizationRequest, object]:
+    """``params`` maps a name to the list of its values (werkzeug MultiDict.to_dict(flat=False))."""
+    client = _check_client(params, find_client)
+    redirect_uri = _check_redirect_uri(params, client)
+    state = _one(params, "state")
+
+    def fail(error, description):
+        raise AuthorizeError(error, description, redirect_uri, state if isinstance(state, str) else None)
+
+    for name in SINGLE:
+        if len(params.get(name, [])) > 1:
+            fail("invalid_request", f"'{name}' must not be repeated")
+    for name, values in params.items():
+        if name != "resource" and any(len(v) > MAX_PARAM for v in values):
+            fail("invalid_request", f"'{name}' is too long")
+    if _one(params, "request") is not None:
+        fail("request_not_supported", "request objects are not supported")
+    if _one(params, "request_uri") is not None:
+        fail("request_uri_not_supported", "request_uri is not supported")
+    if _one(params, "response_type") != "code":
+        fail("unsupported_response_type", "only response_type=code is supported")
+    if not client.check_response_type("code"):
+        fail("unauthorized_client", "the client may not use the authorization code flow")
+    if _one(params, "response_mode") not in (None, "query"):
+        fail("invalid_request", "only response_mode=query is supported")
+
+    scope = (_one(params, "scope") or "").split()
+    if not scope:
+        fail("invalid_scope", "scope is required")
+    unknown = [s for s in scope if s not in client.scopes]
+    if unknown:
+        fail("invalid_scope", f"scope not allowed for this client: {' '.join(unknown)}")
+
+    challenge, method = _one(params, "code_challenge"), _one(params, "code_challenge_method")
+    if challenge is None:
+        fail("invalid_request", "code_challenge is required (PKCE, RFC 7636)")
+    if method != "S256":
+        fail("invalid_request", "code_challenge_method must be S256")
+    if not S256_CHALLENGE.match(challenge):
+        fail("invalid_request", "code_challenge is not a valid S256 challenge")
+
+    prompt = set((_one(params, "prompt") or "").split())
+    if not prompt <= PROMPTS:
+        fail("invalid_request", "unsupported prompt value")
+    if "none" in prompt and len(prompt) > 1:
+        fail("invalid_request", "prompt=none cannot be combined with other values")
+
+    max_age = _one(params, "max_age")
+    if max_age is not None:
+        if not max_age.isdigit() or len(max_age) > 10:
+            fail("invalid_request", "max_age must be a non-negative integer")
+        max_age = int(max_age)
+
+    resource = params.get("resource", [])
+    for r in resource:
+        if len(r) > MAX_PARAM or "#" in r or "://" not in r:
+            fail("invalid_target", "resource must be an absolute URI without fragment (RFC 8707)")
+
+    req = AuthorizationRequest(
+        client_id=client.client_id, redirect_uri=redirect_uri, scope=scope, code_challenge=challenge,
+        state=state, nonce=_one(params, "nonce"), prompt=prompt, max_age=max_age,
+        login_hint=_one(params, "login_hint"), id_token_hint=_one(params, "id_token_hint"),
+        acr_values=(_one(params, "acr_values") or "").split(), resource=list(resource),
+    )
+    return req, client
+
+
+def _one(params, name):
+    values = params.get(name)
+    return values[0] if values else None
+
+
+def _check_client(params, find_client):
+    values = params.get("client_id", [])
+    if len(values) != 1 or not values[0] or len(values[0]) > 100:
+        raise AuthorizeError("invalid_request", "missing or invalid client_id")
+    client = find_client(values[0])
+    if client is None:
+        raise AuthorizeError("invalid_client", "unknown client")
+    return client
+
+
+def _check_redirect_uri(params, client) -> str:
+    values = params.get("redirect_uri", [])
+    if not values:
+        default = client.get_default_redirect_uri()
+        if default is None:
+            raise AuthorizeError("invalid_request", "redirect_uri is required")
+        return default
+    if len(values) > 1 or len(values[0]) > MAX_PARAM or not client.check_redirect_uri(values[0]):
+        raise AuthorizeError("invalid_request", "redirect_uri is not registered for this client")
+    return values[0]

@@ -1,0 +1,53 @@
+"""Authorization codes (RFC 6749 §4.1.2, §10.5; RFC 9700 §4.2.4).
+
+A code is 256 random bits, kept in the store under its keyed hash for CODE_TTL seconds
+and bound to client, redirect URI and PKCE challenge. Redemption is ``store.consume``,
+atomic: of concurrent redemptions exactly one gets the record. At issue time a second
+key remembers which token family the code would start, a little longer than the code
+lives, so that a replayed code can revoke what the first redemption received.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from flask import current_app
+
+from ..crypto.secrets import keyed_hash, new_token
+from ..extensions import store
+from ..models.grant import new_grant_id
+
+SPENT_TTL = 600
+
+
+def issue(record: dict) -> str:
+    """Store a code for ``record`` (client_id, redirect_uri, code_challenge, account, ...)."""
+    code = new_token(32)
+    h = keyed_hash(code)
+    record = dict(record, grant_id=new_grant_id())
+    s = store()
+    s.put(f"code-grant:{h}", record["grant_id"], max(SPENT_TTL, current_app.config["CODE_TTL"] * 2))
+    s.put(f"code:{h}", record, current_app.config["CODE_TTL"])
+    return code
+
+
+def redeem(code: str) -> tuple[dict | None, str | None]:
+    """(record, None) for the one caller that wins the code; (None, grant_id) for a replay
+    of a code that was issued (the family to revoke); (None, None) for an unknown code."""
+    if not code or len(code) > 200:
+        return None, None
+    h = keyed_hash(code)
+    s = store()
+    record = s.consume(f"code:{h}")
+    if record is not None:
+        return record, None
+    return None, s.get(f"code-grant:{h}")
+
+
+def response_url(redirect_uri: str, params: dict) -> str:
+    """The redirect back to the client, with ``iss`` (RFC 9207) and the state byte for byte."""
+    params = {k: v for k, v in params.items() if v is not None}
+    params["iss"] = current_app.config["ISSUER"]
+    parts = urlsplit(redirect_uri)
+    query = parts.query + ("&" if parts.query else "") + urlencode(params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))

@@ -1,0 +1,36 @@
+"""Redirect URI matching: exact string comparison (RFC 9700 §4.1.3), with the one
+exception RFC 8252 §7.3 makes for native apps: on a loopback IP literal redirect the
+port is chosen at run time, so only the port may differ from the registered URI.
+"""
+
+from urllib.parse import urlsplit
+
+LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
+
+
+def _without_port(url: str):
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        host = host[: host.index("]") + 1]
+    else:
+        host = host.split(":", 1)[0]
+    return (parts.scheme, host, parts.path, parts.query, parts.fragment)
+
+
+def is_loopback_redirect(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "http" and _without_port(url)[1] in LOOPBACK_HOSTS
+
+
+def matches(requested: str, registered: list[str], native: bool) -> bool:
+    if requested in registered:
+        return True
+    if not native or not is_loopback_redirect(requested):
+        return False
+    try:
+        urlsplit(requested).port  # a malformed port raises
+    except ValueError:
+        return False
+    wanted = _without_port(requested)
+    return any(is_loopback_redirect(r) and _without_port(r) == wanted for r in registered)

@@ -1,0 +1,38 @@
+"""HTTP glue for the protocol endpoints: parse, call the core, render."""
+
+from flask import Blueprint, current_app, redirect, request
+
+from ..errors import oauth_error, page_error
+from ..extensions import csrf
+from ..login import flow
+from . import authorize as authz
+from . import codes, userinfo as userinfo_mod
+from .server import authorization_server, query_client
+
+bp = Blueprint("oauth", __name__)
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+@csrf.exempt  # a cross-site navigation from the relying party, not a form of ours
+def authorize():
+    params = (request.form if request.method == "POST" else request.args).to_dict(flat=False)
+    try:
+        req, client = authz.validate(params, query_client)
+    except authz.AuthorizeError as e:
+        if e.redirect_uri is None:
+            return page_error(f"This sign-in link is not valid: {e.description}.", 400)
+        return redirect(codes.response_url(e.redirect_uri, {
+            "error": e.error, "error_description": e.description, "state": e.state}))
+    return flow.begin(req, client)
+
+
+@bp.route("/token", methods=["POST"])
+@csrf.exempt
+def token():
+    return authorization_server().create_token_response()
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+def userinfo():
+    return userinfo_mod.respond()
