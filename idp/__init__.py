@@ -34,11 +34,13 @@ def create_app(overrides: dict | None = None) -> Flask:
     extensions.csrf.init_app(app)
     app.extensions["idp.store"] = create_store(app.config["REDIS_URL"], app.config["STORE_NAMESPACE"])
     app.extensions["idp.keyring"] = KeyRing(app.config["KEYS_DIR"], app.config["KEY_PUBLISH_AHEAD"])
+    app.extensions["idp.keyring"].ensure()  # first start: generate the signing keys
 
-    from .oauth import server, views as oauth_views
+    from .oauth import discovery, server, views as oauth_views
     from .login import views as login_views
 
     server.init_app(app)
+    app.register_blueprint(discovery.bp)
     app.register_blueprint(oauth_views.bp)
     app.register_blueprint(login_views.bp)
     errors.register(app)

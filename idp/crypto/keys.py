@@ -1,0 +1,248 @@
+"""Signing keys for ID tokens, JWT access tokens and logout tokens; the published JWKS.
+
+Each key is one file ``<kid>.json`` (0600, directory 0700): the private JWK (RFC 7517) and
+its metadata. The kid is the RFC 7638 thumbprint, so files are never rewritten. States come
+from timestamps alone, so nothing has to run when a key switches: per alg, keys are ordered
+by (not_before, serial) and a key retires at the not_before of the key after it.
+
+- **next**: published ``publish_ahead`` seconds before it signs, so relying parties that
+  cache the JWKS know it before they meet it (OpenID Connect Core §10.1.1);
+- **active**: the newest key whose not_before has passed; it signs;
+- **retired**: still published, so its tokens verify, until ``prune`` deletes it.
+
+Processes sharing the directory re-read it when its mtime changes (looked at no more than
+once a second); writers serialise on an flock, so workers starting together generate once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmError
+from joserfc.jwk import ECKey, RSAKey, import_key
+
+log = logging.getLogger("idp.keys")
+
+GENERATORS = {  # RFC 7518 §3.4 (P-256) and §3.3 (RSA, 2048 bits or more)
+    "ES256": lambda: ECKey.generate_key("P-256", private=True),
+    "RS256": lambda: RSAKey.generate_key(2048, private=True),
+}
+ALGS = tuple(GENERATORS)
+_REASONS = {UnsupportedAlgorithmError: "alg not allowed", BadSignatureError: "bad signature"}
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+class InvalidJWT(Exception):
+    """A token failed verification: malformed, unknown kid, bad signature or alg not allowed."""
+
+
+class NoActiveKey(LookupError):
+    """No key of this alg may sign yet; ``ensure()`` creates one."""
+
+
+@dataclass(frozen=True)
+class Key:
+    kid: str
+    alg: str
+    created_at: int
+    not_before: int
+    serial: int  # breaks ties between keys with the same not_before: the later one wins
+    jwk: ECKey | RSAKey = field(repr=False)  # never in logs
+
+
+def _read_key(path: str) -> Key | None:
+    name = os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        jwk = import_key(doc["jwk"])
+        key = Key(doc["kid"], doc["alg"], int(doc["created_at"]), int(doc["not_before"]), int(doc["serial"]), jwk)
+        if key.kid != jwk.thumbprint() or key.alg not in ALGS:
+            raise ValueError("kid is not the RFC 7638 thumbprint, or alg unsupported")
+        if os.stat(path).st_mode & 0o077:
+            log.warning("key file %s is readable by group or others; chmod 600 it", name)
+        return key
+    except FileNotFoundError:
+        return None  # pruned by another process while we listed
+    except Exception as exc:  # noqa: BLE001  (the log line never carries key material)
+        log.error("ignoring unreadable key file %s: %s", name, type(exc).__name__)
+        return None
+
+
+def _write_key(keys_dir: str, key: Key) -> None:
+    """A 0600 temporary file renamed into place: readers never see half a key."""
+    doc = {"kid": key.kid, "alg": key.alg, "created_at": key.created_at, "not_before": key.not_before,
+           "serial": key.serial, "jwk": key.jwk.as_dict(private=True)}
+    tmp = os.path.join(keys_dir, f".tmp-{key.kid}")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, os.path.join(keys_dir, f"{key.kid}.json"))
+
+
+def _ordered(keys) -> tuple[Key, ...]:
+    return tuple(sorted(keys, key=lambda k: (k.alg, k.not_before, k.serial, k.kid)))
+
+
+class KeyRing:
+    def __init__(self, keys_dir: str, publish_ahead: int):
+        self.keys_dir = os.path.abspath(keys_dir)
+        self.publish_ahead = int(publish_ahead)
+        self._lock = threading.RLock()
+        self._keys: tuple[Key, ...] = ()
+        self._jwks: dict | None = None  # built once per load
+        self._mtime = self._checked_at = None
+
+    def _snapshot(self) -> tuple[Key, ...]:
+        with self._lock:
+            now = time.time()
+            if self._checked_at is None or abs(now - self._checked_at) >= 1:
+                self._checked_at = now
+                if self._mtime is None or self._dir_mtime() != self._mtime:
+                    self._load()
+            return self._keys
+
+    def _dir_mtime(self) -> int | None:
+        return os.stat(self.keys_dir).st_mtime_ns if os.path.isdir(self.keys_dir) else None
+
+    def _load(self) -> None:
+        """Read every ``<kid>.json``. A directory changed in the last two seconds is read again
+        at the next check: a coarse mtime could hide a second change within the same tick."""
+        mtime, names = self._dir_mtime(), []
+        with suppress(FileNotFoundError):
+            names = sorted(n for n in os.listdir(self.keys_dir) if n.endswith(".json"))
+        keys = [k for k in (_read_key(os.path.join(self.keys_dir, n)) for n in names) if k]
+        self._keys, self._jwks, self._checked_at = _ordered(keys), None, time.time()
+        self._mtime = None if mtime is None or mtime / 1e9 > time.time() - 2 else mtime
+
+    def _states(self, now: float | None = None) -> list[tuple[Key, str, int | None]]:
+        """(key, state, retired_at) for every key on disk."""
+        now = time.time() if now is None else now
+        keys, out = self._snapshot(), []
+        for alg in ALGS:
+            group = [k for k in keys if k.alg == alg]
+            for key, successor in zip(group, [*group[1:], None]):
+                if key.not_before > now:
+                    out.append((key, "next", None))
+                elif successor is not None and successor.not_before <= now:
+                    out.append((key, "retired", successor.not_before))
+                else:
+                    out.append((key, "active", None))
+        return out
+
+    def active(self, alg: str = "ES256") -> Key:
+        for key, state, _ in self._states():
+            if key.alg == alg and state == "active":
+                return key
+        raise NoActiveKey(f"no active {alg} signing key in {self.keys_dir}")
+
+    def list(self) -> list[dict]:
+        """Every key on disk with its state, for the CLI; no key material."""
+        return [{"kid": k.kid, "alg": k.alg, "state": state, "created_at": k.created_at,
+                 "not_before": k.not_before, "retired_at": retired_at} for k, state, retired_at in self._states()]
+
+    def jwks(self) -> dict:
+        """The JWK Set (RFC 7517 §5) of every published key (next, active, retired): public members only."""
+        with self._lock:
+            keys = self._snapshot()
+            if self._jwks is None:
+                self._jwks = {"keys": [
+                    {**{m: v for m, v in k.jwk.as_dict(private=False).items() if m not in PRIVATE_MEMBERS},
+                     "kid": k.kid, "alg": k.alg, "use": "sig"}
+                    for k in keys
+                ]}
+            return json.loads(json.dumps(self._jwks))  # callers get their own copy
+
+    def sign(self, claims: dict, alg: str = "ES256", typ: str | None = None) -> str:
+        """A compact JWS (RFC 7515 §7.1) by the active key of ``alg``; header alg, kid and typ if given."""
+        key = self.active(alg)
+        header = {"alg": alg, "kid": key.kid, **({"typ": typ} if typ else {})}
+        return jwt.encode(header, claims, key.jwk, algorithms=[alg], default_type=None)
+
+    def verify(self, token: str, algs=ALGS) -> dict:
+        """The claims of a JWS signed by the published key named by ``kid``.
+
+        Checks signature, kid and alg only (joserfc checks no claim): exp, iss, aud are the caller's."""
+        keys, allowed = {k.kid: k for k in self._snapshot()}, [a for a in algs if a in ALGS]
+        if not allowed:  # joserfc reads an empty list as "its recommended algs"
+            raise InvalidJWT("no allowed alg")
+
+        def resolve(obj):
+            header = obj.headers()
+            key = keys.get(header.get("kid"))
+            if key is None:
+                raise InvalidJWT("unknown kid")
+            if key.alg != header.get("alg"):
+                raise InvalidJWT("alg does not match the key")
+            return key.jwk
+
+        try:
+            return dict(jwt.decode(token, resolve, algorithms=allowed).claims)
+        except InvalidJWT:
+            raise
+        except (JoseError, ValueError, TypeError, AttributeError) as exc:
+            raise InvalidJWT(_REASONS.get(type(exc), f"invalid JWS: {type(exc).__name__}")) from exc
+
+    @contextmanager
+    def _writing(self):
+        """Hold the directory's flock and this ring's lock; re-read before and after."""
+        os.makedirs(self.keys_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.keys_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        with self._lock:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._load()
+                yield
+            finally:
+                self._load()
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _create(self, alg: str, not_before: int) -> dict:
+        jwk = GENERATORS[alg]()
+        serial = max((k.serial for k in self._keys), default=0) + 1
+        key = Key(jwk.thumbprint(), alg, int(time.time()), not_before, serial, jwk)
+        _write_key(self.keys_dir, key)
+        self._keys = _ordered([*self._keys, key])
+        log.info("created %s signing key kid=%s not_before=%s", alg, key.kid, not_before)
+        return {"kid": key.kid, "alg": alg, "created_at": key.created_at, "not_before": not_before}
+
+    def _signing_algs(self) -> set[str]:
+        return {k.alg for k, state, _ in self._states() if state == "active"}
+
+    def ensure(self) -> list[dict]:
+        """Give each alg a key that signs now where none does; no lock, no write when all do."""
+        if self._signing_algs() >= set(ALGS):
+            return []
+        with self._writing():
+            signing = self._signing_algs()
+            return [self._create(alg, int(time.time())) for alg in ALGS if alg not in signing]
+
+    def rotate(self, alg: str = "ES256", immediate: bool = False) -> dict:
+        """A new key, published now, signing from now + publish_ahead (now if immediate);
+        the key it supersedes retires at that moment by the ordering rule."""
+        if alg not in ALGS:
+            raise ValueError(f"unsupported signing alg {alg!r} (expected one of {ALGS})")
+        with self._writing():
+            return self._create(alg, int(time.time()) + (0 if immediate else self.publish_ahead))
+
+    def prune(self, max_token_lifetime: int) -> list[str]:
+        """Delete retired keys older than any unexpired token they signed; return their kids."""
+        now, removed = time.time(), []
+        with self._writing():
+            for key, state, retired_at in self._states(now):
+                if state == "retired" and retired_at + max_token_lifetime <= now:
+                    with suppress(FileNotFoundError):
+                        os.remove(os.path.join(self.keys_dir, f"{key.kid}.json"))
+                    removed.append(key.kid)
+                    log.info("pruned retired %s key kid=%s", key.alg, key.kid)
+        return removed

@@ -1,0 +1,230 @@
+"""Signing keys: JWS round trip, rotation with publish-ahead, pruning, JWKS (RFC 7517, RFC 7638)."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import threading
+
+import pytest
+from freezegun import freeze_time
+from joserfc.jwk import import_key
+
+from idp.crypto.keys import PRIVATE_MEMBERS, InvalidJWT, KeyRing
+
+AHEAD = 24 * 3600
+MAX_LIFETIME = 3600
+T0 = "2024-03-01 12:00:00"
+
+
+@pytest.fixture
+def keys_dir(tmp_path):
+    return str(tmp_path / "keys")
+
+
+@pytest.fixture
+def fresh(keys_dir):
+    """A ring of its own, for tests that rotate, prune or write into the directory."""
+    ring = KeyRing(keys_dir, AHEAD)
+    ring.ensure()
+    return ring
+
+
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory):
+    """Shared by the read-only tests: RSA key generation is the slow part of this file."""
+    ring = KeyRing(str(tmp_path_factory.mktemp("shared") / "keys"), AHEAD)
+    ring.ensure()
+    return ring
+
+
+def header_of(token: str) -> dict:
+    part = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(header: dict, claims: dict, signature: bytes = b"") -> str:
+    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)])
+
+
+def states(ring: KeyRing, alg: str = "ES256") -> dict:
+    return {k["kid"]: k["state"] for k in ring.list() if k["alg"] == alg}
+
+
+def test_ensure_creates_one_active_key_per_alg_in_private_files(fresh, keys_dir):
+    ring = fresh
+    assert sorted((k["alg"], k["state"]) for k in ring.list()) == [("ES256", "active"), ("RS256", "active")]
+    assert os.stat(keys_dir).st_mode & 0o777 == 0o700
+    files = [f for f in os.listdir(keys_dir) if f.endswith(".json")]
+    assert len(files) == 2
+    assert all(os.stat(os.path.join(keys_dir, f)).st_mode & 0o777 == 0o600 for f in files)
+    assert ring.ensure() == []  # idempotent: app start calls it every time
+    assert len(ring.list()) == 2
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_sign_verify_round_trip_with_kid_in_header(ring, alg):
+    token = ring.sign({"sub": "u1", "aud": "c1"}, alg)
+    assert header_of(token) == {"alg": alg, "kid": ring.active(alg).kid}
+    assert ring.verify(token) == {"sub": "u1", "aud": "c1"}
+
+
+def test_typ_header_only_when_given(ring):
+    token = ring.sign({"sub": "u1"}, "ES256", typ="logout+jwt")
+    assert header_of(token)["typ"] == "logout+jwt"
+
+
+def test_kid_is_the_rfc7638_thumbprint(ring):
+    for jwk in ring.jwks()["keys"]:
+        assert import_key(jwk).thumbprint() == jwk["kid"]
+
+
+def test_jwks_has_public_members_only(fresh):
+    ring = fresh
+    ring.rotate("RS256")
+    keys = ring.jwks()["keys"]
+    assert len(keys) == 3
+    for jwk in keys:
+        assert not PRIVATE_MEMBERS & set(jwk), jwk
+        assert jwk["use"] == "sig" and jwk["alg"] in ("ES256", "RS256") and jwk["kid"]
+    assert "'d'" not in repr(ring.active("ES256"))
+
+
+def test_rotation_publishes_next_key_before_it_signs(keys_dir):
+    with freeze_time(T0) as clock:
+        ring = KeyRing(keys_dir, AHEAD)
+        ring.ensure()
+        old = ring.active("ES256").kid
+        rs_before = ring.active("RS256").kid
+        new = ring.rotate("ES256")["kid"]
+        assert states(ring) == {old: "active", new: "next"}
+        assert new in {k["kid"] for k in ring.jwks()["keys"]}
+        assert header_of(ring.sign({}, "ES256"))["kid"] == old
+
+        clock.tick(AHEAD - 1)
+        assert header_of(ring.sign({}, "ES256"))["kid"] == old
+        old_token = ring.sign({"sub": "u1"}, "ES256")
+
+        clock.tick(1)
+        assert header_of(ring.sign({}, "ES256"))["kid"] == new
+        assert states(ring) == {old: "retired", new: "active"}
+        retired = next(k for k in ring.list() if k["kid"] == old)
+        assert retired["retired_at"] == retired["created_at"] + AHEAD
+        assert ring.verify(old_token) == {"sub": "u1"}  # still published
+        assert ring.active("RS256").kid == rs_before  # other alg untouched
+
+
+def test_immediate_rotation_signs_at_once_even_within_the_same_second(keys_dir):
+    with freeze_time(T0):
+        ring = KeyRing(keys_dir, AHEAD)
+        ring.ensure()
+        old = ring.active("ES256").kid
+        new = ring.rotate("ES256", immediate=True)["kid"]
+        assert ring.active("ES256").kid == new
+        assert states(ring) == {old: "retired", new: "active"}
+
+
+def test_retired_key_stays_published_until_prune_after_max_lifetime(keys_dir):
+    with freeze_time(T0) as clock:
+        ring = KeyRing(keys_dir, AHEAD)
+        ring.ensure()
+        old = ring.active("ES256").kid
+        ring.rotate("ES256", immediate=True)
+        ring.rotate("ES256")  # a next key is never pruned
+        clock.tick(MAX_LIFETIME - 1)
+        assert ring.prune(MAX_LIFETIME) == []
+        assert old in {k["kid"] for k in ring.jwks()["keys"]}
+
+        clock.tick(1)
+        assert ring.prune(MAX_LIFETIME) == [old]
+        assert old not in {k["kid"] for k in ring.jwks()["keys"]}
+        assert not os.path.exists(os.path.join(keys_dir, f"{old}.json"))
+        assert sorted(states(ring).values()) == ["active", "next"]
+
+
+def test_second_process_sees_rotation_and_prune_without_restart(keys_dir):
+    with freeze_time(T0) as clock:
+        web, cli = KeyRing(keys_dir, AHEAD), KeyRing(keys_dir, AHEAD)
+        web.ensure()
+        first = web.active("ES256").kid
+        assert cli.active("ES256").kid == first
+        new = cli.rotate("ES256", immediate=True)["kid"]
+        token = cli.sign({"sub": "u1"}, "ES256")
+        clock.tick(1)  # the directory is looked at no more than once a second
+        assert web.active("ES256").kid == new
+        assert web.verify(token) == {"sub": "u1"}
+
+        clock.tick(MAX_LIFETIME)
+        assert cli.prune(MAX_LIFETIME) == [first]
+        clock.tick(1)
+        assert first not in {k["kid"] for k in web.jwks()["keys"]}
+
+
+def test_workers_starting_together_generate_one_key_per_alg(keys_dir):
+    rings = [KeyRing(keys_dir, AHEAD) for _ in range(4)]
+    threads = [threading.Thread(target=r.ensure) for r in rings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(KeyRing(keys_dir, AHEAD).list()) == 2
+
+
+def test_unreadable_key_file_is_skipped(fresh, keys_dir, caplog):
+    path = os.path.join(keys_dir, "garbage.json")
+    with open(path, "w") as fh:
+        fh.write("{not json")
+    assert len(KeyRing(keys_dir, AHEAD).list()) == 2
+    assert "garbage.json" in caplog.text
+
+
+def test_verify_rejects_unknown_kid(ring, tmp_path):
+    other = KeyRing(str(tmp_path / "other"), AHEAD)
+    other.ensure()
+    with pytest.raises(InvalidJWT, match="unknown kid"):
+        ring.verify(other.sign({"sub": "u1"}, "ES256"))
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_verify_rejects_tampered_token(ring, alg):
+    header, _, sig = ring.sign({"sub": "u1"}, alg).split(".")
+    tampered = ".".join([header, b64(json.dumps({"sub": "admin"}).encode()), sig])
+    with pytest.raises(InvalidJWT, match="bad signature"):
+        ring.verify(tampered)
+
+
+def test_verify_rejects_alg_none(ring):
+    kid = ring.active("ES256").kid
+    with pytest.raises(InvalidJWT, match="not allowed"):
+        ring.verify(forge({"alg": "none", "kid": kid}, {"sub": "u1"}))
+
+
+def test_verify_rejects_hs256_keyed_with_the_public_key(ring):
+    """The classic confusion: an HMAC over the token keyed with the published key."""
+    jwk = next(k for k in ring.jwks()["keys"] if k["alg"] == "RS256")
+    secret = json.dumps(jwk).encode()
+    unsigned = forge({"alg": "HS256", "kid": jwk["kid"]}, {"sub": "u1"}).rsplit(".", 1)[0]
+    sig = hmac.new(secret, unsigned.encode(), hashlib.sha256).digest()
+    with pytest.raises(InvalidJWT, match="not allowed"):
+        ring.verify(f"{unsigned}.{b64(sig)}")
+
+
+def test_verify_rejects_alg_not_allowed_or_not_matching_the_key(ring):
+    token = ring.sign({"sub": "u1"}, "RS256")
+    with pytest.raises(InvalidJWT, match="not allowed"):
+        ring.verify(token, algs=("ES256",))
+    header, payload, sig = token.split(".")
+    swapped = {"alg": "RS256", "kid": ring.active("ES256").kid}
+    with pytest.raises(InvalidJWT, match="does not match"):
+        ring.verify(".".join([b64(json.dumps(swapped).encode()), payload, sig]))
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b", "a.b.c", "....", "e30.e30.", None])
+def test_verify_rejects_malformed(ring, garbage):
+    with pytest.raises(InvalidJWT):
+        ring.verify(garbage)
