@@ -14,6 +14,7 @@ import shutil
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from idp import create_app
@@ -84,8 +85,21 @@ def app(request, tmp_path, keys_dir):
             app.extensions["idp.store"].clear()
 
 
+class FreshContextClient(FlaskClient):
+    """Each request gets its own app context, as in a real server.
+
+    The ``app`` fixture keeps an app context pushed for the test body; without this the
+    requests would share its ``g`` (and its database session) with the test and each other.
+    """
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def client(app):
+    app.test_client_class = FreshContextClient
     return app.test_client()
 
 

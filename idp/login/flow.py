@@ -19,7 +19,7 @@ from ..models import Account, Client, Consent
 from ..oauth import codes
 from ..oauth.authorize import AuthorizationRequest
 from . import session as browser_session
-from .pipeline import Context, SignIn, next_step, session_satisfies
+from .pipeline import Context, SignIn, authentication_complete, next_step, session_satisfies
 
 ACR_PASSWORD = "urn:idp:acr:pwd"
 BROWSER_COOKIE = "idp_browser"
@@ -79,7 +79,7 @@ def begin(req: AuthorizationRequest, client: Client):
         auth_time = int(row.auth_time.timestamp())
         if session_satisfies(signin.request, auth_time, now, hint_sub, account.sub):
             signin.account_id, signin.auth_time, signin.amr = account.id, auth_time, list(row.amr)
-            signin.from_session = True
+            signin.from_session, signin.sid = True, row.sid
             signin.complete("password")
     resp = advance(signin, client)
     browser_session.set_cookie(resp, BROWSER_COOKIE, raw_browser, max_age=365 * 24 * 3600)
@@ -94,15 +94,33 @@ def advance(signin: SignIn, client: Client):
             db.select(Consent).filter_by(account_id=signin.account_id, client_id=client.client_id)
         ).scalar_one_or_none()
         signin.consent_given = consent is not None and consent.covers(req.scope)
-    step = next_step(signin, context(signin, client))
+    ctx = context(signin, client)
+    cookie = None
+    if signin.sid is None and authentication_complete(signin, ctx):
+        cookie = _start_session(signin)
+    step = next_step(signin, ctx)
     if step is None:
         store().delete(_key(signin.id))
-        return finish(signin, req, client)
-    if "none" in req.prompt:
+        resp = finish(signin, req, client)
+    elif "none" in req.prompt:
         store().delete(_key(signin.id))
-        return _error(req, step.prompt_none_error, f"user interaction required ({step.key})")
-    save(signin)
-    return redirect(url_for(f"login.{step.key}", signin_id=signin.id))
+        resp = _error(req, step.prompt_none_error, f"user interaction required ({step.key})")
+    else:
+        save(signin)
+        resp = redirect(url_for(f"login.{step.key}", signin_id=signin.id))
+    if cookie is not None:
+        browser_session.set_cookie(resp, "idp_session", cookie, max_age=current_app.config["SESSION_TTL"])
+    return resp
+
+
+def _start_session(signin: SignIn) -> str:
+    """A fresh proof of identity: new session, new id (no fixation), new CSRF token."""
+    account = db.session.get(Account, signin.account_id)
+    flask_session.clear()
+    row, cookie = browser_session.start(
+        account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD)
+    signin.sid = row.sid
+    return cookie
 
 
 def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
@@ -111,25 +129,18 @@ def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
     signin.auth_time = int(time.time())
     signin.amr = sorted(set(amr))
     signin.from_session = False
+    signin.sid = None
 
 
 def finish(signin: SignIn, req: AuthorizationRequest, client: Client):
     account = db.session.get(Account, signin.account_id)
     if account is None or account.status != "active":
         return _error(req, "access_denied", "the account is not available")
-    cookie = None
-    if signin.from_session:
-        current = browser_session.current()
-        if current is None:  # the session ended while this sign-in was open: prove identity again
-            signin.account_id, signin.from_session = None, False
-            signin.done = [k for k in signin.done if k != "password"]
-            return advance(signin, client)
-        row = current[0]
-    else:
-        # A fresh proof of identity: new session, new id (no fixation), new CSRF token.
-        flask_session.clear()
-        row, cookie = browser_session.start(
-            account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD)
+    row = browser_session.by_sid(signin.sid)
+    if row is None:  # the session ended while this sign-in was open: prove identity again
+        signin.account_id, signin.sid, signin.from_session = None, None, False
+        signin.done = [k for k in signin.done if k != "password"]
+        return advance(signin, client)
     if client.client_id not in (row.clients or []):
         row.clients = [*(row.clients or []), client.client_id]
     db.session.commit()
@@ -139,10 +150,7 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client):
         "auth_time": int(row.auth_time.timestamp()), "amr": list(row.amr), "acr": row.acr, "sid": row.sid,
         "resource": req.resource,
     })
-    resp = redirect(codes.response_url(req.redirect_uri, {"code": code, "state": req.state}))
-    if cookie is not None:
-        browser_session.set_cookie(resp, "idp_session", cookie, max_age=current_app.config["SESSION_TTL"])
-    return resp
+    return redirect(codes.response_url(req.redirect_uri, {"code": code, "state": req.state}))
 
 
 def deny(signin: SignIn):

@@ -29,6 +29,7 @@ class SignIn:
     amr: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     from_session: bool = False  # authenticated by an existing IdP session (SSO)
+    sid: str | None = None  # the IdP session, once authentication is complete
     consent_given: bool = False  # already on record for these scopes
     browser: str = ""  # keyed hash of the browser-binding cookie that started it
 
@@ -53,6 +54,7 @@ class Step:
     key: str
     needed: Callable[[SignIn, "Context"], bool]
     prompt_none_error: str  # error for prompt=none when this step needs the user
+    authenticates: bool = False  # part of proving who the user is (the session starts after these)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _consent_needed(s: SignIn, ctx: Context) -> bool:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("password", _password_needed, "login_required"),
+    Step("password", _password_needed, "login_required", authenticates=True),
     Step("consent", _consent_needed, "consent_required"),
 )
 
@@ -84,6 +86,12 @@ def next_step(signin: SignIn, ctx: Context, steps=STEPS) -> Step | None:
         if step.key not in signin.done and step.needed(signin, ctx):
             return step
     return None
+
+
+def authentication_complete(signin: SignIn, ctx: Context, steps=STEPS) -> bool:
+    """No authentication step is left: the IdP session can start (before consent)."""
+    step = next_step(signin, ctx, steps)
+    return signin.account_id is not None and (step is None or not step.authenticates)
 
 
 def session_satisfies(request: dict, session_auth_time: int, now: int, hint_sub: str | None,

@@ -34,10 +34,22 @@ def set_cookie(resp, name: str, value: str, max_age: int | None) -> None:
 
 
 def current() -> tuple[BrowserSession, Account] | None:
+    """The browser's live session and its account, from the session cookie."""
     raw = request.cookies.get(cookie_name("idp_session"))
     if not raw or len(raw) > 100:
         return None
-    row = db.session.get(BrowserSession, keyed_hash(raw))
+    return _live(db.session.get(BrowserSession, keyed_hash(raw)))
+
+
+def by_sid(sid: str | None) -> BrowserSession | None:
+    if sid is None:
+        return None
+    row = db.session.execute(db.select(BrowserSession).filter_by(sid=sid)).scalar_one_or_none()
+    live = _live(row)
+    return live[0] if live else None
+
+
+def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
     now = datetime.now(timezone.utc)
     if row is None or row.ended_at is not None or row.expires_at <= now:
         return None

@@ -1,0 +1,50 @@
+"""Consent for clients that are not first-party, remembered per account, client and scopes."""
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.conftest import Flow, csrf_token
+
+
+@pytest.fixture
+def third(client, third_party_rp, seller):
+    return Flow(client, third_party_rp)
+
+
+def _consent(f, resp, choice):
+    assert "/consent" in resp.headers["Location"], resp.headers.get("Location")
+    page = f.client.get(resp.headers["Location"])
+    assert "wants to access your account" in page.get_data(as_text=True)
+    return f.client.post(resp.headers["Location"], data={"csrf_token": csrf_token(page.get_data(as_text=True)),
+                                                         choice: choice.title()})
+
+
+def _query(resp):
+    return {k: v[0] for k, v in parse_qs(urlsplit(resp.headers["Location"]).query).items()}
+
+
+def test_consent_is_asked_then_remembered(third):
+    allowed = _consent(third, third.sign_in(third.authorize()), "allow")
+    assert "code" in _query(allowed)
+    assert "code" in _query(third.authorize())  # remembered, and SSO
+    assert "/consent" in third.authorize(scope="openid email profile").headers["Location"]  # new scope
+
+
+def test_deny_returns_access_denied(third):
+    denied = _consent(third, third.sign_in(third.authorize(state="xyz")), "deny")
+    assert _query(denied)["error"] == "access_denied" and _query(denied)["state"] == "xyz"
+
+
+def test_prompt_consent_asks_again(third):
+    _consent(third, third.sign_in(third.authorize()), "allow")
+    assert "/consent" in third.authorize(prompt="consent").headers["Location"]
+
+
+def test_prompt_none_without_consent(third):
+    third.sign_in(third.authorize())
+    assert _query(third.authorize(prompt="none"))["error"] == "consent_required"
+
+
+def test_first_party_never_sees_consent(flow):
+    assert "code" in _query(flow.sign_in(flow.authorize()))

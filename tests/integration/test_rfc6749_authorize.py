@@ -1,0 +1,177 @@
+"""Authorization endpoint: RFC 6749 §4.1.1/§4.1.2.1, RFC 7636, RFC 9207, OIDC Core §3.1.2."""
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.conftest import ISSUER
+
+
+def _redirect_query(resp):
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
+    return {k: v[0] for k, v in parse_qs(urlsplit(resp.headers["Location"]).query).items()}
+
+
+# Until client and redirect URI are verified, errors are a page and never a redirect.
+PAGE_ERRORS = [
+    ("missing client_id", {"client_id": None}),
+    ("unknown client", {"client_id": "nobody"}),
+    ("oversized client_id", {"client_id": "x" * 500}),
+    ("unregistered redirect", {"redirect_uri": "https://evil.example.com/cb"}),
+    ("trailing slash", {"redirect_uri": "https://rp.example.com/cb/"}),
+    ("extra query", {"redirect_uri": "https://rp.example.com/cb?x=1"}),
+    ("other scheme", {"redirect_uri": "http://rp.example.com/cb"}),
+    ("case differs", {"redirect_uri": "https://RP.example.com/cb"}),
+    ("missing redirect_uri with two registered", {"redirect_uri": None}),
+]
+
+
+@pytest.mark.parametrize("case,params", PAGE_ERRORS, ids=[c for c, _ in PAGE_ERRORS])
+def test_unverified_client_or_redirect_shows_page(flow, rp, case, params):
+    rp.redirect_uris = ["https://rp.example.com/cb", "https://rp.example.com/other"]
+    from idp.extensions import db
+
+    db.session.commit()
+    resp = flow.authorize(**params)
+    assert resp.status_code == 400
+    assert "Location" not in resp.headers
+    assert "text/html" in resp.content_type
+    assert "Traceback" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("param", ["client_id", "redirect_uri"])
+def test_repeated_client_or_redirect_is_a_page(flow, param):
+    params = flow.authorize_params()
+    query = list(params.items()) + [(param, params[param])]
+    resp = flow.client.get("/authorize", query_string=query)
+    assert resp.status_code == 400 and "Location" not in resp.headers
+
+
+REDIRECT_ERRORS = [
+    ("no response_type", {"response_type": None}, "unsupported_response_type"),
+    ("implicit", {"response_type": "token"}, "unsupported_response_type"),
+    ("hybrid", {"response_type": "code id_token"}, "unsupported_response_type"),
+    ("no challenge", {"code_challenge": None}, "invalid_request"),
+    ("plain", {"code_challenge_method": "plain"}, "invalid_request"),
+    ("no method (defaults to plain)", {"code_challenge_method": None}, "invalid_request"),
+    ("short challenge", {"code_challenge": "abc"}, "invalid_request"),
+    ("bad challenge chars", {"code_challenge": "!" * 43}, "invalid_request"),
+    ("no scope", {"scope": None}, "invalid_scope"),
+    ("scope not allowed", {"scope": "openid admin"}, "invalid_scope"),
+    ("bad prompt", {"prompt": "select_everything"}, "invalid_request"),
+    ("prompt none with login", {"prompt": "none login"}, "invalid_request"),
+    ("negative max_age", {"max_age": "-1"}, "invalid_request"),
+    ("text max_age", {"max_age": "soon"}, "invalid_request"),
+    ("request object", {"request": "eyJ.x.y"}, "request_not_supported"),
+    ("request_uri", {"request_uri": "https://rp.example.com/r"}, "request_uri_not_supported"),
+    ("fragment mode", {"response_mode": "fragment"}, "invalid_request"),
+    ("oversized nonce", {"nonce": "n" * 5000}, "invalid_request"),
+    ("bad resource", {"resource": "not-a-uri"}, "invalid_target"),
+    ("garbage id_token_hint", {"id_token_hint": "not.a.jwt"}, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("case,params,error", REDIRECT_ERRORS, ids=[c for c, _, _ in REDIRECT_ERRORS])
+def test_errors_redirect_with_state_and_iss(flow, case, params, error):
+    resp = flow.authorize(state="s&t=1 é/%", **params)
+    query = _redirect_query(resp)
+    assert resp.headers["Location"].startswith("https://rp.example.com/cb?")
+    assert query["error"] == error
+    assert query["state"] == "s&t=1 é/%"
+    assert query["iss"] == ISSUER
+
+
+@pytest.mark.parametrize("param", ["scope", "state", "code_challenge", "prompt", "nonce", "response_type"])
+def test_repeated_parameters_are_rejected(flow, param):
+    params = flow.authorize_params(prompt="login")
+    query = list(params.items()) + [(param, params[param])]
+    resp = flow.client.get("/authorize", query_string=query)
+    assert _redirect_query(resp)["error"] == "invalid_request"
+
+
+def test_unknown_parameters_are_ignored(flow):
+    resp = flow.authorize(foo="bar", claims_locales="de")
+    assert "/signin/" in resp.headers["Location"]
+
+
+def test_post_is_accepted(flow):
+    resp = flow.client.post("/authorize", data=flow.authorize_params())
+    assert resp.status_code == 302 and "/signin/" in resp.headers["Location"]
+
+
+def test_state_comes_back_byte_for_byte(flow):
+    state = "a b+c/d=e&f%25g~ü"
+    code_resp = flow.sign_in(flow.authorize(state=state))
+    query = _redirect_query(code_resp)
+    assert query["state"] == state and query["iss"] == ISSUER and "code" in query
+
+
+def test_native_loopback_redirect_may_change_port_only(client, native_rp, seller):
+    from tests.conftest import Flow
+
+    f = Flow(client, native_rp)
+    ok = f.authorize(redirect_uri="http://127.0.0.1:53123/cb")
+    assert ok.status_code == 302 and "/signin/" in ok.headers["Location"]
+    for bad in ("http://127.0.0.1:53123/other", "http://localhost:53123/cb", "https://127.0.0.1:53123/cb",
+                "http://127.0.0.1:99999/cb"):
+        resp = f.authorize(redirect_uri=bad)
+        assert resp.status_code == 400 and "Location" not in resp.headers, bad
+
+
+def test_web_client_gets_no_loopback_port_leeway(client, seller):
+    from tests.conftest import Flow, register_client
+
+    web = register_client("rp-loop", redirect_uris=["http://127.0.0.1:8080/cb"])
+    resp = Flow(client, web).authorize(redirect_uri="http://127.0.0.1:8081/cb")
+    assert resp.status_code == 400
+
+
+def test_prompt_none_without_session_is_login_required(flow):
+    assert _redirect_query(flow.authorize(prompt="none"))["error"] == "login_required"
+
+
+def test_single_sign_on_skips_password(flow):
+    flow.login_code()
+    second = flow.authorize()
+    assert "code" in _redirect_query(second)
+    again = flow.authorize(prompt="none")
+    assert "code" in _redirect_query(again)
+
+
+def test_prompt_login_forces_password(flow):
+    flow.login_code()
+    resp = flow.authorize(prompt="login")
+    assert "/signin/" in resp.headers["Location"]
+
+
+def test_max_age_exceeded_forces_password(flow):
+    from freezegun import freeze_time
+
+    with freeze_time() as clock:
+        flow.login_code()
+        clock.tick(120)
+        assert "code" in _redirect_query(flow.authorize(max_age="300"))
+        resp = flow.authorize(max_age="60")
+        assert "/signin/" in resp.headers["Location"]
+        assert _redirect_query(flow.authorize(max_age="60", prompt="none"))["error"] == "login_required"
+
+
+def test_id_token_hint_for_another_subject_needs_login(flow, app):
+    from idp.extensions import keyring
+
+    flow.login_code()
+    hint = keyring().sign({"iss": ISSUER, "sub": "someone-else", "aud": "rp-web", "exp": 1, "iat": 1})
+    assert _redirect_query(flow.authorize(prompt="none", id_token_hint=hint))["error"] == "login_required"
+
+
+def test_id_token_hint_from_another_issuer_is_invalid(flow):
+    from idp.extensions import keyring
+
+    hint = keyring().sign({"iss": "https://other.example", "sub": "x", "aud": "rp-web", "exp": 1, "iat": 1})
+    assert _redirect_query(flow.authorize(id_token_hint=hint))["error"] == "invalid_request"
+
+
+def test_login_hint_prefills_email(flow):
+    resp = flow.authorize(login_hint="hint@example.com")
+    page = flow.client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert 'value="hint@example.com"' in page

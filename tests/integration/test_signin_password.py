@@ -1,0 +1,112 @@
+"""Password sign-in: neutral errors, CSRF, session rotation, cookies, argon2id rehash."""
+
+import pytest
+from freezegun import freeze_time
+
+from tests.conftest import PASSWORD, csrf_token
+
+
+def _signin_page(flow):
+    resp = flow.authorize()
+    url = resp.headers["Location"]
+    return url, flow.client.get(url).get_data(as_text=True)
+
+
+BAD = [
+    ("unknown email", "nobody@example.com", PASSWORD),
+    ("wrong password", "seller@example.com", "wrong password"),
+    ("empty password", "seller@example.com", ""),
+    ("empty both", "", ""),
+    ("oversized", "seller@example.com", "x" * 5000),
+]
+
+
+@pytest.mark.parametrize("case,email,password", BAD, ids=[c for c, _, _ in BAD])
+def test_bad_credentials_get_one_neutral_answer(flow, case, email, password):
+    url, page = _signin_page(flow)
+    resp = flow.client.post(url, data={"csrf_token": csrf_token(page), "email": email, "password": password})
+    assert resp.status_code == 401
+    body = resp.get_data(as_text=True)
+    assert "Incorrect email or password." in body
+    assert "not registered" not in body and "Traceback" not in body
+
+
+def test_unknown_email_still_verifies_a_hash(flow, monkeypatch):
+    """Same work for unknown accounts: a dummy argon2 hash is verified (no timing oracle)."""
+    from argon2 import PasswordHasher
+
+    calls = []
+    real = PasswordHasher.verify
+    monkeypatch.setattr(PasswordHasher, "verify", lambda self, h, p: calls.append(h) or real(self, h, p))
+    url, page = _signin_page(flow)
+    flow.client.post(url, data={"csrf_token": csrf_token(page), "email": "nobody@example.com", "password": "x"})
+    assert len(calls) == 1 and calls[0].startswith("$argon2id$")
+
+
+def test_form_without_csrf_token_is_refused(flow):
+    url, _ = _signin_page(flow)
+    resp = flow.client.post(url, data={"email": "seller@example.com", "password": PASSWORD})
+    assert resp.status_code == 400
+    assert "Location" not in resp.headers
+
+
+def test_sign_in_in_another_browser_is_refused(flow, app):
+    url, page = _signin_page(flow)
+    other = app.test_client()
+    resp = other.post(url, data={"csrf_token": csrf_token(page), "email": "seller@example.com", "password": PASSWORD})
+    assert resp.status_code == 400
+
+
+def test_sign_in_expires(flow, app):
+    with freeze_time() as clock:
+        url, page = _signin_page(flow)
+        clock.tick(app.config["LOGIN_TTL"] + 1)
+        resp = flow.client.post(url, data={"csrf_token": csrf_token(page), "email": "seller@example.com",
+                                           "password": PASSWORD})
+    assert resp.status_code == 400 and "expired" in resp.get_data(as_text=True)
+
+
+def test_session_id_rotates_at_each_sign_in(flow):
+    flow.login_code()
+    first = flow.client.get_cookie("idp_session").value
+    flow.login_code(prompt="login")
+    second = flow.client.get_cookie("idp_session").value
+    assert first != second
+    from idp.crypto.secrets import keyed_hash
+    from idp.extensions import db
+    from idp.models import BrowserSession
+
+    old = db.session.get(BrowserSession, keyed_hash(first))
+    assert old.ended_at is not None
+
+
+def test_session_cookie_is_strict(flow):
+    resp = flow.sign_in(flow.authorize())
+    cookie = next(c for c in resp.headers.getlist("Set-Cookie") if c.startswith("idp_session="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+
+
+def test_https_issuer_uses_host_prefix_and_secure(app, flow):
+    app.config["ISSUER"] = "https://id.example.com"
+    resp = flow.sign_in(flow.authorize())
+    cookie = next(c for c in resp.headers.getlist("Set-Cookie") if "idp_session=" in c)
+    assert cookie.startswith("__Host-idp_session=") and "Secure" in cookie
+
+
+def test_password_rehashed_when_parameters_change(flow, seller, app):
+    from idp.extensions import db
+
+    old_hash = seller.password_hash
+    app.config["ARGON2_TIME_COST"] = 3
+    flow.login_code()
+    db.session.refresh(seller)
+    assert seller.password_hash != old_hash and "t=3" in seller.password_hash
+
+
+def test_suspended_account_gets_the_same_answer(flow, seller):
+    from idp.extensions import db
+
+    seller.status = "suspended"
+    db.session.commit()
+    resp = flow.sign_in(flow.authorize())
+    assert resp.status_code == 401 and "Incorrect email or password." in resp.get_data(as_text=True)
