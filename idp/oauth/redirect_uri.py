@@ -10,7 +10,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
 
 def _without_port(url: str):
     parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
+    host = parts.netloc
     if host.startswith("["):
         host = host[: host.index("]") + 1]
     else:
@@ -26,7 +26,7 @@ def is_loopback_redirect(url: str) -> bool:
 def matches(requested: str, registered: list[str], native: bool) -> bool:
     if requested in registered:
         return True
-    if not native or not is_loopback_redirect(requested):
+    if not native or "@" in requested or not is_loopback_redirect(requested):
         return False
     try:
         urlsplit(requested).port  # a malformed port raises

@@ -1,0 +1,52 @@
+"""The sign-in step table: which step comes next, and when a session stands in for a password."""
+
+from idp.login.pipeline import Context, SignIn, authentication_complete, next_step, session_satisfies
+
+REQ = {"prompt": [], "max_age": None, "scope": ["openid"]}
+
+
+def _signin(**kw):
+    s = SignIn.start(dict(REQ, **kw.pop("request", {})))
+    for k, v in kw.items():
+        setattr(s, k, v)
+    return s
+
+
+def test_password_first():
+    assert next_step(_signin(), Context(first_party=True, now=0)).key == "password"
+
+
+def test_first_party_is_done_after_password():
+    s = _signin(account_id=1, done=["password"])
+    assert next_step(s, Context(first_party=True, now=0)) is None
+    assert authentication_complete(s, Context(first_party=True, now=0))
+
+
+def test_third_party_needs_consent_unless_given():
+    s = _signin(account_id=1, done=["password"])
+    assert next_step(s, Context(first_party=False, now=0)).key == "consent"
+    s.consent_given = True
+    assert next_step(s, Context(first_party=False, now=0)) is None
+
+
+def test_prompt_consent_asks_even_if_given():
+    s = _signin(account_id=1, done=["password"], consent_given=True, request={"prompt": ["consent"]})
+    step = next_step(s, Context(first_party=False, now=0))
+    assert step.key == "consent" and step.prompt_none_error == "consent_required"
+
+
+def test_authentication_not_complete_before_password():
+    assert not authentication_complete(_signin(), Context(first_party=True, now=0))
+
+
+def test_round_trip_through_the_store_format():
+    s = _signin(account_id=7, done=["password"], amr=["pwd"])
+    assert SignIn.from_dict(s.to_dict()) == s
+
+
+def test_session_satisfies():
+    assert session_satisfies(REQ, 1000, 1500, None, "sub")
+    assert not session_satisfies(dict(REQ, prompt=["login"]), 1000, 1500, None, "sub")
+    assert not session_satisfies(dict(REQ, max_age=100), 1000, 1500, None, "sub")
+    assert session_satisfies(dict(REQ, max_age=600), 1000, 1500, None, "sub")
+    assert not session_satisfies(REQ, 1000, 1500, "other", "sub")
