@@ -37,6 +37,8 @@ def load(signin_id: str) -> SignIn | None:
     if data is None:
         return None
     signin = SignIn.from_dict(data)
+    if signin.expires_at <= time.time():
+        return None
     raw = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE), "")
     if not raw or keyed_hash(raw) != signin.browser:
         return None
@@ -44,7 +46,8 @@ def load(signin_id: str) -> SignIn | None:
 
 
 def save(signin: SignIn) -> None:
-    store().put(_key(signin.id), signin.to_dict(), current_app.config["LOGIN_TTL"])
+    ttl = max(1, int(signin.expires_at - time.time()) + 1)
+    store().put(_key(signin.id), signin.to_dict(), ttl)
 
 
 def context(signin: SignIn, client: Client) -> Context:
@@ -69,6 +72,7 @@ def begin(req: AuthorizationRequest, client: Client):
         return _error(req, "invalid_request", "id_token_hint is not a valid ID token from this provider")
 
     signin = SignIn.start(req.to_dict())
+    signin.expires_at = time.time() + current_app.config["LOGIN_TTL"]
     raw_browser = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE)) or new_token(24)
     signin.browser = keyed_hash(raw_browser)
 

@@ -32,6 +32,7 @@ class SignIn:
     sid: str | None = None  # the IdP session, once authentication is complete
     consent_given: bool = False  # already on record for these scopes
     browser: str = ""  # keyed hash of the browser-binding cookie that started it
+    expires_at: float = 0.0  # checked on load, whatever the store's own TTL clock says
 
     @classmethod
     def start(cls, request: dict) -> "SignIn":

@@ -9,6 +9,7 @@ lives, so that a replayed code can revoke what the first redemption received.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from flask import current_app
@@ -24,7 +25,8 @@ def issue(record: dict) -> str:
     """Store a code for ``record`` (client_id, redirect_uri, code_challenge, account, ...)."""
     code = new_token(32)
     h = keyed_hash(code)
-    record = dict(record, grant_id=new_grant_id())
+    # The expiry is in the record too: the store's TTL reclaims space, the record decides.
+    record = dict(record, grant_id=new_grant_id(), exp=time.time() + current_app.config["CODE_TTL"])
     s = store()
     s.put(f"code-grant:{h}", record["grant_id"], max(SPENT_TTL, current_app.config["CODE_TTL"] * 2))
     s.put(f"code:{h}", record, current_app.config["CODE_TTL"])
@@ -40,7 +42,7 @@ def redeem(code: str) -> tuple[dict | None, str | None]:
     s = store()
     record = s.consume(f"code:{h}")
     if record is not None:
-        return record, None
+        return (record, None) if record["exp"] > time.time() else (None, None)
     return None, s.get(f"code-grant:{h}")
 
 
