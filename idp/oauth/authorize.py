@@ -55,8 +55,9 @@ class AuthorizationRequest:
         return cls(**{**d, "prompt": set(d["prompt"])})
 
 
-def validate(params, find_client) -> tuple[AuthorizationRequest, object]:
-    """``params`` maps a name to the list of its values (werkzeug MultiDict.to_dict(flat=False))."""
+def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, object]:
+    """``params`` maps a name to the list of its values (werkzeug MultiDict.to_dict(flat=False));
+    ``resources`` the configured resource servers (RFC 8707)."""
     client = _check_client(params, find_client)
     redirect_uri = _check_redirect_uri(params, client)
     state = _one(params, "state")
@@ -112,6 +113,8 @@ def validate(params, find_client) -> tuple[AuthorizationRequest, object]:
     for r in resource:
         if len(r) > MAX_PARAM or "#" in r or "://" not in r:
             fail("invalid_target", "resource must be an absolute URI without fragment (RFC 8707)")
+        if r not in resources:
+            fail("invalid_target", "unknown resource")
 
     req = AuthorizationRequest(
         client_id=client.client_id, redirect_uri=redirect_uri, scope=scope, code_challenge=challenge,

@@ -52,7 +52,8 @@ def metadata(issuer: str, extra_scopes=(), acr_values=("urn:idp:acr:pwd",)) -> d
         # algs accepted on private_key_jwt client assertions (RFC 7523)
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256"],
         "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH),
-        "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH),
+        # RFC 7009 §2.1: public clients revoke their own tokens with client_id alone.
+        "revocation_endpoint_auth_methods_supported": [*CLIENT_AUTH, "none"],
         "code_challenge_methods_supported": ["S256"],  # RFC 7636: plain is refused
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid",

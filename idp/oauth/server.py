@@ -5,21 +5,27 @@ private_key_jwt per RFC 7523), token request parsing, grant dispatch, PKCE verif
 (RFC 7636) and the RFC 6749 §5.2 error bodies. What it does not do our way is left to
 idp.oauth.tokens: token families, rotation, storage. /authorize is not routed through
 authlib (idp.oauth.authorize): its requests live across the sign-in, in the store.
+
+Composition: the authorization code grant (below), refresh with rotation
+(idp.oauth.refresh), client credentials (idp.oauth.client_credentials), introspection
+(RFC 7662) and revocation (RFC 7009) endpoints; one server per app.
 """
 
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error, grants
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import current_app
-from joserfc.jwk import KeySet
+from flask import request as flask_request
 
-from ..extensions import db, store
+from ..extensions import db
+from ..login import session as browser_session
 from ..models import Account, Client
-from . import codes, tokens
-
-ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+from . import codes, params, resource_indicators, tokens
+from .client_auth import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, PrivateKeyJWT  # noqa: F401
+from .client_credentials import ClientCredentialsGrant
+from .introspection import IntrospectionEndpoint
+from .refresh import RefreshTokenGrant
+from .revocation import RevocationEndpoint
 
 
 def query_client(client_id):
@@ -71,7 +77,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         account = self.authenticate_user(code)
         if account is None or account.status != "active":
             raise grants.InvalidGrantError("The account is not available.")
+        if browser_session.by_sid(code.get("sid")) is None:
+            # Signed out (here or everywhere) between the code and its redemption.
+            raise grants.InvalidGrantError("The sign-in session has ended.")
+        # RFC 8707 §2.2: the token request may name a subset of the authorized resources.
+        resources = current_app.config["RESOURCES"]
+        chosen = resource_indicators.select(self.request.form.getlist("resource"), code.get("resource", []), resources)
         scope = code.get_scope()
+        at_scopes = resource_indicators.narrow_scope(code["scope"], chosen, resources)
+        if not at_scopes:
+            raise grants.InvalidScopeError("No granted scope applies to the requested resource.")
         grant = tokens.new_grant(
             client, account, scope, grant_id=code["grant_id"], sid=code.get("sid"),
             auth_time=tokens.from_epoch(code["auth_time"]), acr=code.get("acr"), amr=code.get("amr", []),
@@ -79,25 +94,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         refresh = client.check_grant_type("refresh_token") and (
             "offline_access" in code["scope"] or client.first_party)
-        token = tokens.issue(client, grant, account, scope, nonce=code.get("nonce"), refresh=refresh)
+        token = tokens.issue(client, grant, account, " ".join(at_scopes), nonce=code.get("nonce"), refresh=refresh,
+                             refresh_scope=scope, id_scope=scope,
+                             audience=resource_indicators.audience(chosen, client.client_id))
         return 200, token, self.TOKEN_RESPONSE_HEADER
-
-
-class PrivateKeyJWT(JWTBearerClientAssertion):
-    """private_key_jwt (RFC 7523 §2.2, OIDC Core §9); assertion ids are single-use."""
-
-    CLIENT_AUTH_METHOD = "private_key_jwt"
-
-    def get_audiences(self):
-        issuer = current_app.config["ISSUER"]
-        return [issuer, issuer + "/token"]
-
-    def validate_jti(self, claims, jti):
-        ttl = max(60, int(claims.get("exp", 0) - claims.get("iat", 0)) + self.leeway) if "iat" in claims else 3600
-        return store().add(f"jti:{claims['sub']}:{str(jti)[:200]}", 1, min(ttl, 3600))
-
-    def resolve_client_public_key(self, client):
-        return KeySet.import_key_set(client.jwks or {"keys": []})
 
 
 class Server(AuthorizationServer):
@@ -107,12 +107,33 @@ class Server(AuthorizationServer):
         resp.headers["Pragma"] = "no-cache"
         return resp
 
+    def authenticate_client(self, request, methods, endpoint="token"):
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except (UnicodeDecodeError, ValueError):
+            # authlib decodes a Basic header as UTF-8 without catching the failure.
+            raise InvalidClientError(status_code=401, description="malformed client credentials") from None
+
+    def create_token_response(self, request=None):
+        """RFC 6749 §3.2: no repeated parameters; a missing grant_type is invalid_request."""
+        try:
+            params.check(flask_request.values)
+            if not params.single(flask_request.form, "grant_type"):
+                raise InvalidRequestError("Missing 'grant_type' in request.")
+        except OAuth2Error as error:
+            return self.handle_response(*error())
+        return super().create_token_response(request)
+
 
 def init_app(app):
     server = Server()
     server.init_app(app, query_client=query_client, save_token=lambda token, request: None)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=True)])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_endpoint(IntrospectionEndpoint)
+    server.register_endpoint(RevocationEndpoint)
     app.extensions["idp.authorization_server"] = server
 
 

@@ -2,17 +2,22 @@
 
 Access tokens are opaque 256-bit values kept in the ephemeral store under the keyed hash
 of the token, with a TTL equal to their lifetime: introspection is one store round trip.
-Every token belongs to a family (models.Grant); the store keeps, per family, the set of
-its live access-token hashes so that revoking the family deletes them at once.
+JWT access tokens (RFC 9068, idp.oauth.jwt_access_token) are kept there too, under their
+jti. Every token belongs to a family (models.Grant); the store keeps, per family, the set
+of its live access-token keys so that revoking the family deletes them at once.
 
-Refresh tokens are durable (days), so they live in the database; rotation marks the old
-token with a conditional UPDATE (``WHERE rotated_at IS NULL``) so that of two concurrent
-refreshes only one wins (RFC 9700 §4.14.2).
+Refresh tokens are durable (days), so they live in the database; rotation
+(idp.oauth.refresh) marks the old token with a conditional UPDATE so that of two
+concurrent refreshes only one wins (RFC 9700 §4.14.2).
+
+Client-credentials tokens (RFC 6749 §4.4) have a family of one that exists only in the
+store: no Grant row, no refresh token, one store write.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
@@ -21,9 +26,22 @@ from sqlalchemy import update
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db, keyring, store
 from ..models import Account, Client, Grant, RefreshToken, SecurityEvent
-from . import id_token
+from ..models.grant import new_grant_id
+from ..ops import metrics
+from . import id_token, jwt_access_token, resource_indicators
 
 AT_PREFIX = "at:"
+MAX_TOKEN = 512  # opaque tokens are 43 characters
+
+
+@dataclass
+class StoreFamily:
+    """A family that lives only in the store (client_credentials); quacks like a Grant."""
+
+    id: str = field(default_factory=new_grant_id)
+    resource: list = field(default_factory=list)
+    auth_time = acr = sid = None
+    amr: tuple = ()
 
 
 def _family_key(grant_id):
@@ -51,28 +69,50 @@ def new_grant(client: Client, account: Account | None, scope: str, *, grant_id=N
 
 
 def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, nonce=None,
-          refresh: bool = False, id_token_wanted: bool = True) -> dict:
+          refresh: bool = False, refresh_scope: str | None = None, generation: int = 0,
+          audience: list[str] | None = None, id_scope: str | None = None, id_token_wanted: bool = True) -> dict:
     """Mint the token response for a grant: access token, maybe refresh and ID token.
 
-    The caller has added ``grant`` to the session; this commits.
+    ``scope`` is the access token's; the refresh token keeps ``refresh_scope`` (RFC 6749
+    §6: a new refresh token has the scope of the one it replaces) and the ID token is
+    decided by ``id_scope`` (both default to ``scope``). The caller has put its changes
+    (new Grant, rotation) in the session: the access token is stored first, then the
+    session committed, so a family revoked meanwhile never gets a live token.
     """
     cfg = current_app.config
-    now = int(time.time())
-    ttl = cfg["ACCESS_TOKEN_TTL"]
-    scopes = scope.split()
+    now, ttl = int(time.time()), cfg["ACCESS_TOKEN_TTL"]
     response = {"token_type": "Bearer", "expires_in": ttl, "scope": scope}
-
     if refresh:
         rt = new_token(32)
-        db.session.add(_refresh_row(rt, grant, client, scope, generation=0))
+        db.session.add(_refresh_row(rt, grant, client, refresh_scope or scope, generation))
         response["refresh_token"] = rt
-    db.session.commit()
-
-    response["access_token"] = access_token = _mint_access_token(client, grant, account, scope, now, ttl)
+    aud = audience or resource_indicators.audience(list(grant.resource), client.client_id)
+    access_token, key, revoked = _mint_access_token(client, grant, account, scope, now, ttl, aud)
+    if revoked is not None and grant.revoked_at is None:
+        # The family was revoked while we issued (a replayed code, a reused refresh token):
+        # the issuance happened first, the revocation after it, so what we return is dead.
+        grant.revoked_at, grant.revoked_reason = datetime.now(timezone.utc), str(revoked)[:60]
+    try:
+        db.session.commit()
+    except Exception:
+        store().delete(AT_PREFIX + key)
+        raise
+    response["access_token"] = access_token
+    scopes = (id_scope or scope).split()
     if account is not None and id_token_wanted and "openid" in scopes:
         response["id_token"] = sign_id_token(client, account, grant, now, nonce=nonce, access_token=access_token,
                                              scopes=scopes)
+    metrics.tokens_issued(response)  # by grant_type (of the request) and kind
     return response
+
+
+def issue_client_credentials(client: Client, scope: str, audience: list[str]) -> dict:
+    """RFC 6749 §4.4.3: an access token only. No database write, one store write."""
+    ttl = current_app.config["ACCESS_TOKEN_TTL"]
+    token, _, _ = _mint_access_token(client, StoreFamily(), None, scope, int(time.time()), ttl, audience,
+                                     indexed=False)
+    metrics.token_issued("client_credentials", "access_token")
+    return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
 
 
 def sign_id_token(client, account, grant, now, *, nonce=None, access_token=None, scopes=()):
@@ -88,47 +128,85 @@ def sign_id_token(client, account, grant, now, *, nonce=None, access_token=None,
 
 
 def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generation: int) -> RefreshToken:
+    """A fresh idle window, never past the family's absolute end (RFC 9700 §4.14.2)."""
     now = datetime.now(timezone.utc)
     idle = now + timedelta(seconds=current_app.config["REFRESH_TOKEN_IDLE_TTL"])
     return RefreshToken(token_hash=keyed_hash(token), grant_id=grant.id, client_id=client.client_id, scope=scope,
                         created_at=now, expires_at=min(idle, grant.expires_at), generation=generation)
 
 
-def _mint_access_token(client, grant, account, scope, now, ttl) -> str:
-    token = new_token(32)
-    token_hash = keyed_hash(token)
-    record = {
-        "client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
-        "token_type": "Bearer", "aud": list(grant.resource) or [client.client_id],
-    }
+def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=True):
+    """(token, store key suffix, revocation reason or None).
+
+    ``indexed``: add the token to its family's index and honour the family's revocation
+    mark; a token minted for a revoked family is deleted at once (the reason is returned).
+    """
+    cfg = current_app.config
+    record = {"client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
+              "token_type": "Bearer", "aud": list(aud)}
     if account is not None:
         record.update(sub=account.sub, account_id=account.id, auth_time=_epoch(grant.auth_time), acr=grant.acr,
                       amr=list(grant.amr), sid=grant.sid)
+    resources = cfg["RESOURCES"]
+    if resource_indicators.wants_jwt(client.access_token_format, [a for a in aud if a in resources], resources):
+        jti = new_token(24)
+        token, key = jwt_access_token.sign(cfg["ISSUER"], record, jti, cfg["ID_TOKEN_ALG"]), "jwt:" + jti
+    else:
+        token = new_token(32)
+        key = keyed_hash(token)
     s = store()
-    s.put(AT_PREFIX + token_hash, record, ttl)
-    s.sadd(_family_key(grant.id), token_hash, int(current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]))
+    s.put(AT_PREFIX + key, record, ttl)
+    if not indexed:
+        return token, key, None
+    s.sadd(_family_key(grant.id), key, int(cfg["REFRESH_TOKEN_ABSOLUTE_TTL"]))
     # Write the token, then look for a revocation (revoke_grant writes the mark, then reads
     # the family): whichever runs second sees the other, so no token outlives its family.
-    if s.get(_revoked_key(grant.id)):
-        s.delete(AT_PREFIX + token_hash)
-        from authlib.oauth2.rfc6749 import InvalidGrantError
+    revoked = s.get(_revoked_key(grant.id))
+    if revoked:
+        s.delete(AT_PREFIX + key)
+    return token, key, revoked or None
 
-        raise InvalidGrantError("The grant has been revoked.")
-    return token
+
+def access_token_key(token: str) -> str | None:
+    """The store key suffix of an access token (opaque or JWT), or None for garbage."""
+    if not isinstance(token, str) or not token:
+        return None
+    if jwt_access_token.looks_like_jwt(token):
+        jti = jwt_access_token.jti_of(token)
+        return "jwt:" + jti if jti else None
+    return keyed_hash(token) if len(token) <= MAX_TOKEN else None
 
 
 def find_access_token(token: str) -> dict | None:
     """The record of a live access token, or None. One store round trip."""
-    if not token or len(token) > 512:
+    key = access_token_key(token)
+    if key is None:
         return None
-    record = store().get(AT_PREFIX + keyed_hash(token))
+    record = store().get(AT_PREFIX + key)
     if record is None or record["exp"] <= time.time():
         return None
     return record
 
 
-def revoke_access_token(token: str) -> dict | None:
-    return store().consume(AT_PREFIX + keyed_hash(token))
+def revoke_access_token(token: str, client_id: str | None = None) -> dict | None:
+    """Delete an access token; with ``client_id``, only if it was issued to that client."""
+    key = access_token_key(token)
+    if key is None:
+        return None
+    s = store()
+    if client_id is None:
+        return s.consume(AT_PREFIX + key)
+    record = s.get(AT_PREFIX + key)
+    if record is None or record.get("client_id") != client_id:
+        return None
+    s.delete(AT_PREFIX + key)
+    return record
+
+
+def find_refresh_token(token: str) -> RefreshToken | None:
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
+        return None
+    return db.session.get(RefreshToken, keyed_hash(token))
 
 
 def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:

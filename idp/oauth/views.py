@@ -17,7 +17,7 @@ bp = Blueprint("oauth", __name__)
 def authorize():
     params = (request.form if request.method == "POST" else request.args).to_dict(flat=False)
     try:
-        req, client = authz.validate(params, query_client)
+        req, client = authz.validate(params, query_client, current_app.config["RESOURCES"])
     except authz.AuthorizeError as e:
         if e.redirect_uri is None:
             return page_error(f"This sign-in link is not valid: {e.description}.", 400)
@@ -30,6 +30,20 @@ def authorize():
 @csrf.exempt
 def token():
     return authorization_server().create_token_response()
+
+
+@bp.route("/introspect", methods=["POST"])
+@csrf.exempt
+def introspect():
+    """RFC 7662 (idp.oauth.introspection)."""
+    return authorization_server().create_endpoint_response("introspection")
+
+
+@bp.route("/revoke", methods=["POST"])
+@csrf.exempt
+def revoke():
+    """RFC 7009 (idp.oauth.revocation)."""
+    return authorization_server().create_endpoint_response("revocation")
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])

@@ -67,6 +67,7 @@ REDIRECT_ERRORS = [
     ("fragment mode", {"response_mode": "fragment"}, "invalid_request"),
     ("oversized nonce", {"nonce": "n" * 5000}, "invalid_request"),
     ("bad resource", {"resource": "not-a-uri"}, "invalid_target"),
+    ("unknown resource", {"resource": "https://unknown.example.com/api"}, "invalid_target"),
     ("garbage id_token_hint", {"id_token_hint": "not.a.jwt"}, "invalid_request"),
 ]
 

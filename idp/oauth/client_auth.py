@@ -1,0 +1,62 @@
+"""Client authentication at /token, /introspect and /revoke (RFC 6749 §2.3, RFC 7523).
+
+authlib runs the methods (client_secret_basic, client_secret_post, none, and
+private_key_jwt below); this module says which endpoint accepts which, and turns every
+failure at /introspect and /revoke into 401 invalid_client (RFC 7662 §2.1, RFC 7009 §2.1
+defer to RFC 6749 §5.2: 401, with a WWW-Authenticate challenge for the scheme tried).
+"""
+
+from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from flask import current_app
+from joserfc.jwk import KeySet
+
+from ..extensions import store
+
+ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """private_key_jwt (RFC 7523 §2.2, OIDC Core §9); assertion ids are single-use."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def get_audiences(self):
+        issuer = current_app.config["ISSUER"]
+        return [issuer, issuer + "/token", issuer + "/introspect", issuer + "/revoke"]
+
+    def validate_jti(self, claims, jti):
+        ttl = max(60, int(claims.get("exp", 0) - claims.get("iat", 0)) + self.leeway) if "iat" in claims else 3600
+        return store().add(f"jti:{claims['sub']}:{str(jti)[:200]}", 1, min(ttl, 3600))
+
+    def resolve_client_public_key(self, client):
+        return KeySet.import_key_set(client.jwks or {"keys": []})
+
+
+class ClientAuthFailed(InvalidClientError):
+    """invalid_client with 401; the challenge carries the error only when Basic was tried."""
+
+    status_code = 401
+
+    def __init__(self, basic_tried: bool):
+        super().__init__(description="client authentication failed", status_code=401)
+        self.basic_tried = basic_tried
+
+    def get_headers(self):
+        headers = [h for h in super().get_headers() if h[0] != "WWW-Authenticate"]
+        challenge = 'Basic realm="idp"'
+        if self.basic_tried:
+            challenge += ', error="invalid_client"'
+        headers.append(("WWW-Authenticate", challenge))
+        return headers
+
+
+def authenticate(server, request, methods, endpoint):
+    """The authenticated client, or raise ClientAuthFailed (never a 500 on bad credentials)."""
+    try:
+        return server.authenticate_client(request, methods, endpoint)
+    except InvalidClientError:
+        pass
+    basic = request.headers.get("Authorization", "")[:6].lower() == "basic "
+    raise ClientAuthFailed(basic)

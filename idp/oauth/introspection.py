@@ -1,0 +1,99 @@
+"""Token introspection (RFC 7662) at POST /introspect.
+
+The caller must authenticate as a confidential client (§2.1; 401 invalid_client
+otherwise). Access tokens may be introspected by any authenticated client (they are the
+resource servers); a refresh token only by the client it was issued to. Whatever is not a
+live token the caller may see (unknown, expired, revoked, garbage, oversized, another
+client's refresh token) is exactly ``{"active": false}`` (§2.2), so the answer says
+nothing about why.
+
+``token_type_hint`` only changes the order of the lookups (§2.1). An opaque access token
+costs one store round trip; nothing about tokens is cached in the process, because
+revocation deletes the store record and must take effect at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from authlib.consts import default_json_headers
+from authlib.oauth2 import rfc7662
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from flask import current_app
+
+from ..extensions import db
+from ..models import Account, Grant
+from . import client_auth, jwt_access_token, params, tokens
+from .refresh import account_usable
+
+INACTIVE = {"active": False}
+
+
+def _epoch(dt: datetime) -> int:
+    return int(dt.timestamp())
+
+
+def _aud(aud):
+    return aud[0] if isinstance(aud, list) and len(aud) == 1 else aud
+
+
+def _compact(body: dict) -> dict:
+    return {k: v for k, v in body.items() if v is not None and v != []}
+
+
+def access_token_body(token: str) -> dict | None:
+    record = tokens.find_access_token(token)
+    if record is None:
+        return None
+    return _compact({
+        "active": True, "iss": current_app.config["ISSUER"], "sub": record.get("sub"),
+        "client_id": record["client_id"], "scope": record["scope"], "exp": record["exp"], "iat": record["iat"],
+        "aud": _aud(record["aud"]), "token_type": "Bearer", "acr": record.get("acr"),
+        "amr": record.get("amr"), "auth_time": record.get("auth_time"),
+    })
+
+
+def refresh_token_body(token: str, client) -> dict | None:
+    if jwt_access_token.looks_like_jwt(token):
+        return None
+    row = tokens.find_refresh_token(token)
+    if row is None or row.client_id != client.client_id or row.rotated_at is not None:
+        return None
+    grant = db.session.get(Grant, row.grant_id)
+    now = datetime.now(timezone.utc)
+    if grant is None or grant.revoked_at is not None or min(row.expires_at, grant.expires_at) <= now \
+            or tokens.is_grant_revoked(grant.id):
+        return None
+    account = db.session.get(Account, grant.account_id) if grant.account_id is not None else None
+    if not account_usable(account, grant):
+        return None
+    return _compact({
+        "active": True, "iss": current_app.config["ISSUER"], "sub": account.sub, "client_id": row.client_id,
+        "scope": row.scope, "exp": _epoch(min(row.expires_at, grant.expires_at)), "iat": _epoch(row.created_at),
+        "aud": _aud(list(grant.resource) or [row.client_id]), "token_type": "refresh_token", "acr": grant.acr,
+        "amr": list(grant.amr or []), "auth_time": _epoch(grant.auth_time) if grant.auth_time else None,
+    })
+
+
+def introspect(token: str, hint: str | None, client) -> dict:
+    lookups = [lambda: access_token_body(token), lambda: refresh_token_body(token, client)]
+    if hint == "refresh_token":
+        lookups.reverse()
+    for lookup in lookups:
+        body = lookup()
+        if body is not None:
+            return body
+    return dict(INACTIVE)
+
+
+class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = client_auth.CONFIDENTIAL_AUTH_METHODS
+
+    def create_endpoint_response(self, request):
+        values = request.payload.data
+        params.check(values)
+        client = client_auth.authenticate(self.server, request, self.CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
+        token = params.single(request.form, "token")
+        if token is None:
+            raise InvalidRequestError("Missing 'token' in request.")
+        return 200, introspect(token, request.form.get("token_type_hint"), client), default_json_headers

@@ -1,0 +1,111 @@
+"""The refresh token grant with rotation (RFC 6749 §6, RFC 9700 §4.14.2).
+
+Every use of a refresh token rotates it: the presented token is marked with a
+conditional ``UPDATE ... WHERE rotated_at IS NULL`` and a successor joins the same family
+(Grant) with generation + 1. Only the caller whose UPDATE changed the row gets tokens;
+anyone presenting a rotated token (an attacker with a stolen copy, or the loser of a
+race) is treated as reuse: the whole family is revoked and a SecurityEvent recorded.
+
+The checks, in order (each failure is invalid_grant unless noted):
+  1. the token exists and was issued to the authenticated client (no revocation: a
+     token shown by another client says nothing about its owner's copy);
+  2. the family is not revoked (in the database, or by the store mark that revoke_grant
+     writes first: a revocation racing the family's first issuance may miss the row);
+  3. the token was not already rotated (reuse: revoke the family);
+  4. neither the idle window of the token nor the family's absolute lifetime is over;
+  5. the account exists, is active, and has not revoked its sessions since the grant;
+  6. the requested scope is within the token's (invalid_scope) and the requested
+     resources within the grant's (invalid_target, RFC 8707 §2.2).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, grants
+from flask import current_app
+from sqlalchemy import update
+
+from ..extensions import db
+from ..models import Account, Grant, RefreshToken
+from ..ops import metrics
+from . import resource_indicators, tokens
+from .client_auth import ALL_AUTH_METHODS
+
+
+def account_usable(account: Account | None, grant: Grant) -> bool:
+    if account is None or account.status != "active":
+        return False
+    revoked = account.sessions_revoked_at
+    return revoked is None or revoked <= grant.created_at
+
+
+def rotate(token_hash: str) -> bool:
+    """Mark the token rotated; True only for the one caller that changed the row."""
+    result = db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_hash == token_hash, RefreshToken.rotated_at.is_(None))
+        .values(rotated_at=datetime.now(timezone.utc))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _reuse(grant: Grant):
+    tokens.revoke_grant(grant.id, "refresh_token_reuse", grant.account_id)
+    metrics.refresh_reuse()
+    return InvalidGrantError("The refresh token has already been used.")
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS  # public clients too: rotation protects them
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def validate_token_request(self):
+        client = self._validate_request_client()
+        self.request.client = client
+        form = self.request.form
+        presented = form.get("refresh_token")
+        if not presented:
+            raise InvalidRequestError("Missing 'refresh_token' in request.")
+
+        row = tokens.find_refresh_token(presented)
+        if row is None or row.client_id != client.client_id:
+            raise InvalidGrantError("The refresh token is invalid.")
+        grant = db.session.get(Grant, row.grant_id)
+        if grant is None or grant.revoked_at is not None or tokens.is_grant_revoked(grant.id):
+            raise InvalidGrantError("The refresh token has been revoked.")
+        if row.rotated_at is not None:
+            raise _reuse(grant)
+        now = datetime.now(timezone.utc)
+        if row.expires_at <= now or grant.expires_at <= now:
+            raise InvalidGrantError("The refresh token has expired.")
+        account = db.session.get(Account, grant.account_id) if grant.account_id is not None else None
+        if not account_usable(account, grant):
+            raise InvalidGrantError("The account is not available.")
+
+        token_scopes = row.scope.split()
+        requested = (self.request.payload.scope or "").split()
+        if not set(requested) <= set(token_scopes):
+            raise InvalidScopeError("The requested scope exceeds the scope granted.")
+        scopes = [s for s in token_scopes if s in requested] if requested else token_scopes
+        resources = current_app.config["RESOURCES"]
+        chosen = resource_indicators.select(form.getlist("resource"), list(grant.resource), resources)
+        at_scopes = resource_indicators.narrow_scope(scopes, chosen, resources)
+        if not at_scopes:
+            raise InvalidScopeError("No granted scope applies to the requested resource.")
+
+        self.request.refresh_token = row
+        self.request.user = account
+        self._issue = dict(grant=grant, scope=" ".join(at_scopes), id_scope=" ".join(scopes),
+                           audience=resource_indicators.audience(chosen, client.client_id))
+
+    def create_token_response(self):
+        row, client, issue = self.request.refresh_token, self.request.client, self._issue
+        if not rotate(row.token_hash):
+            raise _reuse(issue["grant"])  # lost the race to a concurrent refresh with the same token
+        token = tokens.issue(
+            client, issue["grant"], self.request.user, issue["scope"], refresh=True, refresh_scope=row.scope,
+            generation=row.generation + 1, audience=issue["audience"], id_scope=issue["id_scope"],
+        )
+        return 200, token, self.TOKEN_RESPONSE_HEADER

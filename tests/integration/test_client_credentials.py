@@ -1,0 +1,100 @@
+"""Client credentials grant (RFC 6749 §4.4)."""
+
+import pytest
+from sqlalchemy import func, select
+
+from idp.extensions import db
+from idp.models import Grant
+from tests.conftest import register_client
+from tests.integration.token_helpers import active, auth_of, backend, count_io, error_of, introspect
+
+
+@pytest.fixture
+def api(app):
+    return backend()
+
+
+def _cc(http, client, auth="basic", **data):
+    data = {"grant_type": "client_credentials", **data}
+    if auth == "basic":
+        return http.post("/token", data=data, auth=auth_of(client))
+    return http.post("/token", data={**data, "client_id": client.client_id, "client_secret": client.secret})
+
+
+SCOPES = [
+    ("none requested: every registered non-OIDC scope", None, (200, "api:read api:write")),
+    ("one", "api:read", (200, "api:read")),
+    ("both", "api:write api:read", (200, "api:write api:read")),
+    ("unregistered", "api:admin", (400, "invalid_scope")),
+    ("partly unregistered", "api:read api:admin", (400, "invalid_scope")),
+    ("OIDC scope (no user)", "openid", (400, "invalid_scope")),
+]
+
+
+@pytest.mark.parametrize("case,scope,expected", SCOPES, ids=[c for c, _, _ in SCOPES])
+def test_scope_is_limited_to_the_registration(client, api, case, scope, expected):
+    resp = _cc(client, api, **({"scope": scope} if scope else {}))
+    if expected[0] != 200:
+        assert error_of(resp) == expected
+        return
+    body = resp.get_json()
+    assert (resp.status_code, body["scope"]) == expected
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 600
+    assert "refresh_token" not in body and "id_token" not in body
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_registered_oidc_scopes_are_not_given_by_default(client):
+    mixed = backend("backend-mixed", scopes=["openid", "api:read"])
+    assert _cc(client, mixed).get_json()["scope"] == "api:read"
+    only_oidc = backend("backend-oidc", scopes=["openid", "email"])
+    assert error_of(_cc(client, only_oidc)) == (400, "invalid_scope")
+
+
+def test_client_secret_post(client):
+    poster = backend("backend-post", token_endpoint_auth_method="client_secret_post")
+    assert _cc(client, poster, auth="post").status_code == 200
+    assert error_of(_cc(client, poster))[1] == "invalid_client"  # only its registered method
+
+
+def test_token_is_introspectable_and_has_no_user(client, api):
+    token = _cc(client, api, scope="api:read").get_json()["access_token"]
+    resp = introspect(client, api, token)
+    assert active(resp)
+    body = resp.get_json()
+    assert body["client_id"] == "backend-api" and body["scope"] == "api:read" and body["aud"] == "backend-api"
+    assert "sub" not in body and "auth_time" not in body
+
+
+REFUSED = [
+    ("grant type not registered", lambda: register_client("rp-web"), (400, "unauthorized_client")),
+    ("public client", lambda: register_client("rp-pub", token_endpoint_auth_method="none",
+                                              grant_types=["client_credentials"]), (401, "invalid_client")),
+]
+
+
+@pytest.mark.parametrize("case,make,expected", REFUSED, ids=[c for c, _, _ in REFUSED])
+def test_refused_clients(client, app, case, make, expected):
+    c = make()
+    if c.token_endpoint_auth_method == "none":
+        resp = client.post("/token", data={"grant_type": "client_credentials", "client_id": c.client_id})
+    else:
+        resp = _cc(client, c)
+    assert error_of(resp) == expected
+
+
+def test_wrong_secret(client, api):
+    resp = client.post("/token", data={"grant_type": "client_credentials"}, auth=("backend-api", "wrong"))
+    assert error_of(resp) == (401, "invalid_client")
+    assert resp.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_hot_path_writes_nothing_to_the_database_and_one_key_to_the_store(client, app, api):
+    _cc(client, api)  # warm up: connections, key ring
+    with count_io(app) as seen:
+        resp = _cc(client, api, scope="api:read")
+    assert resp.status_code == 200
+    assert [s for s in seen["sql"] if s in ("INSERT", "UPDATE", "DELETE")] == []
+    assert seen["sql"].count("SELECT") <= 1  # the client lookup
+    assert seen["store"] == ["put"]
+    assert db.session.scalar(select(func.count()).select_from(Grant)) == 0

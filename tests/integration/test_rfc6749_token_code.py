@@ -1,0 +1,186 @@
+"""Token endpoint, authorization_code grant: RFC 6749 §4.1.3/§5.2, RFC 7636 §4.6, RFC 7523."""
+
+import threading
+import time
+import uuid
+
+import pytest
+from freezegun import freeze_time
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from tests.conftest import ISSUER, Flow, register_client
+
+
+def _error(resp):
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.is_json
+    return resp.status_code, resp.get_json()["error"]
+
+
+BAD_REDEMPTIONS = [
+    ("missing code", {"code": None}, (400, "invalid_request")),
+    ("unknown code", {"code": "nope"}, (400, "invalid_grant")),
+    ("oversized code", {"code": "c" * 5000}, (400, "invalid_grant")),
+    ("wrong verifier", {"code_verifier": "x" * 50}, (400, "invalid_grant")),
+    ("missing verifier", {"code_verifier": None}, (400, "invalid_request")),
+    ("short verifier", {"code_verifier": "abc"}, (400, "invalid_request")),
+    ("other redirect_uri", {"redirect_uri": "https://rp.example.com/other"}, (400, "invalid_grant")),
+    ("missing redirect_uri", {"redirect_uri": None}, (400, "invalid_grant")),
+    ("unknown grant type", {"grant_type": "password"}, (400, "unsupported_grant_type")),
+]
+
+
+@pytest.mark.parametrize("case,override,expected", BAD_REDEMPTIONS, ids=[c for c, _, _ in BAD_REDEMPTIONS])
+def test_bad_redemptions(flow, case, override, expected):
+    override = dict(override)
+    code = override.pop("code", flow.login_code())
+    assert _error(flow.redeem(code, **override)) == expected
+
+
+def test_code_is_single_use_and_replay_revokes_tokens(flow):
+    code = flow.login_code()
+    first = flow.redeem(code)
+    assert first.status_code == 200
+    token = first.get_json()["access_token"]
+    assert flow.client.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert _error(flow.redeem(code)) == (400, "invalid_grant")
+    assert flow.client.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_concurrent_redemptions_exactly_one_wins(flow, app):
+    code = flow.login_code()
+    results, barrier = [], threading.Barrier(6)
+
+    def redeem():
+        c = app.test_client()
+        barrier.wait()
+        with app.app_context():
+            results.append(c.post("/token", auth=(flow.rp.client_id, flow.rp.secret), data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": flow.rp.redirect_uris[0],
+                "code_verifier": flow.verifier}).status_code)
+
+    threads = [threading.Thread(target=redeem) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [200] + [400] * 5
+
+
+def test_code_expires_after_60_seconds(flow):
+    with freeze_time() as clock:
+        code = flow.login_code()
+        clock.tick(61)
+        assert _error(flow.redeem(code)) == (400, "invalid_grant")
+
+
+def test_code_is_bound_to_the_client(flow, client):
+    other = register_client("rp-other", redirect_uris=flow.rp.redirect_uris)
+    code = flow.login_code()
+    resp = client.post("/token", auth=("rp-other", other.secret), data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": flow.rp.redirect_uris[0],
+        "code_verifier": flow.verifier})
+    assert _error(resp) == (400, "invalid_grant")
+
+
+def test_code_has_at_least_128_bits(flow):
+    code = flow.login_code()
+    assert len(code) >= 22  # base64url: 6 bits a character; we issue 256 bits (43 characters)
+
+
+BAD_CLIENT_AUTH = [
+    ("wrong secret (basic)", {"auth": ("rp-web", "wrong")}, 401),
+    ("unknown client (basic)", {"auth": ("nobody", "x")}, 401),
+    ("no authentication", {"auth": None}, 401),
+]
+
+
+@pytest.mark.parametrize("case,kw,status", BAD_CLIENT_AUTH, ids=[c for c, _, _ in BAD_CLIENT_AUTH])
+def test_client_authentication_failures(flow, case, kw, status):
+    code = flow.login_code()
+    resp = flow.client.post("/token", auth=kw["auth"], data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": flow.rp.redirect_uris[0],
+        "code_verifier": flow.verifier})
+    assert _error(resp) == (status, "invalid_client")
+    assert resp.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_client_secret_post(client, seller):
+    rp = register_client("rp-post", token_endpoint_auth_method="client_secret_post")
+    f = Flow(client, rp)
+    resp = f.redeem(f.login_code(), client_id="rp-post", client_secret=rp.secret)
+    assert resp.status_code == 200
+    assert f.redeem(f.login_code(), client_id="rp-post", client_secret="bad").status_code in (400, 401)
+
+
+def test_public_native_client_with_pkce(client, native_rp, seller):
+    f = Flow(client, native_rp)
+    code = f.login_code(redirect_uri="http://127.0.0.1:40123/cb")
+    resp = f.redeem(code, redirect_uri="http://127.0.0.1:40123/cb")
+    assert resp.status_code == 200 and resp.get_json()["id_token"]
+
+
+def test_public_client_cannot_skip_verifier(client, native_rp, seller):
+    f = Flow(client, native_rp)
+    code = f.login_code(redirect_uri="http://127.0.0.1:40123/cb")
+    assert _error(f.redeem(code, redirect_uri="http://127.0.0.1:40123/cb", code_verifier=None))[1] in (
+        "invalid_request", "invalid_grant")
+
+
+def _assertion(key, client_id, aud, jti=None, exp_in=60):
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + exp_in,
+              "jti": jti or str(uuid.uuid4())}
+    return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
+
+
+@pytest.fixture
+def jwt_rp(app):
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    rp = register_client("rp-jwt", token_endpoint_auth_method="private_key_jwt",
+                         jwks={"keys": [key.as_dict(private=False)]})
+    rp.key = key
+    return rp
+
+
+def test_private_key_jwt(client, seller, jwt_rp):
+    f = Flow(client, jwt_rp)
+    assertion = _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/token")
+    extra = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+             "client_assertion": assertion}
+    assert f.redeem(f.login_code(), **extra).status_code == 200
+    # the same assertion (same jti) is refused the second time
+    assert _error(f.redeem(f.login_code(), **extra))[1] == "invalid_client"
+
+
+@pytest.mark.parametrize("case", ["wrong audience", "expired", "other key"])
+def test_private_key_jwt_rejections(client, seller, jwt_rp, case):
+    f = Flow(client, jwt_rp)
+    key, aud, exp_in = jwt_rp.key, ISSUER + "/token", 60
+    if case == "wrong audience":
+        aud = "https://other.example/token"
+    elif case == "expired":
+        exp_in = -300
+    else:
+        key = ECKey.generate_key("P-256", auto_kid=True)
+    extra = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+             "client_assertion": _assertion(key, "rp-jwt", aud, exp_in=exp_in)}
+    assert _error(f.redeem(f.login_code(), **extra))[1] == "invalid_client"
+
+
+def test_token_endpoint_rejects_get(client):
+    resp = client.get("/token")
+    assert resp.status_code == 405 and resp.is_json
+
+
+def test_garbage_form_never_500(client, rp):
+    for body in ("grant_type=authorization_code&code=%ff%fe", "\x00\x01", "a=" + "b" * 60000):
+        resp = client.post("/token", data=body, content_type="application/x-www-form-urlencoded",
+                           auth=("rp-web", rp.secret))
+        assert resp.status_code < 500 and resp.is_json
+
+
+def test_oversized_body_is_rejected(client, rp):
+    resp = client.post("/token", data="a=" + "b" * 200000, content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 413 and resp.is_json

@@ -1,0 +1,89 @@
+"""Token revocation (RFC 7009)."""
+
+import pytest
+from sqlalchemy import select
+
+from idp.extensions import db
+from idp.models import Grant
+from tests.conftest import Flow, register_client
+from tests.integration.token_helpers import active, backend, error_of, introspect, login, refresh, revoke
+
+
+@pytest.fixture
+def api(app):
+    return backend()
+
+
+@pytest.fixture
+def issued(flow):
+    return login(flow)
+
+
+HINTS = [None, "access_token", "refresh_token", "unknown_hint"]
+
+
+@pytest.mark.parametrize("hint", HINTS, ids=[str(h) for h in HINTS])
+def test_revoking_an_access_token_deletes_only_it(client, api, flow, issued, hint):
+    resp = revoke(client, flow.rp, issued["access_token"], **({"token_type_hint": hint} if hint else {}))
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    assert not active(introspect(client, api, issued["access_token"]))
+    assert refresh(client, flow.rp, issued["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("hint", HINTS, ids=[str(h) for h in HINTS])
+def test_revoking_a_refresh_token_revokes_its_family(client, api, flow, issued, hint):
+    later = refresh(client, flow.rp, issued["refresh_token"]).get_json()
+    resp = revoke(client, flow.rp, later["refresh_token"], **({"token_type_hint": hint} if hint else {}))
+    assert resp.status_code == 200
+    for at in (issued["access_token"], later["access_token"]):
+        assert not active(introspect(client, api, at))
+    assert error_of(refresh(client, flow.rp, later["refresh_token"])) == (400, "invalid_grant")
+    db.session.expire_all()
+    assert db.session.scalars(select(Grant.revoked_reason)).one() == "revoked_by_client"
+
+
+def test_revoking_a_rotated_refresh_token_still_ends_the_family(client, flow, issued):
+    later = refresh(client, flow.rp, issued["refresh_token"]).get_json()
+    assert revoke(client, flow.rp, issued["refresh_token"]).status_code == 200
+    assert error_of(refresh(client, flow.rp, later["refresh_token"])) == (400, "invalid_grant")
+
+
+NOTHING = [("unknown", lambda i: "x" * 43), ("garbage", lambda i: "\u00e9\u0000"), ("oversized", lambda i: "a" * 9000),
+           ("an ID token", lambda i: i["id_token"])]
+
+
+@pytest.mark.parametrize("case,make", NOTHING, ids=[c for c, _ in NOTHING])
+def test_unknown_tokens_get_200(client, flow, issued, case, make):
+    resp = revoke(client, flow.rp, make(issued))
+    assert resp.status_code == 200
+    assert active(introspect(client, flow.rp, issued["refresh_token"]))
+
+
+@pytest.mark.parametrize("kind", ["access_token", "refresh_token"])
+def test_another_clients_token_is_left_alone(client, api, flow, issued, kind):
+    other = register_client("rp-other")
+    assert revoke(client, other, issued[kind]).status_code == 200
+    assert revoke(client, api, issued[kind]).status_code == 200
+    assert active(introspect(client, flow.rp, issued[kind]))
+
+
+def test_public_client_revokes_its_own_tokens_with_client_id(client, api, native_rp, seller):
+    f = Flow(client, native_rp)
+    body = f.redeem(f.login_code(redirect_uri="http://127.0.0.1:5555/cb"),
+                    redirect_uri="http://127.0.0.1:5555/cb").get_json()
+    assert revoke(client, native_rp, body["refresh_token"]).status_code == 200
+    assert not active(introspect(client, api, body["access_token"]))
+    assert error_of(refresh(client, native_rp, body["refresh_token"])) == (400, "invalid_grant")
+
+
+def test_public_client_cannot_revoke_anothers_token(client, native_rp, flow, issued):
+    assert revoke(client, native_rp, issued["refresh_token"]).status_code == 200
+    assert active(introspect(client, flow.rp, issued["refresh_token"]))
+
+
+def test_confidential_client_cannot_skip_authentication(client, flow, issued):
+    resp = client.post("/revoke", data={"token": issued["refresh_token"], "client_id": "rp-web"})
+    assert error_of(resp) == (401, "invalid_client")
+    resp = client.post("/revoke", data={"token": issued["refresh_token"]}, auth=("rp-web", "wrong"))
+    assert error_of(resp) == (401, "invalid_client") and "error=" in resp.headers["WWW-Authenticate"]
+    assert active(introspect(client, flow.rp, issued["refresh_token"]))
