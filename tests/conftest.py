@@ -65,26 +65,6 @@ def _truncate_all():
     db.session.commit()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def app(request, tmp_path, keys_dir):
-    config = {"ISSUER": ISSUER, "KEYS_DIR": keys_dir, "TESTING": True}
-    if request.param == "sqlite":
-        path = tmp_path / "idp.sqlite3"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        config.update(DATABASE_URL=f"sqlite:///{path}", REDIS_URL="memory://")
-    else:
-        config.update(DATABASE_URL=request.getfixturevalue("postgres_migrated"),
-                      REDIS_URL=request.getfixturevalue("redis_url"), STORE_NAMESPACE=f"t{secrets.token_hex(4)}:")
-    app = create_app(config)
-    with app.app_context():
-        app.extensions["idp.keyring"].ensure()
-        yield app
-        db.session.remove()
-        if request.param == "postgresql":
-            _truncate_all()
-            app.extensions["idp.store"].clear()
-
-
 class FreshContextClient(FlaskClient):
     """Each request gets its own app context, as in a real server.
 
@@ -97,9 +77,30 @@ class FreshContextClient(FlaskClient):
             return super().open(*args, **kwargs)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request, tmp_path, keys_dir):
+    config = {"ISSUER": ISSUER, "KEYS_DIR": keys_dir, "TESTING": True}
+    if request.param == "sqlite":
+        path = tmp_path / "idp.sqlite3"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        config.update(DATABASE_URL=f"sqlite:///{path}", REDIS_URL="memory://")
+    else:
+        config.update(DATABASE_URL=request.getfixturevalue("postgres_migrated"),
+                      REDIS_URL=request.getfixturevalue("redis_url"), STORE_NAMESPACE=f"t{secrets.token_hex(4)}:")
+    app = create_app(config)
+    app.test_client_class = FreshContextClient
+    with app.app_context():
+        app.extensions["idp.keyring"].ensure()
+        yield app
+        db.session.remove()
+        if request.param == "postgresql":
+            _truncate_all()
+            app.extensions["idp.store"].clear()
+        db.engine.dispose()  # one pool per test app: close it, or PostgreSQL runs out of connections
+
+
 @pytest.fixture
 def client(app):
-    app.test_client_class = FreshContextClient
     return app.test_client()
 
 

@@ -1,0 +1,61 @@
+"""The operator command ``idp``: database, signing keys, clients, accounts, demo, serve.
+
+Every command but serve runs in an application context built by ``idp.create_app()``; a bad
+setting or a refused input ends with a one-line ``Error:`` and exit status 2.
+"""
+
+import logging
+import os
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, ScriptInfo
+from flask_migrate import upgrade
+from flask_migrate.cli import db as db_commands
+
+from ..crypto.secrets import new_token
+from ..extensions import keyring
+from .accounts import accounts, create_account, find
+from .clients import clients, load as load_clients
+from .common import CliError
+from .keys import keys
+from .serve import serve
+
+DEMO_SELLER = "demo.seller@example.com"
+
+cli = AppGroup("idp", help="Operate the seller identity provider: database, keys, clients, accounts.")
+for group in (db_commands, keys, clients, accounts, serve):
+    cli.add_command(group)
+
+
+@cli.command("demo")
+@click.pass_context
+def demo(ctx):
+    """What `make run` does first: migrate, make keys, load the demo clients and seller."""
+    if current_app.config["ENV"] == "production":
+        raise CliError("the demo clients and account are not for production (ENV=production)")
+    upgrade()
+    keyring().ensure()
+    ctx.invoke(load_clients)
+    if find(DEMO_SELLER) is not None:
+        click.echo(f"demo seller {DEMO_SELLER} exists (password unchanged)")
+        return
+    password = os.environ.get("IDP_DEMO_PASSWORD") or new_token(12)
+    create_account(DEMO_SELLER, password, name="Demo Seller", verified=True)
+    click.echo(f"demo seller: {DEMO_SELLER}  password: {password}")
+
+
+def _create_app():
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import-time chatter
+
+    from .. import create_app
+    from ..config import ConfigError
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise CliError(f"configuration: {exc}") from None
+
+
+def main():
+    cli.main(prog_name="idp", obj=ScriptInfo(create_app=_create_app, set_debug_flag=False))

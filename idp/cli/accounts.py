@@ -1,0 +1,62 @@
+"""`idp accounts ...`: seller accounts.
+
+A password is read from a hidden prompt or, with --password-stdin, from standard input;
+never from the command line, where ps and shell history would show it.
+"""
+
+import re
+import sys
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..login.password import hash_password
+from ..models import Account
+from .common import CliError
+
+MIN_PASSWORD = 8  # NIST SP 800-63B §5.1.1.2
+MAX_PASSWORD = 1024  # argon2 takes any length; a bound keeps a typo'd file from being hashed
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+accounts = AppGroup("accounts", help="Create seller accounts.")
+
+
+@accounts.command("create")
+@click.argument("email")
+@click.option("--name", help="Display name.")
+@click.option("--verified", is_flag=True, help="Mark the email address as verified.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def create(email, name, verified, password_stdin):
+    """Create an account with a password."""
+    email = Account.normalize_email(email)
+    if not EMAIL.fullmatch(email):
+        raise CliError(f"{email!r} is not an email address")
+    if find(email) is not None:
+        raise CliError(f"an account with email {email} already exists")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    account = create_account(email, password, name=name, verified=verified)
+    click.echo(f"created account {account.email} (sub {account.sub})")
+
+
+def find(email: str) -> Account | None:
+    return db.session.scalar(select(Account).filter_by(email=Account.normalize_email(email)))
+
+
+def create_account(email: str, password: str, *, name=None, verified=False) -> Account:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise CliError(f"the password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    account = Account(email=Account.normalize_email(email), name=name, email_verified=verified,
+                      password_hash=hash_password(password))
+    db.session.add(account)
+    try:
+        db.session.commit()
+    except IntegrityError:  # created by someone else since we looked
+        db.session.rollback()
+        raise CliError(f"an account with email {account.email} already exists") from None
+    return account

@@ -1,0 +1,237 @@
+"""`idp clients ...`: register, inspect and remove relying parties.
+
+Only the keyed hash of a client secret is stored (idp.crypto.secrets); the secret itself
+is printed once, when it is made.
+"""
+
+import json
+import tomllib
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import delete, select
+
+from ..crypto.secrets import keyed_hash, new_token
+from ..extensions import db
+from ..models import Client, Consent, Grant
+from . import client_rules as rules
+from .common import CliError, table
+
+clients = AppGroup("clients", help="Register and inspect relying parties (OAuth clients).")
+
+TOML_KEYS = {
+    "client_id", "name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "scopes", "auth_method",
+    "public", "native", "first_party", "jwks", "jwks_file", "backchannel_logout_uri", "id_token_alg",
+    "access_token_format", "secret",
+}
+
+
+@clients.command("add")
+@click.argument("client_id")
+@click.option("--name", help="Shown on the consent page.")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI; repeat for several.")
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
+@click.option("--grant-type", "grant_types", multiple=True, type=click.Choice(rules.GRANT_TYPES),
+              help="Repeat for several; default authorization_code.")
+@click.option("--scope", "scopes", multiple=True, help="Allowed scope; repeat, or give several separated by spaces.")
+@click.option("--auth-method", type=click.Choice(rules.AUTH_METHODS), help="Default client_secret_basic.")
+@click.option("--public", is_flag=True, help="No client authentication (auth method none).")
+@click.option("--native", is_flag=True, help="A native app (RFC 8252): loopback and private-use redirects.")
+@click.option("--first-party", is_flag=True, help="Ours: consent is not asked.")
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False), help="Public JWKS for private_key_jwt.")
+@click.option("--backchannel-logout-uri")
+@click.option("--id-token-alg", type=click.Choice(rules.ID_TOKEN_ALGS), help="Default: the IdP's ID_TOKEN_ALG.")
+@click.option("--access-token-format", type=click.Choice(rules.ACCESS_TOKEN_FORMATS), default="opaque",
+              show_default=True)
+def add(client_id, jwks_file, **options):
+    """Register a new client; a confidential one gets a secret, printed once."""
+    if db.session.scalar(select(Client).filter_by(client_id=client_id)) is not None:
+        raise CliError(f"client {client_id!r} already exists (remove it first, or use `idp clients load`)")
+    spec = _build(client_id, jwks=_read_jwks(jwks_file) if jwks_file else None, **options)
+    client = Client(client_id=client_id)
+    _apply(client, spec)
+    secret = _new_secret(client) if spec.uses_secret else None
+    db.session.add(client)
+    db.session.commit()
+    click.echo(f"added client {client_id} ({_kind(client)})")
+    if secret:
+        _print_secret(client_id, secret)
+
+
+@clients.command("list")
+def list_():
+    """All registered clients."""
+    rows = [
+        (c.client_id, _kind(c), c.token_endpoint_auth_method, "yes" if c.first_party else "no", c.name)
+        for c in db.session.scalars(select(Client).order_by(Client.client_id))
+    ]
+    table(rows, ("CLIENT_ID", "TYPE", "AUTH", "FIRST_PARTY", "NAME"))
+
+
+@clients.command("show")
+@click.argument("client_id")
+def show(client_id):
+    """One client's registration (never its secret or secret hash)."""
+    c = _get(client_id)
+    fields = {
+        "client_id": c.client_id, "name": c.name, "type": _kind(c), "auth_method": c.token_endpoint_auth_method,
+        "secret": "set (only its hash is stored)" if c.secret_hash else "none",
+        "first_party": "yes" if c.first_party else "no", "grant_types": " ".join(c.grant_types),
+        "scopes": " ".join(c.scopes), "redirect_uris": c.redirect_uris,
+        "post_logout_redirect_uris": c.post_logout_redirect_uris,
+        "backchannel_logout_uri": c.backchannel_logout_uri or "-",
+        "id_token_alg": c.id_token_signed_response_alg or f"{current_app.config['ID_TOKEN_ALG']} (default)",
+        "access_token_format": c.access_token_format,
+        "jwks": f"{len(c.jwks['keys'])} key(s)" if c.jwks else "-",
+    }
+    for key, value in fields.items():
+        if isinstance(value, list):
+            value = "".join(f"\n  {v}" for v in value) or " -"
+            click.echo(f"{key}:{value}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@clients.command("remove")
+@click.argument("client_id")
+@click.confirmation_option(prompt="Remove the client and revoke every token it holds?")
+def remove(client_id):
+    """Delete a client, revoke its token families and forget its consents."""
+    from ..oauth.tokens import revoke_grant
+
+    client = _get(client_id)
+    grant_ids = db.session.scalars(select(Grant.id).filter_by(client_id=client_id, revoked_at=None)).all()
+    for grant_id in grant_ids:
+        revoke_grant(grant_id, "client_removed")
+    db.session.execute(delete(Consent).filter_by(client_id=client_id))
+    db.session.delete(client)
+    db.session.commit()
+    click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked)")
+
+
+@clients.command("load")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def load(file):
+    """Register or update the clients of a TOML file (default CLIENTS_FILE); idempotent.
+
+    A ``secret`` in the file is for demo clients only and refused in production; a
+    confidential client without one keeps its secret, or gets a new one printed once.
+    """
+    path = Path(file or current_app.config["CLIENTS_FILE"])
+    try:
+        with path.open("rb") as fh:
+            tables = tomllib.load(fh).get("clients", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    loaded = [_from_table(entry, path) for entry in tables]  # check them all before writing any
+    ids = [spec.client_id for spec, _ in loaded]
+    if len(set(ids)) != len(ids):
+        raise CliError(f"{path}: a client_id appears twice: {sorted({i for i in ids if ids.count(i) > 1})}")
+
+    new_secrets, report = [], []
+    for spec, secret in loaded:
+        client = db.session.scalar(select(Client).filter_by(client_id=spec.client_id))
+        before = _columns(client) if client else None
+        if client is None:
+            client = Client(client_id=spec.client_id)
+            db.session.add(client)
+        _apply(client, spec)
+        if secret:
+            client.secret_hash = keyed_hash(secret)
+        elif spec.uses_secret and client.secret_hash is None:
+            new_secrets.append((spec.client_id, _new_secret(client)))
+        elif not spec.uses_secret:
+            client.secret_hash = None
+        state = "added" if before is None else ("unchanged" if _columns(client) == before else "updated")
+        report.append(f"{state} client {spec.client_id}")
+    db.session.commit()
+    for line in report:
+        click.echo(line)
+    for client_id, secret in new_secrets:
+        _print_secret(client_id, secret)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _build(client_id, **options) -> rules.ClientSpec:
+    scopes = options.get("scopes") or ()
+    options["scopes"] = [s for group in ([scopes] if isinstance(scopes, str) else scopes) for s in group.split()]
+    try:
+        return rules.build(client_id, **options)
+    except rules.InvalidClient as exc:
+        raise CliError(f"{client_id}: {exc}") from None
+
+
+def _from_table(entry: dict, path: Path) -> tuple[rules.ClientSpec, str | None]:
+    client_id = entry.get("client_id")
+    if not isinstance(client_id, str):
+        raise CliError(f"{path}: every [[clients]] table needs a client_id")
+    unknown = set(entry) - TOML_KEYS
+    if unknown:
+        raise CliError(f"{path}: client {client_id}: unknown field(s) {', '.join(sorted(unknown))}")
+    options = {k: v for k, v in entry.items() if k not in ("client_id", "secret", "jwks_file")}
+    if "jwks_file" in entry:
+        options["jwks"] = _read_jwks(path.parent / entry["jwks_file"])
+    spec = _build(client_id, **options)
+    secret = entry.get("secret")
+    if secret is not None:
+        if not spec.uses_secret:
+            raise CliError(f"{path}: client {client_id}: has a secret but auth method {spec.auth_method} uses none")
+        if current_app.config["ENV"] == "production":
+            raise CliError(f"{path}: client {client_id}: a secret in the file is for demos; refused in production")
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise CliError(f"{path}: client {client_id}: secret must be a string of at least 16 characters")
+    return spec, secret
+
+
+def _read_jwks(path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read JWKS file {path}: {exc}") from None
+
+
+def _apply(client: Client, spec: rules.ClientSpec) -> None:
+    client.name = spec.name
+    client.application_type = spec.application_type
+    client.token_endpoint_auth_method = spec.auth_method
+    client.redirect_uris = list(spec.redirect_uris)
+    client.post_logout_redirect_uris = list(spec.post_logout_redirect_uris)
+    client.grant_types = list(spec.grant_types)
+    client.scopes = list(spec.scopes)
+    client.first_party = spec.first_party
+    client.jwks = spec.jwks
+    client.backchannel_logout_uri = spec.backchannel_logout_uri
+    client.id_token_signed_response_alg = spec.id_token_alg
+    client.access_token_format = spec.access_token_format
+
+
+def _columns(client: Client) -> dict:
+    return {c.key: getattr(client, c.key) for c in Client.__table__.columns if c.key not in ("id", "created_at")}
+
+
+def _new_secret(client: Client) -> str:
+    secret = new_token(32)
+    client.secret_hash = keyed_hash(secret)
+    return secret
+
+
+def _print_secret(client_id: str, secret: str) -> None:
+    click.echo(f"client_secret for {client_id}: {secret}")
+    click.secho(f"  Store the secret of {client_id} now: it will not be shown again (only a hash is kept).",
+                fg="yellow", err=True)
+
+
+def _get(client_id: str) -> Client:
+    client = db.session.scalar(select(Client).filter_by(client_id=client_id))
+    if client is None:
+        raise CliError(f"no client {client_id!r}")
+    return client
+
+
+def _kind(c: Client) -> str:
+    return f"{'public' if c.is_public else 'confidential'} {c.application_type}"

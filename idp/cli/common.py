@@ -1,0 +1,28 @@
+"""Small helpers shared by the command groups."""
+
+from datetime import datetime, timezone
+
+import click
+
+
+class CliError(click.ClickException):
+    """A one-line error for the operator (``Error: ...`` on stderr), exit status 2, no traceback."""
+
+    exit_code = 2
+
+
+def when(value) -> str:
+    """A unix time or datetime as ``2025-05-01 12:00:00Z``; ``-`` for none."""
+    if value is None:
+        return "-"
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def table(rows: list[tuple], headers: tuple) -> None:
+    """Print rows as aligned columns under a header."""
+    cells = [tuple(str(c) for c in headers)] + [tuple("-" if c is None else str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

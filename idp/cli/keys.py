@@ -1,0 +1,40 @@
+"""`idp keys ...`: the signing keys (idp.crypto.keys.KeyRing)."""
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from ..crypto.keys import ALGS
+from ..extensions import keyring
+from .common import table, when
+
+keys = AppGroup("keys", help="Rotate, list and prune the signing keys.")
+
+
+@keys.command("rotate")
+@click.option("--alg", type=click.Choice(ALGS), help="Default: the IdP's ID_TOKEN_ALG.")
+@click.option("--now", "immediate", is_flag=True,
+              help="Sign with the new key at once, instead of after KEY_PUBLISH_AHEAD (for a leaked key; "
+                   "relying parties that cached the JWKS will fail to verify until they refetch it).")
+def rotate(alg, immediate):
+    """Add a new key; it signs once published long enough, and the old one retires then."""
+    key = keyring().rotate(alg or current_app.config["ID_TOKEN_ALG"], immediate=immediate)
+    click.echo(f"new {key['alg']} key {key['kid']}: published now, signs from {when(key['not_before'])}")
+
+
+@keys.command("list")
+def list_():
+    """Every key with its state: next (published, not signing yet), active, retired."""
+    rows = [(k["kid"], k["alg"], k["state"], when(k["created_at"]), when(k["not_before"]), when(k["retired_at"]))
+            for k in keyring().list()]
+    table(rows, ("KID", "ALG", "STATE", "CREATED", "SIGNS_FROM", "RETIRED"))
+
+
+@keys.command("prune")
+def prune():
+    """Delete retired keys once every token they signed has expired."""
+    cfg = current_app.config
+    removed = keyring().prune(max(cfg["ID_TOKEN_TTL"], cfg["ACCESS_TOKEN_TTL"]))
+    for kid in removed:
+        click.echo(f"pruned {kid}")
+    click.echo(f"{len(removed)} key(s) pruned")

@@ -1,0 +1,5 @@
+"""The WSGI application, for `idp serve` (gunicorn) or any WSGI server: ``idp.wsgi:app``."""
+
+from . import create_app
+
+app = create_app()

@@ -1,0 +1,318 @@
+"""The operator command `idp` (idp.cli), driven through click's test runner.
+
+Each test gets its own SQLite database; the signing keys are shared, except by the test
+that rotates them. Commands build their own application context, as from a shell.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
+from flask_migrate import upgrade
+from sqlalchemy import func, inspect, select
+
+from idp import create_app
+from idp.cli import _create_app, cli
+from idp.crypto.secrets import keyed_hash, verify_keyed_hash
+from idp.extensions import db
+from idp.models import Account, Client, Grant
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_CLIENTS = ROOT / "config" / "clients.toml"
+SECRET_LINE = re.compile(r"client_secret for (\S+): (\S+)")
+
+
+def _config(keys_dir, db_path):
+    return {"DATABASE_URL": f"sqlite:///{db_path}", "KEYS_DIR": str(keys_dir), "TESTING": True,
+            "REDIS_URL": "memory://", "ARGON2_MEMORY_KIB": 1024, "ARGON2_TIME_COST": 1}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A migrated database to copy, and a key directory (RSA keys are slow to make)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IDP_INSTANCE_PATH", str(tmp / "instance"))
+        app = create_app(_config(tmp / "keys", tmp / "template.sqlite3"))
+    with app.app_context():
+        upgrade()
+    return tmp
+
+
+@pytest.fixture
+def make_app(tmp_path, shared, monkeypatch):
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    shutil.copy(shared / "template.sqlite3", tmp_path / "idp.sqlite3")
+    return lambda keys_dir=shared / "keys": create_app(_config(keys_dir, tmp_path / "idp.sqlite3"))
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+def runner_for(app):
+    """Run `idp ARGS...` against ``app``; returns click's Result."""
+    runner = app.test_cli_runner()
+    return lambda *args, input=None: runner.invoke(cli, list(args), input=input)
+
+
+@pytest.fixture
+def idp(app):
+    return runner_for(app)
+
+
+def one(app, model, **by):
+    with app.app_context():
+        row = db.session.scalar(select(model).filter_by(**by))
+        if row is not None:
+            db.session.expunge(row)
+        return row
+
+
+def assert_refused(result, message):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert message in result.stderr, result.stderr
+
+
+# -- clients ---------------------------------------------------------------------
+
+
+def test_add_confidential_client_prints_secret_once_and_stores_only_its_hash(app, idp):
+    result = idp("clients", "add", "shop", "--name", "Shop", "--redirect-uri", "https://shop.example/cb",
+                 "--scope", "openid email", "--first-party")
+    assert result.exit_code == 0, result.output
+    (client_id, secret), = SECRET_LINE.findall(result.stdout)
+    assert client_id == "shop" and len(secret) >= 43
+    assert "not be shown again" in result.stderr
+
+    client = one(app, Client, client_id="shop")
+    assert client.secret_hash != secret and secret not in client.secret_hash
+    with app.app_context():
+        assert verify_keyed_hash(secret, client.secret_hash)
+        assert client.check_client_secret(secret) and not client.check_client_secret(secret + "x")
+    assert client.scopes == ["openid", "email"] and client.first_party
+    assert client.token_endpoint_auth_method == "client_secret_basic"
+
+    for args in (("clients", "show", "shop"), ("clients", "list")):
+        out = idp(*args)
+        assert out.exit_code == 0 and "shop" in out.output
+        assert secret not in out.output and client.secret_hash not in out.output
+
+
+def test_add_public_native_client_gets_no_secret(app, idp):
+    result = idp("clients", "add", "app", "--public", "--native", "--redirect-uri", "http://127.0.0.1/cb",
+                 "--redirect-uri", "com.example.app:/oauth2redirect", "--grant-type", "authorization_code",
+                 "--grant-type", "refresh_token", "--scope", "openid offline_access")
+    assert result.exit_code == 0, result.output
+    assert "client_secret" not in result.output
+    client = one(app, Client, client_id="app")
+    assert client.secret_hash is None and client.is_public and client.is_native
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--redirect-uri", "/callback"], "must be absolute"),
+    (["--redirect-uri", "https://rp.example/cb#frag"], "must not contain a fragment"),
+    (["--redirect-uri", "http://rp.example/cb"], "must use https"),
+    (["--redirect-uri", "com.example.app:/cb"], "private-use schemes are for --native apps"),
+    (["--public", "--native", "--redirect-uri", "myapp:/cb"], "must use https"),
+    (["--public", "--native", "--redirect-uri", "https://rp.example/cb#x"], "fragment"),
+    (["--post-logout-redirect-uri", "http://rp.example/", "--redirect-uri", "https://rp.example/cb"],
+     "post-logout redirect URI"),
+    (["--public", "--grant-type", "client_credentials", "--scope", "api:read"], "cannot use client_credentials"),
+    (["--native", "--redirect-uri", "http://127.0.0.1/cb"], "native app cannot keep a client secret"),
+    (["--scope", "openid"], "needs at least one --redirect-uri"),
+    (["--auth-method", "private_key_jwt", "--redirect-uri", "https://rp.example/cb"], "needs --jwks-file"),
+    (["--redirect-uri", "https://rp.example/cb", "--scope", "offline_access"], "needs the refresh_token grant"),
+])
+def test_add_refuses_bad_registrations_with_one_line(app, idp, args, message):
+    result = idp("clients", "add", "bad", *args)
+    assert_refused(result, message)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert one(app, Client, client_id="bad") is None
+
+
+def test_add_refuses_a_duplicate_client_id(idp):
+    assert idp("clients", "add", "dup", "--redirect-uri", "https://rp.example/cb").exit_code == 0
+    assert_refused(idp("clients", "add", "dup", "--redirect-uri", "https://rp.example/cb"), "already exists")
+
+
+def test_remove_deletes_the_client_and_revokes_its_grants(app, idp):
+    idp("clients", "add", "gone", "--redirect-uri", "https://rp.example/cb")
+    with app.app_context():
+        db.session.add(Grant(id="g1", client_id="gone", scope="openid"))
+        db.session.commit()
+    result = idp("clients", "remove", "gone", "--yes")
+    assert result.exit_code == 0, result.output
+    assert one(app, Client, client_id="gone") is None
+    assert one(app, Grant, id="g1").revoked_reason == "client_removed"
+    assert_refused(idp("clients", "show", "gone"), "no client 'gone'")
+    assert_refused(idp("clients", "remove", "gone", "--yes"), "no client 'gone'")
+
+
+def test_load_registers_the_demo_clients_idempotently(app, idp):
+    first = idp("clients", "load", str(DEMO_CLIENTS))
+    assert first.exit_code == 0, first.output
+    assert first.stdout.count("added client") == 7 and "client_secret" not in first.output
+    second = idp("clients", "load", str(DEMO_CLIENTS))
+    assert second.exit_code == 0 and second.stdout.count("unchanged client") == 7, second.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Client)) == 7
+        dashboard = db.session.scalar(select(Client).filter_by(client_id="seller-dashboard"))
+        assert dashboard.check_client_secret("demo-only-seller-dashboard-secret")
+        portal_jp = db.session.scalar(select(Client).filter_by(client_id="portal-jp"))
+        assert portal_jp.id_token_signed_response_alg == "RS256"
+        mobile = db.session.scalar(select(Client).filter_by(client_id="seller-mobile"))
+        assert mobile.is_public and mobile.is_native and mobile.secret_hash is None
+        assert not db.session.scalar(select(Client).filter_by(client_id="integrator-acme")).first_party
+
+
+def test_load_generates_a_missing_secret_once_and_updates_changes(app, idp, tmp_path):
+    path = tmp_path / "clients.toml"
+    path.write_text('[[clients]]\nclient_id = "svc"\ngrant_types = ["client_credentials"]\nscopes = ["api:read"]\n')
+    first = idp("clients", "load", str(path))
+    (_, secret), = SECRET_LINE.findall(first.stdout)
+    hash_before = one(app, Client, client_id="svc").secret_hash
+    with app.app_context():
+        assert hash_before == keyed_hash(secret)
+
+    path.write_text(path.read_text().replace('["api:read"]', '["api:read", "api:write"]'))
+    second = idp("clients", "load", str(path))
+    assert second.exit_code == 0 and "updated client svc" in second.stdout and "client_secret" not in second.output
+    client = one(app, Client, client_id="svc")
+    assert client.secret_hash == hash_before and client.scopes == ["api:read", "api:write"]
+
+
+def test_load_refuses_file_secrets_in_production(app, idp):
+    app.config["ENV"] = "production"
+    assert_refused(idp("clients", "load", str(DEMO_CLIENTS)), "refused in production")
+    assert one(app, Client, client_id="seller-dashboard") is None
+
+
+def test_load_checks_every_client_before_writing_any(app, idp, tmp_path):
+    path = tmp_path / "clients.toml"
+    path.write_text('[[clients]]\nclient_id = "ok"\nredirect_uris = ["https://rp.example/cb"]\n'
+                    '[[clients]]\nclient_id = "bad"\nredirect_uris = ["http://rp.example/cb"]\n')
+    assert_refused(idp("clients", "load", str(path)), "bad: redirect URI")
+    assert one(app, Client, client_id="ok") is None
+
+
+# -- accounts --------------------------------------------------------------------
+
+
+def test_create_account_reads_the_password_from_stdin(app, idp):
+    result = idp("accounts", "create", "Seller@Example.com", "--name", "Sam", "--verified", "--password-stdin",
+                 input="correct horse battery\n")
+    assert result.exit_code == 0, result.output
+    account = one(app, Account, email="seller@example.com")
+    assert account.name == "Sam" and account.email_verified
+    assert account.password_hash.startswith("$argon2id$") and "correct horse" not in account.password_hash
+    with app.app_context():
+        from idp.login.password import verify_password
+
+        assert verify_password(account.password_hash, "correct horse battery")
+
+
+def test_create_account_reads_the_password_from_a_hidden_prompt(app, idp):
+    result = idp("accounts", "create", "p@example.com", input="long enough pw\nlong enough pw\n")
+    assert result.exit_code == 0, result.output
+    assert "long enough pw" not in result.output
+    assert one(app, Account, email="p@example.com") is not None
+
+
+@pytest.mark.parametrize("args", [
+    ["--password", "hunter2hunter2"],
+    ["--password=hunter2hunter2"],
+    ["hunter2hunter2"],
+])
+def test_create_account_never_takes_the_password_from_argv(app, idp, args):
+    result = idp("accounts", "create", "argv@example.com", *args, input="hunter2hunter2\n")
+    assert result.exit_code == 2
+    assert one(app, Account, email="argv@example.com") is None
+
+
+def test_create_account_refuses_a_duplicate_email(idp):
+    assert idp("accounts", "create", "dup@example.com", "--password-stdin", input="password one\n").exit_code == 0
+    result = idp("accounts", "create", "DUP@example.com", "--password-stdin", input="password two\n")
+    assert_refused(result, "already exists")
+
+
+def test_create_account_refuses_a_short_password(app, idp):
+    assert_refused(idp("accounts", "create", "s@example.com", "--password-stdin", input="short\n"), "8 to")
+    assert one(app, Account, email="s@example.com") is None
+
+
+# -- keys, configuration, serve, demo ----------------------------------------------
+
+
+def keys_table(idp) -> list[list[str]]:
+    result = idp("keys", "list")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["KID", "ALG", "STATE", "CREATED", "SIGNS_FROM", "RETIRED"]
+    return [row.split()[:3] for row in rows]
+
+
+def test_keys_rotate_list_and_prune(make_app, tmp_path):
+    app = make_app(keys_dir=tmp_path / "keys")  # its own keys: this test rotates and prunes
+    idp = runner_for(app)
+    (es_old, *_), (rs, *_) = keys_table(idp)
+    assert keys_table(idp) == [[es_old, "ES256", "active"], [rs, "RS256", "active"]]
+
+    rotated = idp("keys", "rotate", "--now")
+    assert rotated.exit_code == 0, rotated.output
+    es_new = rotated.stdout.split()[3].rstrip(":")
+    assert idp("keys", "rotate", "--alg", "RS256").exit_code == 0
+    table = keys_table(idp)
+    assert table[:2] == [[es_old, "ES256", "retired"], [es_new, "ES256", "active"]]
+    assert [row[1:] for row in table[2:]] == [["RS256", "active"], ["RS256", "next"]]
+
+    assert idp("keys", "prune").stdout.strip() == "0 key(s) pruned"  # tokens it signed may still be live
+    app.config.update(ID_TOKEN_TTL=0, ACCESS_TOKEN_TTL=0)
+    assert idp("keys", "prune").stdout.splitlines() == [f"pruned {es_old}", "1 key(s) pruned"]
+    assert es_old not in {row[0] for row in keys_table(idp)}
+    assert idp("keys", "rotate", "--alg", "HS256").exit_code == 2
+
+
+def test_a_bad_setting_is_one_line_not_a_traceback(monkeypatch, tmp_path):
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("IDP_ID_TOKEN_ALG", "HS256")
+    result = CliRunner().invoke(cli, ["clients", "list"], obj=ScriptInfo(create_app=_create_app))
+    assert_refused(result, "configuration: ID_TOKEN_ALG must be ES256 or RS256")
+
+
+def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeypatch):
+    monkeypatch.setenv("IDP_ENV", "development")
+    assert_refused(idp("serve"), "IDP_ENV=production")
+    monkeypatch.setenv("IDP_ENV", "production")
+    assert_refused(idp("serve"), "IDP_SECRET_KEY")
+    monkeypatch.setenv("IDP_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("IDP_REDIS_URL", "memory://")
+    assert_refused(idp("serve", "--workers", "2"), "memory://")
+
+
+def test_demo_prepares_everything_once(app, idp, monkeypatch):
+    monkeypatch.setenv("IDP_DEMO_PASSWORD", "demo password 123")
+    first = idp("demo")
+    assert first.exit_code == 0, first.output
+    assert "demo.seller@example.com  password: demo password 123" in first.stdout
+    second = idp("demo")
+    assert second.exit_code == 0 and "exists" in second.stdout and "demo password" not in second.stdout
+    with app.app_context():
+        assert {k["state"] for k in app.extensions["idp.keyring"].list()} == {"active"}
+        assert db.session.scalar(select(func.count()).select_from(Account)) == 1
+
+
+def test_db_upgrade_creates_the_schema(make_app, tmp_path):
+    app = make_app()
+    os.remove(tmp_path / "idp.sqlite3")
+    result = runner_for(app)("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert {"account", "client", "grant", "alembic_version"} <= set(inspect(db.engine).get_table_names())
