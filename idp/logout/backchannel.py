@@ -1,0 +1,206 @@
+"""OpenID Connect Back-Channel Logout 1.0: logout tokens and their delivery.
+
+A logout token (§2.4) is a JWT signed like the client's ID tokens, typed ``logout+jwt``
+(§2.4, RFC 8417 style explicit typing), with iss, aud, iat, exp, jti, sub, sid and the
+back-channel logout event, and never a nonce (§2.4: "A nonce Claim MUST NOT be present").
+It is POSTed as ``logout_token=...`` (application/x-www-form-urlencoded, §2.5) to the
+``backchannel_logout_uri`` registered on the client, and to nothing else: only that URI,
+only http(s), redirects not followed, no proxy or .netrc credentials from the environment.
+
+Delivery never holds the user for long: all relying parties are contacted at once by a
+small thread pool and the caller waits at most BACKCHANNEL_TIMEOUT seconds in total. Each
+delivery makes up to BACKCHANNEL_ATTEMPTS tries, each with a BACKCHANNEL_TIMEOUT timeout and
+a short doubling backoff, and keeps going in the background if the caller stopped waiting.
+A delivery that still fails (network error or 5xx; a 4xx is the RP refusing the token, §2.8,
+and like a 3xx is not retried) is recorded in the store as ``bcl:<id>`` with a TTL of PENDING_TTL,
+indexed in an hourly set ``bcl-pending:<hour>``. ``retry_pending()`` (run it from cron or
+the CLI every few minutes, in an app context) claims each record atomically and delivers a
+freshly signed token (the original one expires after two minutes); after MAX_TRIES it gives up.
+Failures are logged with the client id and the reason, never with the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
+from urllib.parse import urlsplit
+
+import requests
+from flask import current_app
+
+from ..extensions import db, keyring, store
+from ..models import Client
+
+log = logging.getLogger("idp.logout")
+
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+TOKEN_TTL = 120  # seconds a logout token is valid
+BACKOFF = 0.2  # seconds before the second try, doubled for each further one
+MAX_WORKERS = 4
+PENDING_TTL = 24 * 3600  # how long a failed delivery is kept for retry_pending()
+MAX_TRIES = 8  # deliveries (each of BACKCHANNEL_ATTEMPTS tries) before giving up
+HOUR = 3600
+
+
+def logout_token_claims(*, issuer: str, client_id: str, sub: str, sid: str | None, now: int, jti: str) -> dict:
+    """The claims of a logout token (§2.4). Pure."""
+    claims = {"iss": issuer, "aud": client_id, "iat": now, "exp": now + TOKEN_TTL, "jti": jti, "sub": sub,
+              "events": {EVENT: {}}}
+    if sid:
+        claims["sid"] = sid
+    return claims
+
+
+def contactable(uri: str | None) -> bool:
+    """Only absolute http(s) URIs without a fragment (§2.2) are ever called."""
+    if not isinstance(uri, str):
+        return False
+    parts = urlsplit(uri)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.fragment
+
+
+@dataclass(frozen=True)
+class Target:
+    """One logout token to deliver: a client, the account's sub and the session's sid."""
+
+    client_id: str
+    sub: str
+    sid: str | None
+    tries: int = 0  # earlier deliveries that failed (retry_pending)
+    first_at: int = 0
+
+
+def targets(sessions) -> list[Target]:
+    """Targets for ``sessions``: (sub, sid, client_ids) triples; clients without a URI are skipped."""
+    sessions = list(sessions)
+    wanted = {c for _, _, clients in sessions for c in clients or []}
+    if not wanted:
+        return []
+    rows = db.session.execute(db.select(Client).where(Client.client_id.in_(wanted))).scalars()
+    reachable = {c.client_id for c in rows if contactable(c.backchannel_logout_uri)}
+    now = int(time.time())
+    return [Target(c, sub, sid, first_at=now) for sub, sid, clients in sessions for c in clients or []
+            if c in reachable]
+
+
+@dataclass
+class Report:
+    delivered: list[str]
+    failed: list[str]  # gave up or recorded for retry
+    pending: list[str]  # still being tried in the background when the caller stopped waiting
+
+
+def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
+    """Sign and deliver logout tokens to every target concurrently; wait at most ``max_wait``
+    seconds (default BACKCHANNEL_TIMEOUT), after which deliveries go on in the background.
+
+    Never raises: what cannot be delivered is logged and recorded for retry_pending()."""
+    report = Report([], [], [])
+    if not targets_:
+        return report
+    cfg = current_app.config
+    timeout, attempts = float(cfg["BACKCHANNEL_TIMEOUT"]), max(1, int(cfg["BACKCHANNEL_ATTEMPTS"]))
+    jobs = []
+    for target in targets_:
+        try:
+            client = db.session.execute(db.select(Client).filter_by(client_id=target.client_id)).scalar_one_or_none()
+            if client is None or not contactable(client.backchannel_logout_uri):
+                continue
+            jobs.append((target, client.backchannel_logout_uri, _sign(client, target)))
+        except Exception as exc:  # noqa: BLE001  (a logout must finish even if one client cannot be signed for)
+            log.error("back-channel logout to client=%s not sent: %s", target.client_id, type(exc).__name__)
+            _record(store(), target)
+            report.failed.append(target.client_id)
+    if not jobs:
+        return report
+    s = store()
+    pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs)), thread_name_prefix="bcl")
+    futures = {pool.submit(_deliver_or_record, s, target, uri, token, timeout, attempts): target
+               for target, uri, token in jobs}
+    done, not_done = wait(futures, timeout=timeout if max_wait is None else max_wait)
+    pool.shutdown(wait=False)  # stragglers finish (and record themselves) in the background
+    for future in done:
+        (report.delivered if future.result() else report.failed).append(futures[future].client_id)
+    report.pending.extend(futures[f].client_id for f in not_done)
+    return report
+
+
+def _sign(client: Client, target: Target) -> str:
+    cfg = current_app.config
+    alg = client.id_token_signed_response_alg or cfg["ID_TOKEN_ALG"]
+    claims = logout_token_claims(issuer=cfg["ISSUER"], client_id=client.client_id, sub=target.sub,
+                                 sid=target.sid, now=int(time.time()), jti=secrets.token_urlsafe(16))
+    return keyring().sign(claims, alg, typ="logout+jwt")
+
+
+def _deliver_or_record(s, target: Target, uri: str, token: str, timeout: float, attempts: int) -> bool:
+    """Runs in a pool thread: no app context, only the store object it was given."""
+    try:
+        outcome = deliver(target.client_id, uri, token, timeout=timeout, attempts=attempts)
+        if outcome == "retry":
+            _record(s, target)
+        return outcome == "ok"
+    except Exception as exc:  # noqa: BLE001  (a thread must never die with an unlogged error)
+        log.error("back-channel logout to client=%s crashed: %s", target.client_id, type(exc).__name__)
+        return False
+
+
+def deliver(client_id: str, uri: str, token: str, *, timeout: float, attempts: int) -> str:
+    """POST the token, trying up to ``attempts`` times: "ok" (2xx), "rejected" (any other answer
+    below 500: trying again would get the same) or "retry" (5xx or no answer, every time)."""
+    with requests.Session() as http:
+        http.trust_env = False  # no proxy settings or .netrc credentials sent to relying parties
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = http.post(uri, data={"logout_token": token}, timeout=timeout, allow_redirects=False,
+                                 headers={"Cache-Control": "no-store"})
+                if 200 <= resp.status_code < 300:
+                    return "ok"
+                reason = f"HTTP {resp.status_code}"
+                if resp.status_code < 500:  # 4xx: the RP refused the token (§2.8); 3xx: not followed
+                    log.warning("back-channel logout to client=%s refused: %s", client_id, reason)
+                    return "rejected"
+            except requests.RequestException as exc:
+                reason = type(exc).__name__
+            log.warning("back-channel logout to client=%s failed (try %d/%d): %s", client_id, attempt, attempts,
+                        reason)
+            if attempt < attempts:
+                time.sleep(BACKOFF * 2 ** (attempt - 1))
+    return "retry"
+
+
+def _record(s, target: Target) -> None:
+    """Keep a failed delivery for retry_pending(), unless it has failed too often or too long."""
+    tries = target.tries + 1
+    now = int(time.time())
+    if tries >= MAX_TRIES or now - (target.first_at or now) >= PENDING_TTL:
+        log.error("back-channel logout to client=%s abandoned after %d deliveries", target.client_id, tries)
+        return
+    delivery_id = secrets.token_urlsafe(12)
+    s.put(f"bcl:{delivery_id}", asdict(replace(target, tries=tries, first_at=target.first_at or now)), PENDING_TTL)
+    s.sadd(f"bcl-pending:{now // HOUR}", delivery_id, PENDING_TTL + HOUR)
+
+
+def pending_ids(now: int | None = None) -> list[str]:
+    """Ids of the deliveries waiting for retry (some may have been claimed already)."""
+    hour = int(time.time() if now is None else now) // HOUR
+    s = store()
+    hours = range(hour - PENDING_TTL // HOUR - 1, hour + 1)
+    return [i for h in hours for i in sorted(s.smembers(f"bcl-pending:{h}"))]
+
+
+def retry_pending() -> Report:
+    """Deliver every recorded failed logout token again (needs an app context); the CLI or a
+    cron job runs it every few minutes. Records whose client is gone or has no URI any more
+    are dropped. Each record is claimed with ``consume``, so concurrent runs never deliver one twice;
+    a delivery that fails again is recorded again with one more try counted."""
+    s = store()
+    claimed = [s.consume(f"bcl:{i}") for i in pending_ids()]
+    cfg = current_app.config
+    attempts = max(1, int(cfg["BACKCHANNEL_ATTEMPTS"]))
+    whole = attempts * float(cfg["BACKCHANNEL_TIMEOUT"]) + BACKOFF * 2 ** attempts  # a batch job can wait
+    batches = 1 + len(claimed) // MAX_WORKERS
+    return notify([Target(**record) for record in claimed if record], max_wait=whole * batches)

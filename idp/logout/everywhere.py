@@ -1,0 +1,58 @@
+""""Sign out everywhere": end every browser session and token family of an account.
+
+Used by the seller (POST /account/sign-out-everywhere) and by the operator (the CLI calls
+``sign_out_everywhere(account, actor="operator")``). In order:
+
+1. ``Account.sessions_revoked_at = now`` and every live session ended, committed first, so
+   that no browser keeps single sign-on while the rest runs (login.session.current refuses
+   any session created before that instant);
+2. every non-revoked Grant of the account revoked, offline ones included: its refresh
+   tokens die in the database, its access tokens in the store (RFC 7009 §2.1 semantics);
+3. back-channel logout for every client of every session that was live;
+4. a SecurityEvent so the seller and support can see it happened.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ..extensions import db
+from ..models import Account, BrowserSession, Grant, SecurityEvent
+from ..oauth import tokens
+from . import backchannel
+
+KIND = "sign_out_everywhere"
+
+
+def _live_sessions(account: Account, now: datetime) -> list[BrowserSession]:
+    query = db.select(BrowserSession).where(
+        BrowserSession.account_id == account.id, BrowserSession.ended_at.is_(None), BrowserSession.expires_at > now)
+    if account.sessions_revoked_at is not None:
+        query = query.where(BrowserSession.created_at > account.sessions_revoked_at)
+    return list(db.session.execute(query).scalars())
+
+
+def sign_out_everywhere(account: Account, *, actor: str = "seller") -> dict:
+    """End all of ``account``'s sessions and tokens; return counts for the caller to show.
+
+    ``actor`` ("seller" or "operator") goes into the SecurityEvent."""
+    now = datetime.now(timezone.utc)
+    sessions = _live_sessions(account, now)
+    notify = [(account.sub, s.sid, list(s.clients or [])) for s in sessions]
+    account.sessions_revoked_at = now
+    for s in sessions:
+        s.ended_at = now
+    db.session.commit()
+
+    grant_ids = list(db.session.execute(
+        db.select(Grant.id).where(Grant.account_id == account.id, Grant.revoked_at.is_(None))).scalars())
+    for grant_id in grant_ids:
+        tokens.revoke_grant(grant_id, KIND, account.id)
+
+    report = backchannel.notify(backchannel.targets(notify))
+    summary = {"actor": actor, "sessions": len(sessions), "grants": len(grant_ids),
+               "backchannel_delivered": len(report.delivered),
+               "backchannel_unconfirmed": len(report.failed) + len(report.pending)}
+    db.session.add(SecurityEvent(account_id=account.id, kind=KIND, detail=summary))
+    db.session.commit()
+    return summary

@@ -1,0 +1,41 @@
+"""Ending one browser session: what RP-initiated logout does after the user agreed.
+
+1. Mark the session ended (a conditional UPDATE, so two logouts racing end it once and
+   only the winner notifies anyone);
+2. revoke the token families born in this session (``Grant.sid``), except those granted
+   with ``offline_access``: offline access is by definition meant to outlive the session
+   (OIDC Core §11), and the relying party can revoke it itself (RFC 7009);
+3. tell every client that received an ID token in this session, through back-channel logout.
+
+Clearing the cookie is the view's job: this module works without a request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import update
+
+from ..extensions import db
+from ..models import Account, BrowserSession, Grant
+from ..oauth import tokens
+from . import backchannel
+
+
+def session_grants(sid: str, *, include_offline: bool) -> list[Grant]:
+    rows = db.session.execute(
+        db.select(Grant).where(Grant.sid == sid, Grant.revoked_at.is_(None))).scalars().all()
+    return [g for g in rows if include_offline or "offline_access" not in (g.scope or "").split()]
+
+
+def end(row: BrowserSession, account: Account, reason: str = "logout") -> backchannel.Report | None:
+    """End ``row``; None if it had already ended (someone else did the rest)."""
+    result = db.session.execute(
+        update(BrowserSession).where(BrowserSession.id_hash == row.id_hash, BrowserSession.ended_at.is_(None))
+        .values(ended_at=datetime.now(timezone.utc)))
+    db.session.commit()
+    if result.rowcount != 1:
+        return None
+    for grant in session_grants(row.sid, include_offline=False):
+        tokens.revoke_grant(grant.id, reason, account.id)
+    return backchannel.notify(backchannel.targets([(account.sub, row.sid, row.clients)]))

@@ -1,0 +1,177 @@
+"""OpenID Connect Back-Channel Logout 1.0, delivered to a real relying-party endpoint."""
+
+import logging
+import socket
+import time
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from idp.extensions import keyring, store
+from idp.logout import backchannel
+from idp.logout.everywhere import sign_out_everywhere
+from tests.conftest import Flow, register_client
+from tests.integration.logout_helpers import LogoutReceiver, receiver  # noqa: F401
+
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(backchannel, "BACKOFF", 0.0)
+
+
+def rp_with(uri, client_id="rp-bc", **fields):
+    return register_client(client_id, backchannel_logout_uri=uri, **fields)
+
+
+def signed_in_flow(client, rp):
+    flow = Flow(client, rp)
+    body = flow.redeem(flow.login_code()).get_json()
+    return flow, body
+
+
+def log_out(flow, body):
+    return flow.client.get("/logout", query_string={
+        "id_token_hint": body["id_token"], "post_logout_redirect_uri": "https://rp.example.com/bye"})
+
+
+def verify_with_jwks(token):
+    """As the RP does it: against the IdP's published JWKS (Back-Channel Logout §2.6)."""
+    decoded = jwt.decode(token, KeySet.import_key_set(keyring().jwks()), algorithms=["ES256", "RS256"])
+    return decoded.header, dict(decoded.claims)
+
+
+def closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/logout"
+
+
+def test_rp_receives_a_valid_logout_token(client, seller, receiver):
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    id_claims = keyring().verify(body["id_token"])
+    resp = log_out(flow, body)
+    assert resp.status_code == 303 and resp.headers["Location"] == "https://rp.example.com/bye"
+
+    assert len(receiver.received) == 1
+    sent = receiver.received[0]
+    assert sent["method"] == "POST" and sent["path"] == "/backchannel-logout"
+    assert sent["content_type"] == "application/x-www-form-urlencoded"
+    header, claims = verify_with_jwks(receiver.tokens[0])
+    assert header["typ"] == "logout+jwt" and header["alg"] == "ES256" and header["kid"]
+    assert claims["iss"] == id_claims["iss"] and claims["aud"] == "rp-bc"
+    assert claims["sub"] == id_claims["sub"] and claims["sid"] == id_claims["sid"]
+    assert claims["events"] == {EVENT: {}}
+    assert "nonce" not in claims
+    assert claims["exp"] - claims["iat"] == 120 and abs(claims["iat"] - time.time()) < 30
+    assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
+
+
+def test_token_is_signed_with_the_clients_id_token_alg(client, seller, receiver):
+    flow, body = signed_in_flow(client, rp_with(receiver.url, id_token_signed_response_alg="RS256"))
+    log_out(flow, body)
+    header, _ = verify_with_jwks(receiver.tokens[0])
+    assert header["alg"] == "RS256"
+
+
+def test_every_client_of_the_session_is_told_each_with_its_own_aud(app, client, seller, receiver):
+    first = rp_with(receiver.url, "rp-one")
+    second = rp_with(receiver.url.replace("/backchannel-logout", "/other"), "rp-two")
+    silent = register_client("rp-silent")  # no backchannel_logout_uri: nothing is sent
+    flow, body = signed_in_flow(client, first)
+    for rp in (second, silent):
+        Flow(client, rp).login_code()  # single sign-on adds the client to the session
+    log_out(flow, body)
+    auds = sorted(verify_with_jwks(t)[1]["aud"] for t in receiver.tokens)
+    assert auds == ["rp-one", "rp-two"]
+    assert len({verify_with_jwks(t)[1]["jti"] for t in receiver.tokens}) == 2
+
+
+def test_retries_are_bounded_and_the_failure_is_kept_for_later(app, client, seller, receiver):
+    app.config["BACKCHANNEL_ATTEMPTS"] = 3
+    receiver.status = 500
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    assert log_out(flow, body).status_code == 303
+    assert len(receiver.received) == 3
+    assert len(backchannel.pending_ids()) == 1
+
+    receiver.status = 200
+    report = backchannel.retry_pending()
+    assert report.delivered == ["rp-bc"]
+    assert len(receiver.received) == 4
+    first, last = (verify_with_jwks(t)[1] for t in (receiver.tokens[0], receiver.tokens[-1]))
+    assert last["jti"] != first["jti"] and last["sid"] == first["sid"]  # a fresh token, same session
+    assert backchannel.retry_pending().delivered == []  # claimed once
+    assert len(receiver.received) == 4
+
+
+def test_a_refusal_is_not_retried(app, client, seller, receiver):
+    app.config["BACKCHANNEL_ATTEMPTS"] = 3
+    receiver.status = 400
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    log_out(flow, body)
+    assert len(receiver.received) == 1
+    assert backchannel.pending_ids() == []
+
+
+def test_unreachable_rp_does_not_fail_the_logout(app, client, seller, caplog):
+    app.config["BACKCHANNEL_ATTEMPTS"] = 2
+    flow, body = signed_in_flow(client, rp_with(closed_port_url()))
+    with caplog.at_level(logging.WARNING, logger="idp.logout"):
+        resp = log_out(flow, body)
+    assert resp.status_code == 303 and flow.client.get_cookie("idp_session") is None
+    assert len(backchannel.pending_ids()) == 1
+    assert "rp-bc" in caplog.text and "ConnectionError" in caplog.text
+    assert "eyJ" not in caplog.text  # never the token
+
+
+def test_a_hanging_rp_does_not_hold_the_user(app, client, seller, receiver):
+    app.config.update(BACKCHANNEL_TIMEOUT=0.3, BACKCHANNEL_ATTEMPTS=1)
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    receiver.release.clear()
+    started = time.monotonic()
+    resp = log_out(flow, body)
+    elapsed = time.monotonic() - started
+    receiver.release.set()
+    assert resp.status_code == 303
+    assert elapsed < 2.5  # bounded by BACKCHANNEL_TIMEOUT, not by the RP
+
+
+@pytest.mark.parametrize("uri", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1:70/",
+                                 "/relative", "http:///nohost", "https://rp.example.com/cb#frag"])
+def test_only_http_uris_are_contacted(client, seller, uri):
+    flow, body = signed_in_flow(client, rp_with(uri))
+    assert log_out(flow, body).status_code == 303
+    assert backchannel.pending_ids() == []
+
+
+def test_redirects_are_not_followed(app, client, seller, receiver):
+    with LogoutReceiver() as target:
+        receiver.status = 302
+        # werkzeug sends the Location header only if asked; the RP returning 302 must end the delivery.
+        flow, body = signed_in_flow(client, rp_with(receiver.url))
+        log_out(flow, body)
+        assert len(receiver.received) == 1 and target.received == []
+    assert backchannel.pending_ids() == []
+
+
+def test_sign_out_everywhere_notifies_each_session(app, seller, receiver):
+    rp = rp_with(receiver.url)
+    sids = set()
+    for _ in range(2):
+        _, body = signed_in_flow(app.test_client(), rp)
+        sids.add(keyring().verify(body["id_token"])["sid"])
+    summary = sign_out_everywhere(seller, actor="operator")
+    assert summary["backchannel_delivered"] == 2
+    assert {verify_with_jwks(t)[1]["sid"] for t in receiver.tokens} == sids
+
+
+def test_pending_records_expire(app, client, seller):
+    flow, body = signed_in_flow(client, rp_with(closed_port_url()))
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    log_out(flow, body)
+    (delivery_id,) = backchannel.pending_ids()
+    assert 0 < store().ttl_of(f"bcl:{delivery_id}") <= backchannel.PENDING_TTL
