@@ -1,0 +1,178 @@
+"""What every relying party here shares: its registration, the OIDC client, local sessions.
+
+An RP knows three things about the IdP before it starts: the issuer URL, its own
+client_id, and (for a confidential client) its secret. Everything else (endpoints,
+JWKS, supported algorithms) comes from discovery (OpenID Connect Discovery 1.0 §4).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, render_template_string, request, session
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ISSUER = "http://127.0.0.1:5000"
+# The acceptance of a verified ID token tolerates this much clock difference, in seconds.
+LEEWAY = 60
+
+
+def issuer() -> str:
+    return os.environ.get("IDP_ISSUER", DEFAULT_ISSUER).rstrip("/")
+
+
+def clients_file() -> Path:
+    """The same file the IdP registers the demo clients from (IDP_CLIENTS_FILE)."""
+    path = Path(os.environ.get("IDP_CLIENTS_FILE", "config/clients.toml"))
+    return path if path.is_absolute() else ROOT / path
+
+
+@dataclass
+class Registration:
+    """One [[clients]] table of config/clients.toml, as the RP sees it."""
+
+    client_id: str
+    secret: str | None = None
+    redirect_uris: list[str] = field(default_factory=list)
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
+    scopes: list[str] = field(default_factory=lambda: ["openid", "email", "profile"])
+    name: str = ""
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.redirect_uris[0]
+
+    @property
+    def base_url(self) -> str:
+        """Where the RP itself listens: the origin of its registered redirect URI."""
+        parts = urlsplit(self.redirect_uri)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.redirect_uri).port or 80
+
+
+def load_registrations(path: Path | None = None) -> dict[str, Registration]:
+    with (path or clients_file()).open("rb") as fh:
+        tables = tomllib.load(fh).get("clients", [])
+    known = Registration.__dataclass_fields__
+    return {t["client_id"]: Registration(**{k: v for k, v in t.items() if k in known}) for t in tables}
+
+
+def register_oidc(oauth, reg: Registration, idp_issuer: str):
+    """The IdP as an authlib client: discovery, PKCE S256, our scopes.
+
+    authlib then builds the authorization request with state, nonce and code_challenge,
+    keeps them in the Flask session, and on the callback redeems the code with the
+    verifier and checks the ID token's signature (JWKS), iss, exp, iat, nonce and at_hash.
+    """
+    return oauth.register(
+        "idp",
+        client_id=reg.client_id,
+        client_secret=reg.secret,
+        server_metadata_url=idp_issuer + "/.well-known/openid-configuration",
+        client_kwargs={"scope": " ".join(reg.scopes), "code_challenge_method": "S256",
+                       "token_endpoint_auth_method": "client_secret_basic", "default_timeout": 10},
+    )
+
+
+def id_token_checks(idp_issuer: str, client_id: str) -> dict:
+    """Claims options for authlib: it checks iss from metadata but not that ``aud`` is us."""
+    return {"iss": {"essential": True, "value": idp_issuer},
+            "aud": {"essential": True, "value": client_id}}
+
+
+def check_authorization_response_iss(idp_issuer: str) -> None:
+    """RFC 9207 §2.4: the IdP says it sends ``iss``; refuse a response from another issuer."""
+    if request.args.get("iss") != idp_issuer:
+        abort(400, "the authorization response does not come from our issuer (RFC 9207)")
+
+
+class LocalSessions:
+    """The RP's own sessions, server side: the cookie holds only a random id.
+
+    Tokens stay on the server, and a back-channel logout (which arrives without the
+    browser's cookie) can end every session of an IdP ``sid`` or ``sub``.
+    """
+
+    def __init__(self, ttl: int = 8 * 3600):
+        self._data: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self.ttl = ttl
+
+    def create(self, data: dict) -> str:
+        local_id = secrets.token_urlsafe(32)
+        with self._lock:
+            self._data[local_id] = dict(data, _expires=time.time() + self.ttl)
+        return local_id
+
+    def get(self, local_id: str | None) -> dict | None:
+        with self._lock:
+            data = self._data.get(local_id or "")
+            if data is not None and data["_expires"] <= time.time():
+                del self._data[local_id]
+                data = None
+            return data
+
+    def delete(self, local_id: str | None) -> None:
+        with self._lock:
+            self._data.pop(local_id or "", None)
+
+    def end(self, *, sid: str | None = None, sub: str | None = None) -> int:
+        """End the sessions of an IdP session (``sid``), or of a user (``sub``) when no sid."""
+        with self._lock:
+            doomed = [k for k, v in self._data.items()
+                      if (sid and v["claims"].get("sid") == sid) or (not sid and sub and v["claims"]["sub"] == sub)]
+            for k in doomed:
+                del self._data[k]
+        return len(doomed)
+
+
+def new_flask_app(name: str, cookie: str) -> Flask:
+    """A Flask app whose session cookie does not collide with the IdP's or another RP's
+    (cookies ignore the port: every app on 127.0.0.1 shares one cookie jar)."""
+    app = Flask(name)
+    app.config.update(SECRET_KEY=os.environ.get("RP_SECRET_KEY") or secrets.token_hex(32),
+                      SESSION_COOKIE_NAME=cookie, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+
+    @app.after_request
+    def headers(resp):
+        resp.headers.setdefault("Content-Security-Policy",
+                                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; "
+                                "frame-ancestors 'none'")
+        resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    return app
+
+
+def csrf_token() -> str:
+    """A per-browser token for the RP's own POST forms."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return session["csrf"]
+
+
+def check_csrf() -> None:
+    sent = request.form.get("csrf", "")
+    if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
+        abort(400, "stale form: reload the page")
+
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>body{font:15px system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}
+pre{background:#f4f4f4;padding:.6rem;overflow:auto}form{display:inline}button{margin:.2rem}</style>
+</head><body><h1>{{ title }}</h1>%s</body></html>"""
+
+
+def render(body: str, **context) -> str:
+    """Render ``body`` (a Jinja template string, autoescaped) inside the page."""
+    return render_template_string(PAGE % body, csrf=csrf_token(), **context)

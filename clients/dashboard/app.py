@@ -1,0 +1,182 @@
+"""Seller Dashboard: a confidential web RP (client_secret_basic) on the authorization code
+flow with PKCE (OIDC Core §3.1, RFC 7636).
+
+It signs in, shows the ID token claims and UserInfo, calls the backend API with its
+access token, refreshes (the IdP rotates refresh tokens: RFC 9700 §4.14.2), signs out
+with RP-initiated logout, and takes back-channel logout calls from the IdP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import requests
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.flask_client import OAuth
+from flask import abort, jsonify, redirect, request, session, url_for
+from joserfc.errors import JoseError
+
+from ..common import (LEEWAY, LocalSessions, Registration, check_authorization_response_iss, check_csrf,
+                      id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render)
+from .backchannel import LogoutTokenError, LogoutTokenVerifier
+
+log = logging.getLogger(__name__)
+SESSION_KEY = "local_session"
+
+INDEX = """
+{% if note %}<p><strong>{{ note }}</strong></p>{% endif %}
+{% if not local %}
+  <p>You are not signed in.</p><p><a id="signin" href="{{ url_for('login') }}">Sign in with Seller Central</a></p>
+{% else %}
+  <p id="who">Signed in as <strong>{{ local.claims.email }}</strong></p>
+  <form method="post" action="{{ url_for('call_api') }}"><input type="hidden" name="csrf" value="{{ csrf }}">
+    <button id="call-api">Call the seller API</button></form>
+  <form method="post" action="{{ url_for('refresh') }}"><input type="hidden" name="csrf" value="{{ csrf }}">
+    <button id="refresh">Refresh the tokens</button></form>
+  <form method="post" action="{{ url_for('logout') }}"><input type="hidden" name="csrf" value="{{ csrf }}">
+    <button id="signout">Sign out</button></form>
+  {% for title, text in local.events|reverse %}<h3>{{ title }}</h3><pre>{{ text }}</pre>{% endfor %}
+  <h2>ID token claims</h2><pre id="claims">{{ pretty(local.claims) }}</pre>
+  <h2>UserInfo</h2><pre id="userinfo">{{ pretty(local.userinfo) }}</pre>
+{% endif %}"""
+
+
+def pretty(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def tail(token: str | None) -> str:
+    return "…" + token[-6:] if token else "(none)"
+
+
+def create_app(reg: Registration | None = None, idp_issuer: str | None = None, api_url: str | None = None):
+    reg = reg or load_registrations()["seller-dashboard"]
+    idp_issuer = idp_issuer or issuer()
+    api_url = (api_url or os.environ.get("BACKEND_API_URL", "http://127.0.0.1:5006")).rstrip("/")
+    app = new_flask_app(__name__, "dashboard_session")
+    idp = register_oidc(OAuth(app), reg, idp_issuer)
+    sessions = app.extensions["rp.sessions"] = LocalSessions()
+    logout_tokens = LogoutTokenVerifier(idp.fetch_jwk_set, idp_issuer, reg.client_id)
+
+    def current() -> dict | None:
+        return sessions.get(session.get(SESSION_KEY))
+
+    def signed_in() -> dict:
+        check_csrf()
+        local = current()
+        if local is None:
+            abort(redirect(url_for("index")))
+        return local
+
+    @app.get("/")
+    def index():
+        note = None
+        if "state" in request.args:  # back from the end_session_endpoint (RP-Initiated Logout §3)
+            try:
+                idp.validate_logout_response()
+                note = "You are signed out."
+            except OAuthError:
+                note = "Ignored a sign-out response with an unknown state."
+        return render(INDEX, title="Seller Dashboard", local=current(), note=note, pretty=pretty)
+
+    @app.get("/login")
+    def login():
+        # state, nonce and the PKCE verifier are made by authlib and kept in the session.
+        return idp.authorize_redirect(reg.redirect_uri)
+
+    @app.get("/callback")
+    def callback():
+        check_authorization_response_iss(idp_issuer)
+        try:
+            token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, reg.client_id),
+                                               leeway=LEEWAY)
+            if "userinfo" not in token:  # authlib puts the verified ID token claims there
+                raise OAuthError("invalid_response", "the token response has no ID token")
+            claims = dict(token.pop("userinfo"))
+            info = dict(idp.userinfo(token=token))
+        except (OAuthError, JoseError, requests.RequestException) as exc:
+            abort(400, f"sign-in failed: {exc}")
+        if info.get("sub") != claims["sub"]:  # OIDC Core §5.3.2: else the UserInfo must not be used
+            abort(400, "UserInfo is about another subject")
+        sessions.delete(session.pop(SESSION_KEY, None))
+        session[SESSION_KEY] = sessions.create({"claims": claims, "userinfo": info, "token": dict(token),
+                                                "events": []})
+        return redirect(url_for("index"))
+
+    @app.post("/api")
+    def call_api():
+        local = signed_in()
+        resp = requests.get(f"{api_url}/api/orders", timeout=10,
+                            headers={"Authorization": f"Bearer {local['token']['access_token']}"})
+        text = f"HTTP {resp.status_code}\n"
+        if "WWW-Authenticate" in resp.headers:
+            text += f"WWW-Authenticate: {resp.headers['WWW-Authenticate']}\n"
+        local["events"].append(("Seller API: GET /api/orders", text + resp.text))
+        return redirect(url_for("index"))
+
+    @app.post("/refresh")
+    def refresh():
+        local = signed_in()
+        old = local["token"]
+        try:
+            new = dict(idp.fetch_access_token(grant_type="refresh_token", refresh_token=old["refresh_token"]))
+            if "id_token" in new:  # OIDC Core §12.2: same iss and sub, aud us; no nonce to match
+                claims = idp.parse_id_token(new, nonce=None, leeway=LEEWAY,
+                                            claims_options=id_token_checks(idp_issuer, reg.client_id))
+                if claims["sub"] != local["claims"]["sub"]:
+                    raise OAuthError("refresh", "the new ID token is about another subject")
+        except (OAuthError, JoseError, KeyError) as exc:
+            sessions.delete(session.pop(SESSION_KEY, None))
+            return render("<p id='refresh-failed'>Refresh refused ({{ e }}): sign in again.</p>"
+                          "<p><a href='/'>Back</a></p>", title="Seller Dashboard", e=str(exc)), 401
+        new.setdefault("refresh_token", old["refresh_token"])  # RFC 6749 §6: the old one stays valid
+        new.setdefault("id_token", old["id_token"])  # §12.2: may be absent; keep one for id_token_hint
+        rotated = new["refresh_token"] != old["refresh_token"]
+        local["token"] = new
+        local["events"].append(("Tokens refreshed", (
+            f"access token  {tail(old['access_token'])} -> {tail(new['access_token'])}\n"
+            f"refresh token {tail(old['refresh_token'])} -> {tail(new['refresh_token'])}"
+            f" ({'rotated: the old one is now spent' if rotated else 'not rotated'})")))
+        return redirect(url_for("index"))
+
+    @app.post("/logout")
+    def logout():
+        check_csrf()
+        local = current()
+        sessions.delete(session.pop(SESSION_KEY, None))
+        if local is None:
+            return redirect(url_for("index"))
+        revoke(local["token"].get("refresh_token"))
+        # RP-Initiated Logout 1.0 §2: the IdP ends its session and comes back here with our state.
+        return idp.logout_redirect(post_logout_redirect_uri=reg.post_logout_redirect_uris[0],
+                                   id_token_hint=local["token"]["id_token"], client_id=reg.client_id)
+
+    def revoke(refresh_token: str | None) -> None:
+        """RFC 7009: a signed-out RP has no use for its refresh token; tell the IdP."""
+        endpoint = idp.load_server_metadata().get("revocation_endpoint")
+        if not refresh_token or not endpoint:
+            return
+        try:
+            resp = requests.post(endpoint, data={"token": refresh_token, "token_type_hint": "refresh_token"},
+                                 auth=(reg.client_id, reg.secret), timeout=5)
+            if resp.status_code != 200:
+                log.warning("revocation answered %s: %s", resp.status_code, resp.text[:200])
+        except requests.RequestException as exc:
+            log.warning("revocation failed: %s", exc)
+
+    @app.post("/backchannel-logout")
+    def backchannel_logout():
+        try:
+            claims = logout_tokens.verify(request.form.get("logout_token"))
+        except LogoutTokenError as exc:
+            log.warning("refused a logout token: %s", exc)
+            resp = jsonify(error="invalid_request", error_description=str(exc))
+            resp.status_code = 400
+            return resp
+        ended = sessions.end(sid=claims.get("sid"), sub=claims.get("sub"))
+        log.info("back-channel logout sid=%s: %d local session(s) ended", claims.get("sid"), ended)
+        return "", 200  # Back-Channel Logout §2.8; new_flask_app adds Cache-Control: no-store
+
+    return app

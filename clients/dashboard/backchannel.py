@@ -1,0 +1,80 @@
+"""Verifying a logout token (OpenID Connect Back-Channel Logout 1.0 §2.4, §2.6).
+
+The IdP POSTs ``logout_token`` (a JWT) to our backchannel_logout_uri when a session ends
+there. It arrives without the browser's cookies, so it can only be trusted after these
+checks, in the order of §2.6.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+ALGS = ["ES256", "RS256"]  # what the IdP's discovery document says it signs with
+MAX_AGE = 300  # a logout token older than this (by iat) is refused, seconds
+LEEWAY = 60
+
+
+class LogoutTokenError(ValueError):
+    """The token is not a valid logout token for us; the message says why."""
+
+
+class LogoutTokenVerifier:
+    def __init__(self, fetch_jwks: Callable[..., dict], issuer: str, client_id: str):
+        """``fetch_jwks(force=False)`` returns the IdP's JWKS (force: refetch, after a rotation)."""
+        self.fetch_jwks, self.issuer, self.client_id = fetch_jwks, issuer, client_id
+        self._seen: dict[str, float] = {}  # jti -> when it can be forgotten
+        self._lock = threading.Lock()
+
+    def verify(self, token: str | None, now: float | None = None) -> dict:
+        now = time.time() if now is None else now
+        if not token or len(token) > 8192:
+            raise LogoutTokenError("logout_token is missing")
+        decoded = self._decode(token)
+        header, claims = decoded.header, decoded.claims
+        # §2.4: explicitly typed, so an ID token can never pass for a logout token.
+        if header.get("typ") != "logout+jwt":
+            raise LogoutTokenError("typ is not logout+jwt")
+        try:
+            jwt.JWTClaimsRegistry(
+                now=int(now), leeway=LEEWAY,
+                iss={"essential": True, "value": self.issuer},
+                aud={"essential": True, "value": self.client_id},
+                iat={"essential": True}, jti={"essential": True},
+            ).validate(claims)
+        except JoseError as exc:
+            raise LogoutTokenError(f"claims: {exc}") from None
+        if not isinstance(claims["iat"], (int, float)) or claims["iat"] < now - MAX_AGE:
+            raise LogoutTokenError("iat is too old")
+        if "sub" not in claims and "sid" not in claims:
+            raise LogoutTokenError("neither sub nor sid")
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(EVENT), dict):
+            raise LogoutTokenError("events does not hold the back-channel logout event")
+        if "nonce" in claims:  # §2.4: prohibited, so that an ID token cannot be replayed here
+            raise LogoutTokenError("a logout token must not contain nonce")
+        self._once(str(claims["jti"]), now)
+        return claims
+
+    def _decode(self, token: str):
+        try:
+            try:
+                return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks()), algorithms=ALGS)
+            except InvalidKeyIdError:  # signed with a key published after our last fetch
+                return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks(force=True)), algorithms=ALGS)
+        except (JoseError, ValueError) as exc:
+            raise LogoutTokenError(f"signature: {exc.__class__.__name__}") from None
+
+    def _once(self, jti: str, now: float) -> None:
+        """§2.6 step 8 (optional): refuse a jti we have already acted on."""
+        with self._lock:
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+            if jti in self._seen:
+                raise LogoutTokenError("jti already used")
+            self._seen[jti] = now + MAX_AGE + LEEWAY

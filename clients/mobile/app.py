@@ -1,0 +1,153 @@
+"""Seller App: a native app (OAuth 2.0 for Native Apps, RFC 8252), simulated on the command line.
+
+A native app cannot keep a secret, so it is a public client (auth method none) and PKCE
+(RFC 7636) is what stops a stolen code from being redeemed (RFC 8252 §8.1). It signs in
+through the system browser, never an embedded web view (§8.12), and receives the code
+on a loopback redirect: an HTTP listener on 127.0.0.1 on a port chosen at run time
+(§7.3; the IdP accepts any port for a registered loopback URI). Tokens stay in memory.
+
+``NativeApp.sign_in(open_browser)`` takes the "open the system browser" step as a
+callable, so a test can play the browser.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oidc.core import CodeIDToken
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError
+from joserfc.jwk import KeySet
+
+CLIENT_ID = "seller-mobile"
+SCOPE = "openid email profile offline_access"
+DONE_PAGE = b"<!doctype html><title>Seller App</title><p>Signed in. You can close this tab and go back to the app."
+
+
+class SignInError(RuntimeError):
+    pass
+
+
+class LoopbackReceiver:
+    """A one-shot HTTP listener on 127.0.0.1, any free port (RFC 8252 §7.3, §8.3)."""
+
+    def __init__(self, path: str = "/callback"):
+        self.url: str | None = None
+        self.received = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if urlsplit(self.path).path != path or receiver.received.is_set():
+                    self.send_error(404)
+                    return
+                receiver.url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(DONE_PAGE)
+                receiver.received.set()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)  # loopback IP literal, not "localhost" (§8.3)
+        self.redirect_uri = f"http://127.0.0.1:{self.server.server_port}{path}"
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float) -> str:
+        if not self.received.wait(timeout):
+            raise SignInError(f"no authorization response on {self.redirect_uri} within {timeout} s")
+        return self.url
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class NativeApp:
+    def __init__(self, issuer: str, client_id: str = CLIENT_ID, scope: str = SCOPE, timeout: float = 10):
+        self.issuer, self.client_id, self.scope, self.timeout = issuer.rstrip("/"), client_id, scope, timeout
+        resp = requests.get(self.issuer + "/.well-known/openid-configuration", timeout=timeout)
+        resp.raise_for_status()
+        self.metadata = resp.json()
+        if self.metadata.get("issuer") != self.issuer:  # Discovery §4.3
+            raise SignInError("the discovery document names another issuer")
+        self.tokens: dict | None = None  # in memory only: never written to disk here
+        self.claims: dict | None = None
+        self._jwks: dict | None = None
+
+    def _client(self, **kwargs) -> OAuth2Session:
+        return OAuth2Session(self.client_id, token_endpoint_auth_method="none", scope=self.scope,
+                             code_challenge_method="S256", default_timeout=self.timeout, **kwargs)
+
+    def sign_in(self, open_browser: Callable[[str], None], timeout: float = 120) -> dict:
+        """Run the authorization code flow; returns the verified ID token claims."""
+        receiver = LoopbackReceiver()
+        try:
+            client = self._client(redirect_uri=receiver.redirect_uri)
+            verifier, nonce = generate_token(48), generate_token(20)
+            url, state = client.create_authorization_url(
+                self.metadata["authorization_endpoint"], code_verifier=verifier, nonce=nonce)
+            open_browser(url)
+            callback = receiver.wait(timeout)
+        finally:
+            receiver.close()
+        params = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+        if params.get("iss") != self.issuer:  # RFC 9207: a response from another IdP (mix-up)
+            raise SignInError("authorization response from an unexpected issuer")
+        if "error" in params:
+            raise SignInError(f"{params['error']}: {params.get('error_description', '')}")
+        if params.get("state") != state:
+            raise SignInError("state does not match")
+        token = dict(client.fetch_token(self.metadata["token_endpoint"], code=params["code"], code_verifier=verifier))
+        self.claims = self.verify_id_token(token, nonce)
+        self.tokens = token
+        return self.claims
+
+    def refresh(self) -> dict:
+        """Use the refresh token; the IdP rotates it, so the old one is dropped at once."""
+        old = self.tokens
+        new = dict(self._client().refresh_token(self.metadata["token_endpoint"], refresh_token=old["refresh_token"]))
+        if "id_token" in new:
+            claims = self.verify_id_token(new, None)
+            if claims["sub"] != self.claims["sub"]:  # OIDC Core §12.2
+                raise SignInError("the refreshed ID token is about another subject")
+        new.setdefault("refresh_token", old["refresh_token"])
+        self.tokens = new
+        return new
+
+    def userinfo(self) -> dict:
+        resp = requests.get(self.metadata["userinfo_endpoint"], timeout=self.timeout,
+                            headers={"Authorization": f"Bearer {self.tokens['access_token']}"})
+        resp.raise_for_status()
+        return resp.json()
+
+    def verify_id_token(self, token: dict, nonce: str | None) -> dict:
+        """Signature against the JWKS, then OIDC Core §3.1.3.7: iss, aud, exp, iat, nonce, at_hash."""
+        algs = self.metadata.get("id_token_signing_alg_values_supported", ["RS256"])
+        try:
+            decoded = jwt.decode(token["id_token"], KeySet.import_key_set(self._keys()), algorithms=algs)
+        except InvalidKeyIdError:
+            decoded = jwt.decode(token["id_token"], KeySet.import_key_set(self._keys(force=True)), algorithms=algs)
+        claims = CodeIDToken(decoded.claims, decoded.header,
+                             {"iss": {"essential": True, "value": self.issuer},
+                              "aud": {"essential": True, "value": self.client_id}},
+                             {"nonce": nonce, "client_id": self.client_id, "access_token": token["access_token"]})
+        claims.validate(leeway=60)
+        return dict(claims)
+
+    def _keys(self, force: bool = False) -> dict:
+        if self._jwks is None or force:
+            resp = requests.get(self.metadata["jwks_uri"], timeout=self.timeout)
+            resp.raise_for_status()
+            self._jwks = resp.json()
+        return self._jwks

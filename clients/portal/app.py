@@ -1,0 +1,112 @@
+"""Regional seller portals (NA, EU, JP): one app, one registration per region.
+
+Each region is its own client (portal-na, portal-eu, portal-jp) with its own redirect
+URI and secret; what they share is the IdP's browser session, so signing in to one
+portal signs you in to the others without a password (single sign-on). portal-jp is
+registered for RS256 ID tokens; nothing changes here: the algorithm is in the JWS
+header and the key in the JWKS. The third-party integrator (integrator-acme) runs on
+this same code: the only difference, the consent page, is the IdP's business.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import requests
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.flask_client import OAuth
+from flask import abort, redirect, request, session, url_for
+from joserfc.errors import JoseError
+
+from ..common import (LEEWAY, LocalSessions, Registration, check_authorization_response_iss, check_csrf,
+                      id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render)
+
+REGIONS = {"na": "portal-na", "eu": "portal-eu", "jp": "portal-jp"}
+SESSION_KEY = "local_session"
+
+INDEX = """
+{% if note %}<p><strong>{{ note }}</strong></p>{% endif %}
+{% if not local %}
+  <p>You are not signed in to this portal.</p>
+  <p><a id="signin" href="{{ url_for('login') }}">Sign in with Seller Central</a></p>
+{% else %}
+  <p id="who">Signed in as <strong>{{ local.claims.email }}</strong></p>
+  <p id="sso">{% if local.sso %}Single sign-on: the IdP already knew you (you authenticated
+    {{ local.age }} s ago, before this portal asked), so no password was asked.
+    {% else %}You entered your password for this sign-in.{% endif %}</p>
+  <p>ID token signed with <strong id="alg">{{ local.alg }}</strong>, key <code>{{ local.kid }}</code>.</p>
+  <form method="post" action="{{ url_for('logout') }}"><input type="hidden" name="csrf" value="{{ csrf }}">
+    <button id="signout">Sign out</button></form>
+  <h2>ID token claims</h2><pre id="claims">{{ pretty(local.claims) }}</pre>
+{% endif %}"""
+
+
+def jws_header(token: str) -> dict:
+    """The JOSE header, for display only (authlib has verified the token already)."""
+    segment = token.split(".", 1)[0]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def create_app(reg: Registration | None = None, idp_issuer: str | None = None, title: str | None = None):
+    reg = reg or load_registrations()["portal-na"]
+    idp_issuer = idp_issuer or issuer()
+    title = title or reg.name or reg.client_id
+    app = new_flask_app(__name__, f"{reg.client_id}_session")
+    idp = register_oidc(OAuth(app), reg, idp_issuer)
+    sessions = app.extensions["rp.sessions"] = LocalSessions()
+
+    def current() -> dict | None:
+        return sessions.get(session.get(SESSION_KEY))
+
+    @app.get("/")
+    def index():
+        note = None
+        if "state" in request.args:
+            try:
+                idp.validate_logout_response()
+                note = "You are signed out."
+            except OAuthError:
+                note = "Ignored a sign-out response with an unknown state."
+        return render(INDEX, title=title, local=current(), note=note,
+                      pretty=lambda v: json.dumps(v, indent=2, sort_keys=True))
+
+    @app.get("/login")
+    def login():
+        session["login_started"] = int(time.time())
+        return idp.authorize_redirect(reg.redirect_uri)
+
+    @app.get("/callback")
+    def callback():
+        check_authorization_response_iss(idp_issuer)
+        try:
+            token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, reg.client_id),
+                                               leeway=LEEWAY)
+            if "userinfo" not in token:  # authlib puts the verified ID token claims there
+                raise OAuthError("invalid_response", "the token response has no ID token")
+        except (OAuthError, JoseError, requests.RequestException) as exc:
+            abort(400, f"sign-in failed: {exc}")
+        claims = dict(token["userinfo"])
+        header = jws_header(token["id_token"])
+        auth_time = int(claims.get("auth_time", time.time()))
+        # Authenticated before we even asked (to the second): the IdP's session answered.
+        sso = auth_time < session.pop("login_started", 0)
+        sessions.delete(session.pop(SESSION_KEY, None))
+        session[SESSION_KEY] = sessions.create({
+            "claims": claims, "id_token": token["id_token"], "alg": header.get("alg"), "kid": header.get("kid"),
+            "sso": sso, "age": int(time.time()) - auth_time,
+        })
+        return redirect(url_for("index"))
+
+    @app.post("/logout")
+    def logout():
+        check_csrf()
+        local = current()
+        sessions.delete(session.pop(SESSION_KEY, None))
+        if local is None or not reg.post_logout_redirect_uris:
+            return redirect(url_for("index"))
+        return idp.logout_redirect(post_logout_redirect_uri=reg.post_logout_redirect_uris[0],
+                                   id_token_hint=local["id_token"], client_id=reg.client_id)
+
+    return app

@@ -1,0 +1,136 @@
+"""A seller in a real browser (Debian's Chromium, driven by Playwright) against the real IdP
+and the relying parties of clients/: sign in to the dashboard, single sign-on into a
+portal, RP-initiated logout (OIDC RP-Initiated Logout 1.0) and back-channel logout
+(OIDC Back-Channel Logout 1.0) ending the dashboard's session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from .stack import PASSWORD, SELLER
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 15_000
+PASSWORD_PAGE = re.compile(r".*/signin/[^/]+/password$")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (never `playwright install`)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=30_000)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Seller:
+    """One browser profile (a fresh context: no cookies) and what it has seen."""
+
+    def __init__(self, browser, stack):
+        self.stack = stack
+        self.context = browser.new_context()
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.context.set_default_navigation_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.csp_violations: list[str] = []
+        self.password_prompts = 0
+        self.page.on("console", self._console)
+        self.page.on("framenavigated", self._navigated)
+
+    def _console(self, message):
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            self.csp_violations.append(f"{message.location.get('url')}: {message.text}")
+
+    def _navigated(self, frame):
+        if frame == self.page.main_frame and PASSWORD_PAGE.match(frame.url.split("?")[0]):
+            self.password_prompts += 1
+
+    def url(self, rp: str) -> str:
+        return self.stack.rp_url(rp) + "/"
+
+    def enter_password(self) -> None:
+        self.page.wait_for_url(PASSWORD_PAGE)
+        self.page.fill("#email", SELLER)
+        self.page.fill("#password", PASSWORD)
+        self.page.click("button[type=submit]")
+
+    def sign_in(self, rp: str) -> None:
+        self.page.goto(self.url(rp))
+        self.page.click("#signin")
+
+    def wait_signed_in(self, rp: str) -> None:
+        self.page.wait_for_url(self.url(rp))
+        expect(self.page.locator("#who")).to_contain_text(SELLER)
+
+    def sign_out(self, rp: str) -> None:
+        self.page.goto(self.url(rp))
+        self.page.click("#signout")
+        self.page.wait_for_url(re.compile(re.escape(self.url(rp)) + r"\?.*state="))
+        expect(self.page.locator("body")).to_contain_text("You are signed out.")
+        expect(self.page.locator("#signin")).to_be_visible()
+
+
+@pytest.fixture
+def seller(browser, relying_parties):
+    s = Seller(browser, relying_parties)
+    yield s
+    s.context.close()
+
+
+def test_sign_in_single_sign_on_and_sign_out(seller, tmp_path):
+    seller.sign_in("dashboard")
+    seller.page.wait_for_url(PASSWORD_PAGE)
+    seller.page.screenshot(path=str(tmp_path / "idp-login.png"), full_page=True)
+    assert (tmp_path / "idp-login.png").stat().st_size > 0
+    assert seller.csp_violations == []
+    seller.enter_password()
+    seller.wait_signed_in("dashboard")
+    claims = json.loads(seller.page.locator("#claims").inner_text())
+    assert claims["email"] == SELLER and claims["aud"] == "seller-dashboard"
+
+    seller.page.click("#call-api")
+    expect(seller.page.locator("body")).to_contain_text("HTTP 200")
+    seller.page.click("#refresh")
+    expect(seller.page.locator("body")).to_contain_text("rotated: the old one is now spent")
+
+    seller.sign_in("portal_na")  # single sign-on: straight back, no password
+    seller.wait_signed_in("portal_na")
+    assert seller.password_prompts == 1
+
+    seller.sign_out("dashboard")
+    seller.sign_in("portal_eu")  # the IdP session is over: the password is asked again
+    seller.enter_password()
+    seller.wait_signed_in("portal_eu")
+    assert seller.password_prompts == 2
+    assert seller.csp_violations == []
+
+
+def test_back_channel_logout_ends_the_dashboard_session(seller):
+    seller.sign_in("dashboard")
+    seller.enter_password()
+    seller.wait_signed_in("dashboard")
+    seller.sign_in("portal_na")
+    seller.wait_signed_in("portal_na")
+
+    seller.sign_out("portal_na")  # the IdP ends its session and tells the dashboard, server to server
+    deadline = time.monotonic() + 10
+    while True:  # delivery may finish just after the redirect: poll, bounded
+        seller.page.goto(seller.url("dashboard"))
+        if seller.page.locator("#signin").count():
+            break
+        assert time.monotonic() < deadline, "the dashboard session outlived the IdP session"
+        time.sleep(0.2)
