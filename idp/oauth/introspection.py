@@ -19,11 +19,12 @@ from datetime import datetime, timezone
 from authlib.consts import default_json_headers
 from authlib.oauth2 import rfc7662
 from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import current_app
 
 from ..extensions import db
 from ..models import Account, Grant
-from . import client_auth, jwt_access_token, params, tokens
+from . import client_auth, clients, jwt_access_token, params, prefetch, tokens
 from .refresh import account_usable
 
 INACTIVE = {"active": False}
@@ -86,12 +87,25 @@ def introspect(token: str, hint: str | None, client) -> dict:
     return dict(INACTIVE)
 
 
+def _prefetch(request) -> None:
+    """The caller's registration and the token record in one store round trip."""
+    try:
+        client_id, _ = extract_basic_authorization(request.headers)
+    except (UnicodeDecodeError, ValueError):  # malformed: client authentication will refuse it
+        client_id = None
+    token = request.form.get("token")
+    at_key = tokens.access_token_key(token)
+    prefetch.prefetch([clients.cache_key(client_id or request.form.get("client_id")),
+                       tokens.AT_PREFIX + at_key if at_key else None])
+
+
 class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = client_auth.CONFIDENTIAL_AUTH_METHODS
 
     def create_endpoint_response(self, request):
         values = request.payload.data
         params.check(values)
+        _prefetch(request)
         client = client_auth.authenticate(self.server, request, self.CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
         token = params.single(request.form, "token")
         if token is None:

@@ -19,8 +19,8 @@ from flask import request as flask_request
 
 from ..extensions import db
 from ..login import session as browser_session
-from ..models import Account, Client
-from . import codes, params, resource_indicators, tokens
+from ..models import Account
+from . import clients, codes, params, resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, PrivateKeyJWT  # noqa: F401
 from .client_credentials import ClientCredentialsGrant
 from .introspection import IntrospectionEndpoint
@@ -29,9 +29,7 @@ from .revocation import RevocationEndpoint
 
 
 def query_client(client_id):
-    if not isinstance(client_id, str) or len(client_id) > 100:
-        return None
-    return db.session.execute(db.select(Client).filter_by(client_id=client_id)).scalar_one_or_none()
+    return clients.find(client_id)
 
 
 class CodeRecord(dict):

@@ -28,7 +28,7 @@ from ..extensions import db, keyring, store
 from ..models import Account, Client, Grant, RefreshToken, SecurityEvent
 from ..models.grant import new_grant_id
 from ..ops import metrics
-from . import id_token, jwt_access_token, resource_indicators
+from . import id_token, jwt_access_token, prefetch, resource_indicators
 
 AT_PREFIX = "at:"
 MAX_TOKEN = 512  # opaque tokens are 43 characters
@@ -182,7 +182,7 @@ def find_access_token(token: str) -> dict | None:
     key = access_token_key(token)
     if key is None:
         return None
-    record = store().get(AT_PREFIX + key)
+    record = prefetch.get(AT_PREFIX + key)
     if record is None or record["exp"] <= time.time():
         return None
     return record

@@ -58,6 +58,10 @@ class Store(ABC):
     thread-safe.
     """
 
+    #: True when every process of the deployment sees the same data (Redis), so it may
+    #: hold caches that any process invalidates; False for the embedded, per-process store.
+    shared = False
+
     def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
         if not isinstance(namespace, str):
             raise TypeError("namespace must be a str")

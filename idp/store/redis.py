@@ -37,6 +37,8 @@ return 1
 
 
 class RedisStore(Store):
+    shared = True
+
     def __init__(self, url: str, namespace: str = DEFAULT_NAMESPACE) -> None:
         super().__init__(namespace)
         # The client owns a thread-safe connection pool.  Timeouts keep a dead
