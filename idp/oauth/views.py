@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, redirect, request
 
-from ..errors import oauth_error, page_error
+from ..errors import page_error
 from ..extensions import csrf
 from ..login import flow
 from . import authorize as authz

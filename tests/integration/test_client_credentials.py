@@ -9,11 +9,6 @@ from tests.conftest import register_client
 from tests.integration.token_helpers import active, auth_of, backend, count_io, error_of, introspect
 
 
-@pytest.fixture
-def api(app):
-    return backend()
-
-
 def _cc(http, client, auth="basic", **data):
     data = {"grant_type": "client_credentials", **data}
     if auth == "basic":

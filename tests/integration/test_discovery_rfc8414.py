@@ -4,7 +4,6 @@ import pytest
 
 import idp
 from idp.crypto.keys import PRIVATE_MEMBERS
-from idp.oauth import discovery
 
 ISSUER = "https://id.example.test"
 WELL_KNOWN = "/.well-known/openid-configuration"

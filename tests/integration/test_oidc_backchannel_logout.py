@@ -12,7 +12,7 @@ from idp.extensions import keyring, store
 from idp.logout import backchannel
 from idp.logout.everywhere import sign_out_everywhere
 from tests.conftest import Flow, register_client
-from tests.integration.logout_helpers import LogoutReceiver, receiver  # noqa: F401
+from tests.integration.logout_helpers import LogoutReceiver
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 

@@ -6,17 +6,7 @@ from sqlalchemy import select
 from idp.extensions import db
 from idp.models import Grant
 from tests.conftest import Flow, register_client
-from tests.integration.token_helpers import active, backend, error_of, introspect, login, refresh, revoke
-
-
-@pytest.fixture
-def api(app):
-    return backend()
-
-
-@pytest.fixture
-def issued(flow):
-    return login(flow)
+from tests.integration.token_helpers import active, error_of, introspect, refresh, revoke
 
 
 HINTS = [None, "access_token", "refresh_token", "unknown_hint"]

@@ -18,16 +18,6 @@ from tests.integration.token_helpers import (active, auth_of, backend, count_io,
                                              revoke)
 
 
-@pytest.fixture
-def api(app):
-    return backend()
-
-
-@pytest.fixture
-def issued(flow):
-    return login(flow)
-
-
 def test_active_access_token(client, api, issued, seller):
     resp = introspect(client, api, issued["access_token"])
     assert active(resp)

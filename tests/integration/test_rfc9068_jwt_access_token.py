@@ -9,7 +9,7 @@ from joserfc.jwk import KeySet
 
 from idp.oauth import id_token
 from tests.conftest import ISSUER, Flow, register_client
-from tests.integration.token_helpers import (API, ORDERS, active, auth_of, backend, error_of, introspect, login,
+from tests.integration.token_helpers import (API, ORDERS, active, auth_of, error_of, introspect, login,
                                              refresh, revoke)
 
 CLAIMS = {"iss", "exp", "aud", "sub", "client_id", "iat", "jti", "scope", "auth_time", "acr", "amr"}
@@ -19,11 +19,6 @@ CLAIMS = {"iss", "exp", "aud", "sub", "client_id", "iat", "jti", "scope", "auth_
 def resources(app):
     app.config["RESOURCES"] = {API: {"access_token_format": "jwt", "scopes": ["api:read"]},
                                ORDERS: {"access_token_format": "opaque"}}
-
-
-@pytest.fixture
-def api(app):
-    return backend()
 
 
 def _rp(client_id="rp-res", **fields):
