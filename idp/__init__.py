@@ -36,13 +36,15 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.extensions["idp.keyring"] = KeyRing(app.config["KEYS_DIR"], app.config["KEY_PUBLISH_AHEAD"])
     app.extensions["idp.keyring"].ensure()  # first start: generate the signing keys
 
-    from .oauth import discovery, server, views as oauth_views
+    from . import ops
     from .login import views as login_views
+    from .logout import views as logout_views
+    from .oauth import discovery, server, views as oauth_views
 
     server.init_app(app)
-    app.register_blueprint(discovery.bp)
-    app.register_blueprint(oauth_views.bp)
-    app.register_blueprint(login_views.bp)
+    for bp in (discovery.bp, oauth_views.bp, login_views.bp, logout_views.bp):
+        app.register_blueprint(bp)
     errors.register(app)
     headers.register(app)
+    ops.init_app(app)  # /healthz, /readyz, /metrics, request timing
     return app

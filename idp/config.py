@@ -48,6 +48,12 @@ DEFAULTS: dict[str, object] = {
     "ARGON2_MEMORY_KIB": 19 * 1024,
     "ARGON2_TIME_COST": 2,
     "ARGON2_PARALLELISM": 1,
+    # API scopes advertised in discovery beside the OpenID ones (clients are still limited to theirs).
+    "EXTRA_SCOPES": ["api:read", "api:write"],
+    # Resource servers for RFC 8707 resource indicators: {"https://api.example.com": {
+    #   "access_token_format": "jwt" | "opaque", "scopes": ["api:read", ...]}}. A `resource`
+    # not listed here is invalid_target; "scopes" down-scopes tokens for that audience.
+    "RESOURCES": {},
     # Largest form or query accepted by any endpoint.
     "MAX_CONTENT_LENGTH": 64 * 1024,
     # Back-channel logout: attempts per relying party and the timeout of each.
@@ -56,6 +62,8 @@ DEFAULTS: dict[str, object] = {
     # Workers of `idp serve`.
     "WORKERS": 2,
     "BIND": "127.0.0.1:8000",
+    # Bearer token that GET /metrics requires (compared in constant time); None leaves it open.
+    "METRICS_TOKEN": None,
 }
 
 

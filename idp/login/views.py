@@ -5,6 +5,7 @@ from flask import Blueprint, render_template
 from ..errors import page_error
 from ..extensions import db
 from ..models import Account
+from ..ops import metrics
 from ..oauth.server import query_client
 from . import flow, password as passwords
 from .forms import ConsentForm, PasswordForm
@@ -38,6 +39,7 @@ def password(signin_id):
     # Always verify a hash (a dummy one for unknown accounts): same answer, same time.
     ok = passwords.verify_password(account.password_hash if account else None, form.password.data or "")
     if not ok or account.status != "active":
+        metrics.signin_failed("bad_credentials")
         return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
     if passwords.needs_rehash(account.password_hash):
         account.password_hash = passwords.hash_password(form.password.data)

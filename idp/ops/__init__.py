@@ -1,0 +1,61 @@
+"""Production operation: health probes (health.py) and Prometheus metrics (metrics.py).
+
+``init_app(app)`` mounts /healthz, /readyz and /metrics and times every request.
+
+Several worker processes (gunicorn) each count for themselves; prometheus-client's
+multiprocess mode makes /metrics add them up. It is chosen when prometheus-client is
+first imported, from ``PROMETHEUS_MULTIPROC_DIR``, so the server sets it up before it
+builds the app: ``prepare_multiprocess()`` first, then ``child_exit`` as gunicorn's hook.
+This module imports no prometheus-client at import time for that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def init_app(app) -> None:
+    from ..extensions import csrf
+    from . import health, metrics
+
+    for bp in (health.bp, metrics.bp):
+        csrf.exempt(bp)
+        app.register_blueprint(bp)
+    metrics.instrument(app)
+
+
+def prepare_multiprocess() -> str:
+    """Point prometheus-client at a fresh, empty directory shared by the workers.
+
+    Call in the server's parent process before the app (and so prometheus-client) is
+    imported: a counter made before this would count for its own process only.
+    Returns the directory; remove it when the server exits (``cleanup_multiprocess``).
+    """
+    if "idp.ops.metrics" in sys.modules:
+        raise RuntimeError("prepare_multiprocess() must run before create_app() imports idp.ops.metrics")
+    path = tempfile.mkdtemp(prefix="idp-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported by someone else already: choose the value class again
+        values.ValueClass = values.get_value_class()
+    return path
+
+
+def child_exit(server, worker) -> None:
+    """gunicorn ``child_exit`` hook: forget the live gauges of a worker that ended."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def cleanup_multiprocess(server=None) -> None:
+    """gunicorn ``on_exit`` hook: remove the directory made by ``prepare_multiprocess``."""
+    path = os.environ.get(MULTIPROC_ENV, "")
+    if os.path.basename(path).startswith("idp-metrics-"):
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,63 @@
+"""Health probes for the orchestrator or load balancer.
+
+- ``GET /healthz`` (liveness): the process answers HTTP. No I/O, so a slow database
+  never gets a healthy worker restarted.
+- ``GET /readyz`` (readiness): the database answers ``SELECT 1`` and the ephemeral store
+  answers a ping. 200 when both do; 503 naming the one that did not, so the balancer stops
+  sending traffic here until it recovers. The reason of a failure goes to the log only.
+
+Both answers are ``no-store``: a cached "ok" would hide an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify
+from sqlalchemy import text
+
+from ..extensions import db, store
+
+bp = Blueprint("ops_health", __name__)
+log = logging.getLogger("idp.ops")
+
+
+def _answer(body: dict, status: int):
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/healthz")
+def healthz():
+    return _answer({"status": "ok"}, 200)
+
+
+def database_ok() -> bool:
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any driver or pool error means "not ready"
+        log.warning("readiness: database unreachable", exc_info=True)
+        return False
+
+
+def store_ok() -> bool:
+    try:
+        ok = store().ping()
+    except Exception:  # ping() should not raise; a backend bug still means "not ready"
+        log.warning("readiness: store ping raised", exc_info=True)
+        return False
+    if not ok:
+        log.warning("readiness: store unreachable")
+    return ok
+
+
+@bp.get("/readyz")
+def readyz():
+    checks = {"database": database_ok(), "store": store_ok()}
+    body = {"status": "ok" if all(checks.values()) else "unavailable",
+            "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()}}
+    return _answer(body, 200 if all(checks.values()) else 503)

@@ -1,0 +1,130 @@
+"""Prometheus metrics: request latency per endpoint, tokens issued, failed sign-ins,
+refresh-token reuse; exposed at ``GET /metrics`` in the text exposition format.
+
+Every label value comes from a small fixed set, never from the request: the Flask
+endpoint name (not the path: a scanner trying random URLs would otherwise create a
+series per URL), a known method, the status class, a known grant type. Unknown values
+become ``other`` / ``none``.
+
+One process (``make run``, tests) uses the default registry. Under ``idp serve`` each
+gunicorn worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` and /metrics sums the
+files of all workers (see idp.ops.prepare_multiprocess).
+
+``METRICS_TOKEN``, when set, is a bearer token /metrics requires (RFC 6750 §2.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+
+from flask import Blueprint, Response, current_app, g, has_request_context, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
+
+bp = Blueprint("ops_metrics", __name__)
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "client_credentials"})
+TOKEN_KINDS = ("access_token", "refresh_token", "id_token")
+# Add a reason here before passing it to signin_failed(); anything else counts as "other".
+SIGNIN_REASONS = frozenset({"bad_credentials", "locked", "inactive", "second_factor", "rate_limited"})
+
+REQUEST_SECONDS = Histogram(
+    "idp_http_request_duration_seconds", "Time to answer an HTTP request; _count is the number of requests.",
+    ["endpoint", "method", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+TOKENS_ISSUED = Counter("idp_tokens_issued", "Tokens issued at the token endpoint.", ["grant_type", "kind"])
+SIGNIN_FAILURES = Counter("idp_signin_failures", "Sign-in attempts refused.", ["reason"])
+REFRESH_REUSE = Counter("idp_refresh_token_reuse",
+                        "Refresh tokens presented again after rotation; each revoked its token family.")
+# Series exist from the start at 0, so rate() also sees the first increment.
+for _reason in SIGNIN_REASONS:
+    SIGNIN_FAILURES.labels(_reason)
+for _grant in GRANT_TYPES:
+    for _kind in TOKEN_KINDS:
+        TOKENS_ISSUED.labels(_grant, _kind)
+
+
+# -- what other modules call -------------------------------------------------
+
+def token_issued(grant_type: str, kind: str) -> None:
+    TOKENS_ISSUED.labels(grant_type if grant_type in GRANT_TYPES else "other",
+                         kind if kind in TOKEN_KINDS else "other").inc()
+
+
+def tokens_issued(response: dict, grant_type: str | None = None) -> None:
+    """Count each token in a token response; the grant type defaults to the request's."""
+    if grant_type is None:
+        grant_type = request.form.get("grant_type", "none") if has_request_context() else "none"
+    for kind in TOKEN_KINDS:
+        if kind in response:
+            token_issued(grant_type, kind)
+
+
+def signin_failed(reason: str) -> None:
+    SIGNIN_FAILURES.labels(reason if reason in SIGNIN_REASONS else "other").inc()
+
+
+def refresh_reuse() -> None:
+    REFRESH_REUSE.inc()
+
+
+# -- request timing ----------------------------------------------------------
+
+def _observe(status: int) -> None:
+    started = g.pop("_idp_metrics_t0", None)
+    if started is None:
+        return
+    method = request.method if request.method in METHODS else "other"
+    REQUEST_SECONDS.labels(request.endpoint or "none", method, f"{status // 100}xx").observe(
+        time.perf_counter() - started)
+
+
+def instrument(app) -> None:
+    def start():
+        g._idp_metrics_t0 = time.perf_counter()
+
+    def after(resp):
+        _observe(resp.status_code)
+        return resp
+
+    def teardown(exc):
+        _observe(500)  # no-op unless after_request never ran (an exception escaped)
+
+    # First of the before_request hooks, so a hook that answers early is still timed.
+    app.before_request_funcs.setdefault(None, []).insert(0, start)
+    app.after_request(after)
+    app.teardown_request(teardown)
+
+
+# -- exposition --------------------------------------------------------------
+
+def _authorized(expected: str) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    digest = lambda s: hashlib.sha256(s.encode()).digest()  # noqa: E731  (equal lengths: no length leak)
+    return scheme.lower() == "bearer" and hmac.compare_digest(digest(value.strip()), digest(expected))
+
+
+def registry():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected)
+        return collected
+    return REGISTRY
+
+
+@bp.get("/metrics")
+def metrics():
+    token = current_app.config.get("METRICS_TOKEN")
+    if token and not _authorized(str(token)):
+        resp = Response("metrics need the bearer token (METRICS_TOKEN)\n", 401, mimetype="text/plain")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    else:
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))  # text 0.0.4 or OpenMetrics
+        resp = Response(encode(registry()), 200, content_type=content_type)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

@@ -1,0 +1,153 @@
+"""Health probes and Prometheus metrics (idp.ops), on both stacks.
+
+The metrics registry is per process, shared by every app a test run builds, so the
+tests compare counts before and after what they do.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from idp import create_app
+from tests.servers import free_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def scrape(client, **kwargs) -> dict:
+    resp = client.get("/metrics", **kwargs)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.content_type.startswith("text/plain; version=0.0.4")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(resp.get_data(as_text=True)) for s in family.samples}
+
+
+def sample(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def request_series(samples: dict) -> set:
+    return {labels for name, labels in samples if name == "idp_http_request_duration_seconds_count"}
+
+
+def test_healthz_is_alive_and_not_cached(client):
+    resp = client.get("/healthz")
+    assert resp.status_code == 200 and resp.get_json() == {"status": "ok"}
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_readyz_checks_database_and_store(client):
+    resp = client.get("/readyz")
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json() == {"status": "ok", "checks": {"database": "ok", "store": "ok"}}
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_readyz_503_names_the_store_when_redis_is_down(app):
+    down = create_app({**_same_world(app), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    resp = down.test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json() == {"status": "unavailable", "checks": {"database": "ok", "store": "unavailable"}}
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_readyz_503_names_the_database_when_it_is_down(app, tmp_path):
+    down = create_app({**_same_world(app), "DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/idp.sqlite3"})
+    resp = down.test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["checks"] == {"database": "unavailable", "store": "ok"}
+
+
+def _same_world(app) -> dict:
+    return {k: app.config[k] for k in ("ISSUER", "KEYS_DIR", "DATABASE_URL", "REDIS_URL", "STORE_NAMESPACE")}
+
+
+def test_metrics_count_failed_signins_issued_tokens_and_requests(flow, client):
+    before = scrape(client)
+    resp = flow.sign_in(flow.authorize(), password="not the password")
+    assert resp.status_code == 401
+    assert flow.redeem(flow.login_code()).status_code == 200
+    after = scrape(client)
+
+    def delta(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("idp_signin_failures_total", reason="bad_credentials") == 1
+    for kind in ("access_token", "id_token", "refresh_token"):
+        assert delta("idp_tokens_issued_total", grant_type="authorization_code", kind=kind) == 1, kind
+    assert delta("idp_http_request_duration_seconds_count", endpoint="oauth.token", method="POST", status="2xx") == 1
+    assert delta("idp_http_request_duration_seconds_count", endpoint="login.password", method="POST",
+                 status="4xx") == 1
+
+
+def test_refresh_rotation_and_reuse_are_counted(flow, client):
+    """Needs the refresh_token grant (idp.oauth.refresh) registered at /token."""
+    refresh_token = flow.redeem(flow.login_code()).get_json()["refresh_token"]
+    before = scrape(client)
+
+    def refresh(token):
+        return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token},
+                           auth=(flow.rp.client_id, flow.rp.secret))
+
+    assert refresh(refresh_token).status_code == 200
+    reused = refresh(refresh_token)
+    assert reused.status_code == 400 and reused.get_json()["error"] == "invalid_grant"
+    after = scrape(client)
+    assert sample(after, "idp_refresh_token_reuse_total") - sample(before, "idp_refresh_token_reuse_total") == 1
+    for kind in ("access_token", "refresh_token"):
+        labels = dict(grant_type="refresh_token", kind=kind)
+        assert sample(after, "idp_tokens_issued_total", **labels) - sample(before, "idp_tokens_issued_total",
+                                                                           **labels) == 1, kind
+
+
+def test_label_values_stay_bounded_under_random_paths_and_methods(client):
+    def junk(method, path):
+        assert client.open(path, method=method).status_code in (400, 404, 405)
+
+    for method in ("GET", "POST", "BREW"):  # every series these requests can reach, once
+        junk(method, "/warm-up")
+        junk(method, "/signin/warm-up/password")
+    known = request_series(scrape(client))
+    for _ in range(50):
+        word = secrets.token_hex(6)
+        method = secrets.choice(["GET", "POST", "X" + word.upper()])
+        junk(method, secrets.choice([f"/{word}", f"/{word}/{word}.php", f"/signin/{word}/password"]))
+    assert request_series(scrape(client)) == known
+
+
+def test_metrics_token_is_required_when_configured(app, client):
+    app.config["METRICS_TOKEN"] = "metrics-" + secrets.token_hex(8)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {app.config['METRICS_TOKEN']}"}):
+        resp = client.get("/metrics", headers=headers)
+        assert resp.status_code == 401, headers
+        assert resp.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert "idp_" not in resp.get_data(as_text=True)
+    scrape(client, headers={"Authorization": f"Bearer {app.config['METRICS_TOKEN']}"})
+
+
+def test_multiprocess_mode_adds_up_every_worker(tmp_path):
+    """Two worker processes count; a third (any worker answering /metrics) sees the sum."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": REPO}
+    worker = "from idp.ops import metrics; metrics.token_issued('client_credentials', 'access_token')"
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", worker], env=env, check=True, cwd=REPO, timeout=60)
+    reader = textwrap.dedent("""
+        from prometheus_client import generate_latest
+        from idp.ops import metrics
+        print(generate_latest(metrics.registry()).decode())
+    """)
+    out = subprocess.run([sys.executable, "-c", reader], env=env, check=True, cwd=REPO, timeout=60,
+                         capture_output=True, text=True).stdout
+    assert 'idp_tokens_issued_total{grant_type="client_credentials",kind="access_token"} 2.0' in out
+
+
+def test_prepare_multiprocess_refuses_to_run_after_the_metrics_exist():
+    from idp import ops
+
+    with pytest.raises(RuntimeError, match="before create_app"):
+        ops.prepare_multiprocess()
