@@ -34,6 +34,7 @@ serve: $(STAMP)
 	$(VENV)/bin/idp serve
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(VENV)/bin/python bench/run.py
 
 # Build and test leftovers only: instance/ (the demo database) and keys/ are kept.

@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Benchmark our IdP against panva/node-oidc-provider, same machine, same run.
+
+    python bench/run.py                      # both IdPs (needs start_ours filled in)
+    python bench/run.py --only reference     # reference only
+    python bench/run.py --duration 10 --warmup 1 --flow-workers 8
+
+Each IdP gets its own redis-server (temp dir, free port, loopback only); ours also gets a
+throwaway PostgreSQL cluster. Every endpoint is measured with wrk (2 threads, 16 connections,
+fixed duration) against ours then the reference, the authorization code flow with
+flow_driver.py. Peak RSS (VmHWM) of every server process is read at the end. Prints a table
+and writes bench/RESULTS.md. Everything started here is stopped by PID in a finally block.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+import flow_driver  # noqa: E402
+
+ROOT = BENCH.parent
+REF_DIR = BENCH / "reference"
+DRIVERS = BENCH / "drivers"
+CLIENTS_FILE = REF_DIR / "clients.example.json"  # both IdPs load these clients
+BENCH_EMAIL = flow_driver.EMAIL
+BENCH_PASSWORD = os.environ.get("BENCH_PASSWORD") or secrets.token_urlsafe(18)
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+WORKERS, THREADS, CONNECTIONS = 2, 2, 16
+
+STARTED: list[subprocess.Popen] = []     # stopped in reverse order by stop_all()
+EXTRA_PIDS: list[tuple[int, str]] = []   # (pid, start time) of children, e.g. cluster workers
+TMP = Path(tempfile.mkdtemp(prefix="idp-bench-"))
+LOAD_AT_START = "/".join(f"{x:.1f}" for x in os.getloadavg())  # others' load skews results
+
+
+# --- processes ----------------------------------------------------------------
+
+def spawn(name: str, cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    """Start a process whose output goes to TMP/<name>.log; it is stopped by stop_all()."""
+    log = open(TMP / f"{name}.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    STARTED.append(proc)
+    return proc
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def track_children(pid: int) -> list[int]:
+    """Remember pid's descendants so stop_all() can reap them even if their parent dies first."""
+    kids = descendants(pid)
+    EXTRA_PIDS.extend((k, _start_time(k)) for k in kids)
+    return kids
+
+
+def stop_all() -> None:
+    for proc in reversed(STARTED):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    for pid, started in EXTRA_PIDS:
+        if started and _start_time(pid) == started:  # same process still alive: not reused
+            os.kill(pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, what: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}, see {TMP}")
+        try:
+            if check():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready after {timeout}s, see {TMP}")
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+# --- services -----------------------------------------------------------------
+
+def start_redis(name: str) -> tuple[str, int]:
+    port = free_port()
+    d = TMP / name
+    d.mkdir()
+    proc = spawn(name, ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(d),
+                        "--save", "", "--appendonly", "no", "--daemonize", "no"])
+    wait_until(lambda: socket.create_connection(("127.0.0.1", port), 1).close() or True, name, proc)
+    return f"redis://127.0.0.1:{port}/0", proc.pid
+
+
+def start_postgres() -> tuple[str, int]:
+    """Throwaway PostgreSQL 15 cluster on loopback; returns (database_url, pid)."""
+    d, port = TMP / "pgdata", free_port()
+    as_pg = []
+    if os.geteuid() == 0:  # initdb/postgres refuse to run as root
+        as_pg = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+        shutil.chown(TMP, "postgres")
+    subprocess.run(as_pg + [str(PG_BIN / "initdb"), "-D", str(d), "-U", "bench", "-A", "trust"],
+                   check=True, stdout=subprocess.DEVNULL)
+    proc = spawn("postgres", as_pg + [str(PG_BIN / "postgres"), "-D", str(d), "-k", str(TMP),
+                                      "-h", "127.0.0.1", "-p", str(port), "-c", "fsync=off"])
+    wait_until(lambda: subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)])
+               .returncode == 0, "postgres", proc)
+    subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "idp"], check=True)
+    return f"postgresql://bench@127.0.0.1:{port}/idp", proc.pid
+
+
+def ensure_npm_deps() -> None:
+    if (REF_DIR / "node_modules" / "oidc-provider").is_dir():
+        return
+    cmd = ["npm", "ci"] if (REF_DIR / "package-lock.json").exists() else ["npm", "install"]
+    subprocess.run(cmd + ["--no-audit", "--no-fund"], cwd=REF_DIR, check=True)
+
+
+def start_reference(redis_url: str) -> tuple[str, list[int]]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = spawn("reference", ["node", "server.mjs"], cwd=REF_DIR, env={
+        "REF_PORT": str(port), "WORKERS": str(WORKERS), "REDIS_URL": redis_url,
+        "CLIENTS_FILE": str(CLIENTS_FILE), "BENCH_PASSWORD": BENCH_PASSWORD, "NODE_ENV": "production",
+    })
+    wait_until(lambda: requests.get(base + "/.well-known/openid-configuration", timeout=2).ok
+               and len(descendants(proc.pid)) >= WORKERS, "reference IdP", proc)
+    track_children(proc.pid)
+    return base, [proc.pid]
+
+
+def start_ours(redis_url: str, database_url: str) -> tuple[str, list[int]]:
+    """Our IdP as in production: `idp serve` (gunicorn, WORKERS workers) on PostgreSQL and Redis."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "IDP_ENV": "production", "IDP_SECRET_KEY": secrets.token_urlsafe(32), "IDP_ISSUER": base,
+        "IDP_DATABASE_URL": database_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        "IDP_REDIS_URL": redis_url, "IDP_KEYS_DIR": str(TMP / "ours-keys"), "IDP_INSTANCE_PATH": str(TMP / "ours"),
+        "BENCH_PASSWORD": BENCH_PASSWORD, "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run([sys.executable, str(ROOT / "bench" / "ours_setup.py"), str(CLIENTS_FILE), BENCH_EMAIL],
+                   env={**os.environ, **env}, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    proc = spawn("ours", [sys.executable, "-c", "from idp.cli import main; main()", "serve",
+                          "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"], env=env, cwd=ROOT)
+    wait_until(lambda: requests.get(base + "/.well-known/openid-configuration", timeout=2).ok
+               and len(descendants(proc.pid)) >= WORKERS, "our IdP", proc)
+    track_children(proc.pid)
+    return base, [proc.pid]
+
+
+# --- measurements -------------------------------------------------------------
+
+def basic(client: dict) -> str:
+    return "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+
+
+def run_wrk(url: str, script: str, env: dict, duration: float) -> dict:
+    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", "--latency",
+           "-s", str(DRIVERS / script), url]
+    out = subprocess.run(cmd, env={**os.environ, **env, "BENCH_THREADS": str(THREADS)},
+                         capture_output=True, text=True, timeout=duration + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            r = json.loads(line[len("BENCH_JSON "):])
+            return {"rps": r["rps"], "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+                    "errors": r["errors_status"] + r["errors_socket"], "requests": r["requests"]}
+    raise RuntimeError(f"wrk gave no BENCH_JSON line:\n{out.stdout}\n{out.stderr}")
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise RuntimeError(message)
+
+
+def prepare(name: str, base: str, adapter: str) -> dict:
+    """Mint tokens and check each endpoint once; returns {endpoint: (url, script, env, warmup_env)}."""
+    meta = flow_driver.discover(base)
+    web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
+    backend = flow_driver.load_client(str(CLIENTS_FILE), "bench-backend")
+    sets = flow_driver.mint_tokens(base, web, adapter, BENCH_PASSWORD, n=4 * CONNECTIONS + 1)
+    user = sets.pop()
+    rt_files = []
+    for i in range(2):  # warm-up and measured run each consume their own refresh tokens
+        f = TMP / f"{name}-refresh-{i}.txt"
+        f.write_text("".join(s["refresh_token"] + "\n" for s in sets[i::2]))
+        rt_files.append(str(f))
+
+    info = requests.post(meta["introspection_endpoint"], auth=(backend["client_id"], backend["client_secret"]),
+                         data={"token": user["access_token"]}).json()
+    check(info.get("active") is True, f"{name}: introspection not active: {info}")
+    r = requests.get(meta["userinfo_endpoint"], headers={"Authorization": "Bearer " + user["access_token"]})
+    check(r.status_code == 200 and r.json().get("email") == BENCH_EMAIL, f"{name}: userinfo {r.status_code} {r.text}")
+    r = requests.post(meta["token_endpoint"], auth=(backend["client_id"], backend["client_secret"]),
+                      data={"grant_type": "client_credentials", "scope": "api:read"})
+    check(r.status_code == 200, f"{name}: client_credentials {r.status_code} {r.text}")
+
+    tok = meta["token_endpoint"]
+    refresh = {"BENCH_AUTH": basic(web)}
+    return {
+        "discovery GET": (base + "/.well-known/openid-configuration", "get.lua", {}, None),
+        "JWKS GET": (meta["jwks_uri"], "get.lua", {}, None),
+        "token client_credentials": (tok, "client_credentials.lua", {"BENCH_AUTH": basic(backend)}, None),
+        "token refresh_token (rotating)": (tok, "refresh.lua", {**refresh, "BENCH_TOKENS_FILE": rt_files[1]},
+                                           {**refresh, "BENCH_TOKENS_FILE": rt_files[0]}),
+        "introspection (active opaque)": (meta["introspection_endpoint"], "introspect.lua",
+                                          {"BENCH_AUTH": basic(backend), "BENCH_TOKEN": user["access_token"]}, None),
+        "userinfo (bearer)": (meta["userinfo_endpoint"], "userinfo.lua",
+                              {"BENCH_AUTH": "Bearer " + user["access_token"]}, None),
+    }
+
+
+def memory(pids: list[int], redis_pid: int) -> list[tuple[str, float]]:
+    """Peak RSS of each started process and of its descendants (the workers)."""
+    rows = []
+    for pid in pids:
+        rows.append((f"top process {pid}", vm_hwm_mb(pid) or 0.0))
+        kids = [(k, vm_hwm_mb(k)) for k in descendants(pid)]
+        rows += [(f"worker {k}", m) for k, m in kids if m]
+        rows.append(("workers total", sum(m for _, m in kids if m)))
+    rows.append((f"redis-server {redis_pid}", vm_hwm_mb(redis_pid) or 0.0))
+    return rows
+
+
+# --- report -------------------------------------------------------------------
+
+def fmt_rps(r):
+    return "–" if r is None else f"{r['rps']:.0f}" + (f" ({r['errors']} err)" if r.get("errors") else "")
+
+
+def fmt_lat(r):
+    return "–" if r is None else f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms"
+
+
+def report(results: dict, mem: dict, args) -> str:
+    lines = [
+        "# IdP benchmark: ours vs panva/node-oidc-provider",
+        "",
+        f"{datetime.datetime.now().isoformat(timespec='seconds')} · {os.cpu_count()} cores · "
+        f"{platform.python_version()} Python · node {subprocess.run(['node', '-v'], capture_output=True, text=True).stdout.strip()}"
+        f" · oidc-provider {json.loads((REF_DIR / 'node_modules/oidc-provider/package.json').read_text())['version']}"
+        f" · {WORKERS} workers each · wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s (+{args.warmup}s warm-up)"
+        f" · flow: {args.flow_workers} Python threads · load avg at start {LOAD_AT_START}",
+        "",
+        "| endpoint | ours req/s | ref req/s | ratio | ours p50/p99 | ref p50/p99 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for endpoint, by in results.items():
+        o, r = by.get("ours"), by.get("reference")
+        ratio = f"{o['rps'] / r['rps']:.2f}" if o and r and r["rps"] else "–"
+        lines.append(f"| {endpoint} | {fmt_rps(o)} | {fmt_rps(r)} | {ratio} | {fmt_lat(o)} | {fmt_lat(r)} |")
+    lines += ["", "ratio = ours / reference (higher is better for ours). "
+              "Auth code flow rate is flows/s (authorize → login → code → token, PKCE S256).", "",
+              "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MB) |", "| --- | --- | ---: |"]
+    for name, rows in mem.items():
+        lines += [f"| {name} | {label} | {mb:.1f} |" for label, mb in rows]
+    lines += ["", "Notes: the reference login checks the password with a constant-time compare of SHA-256 "
+              "digests (no password KDF), so the flow row favours it if ours hashes passwords. "
+              "Load generator (wrk, Python flow driver) shares the 2 cores with the servers."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["ours", "reference"])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per endpoint (default 10)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per endpoint, 0 = none")
+    ap.add_argument("--flow-workers", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    args = ap.parse_args()
+    names = [args.only] if args.only else ["ours", "reference"]
+
+    ok = False
+    try:
+        targets = {}
+        if "reference" in names:
+            ensure_npm_deps()
+            redis_url, redis_pid = start_redis("redis-reference")
+            base, pids = start_reference(redis_url)
+            targets["reference"] = (base, pids, redis_pid)
+        if "ours" in names:
+            redis_url, redis_pid = start_redis("redis-ours")
+            database_url, pg_pid = start_postgres()
+            base, pids = start_ours(redis_url, database_url)
+            targets["ours"] = (base, pids, redis_pid)
+        for name, (base, pids, _) in targets.items():
+            print(f"{name}: {base} pids {pids} + workers {[d for p in pids for d in descendants(p)]}", flush=True)
+
+        jobs = {name: prepare(name, base, name) for name, (base, _, _) in targets.items()}
+        results: dict[str, dict] = {}
+        for endpoint in jobs[names[0]]:
+            for name in names:  # ours then reference, back to back
+                url, script, env, warm_env = jobs[name][endpoint]
+                if args.warmup > 0:
+                    run_wrk(url, script, env if warm_env is None else warm_env, args.warmup)
+                r = run_wrk(url, script, env, args.duration)
+                results.setdefault(endpoint, {})[name] = r
+                print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}", flush=True)
+
+        endpoint = "authorization code flow (flows/s)"
+        for name in names:
+            base = targets[name][0]
+            web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
+            r = flow_driver.run_load(base, web, name, BENCH_PASSWORD, args.duration, args.flow_workers)
+            results.setdefault(endpoint, {})[name] = r
+            print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} flows/s p50/p99 {fmt_lat(r)}"
+                  + (f"  first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
+
+        mem = {name: memory(pids, redis_pid) for name, (_, pids, redis_pid) in targets.items()}
+        text = report(results, mem, args)
+        print("\n" + text)
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+        ok = True
+    finally:
+        stop_all()
+        if ok:
+            shutil.rmtree(TMP, ignore_errors=True)
+        else:
+            print(f"logs kept in {TMP}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
