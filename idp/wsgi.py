@@ -1,4 +1,4 @@
-"""The WSGI application, for `idp serve` (gunicorn) or any WSGI server: ``idp.wsgi:app``."""
+"""The WSGI application, for `idp serve` (granian) or any WSGI server: ``idp.wsgi:app``."""
 
 from . import create_app
 

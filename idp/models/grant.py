@@ -6,7 +6,7 @@ Revoking the Grant kills the whole family.
 import secrets
 
 from sqlalchemy import ForeignKey, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from ._types import JSONList, UTCDateTime, utcnow
@@ -32,6 +32,7 @@ class Grant(db.Model):
     expires_at = mapped_column(UTCDateTime)  # absolute lifetime of the family
     revoked_at = mapped_column(UTCDateTime, nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(60))
+    account = relationship("Account", lazy="select")
 
 
 class RefreshToken(db.Model):
@@ -48,3 +49,4 @@ class RefreshToken(db.Model):
     # Set, atomically and once, when this token is exchanged for its successor.
     rotated_at = mapped_column(UTCDateTime, nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    grant = relationship(Grant, lazy="select")

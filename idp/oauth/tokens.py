@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import contains_eager
 
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db, keyring, store
@@ -155,13 +156,13 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=
         token = new_token(32)
         key = keyed_hash(token)
     s = store()
-    s.put(AT_PREFIX + key, record, ttl)
     if not indexed:
+        s.put(AT_PREFIX + key, record, ttl)
         return token, key, None
-    s.sadd(_family_key(grant.id), key, int(cfg["REFRESH_TOKEN_ABSOLUTE_TTL"]))
-    # Write the token, then look for a revocation (revoke_grant writes the mark, then reads
-    # the family): whichever runs second sees the other, so no token outlives its family.
-    revoked = s.get(_revoked_key(grant.id))
+    # Write the token into its family and read the family's revocation mark, atomically
+    # (revoke_grant writes the mark, then sweeps the family): no token outlives its family.
+    revoked = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id),
+                            int(cfg["REFRESH_TOKEN_ABSOLUTE_TTL"]), _revoked_key(grant.id))
     if revoked:
         s.delete(AT_PREFIX + key)
     return token, key, revoked or None
@@ -204,18 +205,25 @@ def revoke_access_token(token: str, client_id: str | None = None) -> dict | None
 
 
 def find_refresh_token(token: str) -> RefreshToken | None:
+    """The refresh token row, or None. Its Grant and Account come in the same query, so
+    the callers' ``db.session.get`` of them is answered from the session, not the database."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
         return None
-    return db.session.get(RefreshToken, keyed_hash(token))
+    return db.session.execute(
+        select(RefreshToken)
+        .join(RefreshToken.grant).outerjoin(Grant.account)
+        .options(contains_eager(RefreshToken.grant).contains_eager(Grant.account))
+        .where(RefreshToken.token_hash == keyed_hash(token))
+    ).scalar_one_or_none()
 
 
 def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:
     """Kill a whole family: its refresh tokens (database) and access tokens (store)."""
     s = store()
     s.put(_revoked_key(grant_id), reason, int(current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]))
-    members = s.smembers(_family_key(grant_id))
+    members = s.smembers(_family_key(grant_id))  # the store keys of the family's access tokens
     if members:
-        s.delete(*(AT_PREFIX + h for h in members))
+        s.delete(*members)
     db.session.execute(
         update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None))
         .values(revoked_at=datetime.now(timezone.utc), revoked_reason=reason)

@@ -2,10 +2,10 @@
 
 ``init_app(app)`` mounts /healthz, /readyz and /metrics and times every request.
 
-Several worker processes (gunicorn) each count for themselves; prometheus-client's
+Several worker processes (granian) each count for themselves; prometheus-client's
 multiprocess mode makes /metrics add them up. It is chosen when prometheus-client is
 first imported, from ``PROMETHEUS_MULTIPROC_DIR``, so the server sets it up before it
-builds the app: ``prepare_multiprocess()`` first, then ``child_exit`` as gunicorn's hook.
+builds the app: ``prepare_multiprocess()`` first, ``cleanup_multiprocess()`` when it exits.
 This module imports no prometheus-client at import time for that reason.
 """
 
@@ -46,16 +46,8 @@ def prepare_multiprocess() -> str:
     return path
 
 
-def child_exit(server, worker) -> None:
-    """gunicorn ``child_exit`` hook: forget the live gauges of a worker that ended."""
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
-
-
-def cleanup_multiprocess(server=None) -> None:
-    """gunicorn ``on_exit`` hook: remove the directory made by ``prepare_multiprocess``."""
+def cleanup_multiprocess() -> None:
+    """When the server exits: remove the directory made by ``prepare_multiprocess``."""
     path = os.environ.get(MULTIPROC_ENV, "")
     if os.path.basename(path).startswith("idp-metrics-"):
         shutil.rmtree(path, ignore_errors=True)

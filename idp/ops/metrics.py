@@ -7,7 +7,7 @@ series per URL), a known method, the status class, a known grant type. Unknown v
 become ``other`` / ``none``.
 
 One process (``make run``, tests) uses the default registry. Under ``idp serve`` each
-gunicorn worker writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` and /metrics sums the
+worker process writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` and /metrics sums the
 files of all workers (see idp.ops.prepare_multiprocess).
 
 ``METRICS_TOKEN``, when set, is a bearer token /metrics requires (RFC 6750 §2.1).

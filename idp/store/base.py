@@ -128,6 +128,16 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
+        """Atomically, in one round trip: ``put(key)``, ``sadd(index, key)`` and return
+        ``get(check)``.
+
+        How a token joins its family: the family's revocation writes ``check`` and then
+        deletes every member of ``index``, so either that sweep finds this key or this
+        call sees ``check`` and the caller deletes what it just wrote.
+        """
+
+    @abstractmethod
     def smembers(self, key: str) -> set[str]:
         """Members of the set at ``key``; an empty set if absent or expired."""
 

@@ -24,7 +24,7 @@ class MemoryStore(Store):
         super().__init__(namespace)
         # full key -> (expires_at, JSON text | int counter | set of members)
         self._data: dict[str, tuple[float, object]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: put_indexed holds it across three calls
         self._writes = 0
 
     # Helpers below expect the lock to be held.
@@ -128,6 +128,12 @@ class MemoryStore(Store):
                 raise TypeError("key does not hold a set")
             members.add(member)
             self._data[k] = (max(self._data[k][0], now + ttl), members)
+
+    def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
+        with self._lock:
+            self.put(key, value, ttl)
+            self.sadd(index, key, index_ttl)
+            return self.get(check)
 
     def smembers(self, key: str) -> set[str]:
         k = self._k(key)

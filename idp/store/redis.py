@@ -35,6 +35,17 @@ end
 return 1
 """
 
+# put_indexed: SET key, SADD index (TTL max as in _SADD), GET check, as one atomic script.
+_PUT_INDEXED = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+local ms = tonumber(ARGV[3]) * 1000
+if redis.call('PTTL', KEYS[2]) < ms then
+  redis.call('PEXPIRE', KEYS[2], ms)
+end
+return redis.call('GET', KEYS[3])
+"""
+
 
 class RedisStore(Store):
     shared = True
@@ -48,6 +59,7 @@ class RedisStore(Store):
         )
         self._incr = self._r.register_script(_INCR)
         self._sadd = self._r.register_script(_SADD)
+        self._put_indexed = self._r.register_script(_PUT_INDEXED)
 
     def put(self, key: str, value: Value, ttl: int) -> None:
         self._r.set(self._k(key), dumps(value), ex=check_ttl(ttl))
@@ -81,6 +93,11 @@ class RedisStore(Store):
         if not isinstance(member, str):
             raise TypeError("set members must be str")
         self._sadd(keys=[self._k(key)], args=[member, check_ttl(ttl)])
+
+    def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
+        raw = self._put_indexed(keys=[self._k(key), self._k(index), self._k(check)],
+                                args=[dumps(value), check_ttl(ttl), check_ttl(index_ttl), key])
+        return loads(raw)
 
     def smembers(self, key: str) -> set[str]:
         return {m.decode() for m in self._r.smembers(self._k(key))}

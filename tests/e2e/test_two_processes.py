@@ -2,7 +2,7 @@
 
 Production runs several `idp serve` processes behind a load balancer, so consecutive
 requests of one browser or client land on different processes. Here A and B are two
-`idp serve` (gunicorn) processes on their own loopback ports with the same SECRET_KEY,
+`idp serve` (granian) processes on their own loopback ports with the same SECRET_KEY,
 KEYS_DIR, database, Redis and ISSUER (A's URL stands for the balancer's); the tests send
 some requests to A and the next ones straight to B, and nothing may depend on which
 process answered.
@@ -57,7 +57,7 @@ def _serve(name: str, port: int, env: dict, tmp) -> tuple[subprocess.Popen, str]
         [sys.executable, "-c", "from idp.cli import main; main()", "serve", "--dev", "--workers", "1",
          "--bind", f"127.0.0.1:{port}"],
         cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: gunicorn's workers are stopped with it
+        start_new_session=True,  # its own process group: the workers are stopped with it
     )
     return proc, str(tmp / f"{name}.log")
 
@@ -65,7 +65,7 @@ def _serve(name: str, port: int, env: dict, tmp) -> tuple[subprocess.Popen, str]
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
-    os.kill(proc.pid, signal.SIGTERM)  # gunicorn master: graceful stop of its workers
+    os.kill(proc.pid, signal.SIGTERM)  # the server process: graceful stop of its workers
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:

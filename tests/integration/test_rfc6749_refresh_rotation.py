@@ -201,3 +201,14 @@ def test_client_without_the_refresh_grant(client, seller):
     assert "refresh_token" not in body
     assert error_of(refresh(client, rp, "anything")) == (400, "unauthorized_client")
     assert db.session.scalar(select(func.count()).select_from(RefreshToken)) == 0
+
+
+def test_refresh_reads_token_grant_and_account_in_one_query(client, app, flow):
+    from tests.integration.token_helpers import count_io, login, refresh
+
+    issued = login(flow)
+    with count_io(app) as seen:
+        assert refresh(client, flow.rp, issued["refresh_token"]).status_code == 200
+    # SELECT (token+grant+account, joined), UPDATE (rotate), INSERT (successor)
+    assert [s for s in seen["sql"] if s != "SELECT"] == ["UPDATE", "INSERT"]
+    assert seen["sql"].count("SELECT") == (0 if app.extensions["idp.store"].shared else 1) + 1

@@ -84,6 +84,7 @@ def count_io(app):
 
     def on_sql(conn, cursor, statement, parameters, context, executemany):
         seen["sql"].append(statement.split(None, 1)[0].upper())
+        seen.setdefault("statements", []).append(statement)
 
     engine = db.engine
     event.listen(engine, "before_cursor_execute", on_sql)

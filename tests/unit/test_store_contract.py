@@ -240,3 +240,42 @@ def test_create_store_parses_urls() -> None:
 def test_create_store_rejects_unknown_urls(url: str) -> None:
     with pytest.raises(ValueError, match="memory://.*redis://"):
         create_store(url)
+
+
+def test_put_indexed_writes_indexes_and_reads_the_mark(store):
+    assert store.put_indexed("at:1", {"v": 1}, 60, "fam", 120, "fam-revoked") is None
+    assert store.get("at:1") == {"v": 1}
+    assert store.smembers("fam") == {"at:1"}
+    assert 60 < store.ttl_of("fam") <= 120
+    store.put("fam-revoked", "reuse", 60)
+    assert store.put_indexed("at:2", {"v": 2}, 60, "fam", 30, "fam-revoked") == "reuse"
+    assert store.smembers("fam") == {"at:1", "at:2"}
+    assert 60 < store.ttl_of("fam") <= 120  # never shortened
+
+
+def test_put_indexed_against_a_concurrent_sweep(store):
+    """Either the sweep deletes the new key, or put_indexed sees the mark: never neither."""
+    import threading
+
+    for round_ in range(30):
+        fam, mark, key = f"fam{round_}", f"mark{round_}", f"at:{round_}"
+        seen = {}
+        barrier = threading.Barrier(2)
+
+        def mint():
+            barrier.wait()
+            seen["mark"] = store.put_indexed(key, 1, 60, fam, 60, mark)
+
+        def sweep():
+            barrier.wait()
+            store.put(mark, "revoked", 60)
+            members = store.smembers(fam)
+            if members:
+                store.delete(*members)
+
+        threads = [threading.Thread(target=mint), threading.Thread(target=sweep)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert seen["mark"] is not None or store.get(key) is None
