@@ -23,6 +23,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     )
     os.makedirs(app.instance_path, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up chatter at every start
 
     from . import errors, extensions, models  # noqa: F401  (models registers the tables)
     from .crypto.keys import KeyRing

@@ -17,9 +17,14 @@ keys = AppGroup("keys", help="Rotate, list and prune the signing keys.")
               help="Sign with the new key at once, instead of after KEY_PUBLISH_AHEAD (for a leaked key; "
                    "relying parties that cached the JWKS will fail to verify until they refetch it).")
 def rotate(alg, immediate):
-    """Add a new key; it signs once published long enough, and the old one retires then."""
+    """Add a new key; it signs once published long enough, and the old one retires then.
+
+    Also prunes retired keys no live token can need, so a rotation run from cron keeps the
+    JWKS small without a second job."""
     key = keyring().rotate(alg or current_app.config["ID_TOKEN_ALG"], immediate=immediate)
     click.echo(f"new {key['alg']} key {key['kid']}: published now, signs from {when(key['not_before'])}")
+    for kid in keyring().prune(_max_token_lifetime()):
+        click.echo(f"pruned {kid}")
 
 
 @keys.command("list")
@@ -33,8 +38,12 @@ def list_():
 @keys.command("prune")
 def prune():
     """Delete retired keys once every token they signed has expired."""
-    cfg = current_app.config
-    removed = keyring().prune(max(cfg["ID_TOKEN_TTL"], cfg["ACCESS_TOKEN_TTL"]))
+    removed = keyring().prune(_max_token_lifetime())
     for kid in removed:
         click.echo(f"pruned {kid}")
     click.echo(f"{len(removed)} key(s) pruned")
+
+
+def _max_token_lifetime() -> int:
+    cfg = current_app.config
+    return max(cfg["ID_TOKEN_TTL"], cfg["ACCESS_TOKEN_TTL"])

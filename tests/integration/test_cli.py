@@ -280,6 +280,17 @@ def test_keys_rotate_list_and_prune(make_app, tmp_path):
     assert idp("keys", "rotate", "--alg", "HS256").exit_code == 2
 
 
+def test_rotate_prunes_keys_no_token_can_need(make_app, tmp_path):
+    app = make_app(keys_dir=tmp_path / "keys")
+    idp = runner_for(app)
+    (es_old, *_), _ = keys_table(idp)
+    assert idp("keys", "rotate", "--now").exit_code == 0  # es_old retires now: tokens may still need it
+    app.config.update(ID_TOKEN_TTL=0, ACCESS_TOKEN_TTL=0)
+    second = idp("keys", "rotate", "--now")
+    assert f"pruned {es_old}" in second.stdout
+    assert es_old not in {row[0] for row in keys_table(idp)}
+
+
 def test_a_bad_setting_is_one_line_not_a_traceback(monkeypatch, tmp_path):
     monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
     monkeypatch.setenv("IDP_ID_TOKEN_ALG", "HS256")
