@@ -43,9 +43,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .oauth import discovery, server, views as oauth_views
 
     server.init_app(app)
-    for bp in (discovery.bp, oauth_views.bp, login_views.bp, logout_views.bp):
+    for bp in (oauth_views.bp, login_views.bp, logout_views.bp):
         app.register_blueprint(bp)
     errors.register(app)
     headers.register(app)
     ops.init_app(app)  # /healthz, /readyz, /metrics, request timing
+    app.wsgi_app = discovery.Documents(app, app.wsgi_app)  # discovery and JWKS answered before Flask
     return app

@@ -150,6 +150,10 @@ class KeyRing:
         return [{"kid": k.kid, "alg": k.alg, "state": state, "created_at": k.created_at,
                  "not_before": k.not_before, "retired_at": retired_at} for k, state, retired_at in self._states()]
 
+    def version(self) -> tuple[str, ...]:
+        """Changes whenever the set of keys does (a cache key for the JWKS bytes)."""
+        return tuple(k.kid for k in self._snapshot())
+
     def jwks(self) -> dict:
         """The JWK Set (RFC 7517 §5) of every published key (next, active, retired): public members only."""
         with self._lock:

@@ -15,19 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-from flask import Blueprint, Response, current_app, request
+import time
 
-from idp.extensions import keyring
-
-bp = Blueprint("discovery", __name__)
+from ..ops import metrics
+from ..web import headers
 
 DISCOVERY_MAX_AGE = 3600
 JWKS_MAX_AGE = 300
 BASE_SCOPES = ["openid", "email", "profile", "offline_access"]
 CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
-
-_documents: dict[tuple, tuple[bytes, str]] = {}  # (issuer, scopes, acr) -> (body, etag)
-_jwks_bodies: dict[frozenset, tuple[bytes, str]] = {}  # kids -> (body, etag)
 
 
 def metadata(issuer: str, extra_scopes=(), acr_values=("urn:idp:acr:pwd",)) -> dict:
@@ -78,35 +74,60 @@ def _encode(doc: dict) -> tuple[bytes, str]:
     return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def _cacheable(body: bytes, etag: str, max_age: int) -> Response:
-    """200 with the body, or 304 when the client's If-None-Match names this ETag."""
-    not_modified = request.if_none_match.contains_weak(etag.strip('"'))
-    resp = Response(b"" if not_modified else body, status=304 if not_modified else 200,
-                    mimetype="application/json")
-    resp.headers["ETag"] = etag
-    resp.headers["Cache-Control"] = f"public, max-age={max_age}"
-    resp.headers["Access-Control-Allow-Origin"] = "*"
-    return resp
+class Documents:
+    """WSGI layer answering GET and HEAD of the discovery document and the JWKS itself.
 
+    They are the same bytes for every request, and every relying party and JWT library asks
+    for them; going through Flask's request machinery for them cost ten times the work of
+    the answer (4.6k vs 50k req/s for the bare bytes on 2 granian workers here). So the
+    bytes are built once (discovery) or once per key set (JWKS) and served from here with
+    the headers a Flask response would carry (idp.web.headers), timed in the same metric.
+    Every other request goes to Flask unchanged.
+    """
 
-@bp.get("/.well-known/openid-configuration")
-@bp.get("/.well-known/oauth-authorization-server")
-def openid_configuration():
-    cfg = current_app.config
-    key = (cfg["ISSUER"], tuple(cfg.get("EXTRA_SCOPES", [])), tuple(cfg.get("ACR_VALUES", ["urn:idp:acr:pwd"])))
-    cached = _documents.get(key)
-    if cached is None:
-        cached = _documents[key] = _encode(metadata(*key))
-    return _cacheable(*cached, DISCOVERY_MAX_AGE)
+    def __init__(self, app, wsgi_app):
+        cfg = app.config
+        self.next, self.keyring = wsgi_app, app.extensions["idp.keyring"]
+        self.discovery = _encode(metadata(cfg["ISSUER"], cfg.get("EXTRA_SCOPES", ()),
+                                          cfg.get("ACR_VALUES", ["urn:idp:acr:pwd"])))
+        self.headers = [*headers.security_headers(cfg["ISSUER"]), ("Access-Control-Allow-Origin", "*"),
+                        ("Content-Type", "application/json")]
+        self.routes = {
+            "/.well-known/openid-configuration": ("discovery.openid_configuration", self._discovery, DISCOVERY_MAX_AGE),
+            "/.well-known/oauth-authorization-server": ("discovery.openid_configuration", self._discovery,
+                                                        DISCOVERY_MAX_AGE),
+            "/jwks": ("discovery.jwks", self._jwks, JWKS_MAX_AGE),
+        }
+        self._jwks_cache: tuple[tuple, tuple[bytes, str]] | None = None
 
+    def _discovery(self) -> tuple[bytes, str]:
+        return self.discovery
 
-@bp.get("/jwks")
-def jwks():
-    doc = keyring().jwks()
-    kids = frozenset(k["kid"] for k in doc["keys"])
-    cached = _jwks_bodies.get(kids)
-    if cached is None:
-        if len(_jwks_bodies) > 16:
-            _jwks_bodies.clear()
-        cached = _jwks_bodies[kids] = _encode(doc)
-    return _cacheable(*cached, JWKS_MAX_AGE)
+    def _jwks(self) -> tuple[bytes, str]:
+        version = self.keyring.version()  # cheap: the key ring re-reads its directory at most once a second
+        cached = self._jwks_cache
+        if cached is None or cached[0] != version:
+            cached = self._jwks_cache = (version, _encode(self.keyring.jwks()))
+        return cached[1]
+
+    def __call__(self, environ, start_response):
+        route = self.routes.get(environ.get("PATH_INFO", ""))
+        if route is None:
+            return self.next(environ, start_response)
+        started = time.perf_counter()
+        endpoint, document, max_age = route
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            body, status = b'{"error":"invalid_request","error_description":"use GET"}', "405 METHOD NOT ALLOWED"
+            extra = [("Allow", "GET, HEAD"), ("Cache-Control", "no-store")]
+        else:
+            body, etag = document()
+            extra = [("ETag", etag), ("Cache-Control", f"public, max-age={max_age}")]
+            # RFC 9110 §13.1.2: If-None-Match uses the weak comparison.
+            wanted = [t.strip().removeprefix("W/") for t in environ.get("HTTP_IF_NONE_MATCH", "").split(",")]
+            status = "200 OK"
+            if etag in wanted or "*" in wanted:
+                body, status = b"", "304 NOT MODIFIED"
+        start_response(status, [*self.headers, *extra, ("Content-Length", str(len(body)))])
+        metrics.observe(endpoint, method, int(status[:3]), time.perf_counter() - started)
+        return [b""] if method == "HEAD" else [body]

@@ -75,13 +75,15 @@ def refresh_reuse() -> None:
 
 # -- request timing ----------------------------------------------------------
 
+def observe(endpoint: str, method: str, status: int, seconds: float) -> None:
+    """Time one request (also called by WSGI layers that answer before Flask)."""
+    REQUEST_SECONDS.labels(endpoint, method if method in METHODS else "other", f"{status // 100}xx").observe(seconds)
+
+
 def _observe(status: int) -> None:
     started = g.pop("_idp_metrics_t0", None)
-    if started is None:
-        return
-    method = request.method if request.method in METHODS else "other"
-    REQUEST_SECONDS.labels(request.endpoint or "none", method, f"{status // 100}xx").observe(
-        time.perf_counter() - started)
+    if started is not None:
+        observe(request.endpoint or "none", request.method, status, time.perf_counter() - started)
 
 
 def instrument(app) -> None:

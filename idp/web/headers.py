@@ -8,21 +8,29 @@ CSP = (
 )
 
 
+def security_headers(issuer: str) -> list[tuple[str, str]]:
+    # Forms post to ourselves, but after sign-in the browser follows redirects to relying
+    # parties; CSP form-action covers redirects in Chromium, so allow any http(s) target.
+    out = [
+        ("Content-Security-Policy", CSP.format(form_action="https: http:")),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+    if issuer.startswith("https://"):
+        out.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
+    return out
+
+
 def register(app):
-    https = app.config["ISSUER"].startswith("https://")
+    always = security_headers(app.config["ISSUER"])
 
     @app.after_request
     def add_headers(resp):
         h = resp.headers
-        # Forms post to ourselves, but after sign-in the browser follows redirects to relying
-        # parties; CSP form-action covers redirects in Chromium, so allow any http(s) target.
-        h.setdefault("Content-Security-Policy", CSP.format(form_action="https: http:"))
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "no-referrer")
-        h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if https:
-            h.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        for name, value in always:
+            h.setdefault(name, value)
         if request.method == "POST" or request.path.startswith(("/authorize", "/login", "/consent")):
             h.setdefault("Cache-Control", "no-store")
         return resp

@@ -9,16 +9,20 @@ ISSUER = "https://id.example.test"
 WELL_KNOWN = "/.well-known/openid-configuration"
 
 
-@pytest.fixture
-def app(tmp_path):
-    app = idp.create_app({
+def make_app(tmp_path, **overrides):
+    return idp.create_app({
         "DATABASE_URL": f"sqlite:///{tmp_path}/idp.sqlite3",
         "KEYS_DIR": str(tmp_path / "keys"),
         "REDIS_URL": "memory://",
         "ISSUER": ISSUER,
         "TESTING": True,
+        **overrides,
     })
-    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    return make_app(tmp_path)
 
 
 @pytest.fixture
@@ -67,9 +71,9 @@ def test_rfc8414_well_known_serves_the_same_document(client):
     assert client.get("/.well-known/oauth-authorization-server").data == client.get(WELL_KNOWN).data
 
 
-def test_extra_scopes_and_acr_values_come_from_config(app, client):
-    app.config.update(EXTRA_SCOPES=["orders"], ACR_VALUES=["urn:idp:acr:pwd", "urn:idp:acr:mfa"])
-    doc = client.get(WELL_KNOWN).get_json()
+def test_extra_scopes_and_acr_values_come_from_config(tmp_path):
+    app = make_app(tmp_path, EXTRA_SCOPES=["orders"], ACR_VALUES=["urn:idp:acr:pwd", "urn:idp:acr:mfa"])
+    doc = app.test_client().get(WELL_KNOWN).get_json()
     assert doc["scopes_supported"] == ["openid", "email", "profile", "offline_access", "orders"]
     assert doc["acr_values_supported"] == ["urn:idp:acr:pwd", "urn:idp:acr:mfa"]
 
@@ -110,3 +114,31 @@ def test_jwks_verifies_a_signed_token(client, keyring):
     token = keyring.sign({"iss": ISSUER, "sub": "u1"}, "ES256")
     jwks = KeySet.import_key_set(client.get("/jwks").get_json())
     assert jwt.decode(token, jwks, algorithms=["ES256"]).claims["sub"] == "u1"
+
+
+def test_head_and_other_methods(client):
+    head = client.head(WELL_KNOWN)
+    assert head.status_code == 200 and head.data == b""
+    assert int(head.headers["Content-Length"]) == len(client.get(WELL_KNOWN).data)
+    post = client.post("/jwks")
+    assert post.status_code == 405 and post.is_json and post.headers["Allow"] == "GET, HEAD"
+
+
+def test_documents_are_timed_in_the_request_metric(client):
+    client.get("/jwks")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'idp_http_request_duration_seconds_count{endpoint="discovery.jwks",method="GET",status="2xx"}' in text
+
+
+def test_jwks_follows_a_rotation(app, client, keyring):
+    before = client.get("/jwks")
+    new = keyring.rotate("ES256")
+    from datetime import datetime, timedelta, timezone
+
+    from freezegun import freeze_time
+
+    # the key ring re-reads its directory at most once a second
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=2)):
+        after = client.get("/jwks")
+    assert new["kid"] in {k["kid"] for k in after.get_json()["keys"]}
+    assert after.headers["ETag"] != before.headers["ETag"]
