@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import requests
+from authlib.integrations.base_client import OAuthError
 from flask import Flask, abort, render_template_string, request, session
+from joserfc.errors import JoseError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ISSUER = "http://127.0.0.1:5000"
@@ -94,6 +97,30 @@ def check_authorization_response_iss(idp_issuer: str) -> None:
     """RFC 9207 §2.4: the IdP says it sends ``iss``; refuse a response from another issuer."""
     if request.args.get("iss") != idp_issuer:
         abort(400, "the authorization response does not come from our issuer (RFC 9207)")
+
+
+def finish_sign_in(idp, idp_issuer: str, client_id: str) -> dict:
+    """At the redirect URI: check ``iss``, redeem the code (authlib sends the PKCE verifier
+    and checks state, nonce and the ID token); the verified claims are in ``["userinfo"]``."""
+    check_authorization_response_iss(idp_issuer)
+    try:
+        token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, client_id), leeway=LEEWAY)
+    except (OAuthError, JoseError, requests.RequestException) as exc:
+        abort(400, f"sign-in failed: {exc}")
+    if "userinfo" not in token:  # authlib puts the verified ID token claims there
+        abort(400, "sign-in failed: the token response has no ID token")
+    return token
+
+
+def signed_out_note(idp) -> str | None:
+    """Back from the end_session_endpoint (RP-Initiated Logout §3), if ``state`` says so."""
+    if "state" not in request.args:
+        return None
+    try:
+        idp.validate_logout_response()
+        return "You are signed out."
+    except OAuthError:
+        return "Ignored a sign-out response with an unknown state."
 
 
 class LocalSessions:

@@ -18,8 +18,8 @@ from authlib.integrations.flask_client import OAuth
 from flask import abort, jsonify, redirect, request, session, url_for
 from joserfc.errors import JoseError
 
-from ..common import (LEEWAY, LocalSessions, Registration, check_authorization_response_iss, check_csrf,
-                      id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render)
+from ..common import (LEEWAY, LocalSessions, Registration, check_csrf, finish_sign_in, id_token_checks, issuer,
+                      load_registrations, new_flask_app, register_oidc, render, signed_out_note)
 from .backchannel import LogoutTokenError, LogoutTokenVerifier
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
 
     @app.get("/")
     def index():
-        note = None
-        if "state" in request.args:  # back from the end_session_endpoint (RP-Initiated Logout §3)
-            try:
-                idp.validate_logout_response()
-                note = "You are signed out."
-            except OAuthError:
-                note = "Ignored a sign-out response with an unknown state."
-        return render(INDEX, title="Seller Dashboard", local=current(), note=note, pretty=pretty)
+        return render(INDEX, title="Seller Dashboard", local=current(), note=signed_out_note(idp), pretty=pretty)
 
     @app.get("/login")
     def login():
@@ -88,16 +81,12 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
 
     @app.get("/callback")
     def callback():
-        check_authorization_response_iss(idp_issuer)
+        token = finish_sign_in(idp, idp_issuer, reg.client_id)
+        claims = dict(token.pop("userinfo"))
         try:
-            token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, reg.client_id),
-                                               leeway=LEEWAY)
-            if "userinfo" not in token:  # authlib puts the verified ID token claims there
-                raise OAuthError("invalid_response", "the token response has no ID token")
-            claims = dict(token.pop("userinfo"))
             info = dict(idp.userinfo(token=token))
-        except (OAuthError, JoseError, requests.RequestException) as exc:
-            abort(400, f"sign-in failed: {exc}")
+        except (OAuthError, requests.RequestException) as exc:
+            abort(400, f"userinfo failed: {exc}")
         if info.get("sub") != claims["sub"]:  # OIDC Core §5.3.2: else the UserInfo must not be used
             abort(400, "UserInfo is about another subject")
         sessions.delete(session.pop(SESSION_KEY, None))

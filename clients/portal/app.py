@@ -14,14 +14,11 @@ import base64
 import json
 import time
 
-import requests
-from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import OAuth
-from flask import abort, redirect, request, session, url_for
-from joserfc.errors import JoseError
+from flask import redirect, session, url_for
 
-from ..common import (LEEWAY, LocalSessions, Registration, check_authorization_response_iss, check_csrf,
-                      id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render)
+from ..common import (LocalSessions, Registration, check_csrf, finish_sign_in, issuer,
+                      load_registrations, new_flask_app, register_oidc, render, signed_out_note)
 
 REGIONS = {"na": "portal-na", "eu": "portal-eu", "jp": "portal-jp"}
 SESSION_KEY = "local_session"
@@ -62,14 +59,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
 
     @app.get("/")
     def index():
-        note = None
-        if "state" in request.args:
-            try:
-                idp.validate_logout_response()
-                note = "You are signed out."
-            except OAuthError:
-                note = "Ignored a sign-out response with an unknown state."
-        return render(INDEX, title=title, local=current(), note=note,
+        return render(INDEX, title=title, local=current(), note=signed_out_note(idp),
                       pretty=lambda v: json.dumps(v, indent=2, sort_keys=True))
 
     @app.get("/login")
@@ -79,14 +69,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
 
     @app.get("/callback")
     def callback():
-        check_authorization_response_iss(idp_issuer)
-        try:
-            token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, reg.client_id),
-                                               leeway=LEEWAY)
-            if "userinfo" not in token:  # authlib puts the verified ID token claims there
-                raise OAuthError("invalid_response", "the token response has no ID token")
-        except (OAuthError, JoseError, requests.RequestException) as exc:
-            abort(400, f"sign-in failed: {exc}")
+        token = finish_sign_in(idp, idp_issuer, reg.client_id)
         claims = dict(token["userinfo"])
         header = jws_header(token["id_token"])
         auth_time = int(claims.get("auth_time", time.time()))
