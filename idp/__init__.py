@@ -28,7 +28,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from . import errors, extensions, models  # noqa: F401  (models registers the tables)
     from .crypto.keys import KeyRing
     from .store import create_store
-    from .web import headers
+    from .web import headers, sessions
 
     extensions.db.init_app(app)
     extensions.migrate.init_app(app, extensions.db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
@@ -47,6 +47,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.register_blueprint(bp)
     errors.register(app)
     headers.register(app)
+    sessions.register(app)
     ops.init_app(app)  # /healthz, /readyz, /metrics, request timing
     app.wsgi_app = discovery.Documents(app, app.wsgi_app)  # discovery and JWKS answered before Flask
     return app

@@ -11,26 +11,9 @@ from ._types import JSONList, UTCDateTime, utcnow
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 
 
-class Client(db.Model):
-    __tablename__ = "client"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    client_id: Mapped[str] = mapped_column(String(100), unique=True)
-    # Keyed hash of the secret (see idp.crypto.secrets); null for public and private_key_jwt clients.
-    secret_hash: Mapped[str | None] = mapped_column(String(128))
-    name: Mapped[str] = mapped_column(String(200))
-    application_type: Mapped[str] = mapped_column(String(10), default="web")  # web | native
-    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")
-    redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
-    post_logout_redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
-    grant_types: Mapped[list] = mapped_column(JSONList, default=lambda: ["authorization_code"])
-    scopes: Mapped[list] = mapped_column(JSONList, default=lambda: ["openid", "email", "profile"])
-    first_party: Mapped[bool] = mapped_column(Boolean, default=False)
-    id_token_signed_response_alg: Mapped[str | None] = mapped_column(String(10))
-    access_token_format: Mapped[str] = mapped_column(String(10), default="opaque")  # opaque | jwt
-    jwks: Mapped[dict | None] = mapped_column(JSON)  # public keys for private_key_jwt
-    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(500))
-    created_at = mapped_column(UTCDateTime, default=utcnow)
+class ClientRules:
+    """What a client may do, from its registration's attributes; shared by the database row
+    (Client) and the copy rebuilt from the store's cache (CachedClient)."""
 
     @property
     def is_public(self) -> bool:
@@ -68,3 +51,33 @@ class Client(db.Model):
 
     def check_response_type(self, response_type):
         return response_type == "code" and "authorization_code" in self.grant_types
+
+
+class Client(ClientRules, db.Model):
+    __tablename__ = "client"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(100), unique=True)
+    # Keyed hash of the secret (see idp.crypto.secrets); null for public and private_key_jwt clients.
+    secret_hash: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    application_type: Mapped[str] = mapped_column(String(10), default="web")  # web | native
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")
+    redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
+    post_logout_redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
+    grant_types: Mapped[list] = mapped_column(JSONList, default=lambda: ["authorization_code"])
+    scopes: Mapped[list] = mapped_column(JSONList, default=lambda: ["openid", "email", "profile"])
+    first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    id_token_signed_response_alg: Mapped[str | None] = mapped_column(String(10))
+    access_token_format: Mapped[str] = mapped_column(String(10), default="opaque")  # opaque | jwt
+    jwks: Mapped[dict | None] = mapped_column(JSON)  # public keys for private_key_jwt
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(500))
+    created_at = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CachedClient(ClientRules):
+    """A registration read from the shared cache (idp.oauth.clients): plain attributes, no ORM
+    state to build on the token hot path. Read-only by convention: change clients in the database."""
+
+    def __init__(self, data: dict):
+        self.__dict__.update(data)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..extensions import db, store
 from ..models import Client
+from ..models.client import CachedClient
 from . import prefetch
 
 CACHE_TTL = 300
@@ -22,7 +23,7 @@ _FIELDS = [c.key for c in Client.__table__.columns]
 _DIRTY = "idp.changed_clients"
 
 
-def find(client_id) -> Client | None:
+def find(client_id) -> Client | CachedClient | None:
     if not isinstance(client_id, str) or not client_id or len(client_id) > 100:
         return None
     s = store()
@@ -54,11 +55,8 @@ def _jsonable(value):
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _from_cache(data: dict) -> Client:
-    """A transient Client (not in any session): read-only use by the protocol code."""
-    data = dict(data)
-    data.pop("created_at", None)
-    return Client(**data)
+def _from_cache(data: dict) -> CachedClient:
+    return CachedClient(data)
 
 
 @event.listens_for(Client, "after_insert")
