@@ -19,12 +19,13 @@ from .accounts import accounts, create_account, find
 from .clients import clients, load as load_clients
 from .common import CliError
 from .keys import keys
+from .logout import logout
 from .serve import serve
 
 DEMO_SELLER = "demo.seller@example.com"
 
 cli = AppGroup("idp", help="Operate the seller identity provider: database, keys, clients, accounts.")
-for group in (db_commands, keys, clients, accounts, serve):
+for group in (db_commands, keys, clients, accounts, logout, serve):
     cli.add_command(group)
 
 
