@@ -3,10 +3,11 @@
 import click
 from flask.cli import AppGroup
 
-from ..logout import backchannel
-from ..logout.everywhere import sign_out_everywhere
 from .accounts import find
 from .common import CliError
+
+# The logout modules import the token code, which imports prometheus-client; `idp serve`
+# must choose its multiprocess mode before that happens, so they are imported in the commands.
 
 logout = AppGroup("logout", help="Sign an account out everywhere; retry back-channel logout deliveries.")
 
@@ -15,6 +16,8 @@ logout = AppGroup("logout", help="Sign an account out everywhere; retry back-cha
 @click.argument("email")
 def everywhere(email):
     """End every session of the account and revoke all its tokens (a support action)."""
+    from ..logout.everywhere import sign_out_everywhere
+
     account = find(email)
     if account is None:
         raise CliError(f"no account with the email {email!r}")
@@ -27,6 +30,8 @@ def everywhere(email):
 @logout.command("retry")
 def retry():
     """Deliver again the back-channel logout tokens that failed (run it from cron every few minutes)."""
+    from ..logout import backchannel
+
     report = backchannel.retry_pending()
     click.echo(f"{len(report.delivered)} delivered, {len(report.failed)} failed (kept for the next run while "
                f"tries remain), {len(report.pending)} still in flight")
