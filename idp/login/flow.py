@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from flask import current_app, redirect, request, session as flask_session, url_for
 
 from ..crypto.keys import InvalidJWT
-from ..crypto.secrets import keyed_hash, new_token
+from ..crypto.secrets import keyed_hash, new_token, verify_keyed_hash
 from ..extensions import db, keyring, store
 from ..models import Account, Client, Consent
 from ..oauth import codes
@@ -40,7 +40,7 @@ def load(signin_id: str) -> SignIn | None:
     if signin.expires_at <= time.time():
         return None
     raw = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE), "")
-    if not raw or keyed_hash(raw) != signin.browser:
+    if not raw or not verify_keyed_hash(raw, signin.browser):
         return None
     return signin
 
