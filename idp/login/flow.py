@@ -83,7 +83,7 @@ def begin(req: AuthorizationRequest, client: Client):
         auth_time = int(row.auth_time.timestamp())
         if session_satisfies(signin.request, auth_time, now, hint_sub, account.sub):
             signin.account_id, signin.auth_time, signin.amr = account.id, auth_time, list(row.amr)
-            signin.from_session, signin.sid = True, row.sid
+            signin.sid = row.sid
             signin.complete("password")
     resp = advance(signin, client)
     browser_session.set_cookie(resp, BROWSER_COOKIE, raw_browser, max_age=365 * 24 * 3600)
@@ -93,7 +93,7 @@ def begin(req: AuthorizationRequest, client: Client):
 def advance(signin: SignIn, client: Client):
     """Go to the next needed step's page, or answer the authorization request when done."""
     req = AuthorizationRequest.from_dict(signin.request)
-    if signin.account_id is not None:
+    if signin.account_id is not None and not client.first_party:  # first-party clients never ask
         consent = db.session.execute(
             db.select(Consent).filter_by(account_id=signin.account_id, client_id=client.client_id)
         ).scalar_one_or_none()
@@ -132,7 +132,6 @@ def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
     signin.account_id = account.id
     signin.auth_time = int(time.time())
     signin.amr = sorted(set(amr))
-    signin.from_session = False
     signin.sid = None
 
 
@@ -142,7 +141,7 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client):
         return _error(req, "access_denied", "the account is not available")
     row = browser_session.by_sid(signin.sid)
     if row is None:  # the session ended while this sign-in was open: prove identity again
-        signin.account_id, signin.sid, signin.from_session = None, None, False
+        signin.account_id, signin.sid = None, None
         signin.done = [k for k in signin.done if k != "password"]
         return advance(signin, client)
     if client.client_id not in (row.clients or []):

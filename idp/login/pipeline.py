@@ -28,8 +28,7 @@ class SignIn:
     auth_time: int | None = None  # when the user last proved who they are
     amr: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
-    from_session: bool = False  # authenticated by an existing IdP session (SSO)
-    sid: str | None = None  # the IdP session, once authentication is complete
+    sid: str | None = None  # the IdP session: the SSO one it started from, or the one it opened
     consent_given: bool = False  # already on record for these scopes
     browser: str = ""  # keyed hash of the browser-binding cookie that started it
     expires_at: float = 0.0  # checked on load, whatever the store's own TTL clock says
