@@ -29,13 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import argon2
 import requests
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-import flow_driver  # noqa: E402
-
 ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(ROOT))
+import flow_driver  # noqa: E402
+from idp.config import DEFAULTS as IDP_DEFAULTS  # noqa: E402
+
 REF_DIR = BENCH / "reference"
 DRIVERS = BENCH / "drivers"
 CLIENTS_FILE = REF_DIR / "clients.example.json"  # both IdPs load these clients
@@ -163,18 +166,28 @@ def start_postgres() -> tuple[str, int]:
 
 
 def ensure_npm_deps() -> None:
-    if (REF_DIR / "node_modules" / "oidc-provider").is_dir():
+    if all((REF_DIR / "node_modules" / dep).is_dir()
+           for dep in json.loads((REF_DIR / "package.json").read_text())["dependencies"]):
         return
     cmd = ["npm", "ci"] if (REF_DIR / "package-lock.json").exists() else ["npm", "install"]
     subprocess.run(cmd + ["--no-audit", "--no-fund"], cwd=REF_DIR, check=True)
 
 
+def argon2_params() -> dict:
+    """Our IdP's default argon2id cost (idp/config.py), as argon2-cffi PasswordHasher arguments."""
+    return {"memory_cost": IDP_DEFAULTS["ARGON2_MEMORY_KIB"], "time_cost": IDP_DEFAULTS["ARGON2_TIME_COST"],
+            "parallelism": IDP_DEFAULTS["ARGON2_PARALLELISM"]}
+
+
 def start_reference(redis_url: str) -> tuple[str, list[int]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # The reference verifies the same kind of hash at the same cost as ours (argon2id, our
+    # config's parameters); it gets the hash only, never the password, and only in its environment.
+    password_hash = argon2.PasswordHasher(**argon2_params(), type=argon2.Type.ID).hash(BENCH_PASSWORD)
     proc = spawn("reference", ["node", "server.mjs"], cwd=REF_DIR, env={
         "REF_PORT": str(port), "WORKERS": str(WORKERS), "REDIS_URL": redis_url,
-        "CLIENTS_FILE": str(CLIENTS_FILE), "BENCH_PASSWORD": BENCH_PASSWORD, "NODE_ENV": "production",
+        "CLIENTS_FILE": str(CLIENTS_FILE), "BENCH_PASSWORD_HASH": password_hash, "NODE_ENV": "production",
     })
     wait_until(lambda: requests.get(base + "/.well-known/openid-configuration", timeout=2).ok
                and len(descendants(proc.pid)) >= WORKERS, "reference IdP", proc)
@@ -307,8 +320,10 @@ def report(results: dict, mem: dict, args) -> str:
               "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MB) |", "| --- | --- | ---: |"]
     for name, rows in mem.items():
         lines += [f"| {name} | {label} | {mb:.1f} |" for label, mb in rows]
-    lines += ["", "Notes: the reference login checks the password with a constant-time compare of SHA-256 "
-              "digests (no password KDF), so the flow row favours it if ours hashes passwords. "
+    a = argon2_params()
+    lines += ["", "Notes: both IdPs verify an argon2id password hash with the same parameters "
+              f"(m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}; ours with argon2-cffi, "
+              "the reference with @node-rs/argon2), one verification per login. "
               "Load generator (wrk, Python flow driver) shares the 2 cores with the servers."]
     return "\n".join(lines) + "\n"
 

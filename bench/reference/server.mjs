@@ -2,11 +2,13 @@
 // configured like our IdP. Node cluster, WORKERS processes sharing one Redis.
 //
 // env: REF_PORT (required), WORKERS (default 2), REDIS_URL, CLIENTS_FILE (JSON
-// array of client metadata), BENCH_PASSWORD (password of seller@example.com).
+// array of client metadata), BENCH_PASSWORD_HASH (required: argon2id PHC string of the
+// password of seller@example.com, made by bench/run.py with our IdP's argon2 parameters).
 import cluster from 'node:cluster';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 
+import { verify as argon2Verify } from '@node-rs/argon2';
 import Provider from 'oidc-provider';
 
 import RedisAdapter from './redis_adapter.mjs';
@@ -14,6 +16,8 @@ import RedisAdapter from './redis_adapter.mjs';
 const PORT = Number(process.env.REF_PORT);
 const WORKERS = Number(process.env.WORKERS ?? 2);
 if (!PORT) throw new Error('REF_PORT is required');
+const PASSWORD_HASH = process.env.BENCH_PASSWORD_HASH ?? '';
+if (!PASSWORD_HASH.startsWith('$argon2id$')) throw new Error('BENCH_PASSWORD_HASH (argon2id) is required');
 
 if (cluster.isPrimary) {
   // One ES256 signing key and one cookie-signing key for all workers.
@@ -54,7 +58,6 @@ function startWorker() {
   const issuer = `http://127.0.0.1:${PORT}`;
   const clients = JSON.parse(fs.readFileSync(process.env.CLIENTS_FILE, 'utf8'));
   const account = { sub: 'bench-seller-1', email: 'seller@example.com' };
-  const passwordDigest = sha256(process.env.BENCH_PASSWORD ?? '');
 
   const provider = new Provider(issuer, {
     adapter: RedisAdapter,
@@ -125,8 +128,10 @@ function startWorker() {
     if (ctx.method !== 'POST' || !m[2]) ctx.throw(405);
 
     const form = new URLSearchParams(await readBody(ctx.req));
-    const ok = form.get('email') === account.email
-      && crypto.timingSafeEqual(sha256(form.get('password') ?? ''), passwordDigest);
+    // Like our IdP: one argon2id verification per attempt, whether or not the email is known
+    // (@node-rs/argon2 runs it on the libuv thread pool, off the event loop).
+    const passwordOk = await argon2Verify(PASSWORD_HASH, form.get('password') ?? '');
+    const ok = form.get('email') === account.email && passwordOk;
     if (!ok) {
       ctx.status = 401;
       ctx.type = 'html';
@@ -141,10 +146,6 @@ function startWorker() {
   });
 
   provider.listen(PORT, '127.0.0.1');
-}
-
-function sha256(s) {
-  return crypto.createHash('sha256').update(s).digest();
 }
 
 function escapeHtml(s) {
