@@ -28,7 +28,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from . import errors, extensions, models  # noqa: F401  (models registers the tables)
     from .crypto.keys import KeyRing
     from .store import create_store
-    from .web import headers, sessions
+    from .web import headers
 
     extensions.db.init_app(app)
     extensions.migrate.init_app(app, extensions.db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
@@ -40,14 +40,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     from . import ops
     from .login import views as login_views
     from .logout import views as logout_views
-    from .oauth import discovery, server, views as oauth_views
+    from .oauth import discovery, endpoints, server, views as oauth_views
 
     server.init_app(app)
     for bp in (oauth_views.bp, login_views.bp, logout_views.bp):
         app.register_blueprint(bp)
     errors.register(app)
     headers.register(app)
-    sessions.register(app)
     ops.init_app(app)  # /healthz, /readyz, /metrics, request timing
+    app.wsgi_app = endpoints.Endpoints(app, app.wsgi_app)  # /token, /introspect, /revoke, /userinfo
     app.wsgi_app = discovery.Documents(app, app.wsgi_app)  # discovery and JWKS answered before Flask
     return app

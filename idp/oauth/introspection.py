@@ -24,7 +24,8 @@ from flask import current_app
 
 from ..extensions import db
 from ..models import Account, Grant
-from . import client_auth, clients, jwt_access_token, params, prefetch, tokens
+from ..store import prefetch
+from . import client_auth, clients, jwt_access_token, params, tokens
 from .refresh import account_usable
 
 INACTIVE = {"active": False}

@@ -107,5 +107,6 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         token = tokens.issue(
             client, issue["grant"], self.request.user, issue["scope"], refresh=True, refresh_scope=row.scope,
             generation=row.generation + 1, audience=issue["audience"], id_scope=issue["id_scope"],
+            grant_type="refresh_token",
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER

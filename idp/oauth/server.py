@@ -11,11 +11,10 @@ Composition: the authorization code grant (below), refresh with rotation
 (RFC 7662) and revocation (RFC 7009) endpoints; one server per app.
 """
 
+from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error, grants
-from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import current_app
-from flask import request as flask_request
 
 from ..extensions import db
 from ..login import session as browser_session
@@ -93,17 +92,32 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         refresh = client.check_grant_type("refresh_token") and (
             "offline_access" in code["scope"] or client.first_party)
         token = tokens.issue(client, grant, account, " ".join(at_scopes), nonce=code.get("nonce"), refresh=refresh,
-                             refresh_scope=scope, id_scope=scope,
+                             refresh_scope=scope, id_scope=scope, grant_type="authorization_code",
                              audience=resource_indicators.audience(chosen, client.client_id))
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
 class Server(AuthorizationServer):
+    """authlib's framework-agnostic server: requests come from idp.oauth.requests and
+    responses go out as (status, body, headers) for idp.oauth.endpoints to write."""
+
+    def query_client(self, client_id):
+        return query_client(client_id)
+
+    def save_token(self, token, request):
+        pass  # idp.oauth.tokens stores what it issues
+
+    def create_oauth2_request(self, request):
+        return request  # already an OAuth2Request (idp.oauth.requests.WSGIRequest)
+
+    def create_json_request(self, request):
+        raise NotImplementedError("no JSON endpoint is served through authlib")
+
     def handle_response(self, status_code, payload, headers):
-        resp = super().handle_response(status_code, payload, headers)
-        resp.headers["Cache-Control"] = "no-store"
-        resp.headers["Pragma"] = "no-cache"
-        return resp
+        return status_code, payload, headers
+
+    def send_signal(self, name, *args, **kwargs):
+        pass  # no one listens: metrics and security events are recorded where they happen
 
     def authenticate_client(self, request, methods, endpoint="token"):
         try:
@@ -115,8 +129,8 @@ class Server(AuthorizationServer):
     def create_token_response(self, request=None):
         """RFC 6749 §3.2: no repeated parameters; a missing grant_type is invalid_request."""
         try:
-            params.check(flask_request.values)
-            if not params.single(flask_request.form, "grant_type"):
+            params.check(request.payload.data)
+            if not params.single(request.form, "grant_type"):
                 raise InvalidRequestError("Missing 'grant_type' in request.")
         except OAuth2Error as error:
             return self.handle_response(*error())
@@ -125,7 +139,6 @@ class Server(AuthorizationServer):
 
 def init_app(app):
     server = Server()
-    server.init_app(app, query_client=query_client, save_token=lambda token, request: None)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=True)])
     server.register_grant(RefreshTokenGrant)

@@ -1,4 +1,7 @@
-"""HTTP glue for the protocol endpoints: parse, call the core, render."""
+"""HTTP glue for /authorize: parse, call the core, render.
+
+/token, /introspect, /revoke and /userinfo are answered before Flask (idp.oauth.endpoints).
+"""
 
 from flask import Blueprint, current_app, redirect, request
 
@@ -6,8 +9,8 @@ from ..errors import page_error
 from ..extensions import csrf
 from ..login import flow
 from . import authorize as authz
-from . import codes, userinfo as userinfo_mod
-from .server import authorization_server, query_client
+from . import codes
+from .server import query_client
 
 bp = Blueprint("oauth", __name__)
 
@@ -24,29 +27,3 @@ def authorize():
         return redirect(codes.response_url(e.redirect_uri, {
             "error": e.error, "error_description": e.description, "state": e.state}))
     return flow.begin(req, client)
-
-
-@bp.route("/token", methods=["POST"])
-@csrf.exempt
-def token():
-    return authorization_server().create_token_response()
-
-
-@bp.route("/introspect", methods=["POST"])
-@csrf.exempt
-def introspect():
-    """RFC 7662 (idp.oauth.introspection)."""
-    return authorization_server().create_endpoint_response("introspection")
-
-
-@bp.route("/revoke", methods=["POST"])
-@csrf.exempt
-def revoke():
-    """RFC 7009 (idp.oauth.revocation)."""
-    return authorization_server().create_endpoint_response("revocation")
-
-
-@bp.route("/userinfo", methods=["GET", "POST"])
-@csrf.exempt
-def userinfo():
-    return userinfo_mod.respond()

@@ -20,7 +20,7 @@ import hmac
 import os
 import time
 
-from flask import Blueprint, Response, current_app, g, has_request_context, request
+from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
@@ -56,10 +56,8 @@ def token_issued(grant_type: str, kind: str) -> None:
                          kind if kind in TOKEN_KINDS else "other").inc()
 
 
-def tokens_issued(response: dict, grant_type: str | None = None) -> None:
-    """Count each token in a token response; the grant type defaults to the request's."""
-    if grant_type is None:
-        grant_type = request.form.get("grant_type", "none") if has_request_context() else "none"
+def tokens_issued(response: dict, grant_type: str) -> None:
+    """Count each token in a token response."""
     for kind in TOKEN_KINDS:
         if kind in response:
             token_issued(grant_type, kind)

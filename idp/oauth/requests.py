@@ -1,0 +1,92 @@
+"""authlib's framework-agnostic OAuth2Request, read straight from a WSGI environ.
+
+The machine-to-machine endpoints (idp.oauth.endpoints) run authlib's server without
+Flask's request machinery. authlib needs little from a request: the method, the
+headers, the query (``args``), the form body (``form``) and both together
+(``payload.data``, as werkzeug's ``request.values``). This builds exactly that.
+
+Parsing follows werkzeug's rules: the body is read only for
+``application/x-www-form-urlencoded`` (RFC 6749 §3.2, RFC 7662 §2.1, RFC 7009 §2.1),
+blank values are kept, undecodable bytes become U+FFFD, and a body without a length is
+read only when the server says the stream ends. Bodies over MAX_BODY are refused before
+they are read.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from werkzeug.datastructures import EnvironHeaders, MultiDict
+
+MAX_BODY = 64 * 1024  # a client assertion (4 KiB, idp.oauth.params) and a few more parameters
+FORM = "application/x-www-form-urlencoded"
+
+
+class BodyTooLarge(Exception):
+    """The declared or actual body is over MAX_BODY (413)."""
+
+
+def _parse(text: str) -> list[tuple[str, str]]:
+    return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace")
+
+
+def read_form(environ) -> list[tuple[str, str]]:
+    if environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() != FORM:
+        return []
+    stream = environ["wsgi.input"]
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        length = None
+    if length is not None and length >= 0:
+        if length > MAX_BODY:
+            raise BodyTooLarge
+        body = stream.read(length) if length else b""
+    elif environ.get("wsgi.input_terminated"):
+        body = stream.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise BodyTooLarge
+    else:
+        body = b""  # no length and no end marker: werkzeug reads nothing either
+    return _parse(body.decode("utf-8", "replace"))
+
+
+class Payload(OAuth2Payload):
+    def __init__(self, data: MultiDict):
+        self._data = data
+
+    @property
+    def data(self) -> MultiDict:
+        return self._data
+
+    @property
+    def datalist(self) -> dict[str, list[str]]:
+        return self._data.to_dict(flat=False)
+
+
+class WSGIRequest(OAuth2Request):
+    """An OAuth2Request for authlib's grants and endpoints, from a WSGI environ.
+
+    ``uri`` is the issuer's URL of the endpoint, not one rebuilt from the Host header:
+    behind a TLS-terminating load balancer the worker sees plain http, and authlib refuses
+    non-https URIs (InsecureTransportError) although the client did use https.
+    """
+
+    def __init__(self, environ, issuer: str):
+        method = environ.get("REQUEST_METHOD", "GET")
+        super().__init__(method, issuer + environ.get("PATH_INFO", ""), headers=EnvironHeaders(environ))
+        # PEP 3333: the query string arrives as latin-1 text of the raw bytes.
+        query = environ.get("QUERY_STRING", "").encode("latin-1", "replace").decode("utf-8", "replace")
+        args = _parse(query)
+        form = read_form(environ) if method == "POST" else []
+        self._args, self._form = MultiDict(args), MultiDict(form)
+        self.payload = Payload(MultiDict(args + form))
+
+    @property
+    def args(self) -> MultiDict:
+        return self._args
+
+    @property
+    def form(self) -> MultiDict:
+        return self._form
