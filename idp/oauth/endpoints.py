@@ -23,6 +23,9 @@ import logging
 import secrets
 import time
 
+from authlib.common.security import is_secure_transport
+from authlib.oauth2.rfc6749 import InsecureTransportError
+
 from ..ops import metrics
 from ..web import headers as security
 from . import userinfo
@@ -43,6 +46,8 @@ class Endpoints:
 
     def __init__(self, app, wsgi_app):
         self.app, self.next, self.issuer = app, wsgi_app, app.config["ISSUER"]
+        # authlib's transport rule (https, or http on loopback), judged once on the issuer.
+        self.insecure = not is_secure_transport(self.issuer + "/token")
         self.base_headers = [*security.security_headers(self.issuer), ("Cache-Control", "no-store"),
                              ("Pragma", "no-cache")]
         server = app.extensions["idp.authorization_server"]
@@ -76,6 +81,8 @@ class Endpoints:
     def _answer(self, environ, method, methods, handler):
         if method not in methods:
             return 405, _error("invalid_request", f"use {' or '.join(methods)}"), [("Allow", ", ".join(methods))]
+        if self.insecure:
+            return InsecureTransportError()()
         try:
             with self.app.app_context():
                 return handler(WSGIRequest(environ, self.issuer))

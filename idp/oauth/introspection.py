@@ -22,8 +22,6 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import current_app
 
-from ..extensions import db
-from ..models import Account, Grant
 from ..store import prefetch
 from . import client_auth, clients, jwt_access_token, params, tokens
 from .refresh import account_usable
@@ -58,15 +56,14 @@ def access_token_body(token: str) -> dict | None:
 def refresh_token_body(token: str, client) -> dict | None:
     if jwt_access_token.looks_like_jwt(token):
         return None
-    row = tokens.find_refresh_token(token)
-    if row is None or row.client_id != client.client_id or row.rotated_at is not None:
+    found = tokens.find_refresh_token(token)
+    if found is None or found.token.client_id != client.client_id or found.token.rotated_at is not None:
         return None
-    grant = db.session.get(Grant, row.grant_id)
+    row, grant, account = found
     now = datetime.now(timezone.utc)
-    if grant is None or grant.revoked_at is not None or min(row.expires_at, grant.expires_at) <= now \
+    if grant.revoked_at is not None or min(row.expires_at, grant.expires_at) <= now \
             or tokens.is_grant_revoked(grant.id):
         return None
-    account = db.session.get(Account, grant.account_id) if grant.account_id is not None else None
     if not account_usable(account, grant):
         return None
     return _compact({

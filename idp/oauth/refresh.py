@@ -24,34 +24,33 @@ from datetime import datetime, timezone
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, grants
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from ..extensions import db
-from ..models import Account, Grant, RefreshToken
+from ..models import RefreshToken
 from ..ops import metrics
 from . import resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS
 
 
-def account_usable(account: Account | None, grant: Grant) -> bool:
+def account_usable(account, grant) -> bool:
     if account is None or account.status != "active":
         return False
     revoked = account.sessions_revoked_at
     return revoked is None or revoked <= grant.created_at
 
 
+_RT = RefreshToken.__table__
+_ROTATE = (update(_RT).where(_RT.c.token_hash == bindparam("h"), _RT.c.rotated_at.is_(None))
+           .values(rotated_at=bindparam("now")))
+
+
 def rotate(token_hash: str) -> bool:
     """Mark the token rotated; True only for the one caller that changed the row."""
-    result = db.session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.token_hash == token_hash, RefreshToken.rotated_at.is_(None))
-        .values(rotated_at=datetime.now(timezone.utc))
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    return db.session.execute(_ROTATE, {"h": token_hash, "now": datetime.now(timezone.utc)}).rowcount == 1
 
 
-def _reuse(grant: Grant):
+def _reuse(grant):
     tokens.revoke_grant(grant.id, "refresh_token_reuse", grant.account_id)
     metrics.refresh_reuse()
     return InvalidGrantError("The refresh token has already been used.")
@@ -69,18 +68,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not presented:
             raise InvalidRequestError("Missing 'refresh_token' in request.")
 
-        row = tokens.find_refresh_token(presented)
-        if row is None or row.client_id != client.client_id:
+        found = tokens.find_refresh_token(presented)
+        if found is None or found.token.client_id != client.client_id:
             raise InvalidGrantError("The refresh token is invalid.")
-        grant = db.session.get(Grant, row.grant_id)
-        if grant is None or grant.revoked_at is not None or tokens.is_grant_revoked(grant.id):
+        row, grant, account = found
+        if grant.revoked_at is not None or tokens.is_grant_revoked(grant.id):
             raise InvalidGrantError("The refresh token has been revoked.")
         if row.rotated_at is not None:
             raise _reuse(grant)
         now = datetime.now(timezone.utc)
         if row.expires_at <= now or grant.expires_at <= now:
             raise InvalidGrantError("The refresh token has expired.")
-        account = db.session.get(Account, grant.account_id) if grant.account_id is not None else None
         if not account_usable(account, grant):
             raise InvalidGrantError("The account is not available.")
 

@@ -74,8 +74,15 @@ class WSGIRequest(OAuth2Request):
     """
 
     def __init__(self, environ, issuer: str):
+        # OAuth2Request.__init__ would check the transport of the URI on every request
+        # (urlsplit, ipaddress): a tenth of a client_credentials request. The URI is the
+        # issuer's, which idp.oauth.endpoints checks once, so the attributes are set
+        # here; tests/unit/test_oauth_wsgi_request.py checks they are all of authlib's.
         method = environ.get("REQUEST_METHOD", "GET")
-        super().__init__(method, issuer + environ.get("PATH_INFO", ""), headers=EnvironHeaders(environ))
+        self.method, self.uri, self.headers = method, issuer + environ.get("PATH_INFO", ""), EnvironHeaders(environ)
+        self._body = None
+        self.client = self.auth_method = self.user = self.authorization_code = None
+        self.refresh_token = self.credential = self._scope = None
         # PEP 3333: the query string arrives as latin-1 text of the raw bytes.
         query = environ.get("QUERY_STRING", "").encode("latin-1", "replace").decode("utf-8", "replace")
         args = _parse(query)

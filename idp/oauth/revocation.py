@@ -27,10 +27,10 @@ def _revoke_access(token: str, client) -> bool:
 def _revoke_refresh(token: str, client) -> bool:
     if jwt_access_token.looks_like_jwt(token):
         return False
-    row = tokens.find_refresh_token(token)
-    if row is None or row.client_id != client.client_id:
+    found = tokens.find_refresh_token(token)
+    if found is None or found.token.client_id != client.client_id:
         return False
-    tokens.revoke_grant(row.grant_id, "revoked_by_client")
+    tokens.revoke_grant(found.grant.id, "revoked_by_client")
     return True
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import NamedTuple
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import contains_eager
+from sqlalchemy import bindparam, insert, select, update
 
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db, keyring, store
@@ -89,15 +90,15 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
         rt = new_token(32)
         # A Core INSERT: the row is never read back, and the ORM's unit of work for one
         # new object cost more than the statement (refresh is a hot path).
-        db.session.execute(insert(RefreshToken).values(_refresh_row(rt, grant, client, refresh_scope or scope,
-                                                                    generation)))
+        db.session.execute(_INSERT_REFRESH, _refresh_row(rt, grant, client, refresh_scope or scope, generation))
         response["refresh_token"] = rt
     aud = audience or resource_indicators.audience(list(grant.resource), client.client_id)
     access_token, key, revoked = _mint_access_token(client, grant, account, scope, now, ttl, aud)
-    if revoked is not None and grant.revoked_at is None:
+    if revoked is not None:
         # The family was revoked while we issued (a replayed code, a reused refresh token):
         # the issuance happened first, the revocation after it, so what we return is dead.
-        grant.revoked_at, grant.revoked_reason = datetime.now(timezone.utc), str(revoked)[:60]
+        db.session.execute(update(Grant).where(Grant.id == grant.id, Grant.revoked_at.is_(None))
+                           .values(revoked_at=datetime.now(timezone.utc), revoked_reason=str(revoked)[:60]))
     try:
         db.session.commit()
     except Exception:
@@ -131,6 +132,9 @@ def sign_id_token(client, account, grant, now, *, nonce=None, access_token=None,
         access_token=access_token, alg=alg, email=email,
     )
     return keyring().sign(body, alg)
+
+
+_INSERT_REFRESH = insert(RefreshToken.__table__)
 
 
 def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generation: int) -> dict:
@@ -209,17 +213,43 @@ def revoke_access_token(token: str, client_id: str | None = None) -> dict | None
     return record
 
 
-def find_refresh_token(token: str) -> RefreshToken | None:
-    """The refresh token row, or None. Its Grant and Account come in the same query, so
-    the callers' ``db.session.get`` of them is answered from the session, not the database."""
+class RefreshLookup(NamedTuple):
+    """A refresh token with its family and account, as plain read-only rows."""
+
+    token: SimpleNamespace
+    grant: SimpleNamespace
+    account: SimpleNamespace | None
+
+
+def _columns(table, prefix: str, skip=()):
+    return [c.label(prefix + c.key) for c in table.c if c.key not in skip]
+
+
+_RT, _GRANT, _ACCOUNT = RefreshToken.__table__, Grant.__table__, Account.__table__
+# Built once: the refresh path runs it on every use, and constructing an ORM query with
+# joined eager loads cost more than PostgreSQL's answer (tokens are looked up by hash).
+_FIND_REFRESH = (
+    select(*_columns(_RT, "t_"), *_columns(_GRANT, "g_"), *_columns(_ACCOUNT, "a_", skip={"password_hash"}))
+    .select_from(_RT.join(_GRANT, _GRANT.c.id == _RT.c.grant_id).outerjoin(_ACCOUNT, _ACCOUNT.c.id == _GRANT.c.account_id))
+    .where(_RT.c.token_hash == bindparam("token_hash"))
+)
+
+
+def _part(row, prefix: str) -> SimpleNamespace:
+    n = len(prefix)
+    return SimpleNamespace(**{k[n:]: v for k, v in row.items() if k.startswith(prefix)})
+
+
+def find_refresh_token(token: str) -> RefreshLookup | None:
+    """The refresh token, its Grant and Account (None for a client's own family), in one
+    SELECT, or None."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
         return None
-    return db.session.execute(
-        select(RefreshToken)
-        .join(RefreshToken.grant).outerjoin(Grant.account)
-        .options(contains_eager(RefreshToken.grant).contains_eager(Grant.account))
-        .where(RefreshToken.token_hash == keyed_hash(token))
-    ).scalar_one_or_none()
+    row = db.session.execute(_FIND_REFRESH, {"token_hash": keyed_hash(token)}).mappings().first()
+    if row is None:
+        return None
+    account = _part(row, "a_") if row["a_id"] is not None else None
+    return RefreshLookup(_part(row, "t_"), _part(row, "g_"), account)
 
 
 def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:

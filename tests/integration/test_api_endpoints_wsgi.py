@@ -84,3 +84,11 @@ def test_https_issuer_behind_a_plain_http_hop(app):
     resp = behind.test_client().post("/token", data={"grant_type": "client_credentials"}, auth=auth_of(api),
                                      base_url="http://idp.example.com")
     assert resp.status_code == 200, resp.get_json()
+
+
+def test_plain_http_issuer_off_loopback_is_refused(app):
+    """authlib's rule (RFC 6749 §1.6: TLS) still holds; judged once on the issuer."""
+    cfg = {k: app.config[k] for k in ("DATABASE_URL", "REDIS_URL", "KEYS_DIR", "STORE_NAMESPACE") if k in app.config}
+    plain = create_app({**cfg, "ISSUER": "http://idp.example.com", "TESTING": True})
+    resp = plain.test_client().post("/token", data={"grant_type": "client_credentials"})
+    assert resp.status_code == 400 and resp.get_json()["error"] == "insecure_transport"

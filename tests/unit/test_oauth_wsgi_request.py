@@ -71,3 +71,10 @@ def test_unterminated_stream_without_length():
 def test_query_string_is_latin1_text_of_utf8_bytes():
     raw = "r=\u00e9".encode().decode("latin-1")  # PEP 3333
     assert WSGIRequest(environ(query=raw), ISSUER).args.get("r") == "\u00e9"
+
+
+def test_has_every_attribute_authlib_sets():
+    """WSGIRequest sets authlib's request attributes itself (no per-request transport check)."""
+    from authlib.oauth2.rfc6749 import OAuth2Request
+
+    assert set(vars(OAuth2Request("POST", ISSUER + "/token"))) <= set(vars(WSGIRequest(environ(), ISSUER)))
