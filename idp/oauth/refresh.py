@@ -1,6 +1,8 @@
 """The refresh token grant with rotation (RFC 6749 §6, RFC 9700 §4.14.2).
 
-Every use of a refresh token rotates it: the presented token is marked with a
+Every use of a refresh token rotates it (on PostgreSQL, a refresh naming no scope and no
+resource does the checks, the rotation and the successor in one statement:
+idp.oauth.refresh_rotation; everything else takes the checks below): the presented token is marked with a
 conditional ``UPDATE ... WHERE rotated_at IS NULL`` and a successor joins the same family
 (Grant) with generation + 1. Only the caller whose UPDATE changed the row gets tokens;
 anyone presenting a rotated token (an attacker with a stolen copy, or the loser of a
@@ -29,7 +31,8 @@ from sqlalchemy import bindparam, update
 from ..extensions import db
 from ..models import RefreshToken
 from ..ops import metrics
-from . import resource_indicators, tokens
+from ..crypto.secrets import keyed_hash, new_token
+from . import refresh_rotation, resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS
 
 
@@ -68,6 +71,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not presented:
             raise InvalidRequestError("Missing 'refresh_token' in request.")
 
+        requested = (self.request.payload.scope or "").split()
+        self._rotated_to = None
+        if not requested and not form.getlist("resource") and refresh_rotation.available():
+            # The common refresh: the token's own scope and resources, rotated in one statement.
+            successor = new_token(32)
+            found = refresh_rotation.rotate(keyed_hash(presented), client.client_id, keyed_hash(successor),
+                                            current_app.config["REFRESH_TOKEN_IDLE_TTL"])
+            if found is not None:
+                self._rotated_to = successor
+                return self._prepare(client, found, found.token.scope.split(), [])
         found = tokens.find_refresh_token(presented)
         if found is None or found.token.client_id != client.client_id:
             raise InvalidGrantError("The refresh token is invalid.")
@@ -83,16 +96,20 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("The account is not available.")
 
         token_scopes = row.scope.split()
-        requested = (self.request.payload.scope or "").split()
         if not set(requested) <= set(token_scopes):
             raise InvalidScopeError("The requested scope exceeds the scope granted.")
         scopes = [s for s in token_scopes if s in requested] if requested else token_scopes
+        self._prepare(client, found, scopes, form.getlist("resource"))
+
+    def _prepare(self, client, found, scopes: list[str], requested_resources: list[str]):
+        row, grant, account = found
         resources = current_app.config["RESOURCES"]
-        chosen = resource_indicators.select(form.getlist("resource"), list(grant.resource), resources)
+        chosen = resource_indicators.select(requested_resources, list(grant.resource), resources)
         at_scopes = resource_indicators.narrow_scope(scopes, chosen, resources)
         if not at_scopes:
+            # Only a request naming scope or resource gets here in practice: with neither,
+            # this is the computation that already succeeded when the family was issued.
             raise InvalidScopeError("No granted scope applies to the requested resource.")
-
         self.request.refresh_token = row
         self.request.user = account
         self._issue = dict(grant=grant, scope=" ".join(at_scopes), id_scope=" ".join(scopes),
@@ -100,11 +117,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def create_token_response(self):
         row, client, issue = self.request.refresh_token, self.request.client, self._issue
-        if not rotate(row.token_hash):
+        if self._rotated_to is None and not rotate(row.token_hash):
             raise _reuse(issue["grant"])  # lost the race to a concurrent refresh with the same token
         token = tokens.issue(
             client, issue["grant"], self.request.user, issue["scope"], refresh=True, refresh_scope=row.scope,
             generation=row.generation + 1, audience=issue["audience"], id_scope=issue["id_scope"],
-            grant_type="refresh_token",
+            grant_type="refresh_token", rotated_to=self._rotated_to,
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER

@@ -74,19 +74,22 @@ def new_grant(client: Client, account: Account | None, scope: str, *, grant_id=N
 def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, nonce=None,
           refresh: bool = False, refresh_scope: str | None = None, generation: int = 0,
           audience: list[str] | None = None, id_scope: str | None = None, id_token_wanted: bool = True,
-          grant_type: str = "none") -> dict:
+          grant_type: str = "none", rotated_to: str | None = None) -> dict:
     """Mint the token response for a grant: access token, maybe refresh and ID token.
 
     ``scope`` is the access token's; the refresh token keeps ``refresh_scope`` (RFC 6749
     §6: a new refresh token has the scope of the one it replaces) and the ID token is
-    decided by ``id_scope`` (both default to ``scope``). The caller has put its changes
+    decided by ``id_scope`` (both default to ``scope``); ``rotated_to`` is a successor refresh
+    token the caller has stored already. The caller has put its changes
     (new Grant, rotation) in the session: the access token is stored first, then the
     session committed, so a family revoked meanwhile never gets a live token.
     """
     cfg = current_app.config
     now, ttl = int(time.time()), cfg["ACCESS_TOKEN_TTL"]
     response = {"token_type": "Bearer", "expires_in": ttl, "scope": scope}
-    if refresh:
+    if rotated_to is not None:
+        response["refresh_token"] = rotated_to  # already stored by idp.oauth.refresh_rotation
+    elif refresh:
         rt = new_token(32)
         # A Core INSERT: the row is never read back, and the ORM's unit of work for one
         # new object cost more than the statement (refresh is a hot path).

@@ -1,0 +1,70 @@
+"""Refresh-token rotation in one PostgreSQL statement: the common refresh's only SQL.
+
+A refresh that names no scope and no resource (the mobile app's every refresh) needs the
+presented token marked rotated and its successor inserted, if and only if the token is
+live: issued to this client, not yet rotated, within its idle and absolute lifetimes, its
+family not revoked, its account active and not signed out everywhere since. PostgreSQL
+does all of that in one autocommitted statement (a data-modifying CTE, UPDATE ... FROM
+... RETURNING, then INSERT ... SELECT), so such a refresh costs one database round trip
+instead of BEGIN, SELECT, UPDATE, INSERT and COMMIT.
+
+The row lock of the UPDATE keeps RFC 9700 §4.14.2's promise: of two concurrent refreshes
+with one token, the second waits for the first, finds ``rotated_at`` set and changes
+nothing. Whenever nothing changed, the caller takes the general path (idp.oauth.refresh),
+which tells reuse (revoke the family) from an unknown, foreign or expired token. SQLite,
+the single-process embedded database, always takes the general path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+from ..extensions import db
+from .tokens import RefreshLookup
+
+# PostgreSQL's own parameter style: this runs on the driver's cursor (see rotate()).
+_ROTATE = """
+WITH old AS (
+    UPDATE refresh_token AS t SET rotated_at = %(now)s
+    FROM "grant" AS g JOIN account AS a ON a.id = g.account_id
+    WHERE t.token_hash = %(token_hash)s AND t.rotated_at IS NULL AND t.client_id = %(client_id)s
+      AND t.expires_at > %(now)s AND g.id = t.grant_id AND g.expires_at > %(now)s AND g.revoked_at IS NULL
+      AND a.status = 'active' AND (a.sessions_revoked_at IS NULL OR a.sessions_revoked_at <= g.created_at)
+    RETURNING t.scope, t.generation, g.id, g.expires_at, g.sid, g.resource, g.auth_time, g.acr, g.amr,
+              a.id AS account_id, a.sub, a.email, a.email_verified
+), successor AS (
+    INSERT INTO refresh_token (token_hash, grant_id, client_id, scope, created_at, expires_at, generation)
+    SELECT %(new_hash)s, id, %(client_id)s, scope, %(now)s, LEAST(%(idle_until)s, expires_at), generation + 1
+    FROM old
+)
+SELECT scope, generation, id, expires_at, sid, resource, auth_time, acr, amr, account_id, sub, email,
+       email_verified FROM old
+"""
+
+
+def available() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+def rotate(token_hash: str, client_id: str, new_hash: str, idle_ttl: int) -> RefreshLookup | None:
+    """Rotate a live token into ``new_hash`` (committed), or None if nothing changed."""
+    now = datetime.now(timezone.utc)
+    params = {"token_hash": token_hash, "client_id": client_id, "new_hash": new_hash, "now": now,
+              "idle_until": now + timedelta(seconds=idle_ttl)}
+    # One statement in autocommit, on the driver's cursor: SQLAlchemy's result set-up for a
+    # thirteen-column textual statement cost more than PostgreSQL's execution of it, and
+    # psycopg already returns aware datetimes, JSON as lists and booleans.
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.execute(_ROTATE, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (scope, generation, grant_id, grant_expires, sid, resource, auth_time, acr, amr, account_id, sub, email,
+     email_verified) = row
+    token = SimpleNamespace(scope=scope, generation=generation, client_id=client_id, rotated_at=now)
+    grant = SimpleNamespace(id=grant_id, expires_at=grant_expires, sid=sid, resource=resource or [],
+                            auth_time=auth_time, acr=acr, amr=amr or [], account_id=account_id)
+    account = SimpleNamespace(id=account_id, sub=sub, email=email, email_verified=email_verified, status="active")
+    return RefreshLookup(token, grant, account)

@@ -1,0 +1,86 @@
+"""The one-statement rotation (idp.oauth.refresh_rotation): it rotates only a live token and
+changes nothing otherwise, leaving the verdict (reuse, expiry, revocation) to the general path.
+
+PostgreSQL only: on SQLite every refresh takes the general path, which
+test_rfc6749_refresh_rotation.py covers on both databases."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import select
+
+from idp.crypto.secrets import keyed_hash, new_token
+from idp.extensions import db
+from idp.models import Account, Grant, RefreshToken
+from idp.oauth import refresh_rotation, tokens
+from tests.integration.token_helpers import login, refresh
+
+IDLE = 14 * 24 * 3600
+pytestmark = pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+
+
+@pytest.fixture
+def live(app, flow):
+    assert refresh_rotation.available()
+    body = login(flow)
+    return body["refresh_token"], tokens.find_access_token(body["access_token"])["grant_id"]
+
+
+def _rotate(token, client_id="rp-web"):
+    successor = new_token(32)
+    return successor, refresh_rotation.rotate(keyed_hash(token), client_id, keyed_hash(successor), IDLE)
+
+
+def _state(token):
+    db.session.expire_all()
+    row = db.session.get(RefreshToken, keyed_hash(token))
+    return None if row is None else (row.rotated_at is not None, row.generation)
+
+
+def test_live_token_is_rotated_into_its_successor(live, seller):
+    token, grant_id = live
+    successor, found = _rotate(token)
+    assert found.grant.id == grant_id and found.account.sub == seller.sub and found.token.scope == "openid email"
+    assert _state(token) == (True, 0) and _state(successor) == (False, 1)
+    row = db.session.get(RefreshToken, keyed_hash(successor))
+    assert row.grant_id == grant_id and row.expires_at <= db.session.get(Grant, grant_id).expires_at
+
+
+def test_another_clients_token_is_left_alone(live):
+    token, _ = live
+    successor, found = _rotate(token, client_id="rp-other")
+    assert found is None and _state(token) == (False, 0) and _state(successor) is None
+
+
+def test_rotated_token_changes_nothing(live):
+    token, _ = live
+    _rotate(token)
+    successor, found = _rotate(token)
+    assert found is None and _state(successor) is None
+
+
+def test_expired_token_is_not_rotated(live, app):
+    token, _ = live
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=app.config["REFRESH_TOKEN_IDLE_TTL"] + 1)):
+        assert _rotate(token)[1] is None
+    assert _state(token) == (False, 0)
+
+
+def test_revoked_family_or_suspended_account_is_not_rotated(live, seller):
+    token, grant_id = live
+    db.session.get(Account, seller.id).status = "suspended"
+    db.session.commit()
+    assert _rotate(token)[1] is None and _state(token) == (False, 0)
+    db.session.get(Account, seller.id).status = "active"
+    db.session.commit()
+    tokens.revoke_grant(grant_id, "test")
+    assert _rotate(token)[1] is None and _state(token) == (False, 0)
+
+
+def test_a_refresh_naming_scope_takes_the_general_path(live, flow):
+    token, _ = live
+    resp = refresh(flow.client, flow.rp, token, scope="openid")
+    assert resp.status_code == 200 and resp.get_json()["scope"] == "openid"
+    assert _state(token) == (True, 0)
+    assert db.session.scalar(select(RefreshToken.scope).where(RefreshToken.generation == 1)) == "openid email"
