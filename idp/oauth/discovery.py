@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-import time
-
-from ..ops import metrics
 from ..web import headers
+from ..web.routes import PathRoutes
 
 DISCOVERY_MAX_AGE = 3600
 JWKS_MAX_AGE = 300
@@ -74,7 +72,7 @@ def _encode(doc: dict) -> tuple[bytes, str]:
     return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-class Documents:
+class Documents(PathRoutes):
     """WSGI layer answering GET and HEAD of the discovery document and the JWKS itself.
 
     They are the same bytes for every request, and every relying party and JWT library asks
@@ -87,16 +85,18 @@ class Documents:
 
     def __init__(self, app, wsgi_app):
         cfg = app.config
-        self.next, self.keyring = wsgi_app, app.extensions["idp.keyring"]
+        super().__init__(wsgi_app)
+        self.keyring = app.extensions["idp.keyring"]
         self.discovery = _encode(metadata(cfg["ISSUER"], cfg.get("EXTRA_SCOPES", ()),
                                           cfg.get("ACR_VALUES", ["urn:idp:acr:pwd"])))
         self.headers = [*headers.security_headers(cfg["ISSUER"]), ("Access-Control-Allow-Origin", "*"),
                         ("Content-Type", "application/json")]
         self.routes = {
-            "/.well-known/openid-configuration": ("discovery.openid_configuration", self._discovery, DISCOVERY_MAX_AGE),
-            "/.well-known/oauth-authorization-server": ("discovery.openid_configuration", self._discovery,
-                                                        DISCOVERY_MAX_AGE),
-            "/jwks": ("discovery.jwks", self._jwks, JWKS_MAX_AGE),
+            "/.well-known/openid-configuration": ("discovery.openid_configuration",
+                                                  (self._discovery, DISCOVERY_MAX_AGE)),
+            "/.well-known/oauth-authorization-server": ("discovery.openid_configuration",
+                                                        (self._discovery, DISCOVERY_MAX_AGE)),
+            "/jwks": ("discovery.jwks", (self._jwks, JWKS_MAX_AGE)),
         }
         self._jwks_cache: tuple[tuple, tuple[bytes, str]] | None = None
 
@@ -110,24 +110,15 @@ class Documents:
             cached = self._jwks_cache = (version, _encode(self.keyring.jwks()))
         return cached[1]
 
-    def __call__(self, environ, start_response):
-        route = self.routes.get(environ.get("PATH_INFO", ""))
-        if route is None:
-            return self.next(environ, start_response)
-        started = time.perf_counter()
-        endpoint, document, max_age = route
-        method = environ.get("REQUEST_METHOD", "GET")
+    def answer(self, environ, method, route):
+        document, max_age = route
         if method not in ("GET", "HEAD"):
-            body, status = b'{"error":"invalid_request","error_description":"use GET"}', "405 METHOD NOT ALLOWED"
-            extra = [("Allow", "GET, HEAD"), ("Cache-Control", "no-store")]
-        else:
-            body, etag = document()
-            extra = [("ETag", etag), ("Cache-Control", f"public, max-age={max_age}")]
-            # RFC 9110 §13.1.2: If-None-Match uses the weak comparison.
-            wanted = [t.strip().removeprefix("W/") for t in environ.get("HTTP_IF_NONE_MATCH", "").split(",")]
-            status = "200 OK"
-            if etag in wanted or "*" in wanted:
-                body, status = b"", "304 NOT MODIFIED"
-        start_response(status, [*self.headers, *extra, ("Content-Length", str(len(body)))])
-        metrics.observe(endpoint, method, int(status[:3]), time.perf_counter() - started)
-        return [b""] if method == "HEAD" else [body]
+            body = b'{"error":"invalid_request","error_description":"use GET"}'
+            return 405, [*self.headers, ("Allow", "GET, HEAD"), ("Cache-Control", "no-store")], body
+        body, etag = document()
+        headers = [*self.headers, ("ETag", etag), ("Cache-Control", f"public, max-age={max_age}")]
+        # RFC 9110 §13.1.2: If-None-Match uses the weak comparison.
+        wanted = [t.strip().removeprefix("W/") for t in environ.get("HTTP_IF_NONE_MATCH", "").split(",")]
+        if etag in wanted or "*" in wanted:
+            return 304, headers, b""
+        return 200, headers, body

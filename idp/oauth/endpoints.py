@@ -21,62 +21,49 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 
 from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749 import InsecureTransportError
 
-from ..ops import metrics
 from ..web import headers as security
+from ..web.routes import PathRoutes
 from . import userinfo
 from .requests import BodyTooLarge, WSGIRequest
 
 log = logging.getLogger("idp")
 
-STATUS = {200: "200 OK", 400: "400 BAD REQUEST", 401: "401 UNAUTHORIZED", 403: "403 FORBIDDEN",
-          405: "405 METHOD NOT ALLOWED", 413: "413 REQUEST ENTITY TOO LARGE", 500: "500 INTERNAL SERVER ERROR"}
-
-
 def _error(error: str, description: str) -> dict:
     return {"error": error, "error_description": description}
 
 
-class Endpoints:
+class Endpoints(PathRoutes):
     """WSGI layer: the protocol API endpoints, each a function of an authlib request."""
 
     def __init__(self, app, wsgi_app):
-        self.app, self.next, self.issuer = app, wsgi_app, app.config["ISSUER"]
+        super().__init__(wsgi_app)
+        self.app, self.issuer = app, app.config["ISSUER"]
         # authlib's transport rule (https, or http on loopback), judged once on the issuer.
         self.insecure = not is_secure_transport(self.issuer + "/token")
         self.base_headers = [*security.security_headers(self.issuer), ("Cache-Control", "no-store"),
                              ("Pragma", "no-cache")]
         server = app.extensions["idp.authorization_server"]
         self.routes = {
-            "/token": ("oauth.token", ("POST",), server.create_token_response),
-            "/introspect": ("oauth.introspect", ("POST",),
-                            lambda req: server.create_endpoint_response("introspection", req)),
-            "/revoke": ("oauth.revoke", ("POST",), lambda req: server.create_endpoint_response("revocation", req)),
-            "/userinfo": ("oauth.userinfo", ("GET", "POST"), userinfo.respond),
+            "/token": ("oauth.token", (("POST",), server.create_token_response)),
+            "/introspect": ("oauth.introspect", (("POST",),
+                            lambda req: server.create_endpoint_response("introspection", req))),
+            "/revoke": ("oauth.revoke", (("POST",), lambda req: server.create_endpoint_response("revocation", req))),
+            "/userinfo": ("oauth.userinfo", (("GET", "POST"), userinfo.respond)),
         }
 
-    def __call__(self, environ, start_response):
-        route = self.routes.get(environ.get("PATH_INFO", ""))
-        if route is None:
-            return self.next(environ, start_response)
-        started = time.perf_counter()
-        endpoint, methods, handler = route
-        method = environ.get("REQUEST_METHOD", "GET")
-        status, body, extra = self._answer(environ, method, methods, handler)
+    def answer(self, environ, method, route):
+        status, body, extra = self._answer(environ, method, *route)
         payload = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
         names = {name.lower() for name, _ in extra}
         out = [(n, v) for n, v in self.base_headers if n.lower() not in names]
         out += [(n, v) for n, v in extra if n.lower() != "content-length"]
         if "content-type" not in names:
             out.append(("Content-Type", "application/json"))
-        out.append(("Content-Length", str(len(payload))))
-        start_response(STATUS.get(status) or f"{status} STATUS", out)
-        metrics.observe(endpoint, method, status, time.perf_counter() - started)
-        return [b""] if method == "HEAD" else [payload]
+        return status, out, payload
 
     def _answer(self, environ, method, methods, handler):
         if method not in methods:

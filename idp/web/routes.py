@@ -1,0 +1,44 @@
+"""A WSGI layer that answers a few exact paths itself and passes every other request on.
+
+The discovery documents (idp.oauth.discovery) and the API endpoints (idp.oauth.endpoints)
+are answered this way, before Flask: each subclass maps a path to the metric's endpoint
+name and its own route data, and says what to answer; this writes the response and times
+it in the same metric as a Flask request (idp.ops.metrics).
+"""
+
+from __future__ import annotations
+
+import time
+from http import HTTPStatus
+
+from ..ops import metrics
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class PathRoutes:
+    routes: dict[str, tuple[str, object]]  # path -> (endpoint name, route data)
+
+    def __init__(self, wsgi_app):
+        self.next = wsgi_app
+
+    def answer(self, environ, method: str, route) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers without Content-Length, body) for a request to one of the routes."""
+        raise NotImplementedError
+
+    def __call__(self, environ, start_response):
+        found = self.routes.get(environ.get("PATH_INFO", ""))
+        if found is None:
+            return self.next(environ, start_response)
+        started = time.perf_counter()
+        endpoint, route = found
+        method = environ.get("REQUEST_METHOD", "GET")
+        status, headers, body = self.answer(environ, method, route)
+        start_response(f"{status} {_phrase(status)}", [*headers, ("Content-Length", str(len(body)))])
+        metrics.observe(endpoint, method, status, time.perf_counter() - started)
+        return [b""] if method == "HEAD" else [body]
