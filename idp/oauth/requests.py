@@ -88,7 +88,7 @@ class WSGIRequest(OAuth2Request):
         args = _parse(query)
         form = read_form(environ) if method == "POST" else []
         self._args, self._form = MultiDict(args), MultiDict(form)
-        self.payload = Payload(MultiDict(args + form))
+        self.payload = Payload(MultiDict(args + form) if args and form else (self._form if form else self._args))
 
     @property
     def args(self) -> MultiDict:
