@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark our IdP against panva/node-oidc-provider, same machine, same run.
 
-    python bench/run.py                      # both IdPs (needs start_ours filled in)
+    python bench/run.py                      # both IdPs
     python bench/run.py --only reference     # reference only
-    python bench/run.py --duration 10 --warmup 1 --flow-workers 8
+    python bench/run.py --duration 10 --warmup 1 --flow-workers 8 --rounds 3
 
 Each IdP gets its own redis-server (temp dir, free port, loopback only); ours also gets a
 throwaway PostgreSQL cluster. Every endpoint is measured with wrk (2 threads, 16 connections,
-fixed duration) against ours then the reference, the authorization code flow with
-flow_driver.py. Peak RSS (VmHWM) of every server process is read at the end. Prints a table
+fixed duration) against both, in rounds that alternate which goes first (a neighbour's load
+or the machine's drift should not always fall on one side); each side's median round is
+reported. The authorization code flow is driven by flow_driver.py the same way. Peak RSS (VmHWM) of every server process is read at the end. Prints a table
 and writes bench/RESULTS.md. Everything started here is stopped by PID in a finally block.
 """
 from __future__ import annotations
@@ -239,17 +240,19 @@ def check(ok: bool, message: str) -> None:
         raise RuntimeError(message)
 
 
-def prepare(name: str, base: str, adapter: str) -> dict:
-    """Mint tokens and check each endpoint once; returns {endpoint: (url, script, env, warmup_env)}."""
+def prepare(name: str, base: str, adapter: str, rounds: int) -> dict:
+    """Mint tokens and check each endpoint once; returns {endpoint: (url, script, env, warmup_env)},
+    where an env may be a list with one env per round."""
     meta = flow_driver.discover(base)
     web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
     backend = flow_driver.load_client(str(CLIENTS_FILE), "bench-backend")
-    sets = flow_driver.mint_tokens(base, web, adapter, BENCH_PASSWORD, n=4 * CONNECTIONS + 1)
+    runs = 2 * rounds  # every warm-up and every measured run consumes refresh tokens of its own
+    sets = flow_driver.mint_tokens(base, web, adapter, BENCH_PASSWORD, n=runs * 2 * CONNECTIONS + 1)
     user = sets.pop()
     rt_files = []
-    for i in range(2):  # warm-up and measured run each consume their own refresh tokens
+    for i in range(runs):
         f = TMP / f"{name}-refresh-{i}.txt"
-        f.write_text("".join(s["refresh_token"] + "\n" for s in sets[i::2]))
+        f.write_text("".join(s["refresh_token"] + "\n" for s in sets[i::runs]))
         rt_files.append(str(f))
 
     info = requests.post(meta["introspection_endpoint"], auth=(backend["client_id"], backend["client_secret"]),
@@ -267,8 +270,9 @@ def prepare(name: str, base: str, adapter: str) -> dict:
         "discovery GET": (base + "/.well-known/openid-configuration", "get.lua", {}, None),
         "JWKS GET": (meta["jwks_uri"], "get.lua", {}, None),
         "token client_credentials": (tok, "client_credentials.lua", {"BENCH_AUTH": basic(backend)}, None),
-        "token refresh_token (rotating)": (tok, "refresh.lua", {**refresh, "BENCH_TOKENS_FILE": rt_files[1]},
-                                           {**refresh, "BENCH_TOKENS_FILE": rt_files[0]}),
+        "token refresh_token (rotating)": (tok, "refresh.lua",
+                                           [{**refresh, "BENCH_TOKENS_FILE": f} for f in rt_files[1::2]],
+                                           [{**refresh, "BENCH_TOKENS_FILE": f} for f in rt_files[0::2]]),
         "introspection (active opaque)": (meta["introspection_endpoint"], "introspect.lua",
                                           {"BENCH_AUTH": basic(backend), "BENCH_TOKEN": user["access_token"]}, None),
         "userinfo (bearer)": (meta["userinfo_endpoint"], "userinfo.lua",
@@ -306,16 +310,19 @@ def report(results: dict, mem: dict, args) -> str:
         f"{platform.python_version()} Python · node {subprocess.run(['node', '-v'], capture_output=True, text=True).stdout.strip()}"
         f" · oidc-provider {json.loads((REF_DIR / 'node_modules/oidc-provider/package.json').read_text())['version']}"
         f" · {WORKERS} workers each · wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s (+{args.warmup}s warm-up)"
-        f" · flow: {args.flow_workers} Python threads · load avg at start {LOAD_AT_START}",
+        f" · flow: {args.flow_workers} Python threads · load avg at start {LOAD_AT_START}"
+        f" · median of {args.rounds} rounds, order alternating",
         "",
-        "| endpoint | ours req/s | ref req/s | ratio | ours p50/p99 | ref p50/p99 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| endpoint | ours req/s | ref req/s | ratio | ours p50/p99 | ref p50/p99 | ours rounds | ref rounds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for endpoint, by in results.items():
         o, r = by.get("ours"), by.get("reference")
         ratio = f"{o['rps'] / r['rps']:.2f}" if o and r and r["rps"] else "–"
-        lines.append(f"| {endpoint} | {fmt_rps(o)} | {fmt_rps(r)} | {ratio} | {fmt_lat(o)} | {fmt_lat(r)} |")
-    lines += ["", "ratio = ours / reference (higher is better for ours). "
+        each = [" / ".join(fmt_rps({"rps": x}) for x in side["rounds"]) if side else "–" for side in (o, r)]
+        lines.append(f"| {endpoint} | {fmt_rps(o)} | {fmt_rps(r)} | {ratio} | {fmt_lat(o)} | {fmt_lat(r)} "
+                     f"| {each[0]} | {each[1]} |")
+    lines += ["", "ratio = ours / reference (higher is better for ours), of each side's median round. "
               "Auth code flow rate is flows/s (authorize → login → code → token, PKCE S256).", "",
               "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MB) |", "| --- | --- | ---: |"]
     for name, rows in mem.items():
@@ -328,12 +335,19 @@ def report(results: dict, mem: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def median_round(runs: list[dict]) -> dict:
+    """The run with the median req/s (its latencies with it), and every round's req/s."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return {**ordered[len(ordered) // 2], "rounds": [r["rps"] for r in runs]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["ours", "reference"])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per endpoint (default 10)")
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per endpoint, 0 = none")
     ap.add_argument("--flow-workers", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per endpoint, order alternating (default 3)")
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     args = ap.parse_args()
     names = [args.only] if args.only else ["ours", "reference"]
@@ -354,25 +368,33 @@ def main():
         for name, (base, pids, _) in targets.items():
             print(f"{name}: {base} pids {pids} + workers {[d for p in pids for d in descendants(p)]}", flush=True)
 
-        jobs = {name: prepare(name, base, name) for name, (base, _, _) in targets.items()}
-        results: dict[str, dict] = {}
+        jobs = {name: prepare(name, base, name, args.rounds) for name, (base, _, _) in targets.items()}
+        # Rounds alternate the order (ours first, then the reference first, ...) so that a
+        # neighbour's load or a drift of the machine does not always land on the same side;
+        # the table reports each side's median round.
+        rounds: dict[str, dict[str, list]] = {}
         for endpoint in jobs[names[0]]:
-            for name in names:  # ours then reference, back to back
-                url, script, env, warm_env = jobs[name][endpoint]
-                if args.warmup > 0:
-                    run_wrk(url, script, env if warm_env is None else warm_env, args.warmup)
-                r = run_wrk(url, script, env, args.duration)
-                results.setdefault(endpoint, {})[name] = r
-                print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}", flush=True)
+            for i in range(args.rounds):
+                for name in (names if i % 2 == 0 else names[::-1]):
+                    url, script, env, warm_env = jobs[name][endpoint]
+                    env = env[i] if isinstance(env, list) else env
+                    warm_env = warm_env[i] if isinstance(warm_env, list) else warm_env
+                    if args.warmup > 0:
+                        run_wrk(url, script, env if warm_env is None else warm_env, args.warmup)
+                    r = run_wrk(url, script, env, args.duration)
+                    rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
+                    print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}", flush=True)
 
         endpoint = "authorization code flow (flows/s)"
-        for name in names:
-            base = targets[name][0]
-            web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
-            r = flow_driver.run_load(base, web, name, BENCH_PASSWORD, args.duration, args.flow_workers)
-            results.setdefault(endpoint, {})[name] = r
-            print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} flows/s p50/p99 {fmt_lat(r)}"
-                  + (f"  first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
+        for i in range(args.rounds):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                base = targets[name][0]
+                web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
+                r = flow_driver.run_load(base, web, name, BENCH_PASSWORD, args.duration, args.flow_workers)
+                rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
+                print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} flows/s p50/p99 {fmt_lat(r)}"
+                      + (f"  first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
+        results = {e: {n: median_round(rs) for n, rs in by_name.items()} for e, by_name in rounds.items()}
 
         mem = {name: memory(pids, redis_pid) for name, (_, pids, redis_pid) in targets.items()}
         text = report(results, mem, args)

@@ -84,8 +84,8 @@ class WSGIRequest(OAuth2Request):
         self.client = self.auth_method = self.user = self.authorization_code = None
         self.refresh_token = self.credential = self._scope = None
         # PEP 3333: the query string arrives as latin-1 text of the raw bytes.
-        query = environ.get("QUERY_STRING", "").encode("latin-1", "replace").decode("utf-8", "replace")
-        args = _parse(query)
+        query = environ.get("QUERY_STRING", "")
+        args = _parse(query.encode("latin-1", "replace").decode("utf-8", "replace")) if query else []
         form = read_form(environ) if method == "POST" else []
         self._args, self._form = MultiDict(args), MultiDict(form)
         self.payload = Payload(MultiDict(args + form) if args and form else (self._form if form else self._args))
