@@ -7,13 +7,14 @@ registered non-OpenID scopes (there is no user, so no ID token and no openid/pro
 scopes; §4.4.3: no refresh token either).
 
 This is the hot path of service calls: the token lives only in the store (a family of
-one, no Grant row), so issuing costs the client lookup and one store write.
+one, no Grant row), so issuing costs one store write: the client is authenticated against
+this process's copy of its registration, which that same write checks (idp.oauth.clients).
 """
 
-from authlib.oauth2.rfc6749 import InvalidScopeError, UnauthorizedClientError, grants
+from authlib.oauth2.rfc6749 import InvalidScopeError, OAuth2Error, UnauthorizedClientError, grants
 from flask import current_app
 
-from . import resource_indicators, tokens
+from . import clients, resource_indicators, tokens
 from .client_auth import CONFIDENTIAL_AUTH_METHODS
 
 USER_SCOPES = frozenset({"openid", "profile", "email", "address", "phone", "offline_access"})
@@ -35,6 +36,19 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def validate_token_request(self):
+        # Judged first against this process's copy of the registration (no round trip);
+        # any refusal, and any copy the token write finds stale, is judged again from the
+        # shared cache (idp.oauth.clients).
+        try:
+            with clients.copies_allowed():
+                self._validate()
+        except OAuth2Error:
+            if clients.copy_used() is None:
+                raise
+            clients.forget(clients.copy_used().client_id)
+            self._validate()
+
+    def _validate(self):
         client = self.authenticate_token_endpoint_client()
         if client.is_public or not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError("The client may not use grant_type=client_credentials.")
@@ -49,5 +63,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         self._audience = resource_indicators.audience(chosen, client.client_id)
 
     def create_token_response(self):
-        token = tokens.issue_client_credentials(self.request.client, self.request.scope, self._audience)
+        copy = clients.copy_used()
+        token = tokens.issue_client_credentials(self.request.client, self.request.scope, self._audience, copy)
+        if token is None:  # the copy was stale: the registration changed since this process read it
+            clients.forget(copy.client_id)
+            self._validate()
+            token = tokens.issue_client_credentials(self.request.client, self.request.scope, self._audience)
         return 200, token, self.TOKEN_RESPONSE_HEADER

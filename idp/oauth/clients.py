@@ -3,9 +3,21 @@
 Every token, introspection and revocation request authenticates a client, so the lookup
 is on the hot path; the registration comes from the store in the same round trip as the
 token where the endpoint can say which keys it needs (idp.store.prefetch).
+
+The client credentials grant goes one step further (``copies_allowed``): it may
+authenticate against this process's copy of the registration, with no round trip at
+all, because it then writes its token with ``Store.put_checked``, which returns the
+shared cache's registration as of that write. If it differs from the copy (the client
+was changed, deleted, or its cache entry dropped), the grant deletes the token and
+authenticates again from the shared cache (idp.oauth.client_credentials). No other caller
+ever sees a copy that was not just read from the shared cache.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+
+from flask import g
 
 from ..extensions import store
 from ..models import Client
@@ -13,6 +25,9 @@ from ..models.client import CachedClient
 from ..store.row_cache import RowCache
 
 _CACHE = RowCache(Client, "client_id", "client", [c.key for c in Client.__table__.columns], CachedClient)
+# This process's copies of registrations read from the shared cache, by (store namespace, client_id).
+_COPIES: dict[tuple[str, str], CachedClient] = {}
+MAX_COPIES = 1000
 
 
 def _valid(client_id) -> bool:
@@ -20,7 +35,48 @@ def _valid(client_id) -> bool:
 
 
 def find(client_id) -> Client | CachedClient | None:
-    return _CACHE.find(client_id) if _valid(client_id) else None
+    if not _valid(client_id):
+        return None
+    s = store()
+    if not s.shared:
+        return _CACHE.find(client_id)
+    name = (s.namespace, client_id)
+    if g.get("idp_client_copies_allowed"):
+        copy = _COPIES.get(name)
+        if copy is not None:
+            g.idp_client_copy = copy
+            return copy
+    client = _CACHE.find(client_id)
+    if isinstance(client, CachedClient):
+        if len(_COPIES) >= MAX_COPIES:
+            _COPIES.clear()
+        _COPIES[name] = client
+    return client
+
+
+@contextmanager
+def copies_allowed():
+    """Within the block, ``find`` may answer from this process's copy; ``copy_used`` says
+    afterwards whether it did (and the caller must check it with ``matches``)."""
+    g.idp_client_copies_allowed, g.idp_client_copy = True, None
+    try:
+        yield
+    finally:
+        g.idp_client_copies_allowed = False
+
+
+def copy_used() -> CachedClient | None:
+    return g.get("idp_client_copy")
+
+
+def matches(copy: CachedClient, current) -> bool:
+    """Whether the shared cache's registration (as ``put_checked`` returned it) is the copy's."""
+    return isinstance(current, dict) and current == vars(copy)
+
+
+def forget(client_id: str) -> None:
+    _COPIES.pop((store().namespace, client_id), None)
+    g.idp_client_copy = None
 
 
 def cache_key(client_id) -> str | None:

@@ -31,7 +31,7 @@ from ..models import Account, Client, Grant, RefreshToken, SecurityEvent
 from ..models.grant import new_grant_id
 from ..ops import metrics
 from ..store import prefetch
-from . import id_token, jwt_access_token, resource_indicators
+from . import clients, id_token, jwt_access_token, resource_indicators
 
 AT_PREFIX = "at:"
 MAX_TOKEN = 512  # opaque tokens are 43 characters
@@ -119,11 +119,18 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
     return response
 
 
-def issue_client_credentials(client: Client, scope: str, audience: list[str]) -> dict:
-    """RFC 6749 §4.4.3: an access token only. No database write, one store write."""
+def issue_client_credentials(client: Client, scope: str, audience: list[str], copy=None) -> dict | None:
+    """RFC 6749 §4.4.3: an access token only. No database write, one store write.
+
+    ``copy``: the process's copy of the registration the client authenticated against
+    (idp.oauth.clients); the token is kept only if the shared cache holds that same
+    registration at the moment of the write, else it is deleted and None returned.
+    """
     ttl = current_app.config["ACCESS_TOKEN_TTL"]
-    token, _, _ = _mint_access_token(client, StoreFamily(), None, scope, int(time.time()), ttl, audience,
-                                     indexed=False)
+    token, _, stale = _mint_access_token(client, StoreFamily(), None, scope, int(time.time()), ttl, audience,
+                                         indexed=False, copy=copy)
+    if stale:
+        return None
     metrics.token_issued("client_credentials", "access_token")
     return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
 
@@ -151,11 +158,13 @@ def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generatio
                 created_at=now, expires_at=min(idle, grant.expires_at), generation=generation)
 
 
-def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=True):
+def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=True, copy=None):
     """(token, store key suffix, revocation reason or None).
 
     ``indexed``: add the token to its family's index and honour the family's revocation
     mark; a token minted for a revoked family is deleted at once (the reason is returned).
+    ``copy`` (not indexed): keep the token only if the shared cache still holds this copy
+    of the client's registration (idp.oauth.clients), else delete it ("stale_client").
     """
     cfg = current_app.config
     record = {"client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
@@ -172,7 +181,12 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=
         key = keyed_hash(token)
     s = store()
     if not indexed:
-        s.put(AT_PREFIX + key, record, ttl)
+        if copy is None:
+            s.put(AT_PREFIX + key, record, ttl)
+        elif not clients.matches(copy, s.put_checked(AT_PREFIX + key, record, ttl,
+                                                     clients.cache_key(client.client_id))):
+            s.delete(AT_PREFIX + key)
+            return token, key, "stale_client"
         return token, key, None
     # Write the token into its family and read the family's revocation mark, atomically
     # (revoke_grant writes the mark, then sweeps the family): no token outlives its family.

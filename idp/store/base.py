@@ -128,6 +128,15 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
+        """Atomically, in one round trip: ``put(key)`` and return ``get(check)``.
+
+        For a write made on the strength of a value read earlier (a process's copy of a
+        client registration): the caller compares what ``check`` holds at the moment of the
+        write with what it relied on, and deletes its write if they differ.
+        """
+
+    @abstractmethod
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         """Atomically, in one round trip: ``put(key)``, ``sadd(index, key)`` and return
         ``get(check)``.

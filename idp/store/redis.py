@@ -52,6 +52,12 @@ return redis.call('GET', KEYS[3])
 """
 
 
+_PUT_CHECKED = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return redis.call('GET', KEYS[2])
+"""
+
+
 class RedisStore(Store):
     shared = True
 
@@ -65,6 +71,7 @@ class RedisStore(Store):
         self._incr = self._r.register_script(_INCR)
         self._sadd = self._r.register_script(_SADD)
         self._put_indexed = self._r.register_script(_PUT_INDEXED)
+        self._put_checked = self._r.register_script(_PUT_CHECKED)
         self._local = threading.local()
 
     def _call(self, *command):
@@ -122,6 +129,14 @@ class RedisStore(Store):
         if not isinstance(member, str):
             raise TypeError("set members must be str")
         self._sadd(keys=[self._k(key)], args=[member, check_ttl(ttl)])
+
+    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
+        keys, args = [self._k(key), self._k(check)], [dumps(value), check_ttl(ttl)]
+        try:  # SET and GET again are harmless, so the resend in _call is safe
+            raw = self._call("EVALSHA", self._put_checked.sha, 2, *keys, *args)
+        except NoScriptError:  # a restarted server: redis-py's Script loads it and runs it
+            raw = self._put_checked(keys=keys, args=args)
+        return loads(raw)
 
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         keys = [self._k(key), self._k(index), self._k(check)]

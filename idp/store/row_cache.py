@@ -41,7 +41,8 @@ class RowCache:
         return f"{self.prefix}:{value}"
 
     def find(self, value):
-        """The row (ORM object) or its cached copy (``build(dict)``), or None."""
+        """The row: its copy ``build(dict)`` when the store is shared (the same whether it came
+        from the cache or was just cached), the ORM object otherwise; or None."""
         s = store()
         if not s.shared:
             return self._query(value)
@@ -49,9 +50,11 @@ class RowCache:
         if cached is not None:
             return self.build(cached)
         row = self._query(value)
-        if row is not None:
-            s.put(self.key(value), {f: _jsonable(getattr(row, f)) for f in self.fields}, self.ttl)
-        return row
+        if row is None:
+            return None
+        data = {f: _jsonable(getattr(row, f)) for f in self.fields}
+        s.put(self.key(value), data, self.ttl)
+        return self.build(data)
 
     def _query(self, value):
         column = getattr(self.model, self.key_column)

@@ -90,8 +90,65 @@ def test_hot_path_writes_nothing_to_the_database_and_one_key_to_the_store(client
         resp = _cc(client, api, scope="api:read")
     assert resp.status_code == 200
     assert [s for s in seen["sql"] if s in ("INSERT", "UPDATE", "DELETE")] == []
-    # The client lookup: a cached registration in a shared store, else one SELECT.
+    # The client: with a shared store, this process's copy, checked by the token's own write
+    # (one round trip in all); else one SELECT and a plain write.
     shared = app.extensions["idp.store"].shared
     assert seen["sql"] == ([] if shared else ["SELECT"])
-    assert seen["store"] == (["get", "put"] if shared else ["put"])
+    assert seen["store"] == (["put_checked"] if shared else ["put"])
     assert db.session.scalar(select(func.count()).select_from(Grant)) == 0
+
+
+# A process's copy of the registration never outlives a change to it (idp.oauth.clients).
+def _change(client_id, **fields):
+    from idp.models import Client
+
+    row = db.session.execute(select(Client).filter_by(client_id=client_id)).scalar_one()
+    for name, value in fields.items():
+        setattr(row, name, value)
+    db.session.commit()
+
+
+def test_rotated_secret_takes_effect_at_once(client, api):
+    from idp.crypto.secrets import keyed_hash
+
+    assert _cc(client, api).status_code == 200  # this process now holds a copy
+    _change(api.client_id, secret_hash=keyed_hash("rotated-secret"))
+    assert error_of(_cc(client, api)) == (401, "invalid_client")
+    resp = client.post("/token", data={"grant_type": "client_credentials"}, auth=(api.client_id, "rotated-secret"))
+    assert resp.status_code == 200
+
+
+def test_withdrawn_grant_type_and_scope_take_effect_at_once(client, api):
+    assert _cc(client, api, scope="api:write").status_code == 200
+    _change(api.client_id, scopes=["api:read"])
+    assert error_of(_cc(client, api, scope="api:write")) == (400, "invalid_scope")
+    _change(api.client_id, grant_types=["authorization_code"])
+    assert error_of(_cc(client, api)) == (400, "unauthorized_client")
+
+
+def test_deleted_client_is_refused_at_once(client, api):
+    from idp.models import Client
+
+    assert _cc(client, api).status_code == 200
+    db.session.delete(db.session.execute(select(Client).filter_by(client_id=api.client_id)).scalar_one())
+    db.session.commit()
+    assert error_of(_cc(client, api)) == (401, "invalid_client")
+
+
+def test_stale_copy_is_caught_by_the_token_write(client, app, api):
+    """A change whose cache drop this process has not seen yet: the registration in the shared
+    cache differs from the copy, so the token written on the copy's strength is deleted and the
+    request judged again from the shared cache."""
+    from idp.oauth import clients
+    from idp.extensions import store
+
+    assert _cc(client, api).status_code == 200
+    if not store().shared:
+        return  # the embedded store is one process: there are no copies to go stale
+    key = clients.cache_key(api.client_id)
+    current = store().get(key)
+    store().put(key, {**current, "scopes": ["api:read"]}, 60)  # as another process re-cached it
+    with count_io(app) as seen:
+        resp = _cc(client, api)
+    assert resp.status_code == 200 and resp.get_json()["scope"] == "api:read"
+    assert seen["store"][:2] == ["put_checked", "delete"]

@@ -72,7 +72,8 @@ def count_io(app):
     seen = {"sql": [], "store": []}
     store = app.extensions["idp.store"]
     originals = {}
-    for name in ("put", "add", "get", "get_many", "consume", "delete", "incr", "sadd", "smembers", "ttl_of"):
+    for name in ("put", "add", "get", "get_many", "consume", "delete", "incr", "sadd", "smembers", "ttl_of",
+                 "put_checked", "put_indexed"):
         original = getattr(store, name)
         originals[name] = original
 
