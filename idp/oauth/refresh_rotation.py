@@ -13,6 +13,11 @@ with one token, the second waits for the first, finds ``rotated_at`` set and cha
 nothing. Whenever nothing changed, the caller takes the general path (idp.oauth.refresh),
 which tells reuse (revoke the family) from an unknown, foreign or expired token. SQLite,
 the single-process embedded database, always takes the general path.
+
+The family's revocation mark in the store (written by tokens.revoke_grant before its
+database update) is not read here: the access token's own write (put_indexed) reads it,
+and a family revoked between the two gets tokens that are already dead, as on the general
+path when the revocation comes after its checks.
 """
 
 from __future__ import annotations
