@@ -14,7 +14,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     secure = app.config["ISSUER"].startswith("https://")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=app.config["DATABASE_URL"],
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": False},
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": False},  # a round trip per request; README "Database connections"
         SESSION_COOKIE_NAME="__Host-idp_flask" if secure else "idp_flask",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
