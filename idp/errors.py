@@ -31,6 +31,17 @@ def oauth_error(error: str, description: str, status: int = 400, headers=None):
     return resp
 
 
+def log_unexpected(path: str) -> str:
+    """Log the exception being handled, with a new request id, and return the id (kind 3)."""
+    request_id = secrets.token_hex(8)
+    log.exception("unhandled error request_id=%s path=%s", request_id, path)
+    return request_id
+
+
+def unexpected_description(request_id: str) -> str:
+    return f"unexpected error (request id {request_id})"
+
+
 def page_error(message: str, status: int = 400):
     return render_template("error.html", message=message), status
 
@@ -47,8 +58,7 @@ def register(app):
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        request_id = secrets.token_hex(8)
-        log.exception("unhandled error request_id=%s path=%s", request_id, request.path)
+        request_id = log_unexpected(request.path)
         if wants_json():
-            return oauth_error("server_error", f"unexpected error (request id {request_id})", 500)
+            return oauth_error("server_error", unexpected_description(request_id), 500)
         return page_error(f"Something went wrong on our side. Request id: {request_id}", 500)

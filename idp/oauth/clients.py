@@ -46,8 +46,8 @@ def find(client_id) -> Client | CachedClient | None:
         if copy is not None:
             g.idp_client_copy = copy
             return copy
-    client = _CACHE.find(client_id)
-    if isinstance(client, CachedClient):
+    client = _CACHE.find(client_id)  # with a shared store, always a CachedClient
+    if client is not None:
         if len(_COPIES) >= MAX_COPIES:
             _COPIES.clear()
         _COPIES[name] = client

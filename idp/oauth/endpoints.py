@@ -19,18 +19,16 @@ the limit 413, both as invalid_request JSON; anything unexpected is a logged
 from __future__ import annotations
 
 import json
-import logging
-import secrets
 
 from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749 import InsecureTransportError
 
+from .. import errors
 from ..web import headers as security
 from ..web.routes import PathRoutes
 from . import userinfo
 from .requests import BodyTooLarge, WSGIRequest
 
-log = logging.getLogger("idp")
 
 def _error(error: str, description: str) -> dict:
     return {"error": error, "error_description": description}
@@ -76,6 +74,5 @@ class Endpoints(PathRoutes):
         except BodyTooLarge:
             return 413, _error("invalid_request", "the request body is too large"), []
         except Exception:
-            request_id = secrets.token_hex(8)
-            log.exception("unhandled error request_id=%s path=%s", request_id, environ.get("PATH_INFO"))
-            return 500, _error("server_error", f"unexpected error (request id {request_id})"), []
+            return 500, _error("server_error", errors.unexpected_description(
+                errors.log_unexpected(environ.get("PATH_INFO", "")))), []

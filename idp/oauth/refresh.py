@@ -2,9 +2,9 @@
 
 Every use of a refresh token rotates it (on PostgreSQL, a refresh naming no scope and no
 resource does the checks, the rotation and the successor in one statement:
-idp.oauth.refresh_rotation; everything else takes the checks below): the presented token is marked with a
-conditional ``UPDATE ... WHERE rotated_at IS NULL`` and a successor joins the same family
-(Grant) with generation + 1. Only the caller whose UPDATE changed the row gets tokens;
+idp.oauth.refresh_rotation; everything else takes the checks below): the presented token
+is marked with a conditional ``UPDATE ... WHERE rotated_at IS NULL`` and a successor joins
+the same family (Grant) with generation + 1. Only the caller whose UPDATE changed the row gets tokens;
 anyone presenting a rotated token (an attacker with a stolen copy, or the loser of a
 race) is treated as reuse: the whole family is revoked and a SecurityEvent recorded.
 
@@ -28,10 +28,10 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, Inval
 from flask import current_app
 from sqlalchemy import bindparam, update
 
+from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import RefreshToken
 from ..ops import metrics
-from ..crypto.secrets import keyed_hash, new_token
 from . import refresh_rotation, resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS
 

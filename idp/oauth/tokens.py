@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import NamedTuple
-from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import bindparam, insert, select, update

@@ -130,22 +130,21 @@ class RedisStore(Store):
             raise TypeError("set members must be str")
         self._sadd(keys=[self._k(key)], args=[member, check_ttl(ttl)])
 
+    def _script(self, script, keys: list, args: list):
+        """A script of the hot paths through _call: the resend there is safe because each
+        of these scripts only writes what it would write again. A restarted server has
+        forgotten the script (NOSCRIPT): redis-py's Script then loads and runs it."""
+        try:
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return script(keys=keys, args=args)
+
     def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
-        keys, args = [self._k(key), self._k(check)], [dumps(value), check_ttl(ttl)]
-        try:  # SET and GET again are harmless, so the resend in _call is safe
-            raw = self._call("EVALSHA", self._put_checked.sha, 2, *keys, *args)
-        except NoScriptError:  # a restarted server: redis-py's Script loads it and runs it
-            raw = self._put_checked(keys=keys, args=args)
-        return loads(raw)
+        return loads(self._script(self._put_checked, [self._k(key), self._k(check)], [dumps(value), check_ttl(ttl)]))
 
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         keys = [self._k(key), self._k(index), self._k(check)]
-        args = [dumps(value), check_ttl(ttl), check_ttl(index_ttl), key]
-        try:  # the same SET and SADD again are harmless, so the retry in _call is safe
-            raw = self._call("EVALSHA", self._put_indexed.sha, 3, *keys, *args)
-        except NoScriptError:  # a restarted server: redis-py's Script loads it and runs it
-            raw = self._put_indexed(keys=keys, args=args)
-        return loads(raw)
+        return loads(self._script(self._put_indexed, keys, [dumps(value), check_ttl(ttl), check_ttl(index_ttl), key]))
 
     def smembers(self, key: str) -> set[str]:
         return {m.decode() for m in self._r.smembers(self._k(key))}
