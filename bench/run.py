@@ -235,6 +235,13 @@ def run_wrk(url: str, script: str, env: dict, duration: float) -> dict:
     raise RuntimeError(f"wrk gave no BENCH_JSON line:\n{out.stdout}\n{out.stderr}")
 
 
+ROWS = {  # --rows name: the table's row
+    "discovery": "discovery GET", "jwks": "JWKS GET", "client_credentials": "token client_credentials",
+    "refresh": "token refresh_token (rotating)", "introspection": "introspection (active opaque)",
+    "userinfo": "userinfo (bearer)", "flow": "authorization code flow (flows/s)",
+}
+
+
 def check(ok: bool, message: str) -> None:
     if not ok:
         raise RuntimeError(message)
@@ -267,16 +274,16 @@ def prepare(name: str, base: str, adapter: str, rounds: int) -> dict:
     tok = meta["token_endpoint"]
     refresh = {"BENCH_AUTH": basic(web)}
     return {
-        "discovery GET": (base + "/.well-known/openid-configuration", "get.lua", {}, None),
-        "JWKS GET": (meta["jwks_uri"], "get.lua", {}, None),
-        "token client_credentials": (tok, "client_credentials.lua", {"BENCH_AUTH": basic(backend)}, None),
-        "token refresh_token (rotating)": (tok, "refresh.lua",
-                                           [{**refresh, "BENCH_TOKENS_FILE": f} for f in rt_files[1::2]],
-                                           [{**refresh, "BENCH_TOKENS_FILE": f} for f in rt_files[0::2]]),
-        "introspection (active opaque)": (meta["introspection_endpoint"], "introspect.lua",
-                                          {"BENCH_AUTH": basic(backend), "BENCH_TOKEN": user["access_token"]}, None),
-        "userinfo (bearer)": (meta["userinfo_endpoint"], "userinfo.lua",
-                              {"BENCH_AUTH": "Bearer " + user["access_token"]}, None),
+        ROWS["discovery"]: (base + "/.well-known/openid-configuration", "get.lua", {}, None),
+        ROWS["jwks"]: (meta["jwks_uri"], "get.lua", {}, None),
+        ROWS["client_credentials"]: (tok, "client_credentials.lua", {"BENCH_AUTH": basic(backend)}, None),
+        ROWS["refresh"]: (tok, "refresh.lua",
+                          [{**refresh, "BENCH_TOKENS_FILE": f} for f in rt_files[1::2]],
+                          [{**refresh, "BENCH_TOKENS_FILE": f} for f in rt_files[0::2]]),
+        ROWS["introspection"]: (meta["introspection_endpoint"], "introspect.lua",
+                                {"BENCH_AUTH": basic(backend), "BENCH_TOKEN": user["access_token"]}, None),
+        ROWS["userinfo"]: (meta["userinfo_endpoint"], "userinfo.lua",
+                           {"BENCH_AUTH": "Bearer " + user["access_token"]}, None),
     }
 
 
@@ -329,7 +336,7 @@ def report(results: dict, mem: dict, args) -> str:
         lines += [f"| {name} | {label} | {mb:.1f} |" for label, mb in rows]
     a = argon2_params()
     lines += ["", "Notes: both IdPs verify an argon2id password hash with the same parameters "
-              f"(m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}; ours with argon2-cffi, "
+              f"(m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}; ours with libsodium (PyNaCl), "
               "the reference with @node-rs/argon2), one verification per login. "
               "Load generator (wrk, Python flow driver) shares the 2 cores with the servers."]
     return "\n".join(lines) + "\n"
@@ -349,8 +356,13 @@ def main():
     ap.add_argument("--flow-workers", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="rounds per endpoint, order alternating (default 3)")
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of: " + ", ".join(ROWS)
+                    + " (a partial run should go to another --out)")
     args = ap.parse_args()
     names = [args.only] if args.only else ["ours", "reference"]
+    rows = set(args.rows.split(","))
+    if not rows <= set(ROWS):
+        ap.error(f"--rows: unknown {sorted(rows - set(ROWS))}")
 
     ok = False
     try:
@@ -373,7 +385,7 @@ def main():
         # neighbour's load or a drift of the machine does not always land on the same side;
         # the table reports each side's median round.
         rounds: dict[str, dict[str, list]] = {}
-        for endpoint in jobs[names[0]]:
+        for endpoint in [e for e in jobs[names[0]] if e in {ROWS[r] for r in rows}]:
             for i in range(args.rounds):
                 for name in (names if i % 2 == 0 else names[::-1]):
                     url, script, env, warm_env = jobs[name][endpoint]
@@ -385,8 +397,8 @@ def main():
                     rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
                     print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}", flush=True)
 
-        endpoint = "authorization code flow (flows/s)"
-        for i in range(args.rounds):
+        endpoint = ROWS["flow"]
+        for i in range(args.rounds if "flow" in rows else 0):
             for name in (names if i % 2 == 0 else names[::-1]):
                 base = targets[name][0]
                 web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
