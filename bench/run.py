@@ -159,7 +159,8 @@ def start_postgres() -> tuple[str, int]:
     subprocess.run(as_pg + [str(PG_BIN / "initdb"), "-D", str(d), "-U", "bench", "-A", "trust"],
                    check=True, stdout=subprocess.DEVNULL)
     proc = spawn("postgres", as_pg + [str(PG_BIN / "postgres"), "-D", str(d), "-k", str(TMP),
-                                      "-h", "127.0.0.1", "-p", str(port), "-c", "fsync=off"])
+                                      "-h", "127.0.0.1", "-p", str(port), "-c", "fsync=off",
+                                      "-c", "synchronous_commit=off"])
     wait_until(lambda: subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)])
                .returncode == 0, "postgres", proc)
     subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "idp"], check=True)

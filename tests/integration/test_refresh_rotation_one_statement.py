@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from idp.crypto.secrets import keyed_hash, new_token
 from idp.extensions import db
-from idp.models import Account, Grant, RefreshToken
+from idp.models import Account, Client, Grant, RefreshToken
 from idp.oauth import refresh_rotation, tokens
 from tests.integration.token_helpers import login, refresh
 
@@ -84,3 +84,30 @@ def test_a_refresh_naming_scope_takes_the_general_path(live, flow):
     assert resp.status_code == 200 and resp.get_json()["scope"] == "openid"
     assert _state(token) == (True, 0)
     assert db.session.scalar(select(RefreshToken.scope).where(RefreshToken.generation == 1)) == "openid email"
+
+
+def _plan_nodes(plan):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_every_row_is_read_by_its_primary_key_however_many_grants(live, app, seller):
+    """A seller with many grants: the statement must not walk them (no statistics yet, as on a
+    fresh table, so the planner's join order is not what keeps it fast)."""
+    client = db.session.execute(db.select(Client).filter_by(client_id="rp-web")).scalar_one()
+    for _ in range(60):
+        tokens.new_grant(client, db.session.get(Account, seller.id), "openid email")
+    db.session.commit()
+    token, _ = live
+    now = datetime.now(timezone.utc)
+    params = {"token_hash": keyed_hash(token), "client_id": "rp-web", "new_hash": keyed_hash(new_token()),
+              "now": now, "idle_until": now + timedelta(seconds=IDLE)}
+    conn = refresh_rotation._connection()
+    with conn.transaction(force_rollback=True):
+        (plan,), = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + refresh_rotation._ROTATE, params).fetchone()
+    scans = [n for n in _plan_nodes(plan["Plan"]) if "Scan" in n["Node Type"] and "Relation Name" in n]
+    assert {n["Relation Name"] for n in scans} == {"refresh_token", "grant", "account"}
+    assert all(n["Node Type"] == "Index Scan" and n["Index Name"].endswith("_pkey") for n in scans), scans
+    assert all(n["Actual Rows"] <= 1 for n in scans)
+    assert _state(token) == (False, 0)  # EXPLAIN ANALYZE ran it; the rollback undid it
