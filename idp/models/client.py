@@ -73,6 +73,11 @@ class Client(ClientRules, db.Model):
     jwks: Mapped[dict | None] = mapped_column(JSON)  # public keys for private_key_jwt
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(500))
     created_at = mapped_column(UTCDateTime, default=utcnow)
+    # Raised by the ORM at every UPDATE (SQLAlchemy's version counter), so a statement can
+    # check that a cached copy of the registration is the current one (idp.oauth.clients).
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}
 
 
 class CachedClient(ClientRules):

@@ -4,13 +4,19 @@ Every token, introspection and revocation request authenticates a client, so the
 is on the hot path; the registration comes from the store in the same round trip as the
 token where the endpoint can say which keys it needs (idp.store.prefetch).
 
-The client credentials grant goes one step further (``copies_allowed``): it may
-authenticate against this process's copy of the registration, with no round trip at
-all, because it then writes its token with ``Store.put_checked``, which returns the
-shared cache's registration as of that write. If it differs from the copy (the client
-was changed, deleted, or its cache entry dropped), the grant deletes the token and
-authenticates again from the shared cache (idp.oauth.client_credentials). No other caller
-ever sees a copy that was not just read from the shared cache.
+Two grants go one step further (``copies_allowed``): they may authenticate against this
+process's copy of the registration, with no round trip at all, because what they write
+next checks that copy:
+
+- client credentials writes its token with ``Store.put_checked``, which returns the shared
+  cache's registration as of that write; if it differs from the copy (the client was
+  changed, deleted, or its cache entry dropped), the grant deletes the token and
+  authenticates again from the shared cache (idp.oauth.client_credentials);
+- the one-statement refresh rotation rotates only if the database still holds the copy's
+  ``version`` (SQLAlchemy's version counter on Client); otherwise it changes nothing and
+  the request is judged again from the shared cache (idp.oauth.refresh).
+
+No other caller ever sees a copy that was not just read from the shared cache.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, grants
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, OAuth2Error, grants
 from flask import current_app
 from sqlalchemy import bindparam, update
 
@@ -32,7 +32,7 @@ from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import RefreshToken
 from ..ops import metrics
-from . import refresh_rotation, resource_indicators, tokens
+from . import clients, refresh_rotation, resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS
 
 
@@ -59,28 +59,58 @@ def _reuse(grant):
     return InvalidGrantError("The refresh token has already been used.")
 
 
+def _version(copy) -> int:
+    # 0 matches no row: a copy cached before client.version existed is never trusted.
+    return getattr(copy, "version", 0)
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS  # public clients too: rotation protects them
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def validate_token_request(self):
-        client = self._validate_request_client()
-        self.request.client = client
         form = self.request.form
-        presented = form.get("refresh_token")
-        if not presented:
-            raise InvalidRequestError("Missing 'refresh_token' in request.")
-
         requested = (self.request.payload.scope or "").split()
         self._rotated_to = None
         if not requested and not form.getlist("resource") and refresh_rotation.available():
-            # The common refresh: the token's own scope and resources, rotated in one statement.
-            successor = new_token(32)
-            found = refresh_rotation.rotate(keyed_hash(presented), client.client_id, keyed_hash(successor),
-                                            current_app.config["REFRESH_TOKEN_IDLE_TTL"])
-            if found is not None:
-                self._rotated_to = successor
-                return self._prepare(client, found, found.token.scope.split(), [])
+            # The common refresh: the token's own scope and resources, rotated in one
+            # statement, the client authenticated against this process's copy of its
+            # registration, whose version that statement checks. Whatever it refuses, and
+            # a refusal of the copy, is judged again below from the shared cache.
+            try:
+                with clients.copies_allowed():
+                    if self._rotate_in_one_statement(form):
+                        return
+            except OAuth2Error:
+                if clients.copy_used() is None:
+                    raise
+            if clients.copy_used() is not None:
+                clients.forget(clients.copy_used().client_id)
+        self._validate(form, requested)
+
+    def _presented(self, form) -> str:
+        client = self._validate_request_client()
+        self.request.client = client
+        presented = form.get("refresh_token")
+        if not presented:
+            raise InvalidRequestError("Missing 'refresh_token' in request.")
+        return presented
+
+    def _rotate_in_one_statement(self, form) -> bool:
+        presented, client, copy = self._presented(form), self.request.client, clients.copy_used()
+        successor = new_token(32)
+        found = refresh_rotation.rotate(keyed_hash(presented), client.client_id, keyed_hash(successor),
+                                        current_app.config["REFRESH_TOKEN_IDLE_TTL"],
+                                        client_version=None if copy is None else _version(copy))
+        if found is None:
+            return False
+        self._rotated_to = successor
+        self._prepare(client, found, found.token.scope.split(), [])
+        return True
+
+    def _validate(self, form, requested: list[str]):
+        presented = self._presented(form)
+        client = self.request.client
         found = tokens.find_refresh_token(presented)
         if found is None or found.token.client_id != client.client_id:
             raise InvalidGrantError("The refresh token is invalid.")

@@ -14,7 +14,7 @@ from idp.crypto.secrets import keyed_hash, new_token
 from idp.extensions import db
 from idp.models import Account, Client, Grant, RefreshToken
 from idp.oauth import refresh_rotation, tokens
-from tests.integration.token_helpers import login, refresh
+from tests.integration.token_helpers import count_io, error_of, login, refresh
 
 IDLE = 14 * 24 * 3600
 pytestmark = pytest.mark.parametrize("app", ["postgresql"], indirect=True)
@@ -102,12 +102,78 @@ def test_every_row_is_read_by_its_primary_key_however_many_grants(live, app, sel
     token, _ = live
     now = datetime.now(timezone.utc)
     params = {"token_hash": keyed_hash(token), "client_id": "rp-web", "new_hash": keyed_hash(new_token()),
-              "now": now, "idle_until": now + timedelta(seconds=IDLE)}
+              "now": now, "idle_until": now + timedelta(seconds=IDLE), "client_version": client.version}
     conn = refresh_rotation._connection()
     with conn.transaction(force_rollback=True):
         (plan,), = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + refresh_rotation._ROTATE, params).fetchone()
     scans = [n for n in _plan_nodes(plan["Plan"]) if "Scan" in n["Node Type"] and "Relation Name" in n]
-    assert {n["Relation Name"] for n in scans} == {"refresh_token", "grant", "account"}
-    assert all(n["Node Type"] == "Index Scan" and n["Index Name"].endswith("_pkey") for n in scans), scans
+    assert {n["Relation Name"] for n in scans} == {"refresh_token", "grant", "account", "client"}
+    unique = {"refresh_token_pkey", "grant_pkey", "account_pkey", "client_client_id_key"}
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") and n["Index Name"] in unique
+               for n in scans), scans
     assert all(n["Actual Rows"] <= 1 for n in scans)
     assert _state(token) == (False, 0)  # EXPLAIN ANALYZE ran it; the rollback undid it
+
+
+# The client is authenticated against this process's copy of its registration; the statement
+# checks the copy's version, so a change to the client takes effect on the next refresh and a
+# refused refresh rotates nothing (the token stays good for the client's corrected retry).
+def _change_client(client_id, **fields):
+    row = db.session.execute(select(Client).filter_by(client_id=client_id)).scalar_one()
+    for name, value in fields.items():
+        setattr(row, name, value)
+    db.session.commit()
+    return row.version
+
+
+def _refreshed(flow, token, secret=None):
+    auth = (flow.rp.client_id, secret or flow.rp.secret)
+    return flow.client.post("/token", data={"grant_type": "refresh_token", "refresh_token": token}, auth=auth)
+
+
+def test_the_happy_path_asks_the_store_nothing_for_the_client(live, flow, app):
+    token, _ = live
+    first = _refreshed(flow, token)  # this process now holds a copy
+    assert first.status_code == 200
+    with count_io(app) as seen:
+        resp = _refreshed(flow, first.get_json()["refresh_token"])
+    assert resp.status_code == 200
+    assert seen["sql"] == [] and seen["store"] == ["put_indexed"]  # the statement runs on its own connection
+
+
+def test_a_rotated_secret_refuses_the_old_one_and_rotates_nothing(live, flow):
+    token, _ = live
+    token = _refreshed(flow, token).get_json()["refresh_token"]
+    version = _change_client(flow.rp.client_id, secret_hash=keyed_hash("rotated-secret"))
+    assert version > 1
+    assert error_of(_refreshed(flow, token)) == (401, "invalid_client")
+    assert _state(token) == (False, 1)
+    resp = _refreshed(flow, token, secret="rotated-secret")
+    assert resp.status_code == 200 and _state(token) == (True, 1)
+
+
+def test_a_withdrawn_grant_type_takes_effect_at_once(live, flow):
+    token, _ = live
+    token = _refreshed(flow, token).get_json()["refresh_token"]
+    _change_client(flow.rp.client_id, grant_types=["authorization_code"])
+    assert error_of(_refreshed(flow, token)) == (400, "unauthorized_client")
+    assert _state(token) == (False, 1)
+
+
+def test_a_copy_older_than_the_database_is_judged_again(live, flow, app):
+    """A change whose cache drop this process has not acted on: the copy still authenticates,
+    the statement finds another version and changes nothing, the general path rotates once."""
+    from idp.oauth import clients
+
+    token, _ = live
+    token = _refreshed(flow, token).get_json()["refresh_token"]
+    copy = clients._COPIES[(app.extensions["idp.store"].namespace, flow.rp.client_id)]
+    _change_client(flow.rp.client_id, name="Renamed RP")
+    assert clients._COPIES[(app.extensions["idp.store"].namespace, flow.rp.client_id)] is copy
+    with count_io(app) as seen:
+        resp = _refreshed(flow, token)
+    assert resp.status_code == 200 and _state(token) == (True, 1)
+    assert _state(resp.get_json()["refresh_token"]) == (False, 2)
+    assert "get" in seen["store"]  # the registration was read again from the shared cache
+    again = _refreshed(flow, resp.get_json()["refresh_token"])
+    assert again.status_code == 200  # and the fresh copy is used from then on
