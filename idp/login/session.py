@@ -10,7 +10,10 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta, timezone
 
+from types import SimpleNamespace
+
 from flask import current_app, request
+from sqlalchemy import bindparam, or_, select
 
 from ..config import is_loopback_url
 from ..crypto.secrets import keyed_hash, new_token
@@ -47,6 +50,26 @@ def by_sid(sid: str | None) -> BrowserSession | None:
     row = db.session.execute(db.select(BrowserSession).filter_by(sid=sid)).scalar_one_or_none()
     live = _live(row)
     return live[0] if live else None
+
+
+_ACCOUNT_IN_SESSION = (
+    select(Account.id, Account.sub, Account.email, Account.email_verified, Account.status)
+    .join_from(BrowserSession, Account, Account.id == BrowserSession.account_id)
+    .where(BrowserSession.sid == bindparam("sid"), BrowserSession.account_id == bindparam("account_id"),
+           BrowserSession.ended_at.is_(None), BrowserSession.expires_at > bindparam("now"),
+           Account.status == "active",
+           or_(Account.sessions_revoked_at.is_(None), Account.sessions_revoked_at < BrowserSession.created_at))
+)
+
+
+def account_in_session(sid: str | None, account_id: int | None) -> SimpleNamespace | None:
+    """The account (id, sub, email, email_verified, status) if session ``sid`` is live and
+    its own: the rule of ``current`` in one Core SELECT, for the token endpoint."""
+    if sid is None or account_id is None:
+        return None
+    row = db.session.execute(_ACCOUNT_IN_SESSION, {"sid": sid, "account_id": account_id,
+                                                   "now": datetime.now(timezone.utc)}).first()
+    return None if row is None else SimpleNamespace(**row._mapping)
 
 
 def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:

@@ -12,13 +12,12 @@ Composition: the authorization code grant (below), refresh with rotation
 """
 
 from authlib.oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error, grants
+from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
+                                    OAuth2Error, grants)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import current_app
 
-from ..extensions import db
 from ..login import session as browser_session
-from ..models import Account
 from . import clients, codes, params, resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, PrivateKeyJWT  # noqa: F401
 from .client_credentials import ClientCredentialsGrant
@@ -67,23 +66,22 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         pass  # already consumed atomically by query_authorization_code
 
     def authenticate_user(self, authorization_code):
-        return db.session.get(Account, authorization_code["account_id"])
+        # The account, if still active and still in the live session that signed it in:
+        # signed out (here or everywhere) between the code and its redemption refuses.
+        return browser_session.account_in_session(authorization_code.get("sid"), authorization_code["account_id"])
 
     def create_token_response(self):
         client, code = self.request.client, self.request.authorization_code
         account = self.authenticate_user(code)
-        if account is None or account.status != "active":
-            raise grants.InvalidGrantError("The account is not available.")
-        if browser_session.by_sid(code.get("sid")) is None:
-            # Signed out (here or everywhere) between the code and its redemption.
-            raise grants.InvalidGrantError("The sign-in session has ended.")
+        if account is None:
+            raise InvalidGrantError("The sign-in session has ended or the account is not available.")
         # RFC 8707 §2.2: the token request may name a subset of the authorized resources.
         resources = current_app.config["RESOURCES"]
         chosen = resource_indicators.select(self.request.form.getlist("resource"), code.get("resource", []), resources)
         scope = code.get_scope()
         at_scopes = resource_indicators.narrow_scope(code["scope"], chosen, resources)
         if not at_scopes:
-            raise grants.InvalidScopeError("No granted scope applies to the requested resource.")
+            raise InvalidScopeError("No granted scope applies to the requested resource.")
         grant = tokens.new_grant(
             client, account, scope, grant_id=code["grant_id"], sid=code.get("sid"),
             auth_time=tokens.from_epoch(code["auth_time"]), acr=code.get("acr"), amr=code.get("amr", []),

@@ -184,3 +184,42 @@ def test_garbage_form_never_500(client, rp):
 def test_oversized_body_is_rejected(client, rp):
     resp = client.post("/token", data="a=" + "b" * 200000, content_type="application/x-www-form-urlencoded")
     assert resp.status_code == 413 and resp.is_json
+
+
+def _end_session(seller, how):
+    from datetime import datetime, timezone
+
+    from idp.extensions import db
+    from idp.logout.everywhere import sign_out_everywhere
+    from idp.models import Account, BrowserSession
+
+    if how == "suspended":
+        db.session.get(Account, seller.id).status = "suspended"
+    elif how == "session ended":
+        for row in db.session.execute(db.select(BrowserSession).filter_by(account_id=seller.id)).scalars():
+            row.ended_at = datetime.now(timezone.utc)
+    else:
+        sign_out_everywhere(db.session.get(Account, seller.id))
+    db.session.commit()
+
+
+@pytest.mark.parametrize("how", ["suspended", "session ended", "signed out everywhere"])
+def test_code_is_refused_once_its_session_or_account_is_gone(flow, seller, how):
+    """Between the code and its redemption: no tokens for an account or session that ended."""
+    code = flow.login_code()
+    _end_session(seller, how)
+    resp = flow.redeem(code)
+    assert _error(resp) == (400, "invalid_grant")
+    assert "session has ended" in resp.get_json()["error_description"]
+
+
+def test_code_of_a_live_session_still_redeems(flow, seller):
+    from idp.extensions import db
+    from idp.models import Account
+
+    code = flow.login_code()
+    other = Flow(flow.client.application.test_client(), flow.rp)
+    other.login_code()  # a second sign-in of the same seller elsewhere leaves the first live
+    db.session.expire_all()
+    assert db.session.get(Account, seller.id).status == "active"
+    assert flow.redeem(code).status_code == 200

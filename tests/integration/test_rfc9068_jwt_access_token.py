@@ -147,3 +147,10 @@ def test_client_credentials_unknown_resource(client, api, resources):
     resp = client.post("/token", data={"grant_type": "client_credentials", "resource": "https://nope.example"},
                        auth=auth_of(api))
     assert error_of(resp) == (400, "invalid_target")
+
+
+def test_code_whose_scope_the_resource_does_not_understand_is_invalid_scope(client, api, resources, seller):
+    """RFC 8707 §2.2 down-scoping leaves nothing for the access token: a 400, never a 500."""
+    f = Flow(client, _rp())
+    code = f.login_code(scope="openid email", resource=API)  # API understands only api:read
+    assert error_of(f.redeem(code)) == (400, "invalid_scope")
