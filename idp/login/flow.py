@@ -99,32 +99,37 @@ def advance(signin: SignIn, client: Client):
         ).scalar_one_or_none()
         signin.consent_given = consent is not None and consent.covers(req.scope)
     ctx = context(signin, client)
-    cookie = None
+    cookie = started = None
     if signin.sid is None and authentication_complete(signin, ctx):
-        cookie = _start_session(signin)
+        started, cookie = _start_session(signin)
     step = next_step(signin, ctx)
     if step is None:
         store().delete(_key(signin.id))
-        resp = finish(signin, req, client)
-    elif "none" in req.prompt:
-        store().delete(_key(signin.id))
-        resp = _error(req, step.prompt_none_error, f"user interaction required ({step.key})")
+        resp = finish(signin, req, client, started)
     else:
-        save(signin)
-        resp = redirect(url_for(f"login.{step.key}", signin_id=signin.id))
+        db.session.commit()  # the session started above, if any
+        if "none" in req.prompt:
+            store().delete(_key(signin.id))
+            resp = _error(req, step.prompt_none_error, f"user interaction required ({step.key})")
+        else:
+            save(signin)
+            resp = redirect(url_for(f"login.{step.key}", signin_id=signin.id))
     if cookie is not None:
         browser_session.set_cookie(resp, "idp_session", cookie, max_age=current_app.config["SESSION_TTL"])
     return resp
 
 
-def _start_session(signin: SignIn) -> str:
-    """A fresh proof of identity: new session, new id (no fixation), new CSRF token."""
+def _start_session(signin: SignIn):
+    """A fresh proof of identity: new session, new id (no fixation), new CSRF token.
+
+    Returns ((row, account), cookie value); the row is added, not yet committed: the
+    caller commits it with whatever else the request changes."""
     account = db.session.get(Account, signin.account_id)
     flask_session.clear()
     row, cookie = browser_session.start(
         account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD)
     signin.sid = row.sid
-    return cookie
+    return (row, account), cookie
 
 
 def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
@@ -135,15 +140,20 @@ def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
     signin.sid = None
 
 
-def finish(signin: SignIn, req: AuthorizationRequest, client: Client):
-    account = db.session.get(Account, signin.account_id)
-    if account is None or account.status != "active":
-        return _error(req, "access_denied", "the account is not available")
-    row = browser_session.by_sid(signin.sid)
-    if row is None:  # the session ended while this sign-in was open: prove identity again
-        signin.account_id, signin.sid = None, None
-        signin.done = [k for k in signin.done if k != "password"]
-        return advance(signin, client)
+def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=None):
+    """Answer the authorization request with a code. ``started``: (row, account) of the
+    session this same request started (live by construction, not yet committed)."""
+    if started is not None:
+        row, account = started
+    else:
+        account = db.session.get(Account, signin.account_id)
+        if account is None or account.status != "active":
+            return _error(req, "access_denied", "the account is not available")
+        row = browser_session.by_sid(signin.sid)
+        if row is None:  # the session ended while this sign-in was open: prove identity again
+            signin.account_id, signin.sid = None, None
+            signin.done = [k for k in signin.done if k != "password"]
+            return advance(signin, client)
     if client.client_id not in (row.clients or []):
         row.clients = [*(row.clients or []), client.client_id]
     db.session.commit()

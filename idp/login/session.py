@@ -85,7 +85,8 @@ def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
 
 
 def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None) -> tuple[BrowserSession, str]:
-    """End the browser's current session, if any, and open a new one. Returns (row, cookie value)."""
+    """End the browser's current session, if any, and open a new one. Returns (row, cookie value);
+    nothing is committed here."""
     old = current()
     now = datetime.now(timezone.utc)
     if old is not None:
@@ -97,6 +98,5 @@ def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None
         expires_at=now + timedelta(seconds=current_app.config["SESSION_TTL"]),
         user_agent=(request.user_agent.string or "")[:300], ip=request.remote_addr, clients=[],
     )
-    db.session.add(row)
-    db.session.commit()
+    db.session.add(row)  # committed by the caller, with the rest of its request
     return row, raw
