@@ -41,7 +41,14 @@ class RefreshToken(db.Model):
     __tablename__ = "refresh_token"
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    grant_id: Mapped[str] = mapped_column(ForeignKey("grant.id", ondelete="CASCADE"), index=True)
+    # The family. No foreign key, on purpose: PostgreSQL's check of one (a trigger locking
+    # the grant row FOR KEY SHARE) cost more than the rest of a rotation together (about
+    # 0.13-0.39 ms of server CPU against 0.07). Integrity holds by construction: a token is
+    # only ever inserted from its grant's row, in the statement or transaction that reads
+    # or inserts that row (tokens.issue, refresh_rotation), and the IdP deletes no grant.
+    # Were one deleted by hand (say with its account), its tokens would stay as rows no
+    # request can use: every lookup joins the grant.
+    grant_id: Mapped[str] = mapped_column(String(40), index=True)
     client_id: Mapped[str] = mapped_column(String(100))
     scope: Mapped[str] = mapped_column(String(1000), default="")
     created_at = mapped_column(UTCDateTime, default=utcnow)
@@ -49,4 +56,3 @@ class RefreshToken(db.Model):
     # Set, atomically and once, when this token is exchanged for its successor.
     rotated_at = mapped_column(UTCDateTime, nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=0)
-    grant = relationship(Grant, lazy="select")
