@@ -110,10 +110,11 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
         # the issuance happened first, the revocation after it, so what we return is dead.
         db.session.execute(update(Grant).where(Grant.id == grant.id, Grant.revoked_at.is_(None))
                            .values(revoked_at=datetime.now(timezone.utc), revoked_reason=str(revoked)[:60]))
-    session = db.session()  # the request's Session behind the scoped proxy
     try:
-        # A refresh rotated in one statement (idp.oauth.refresh_rotation) leaves nothing here.
-        if session.in_transaction() or session.new or session.dirty or session.deleted:
+        # A refresh rotated in one statement (idp.oauth.refresh_rotation) has not even made
+        # the request's Session (behind the scoped proxy): there is nothing to commit.
+        session = db.session() if db.session.registry.has() else None
+        if session is not None and (session.in_transaction() or session.new or session.dirty or session.deleted):
             session.commit()
     except Exception:
         store().delete(AT_PREFIX + key)
