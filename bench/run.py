@@ -206,6 +206,9 @@ def start_ours(redis_url: str, database_url: str) -> tuple[str, list[int]]:
         "IDP_DATABASE_URL": database_url.replace("postgresql://", "postgresql+psycopg://", 1),
         "IDP_REDIS_URL": redis_url, "IDP_KEYS_DIR": str(TMP / "ours-keys"), "IDP_INSTANCE_PATH": str(TMP / "ours"),
         "BENCH_PASSWORD": BENCH_PASSWORD, "PYTHONPATH": str(ROOT),
+        # The reference's default access token lifetime (1 h) instead of our 10 min, so the
+        # token the introspection and userinfo rows use outlives a run of many rounds.
+        "IDP_ACCESS_TOKEN_TTL": "3600",
     }
     subprocess.run([sys.executable, str(ROOT / "bench" / "ours_setup.py"), str(CLIENTS_FILE), BENCH_EMAIL],
                    env={**os.environ, **env}, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -249,8 +252,8 @@ def check(ok: bool, message: str) -> None:
 
 
 def prepare(name: str, base: str, adapter: str, rounds: int) -> dict:
-    """Mint tokens and check each endpoint once; returns {endpoint: (url, script, env, warmup_env)},
-    where an env may be a list with one env per round."""
+    """Mint tokens and check each endpoint once; returns ({endpoint: (url, script, env, warmup_env)},
+    where an env may be a list with one env per round; a check that the user's token is still active)."""
     meta = flow_driver.discover(base)
     web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
     backend = flow_driver.load_client(str(CLIENTS_FILE), "bench-backend")
@@ -263,9 +266,11 @@ def prepare(name: str, base: str, adapter: str, rounds: int) -> dict:
         f.write_text("".join(s["refresh_token"] + "\n" for s in sets[i::runs]))
         rt_files.append(str(f))
 
-    info = requests.post(meta["introspection_endpoint"], auth=(backend["client_id"], backend["client_secret"]),
-                         data={"token": user["access_token"]}).json()
-    check(info.get("active") is True, f"{name}: introspection not active: {info}")
+    def user_active() -> bool:
+        return requests.post(meta["introspection_endpoint"], auth=(backend["client_id"], backend["client_secret"]),
+                             data={"token": user["access_token"]}).json().get("active") is True
+
+    check(user_active(), f"{name}: introspection not active")
     r = requests.get(meta["userinfo_endpoint"], headers={"Authorization": "Bearer " + user["access_token"]})
     check(r.status_code == 200 and r.json().get("email") == BENCH_EMAIL, f"{name}: userinfo {r.status_code} {r.text}")
     r = requests.post(meta["token_endpoint"], auth=(backend["client_id"], backend["client_secret"]),
@@ -285,7 +290,7 @@ def prepare(name: str, base: str, adapter: str, rounds: int) -> dict:
                                 {"BENCH_AUTH": basic(backend), "BENCH_TOKEN": user["access_token"]}, None),
         ROWS["userinfo"]: (meta["userinfo_endpoint"], "userinfo.lua",
                            {"BENCH_AUTH": "Bearer " + user["access_token"]}, None),
-    }
+    }, user_active
 
 
 def memory(pids: list[int], redis_pid: int) -> list[tuple[str, float]]:
@@ -327,7 +332,7 @@ def report(results: dict, mem: dict, args) -> str:
     for endpoint, by in results.items():
         o, r = by.get("ours"), by.get("reference")
         ratio = f"{o['rps'] / r['rps']:.2f}" if o and r and r["rps"] else "–"
-        each = [" / ".join(fmt_rps({"rps": x}) for x in side["rounds"]) if side else "–" for side in (o, r)]
+        each = [" / ".join(fmt_rps(x) for x in side["rounds"]) if side else "–" for side in (o, r)]
         lines.append(f"| {endpoint} | {fmt_rps(o)} | {fmt_rps(r)} | {ratio} | {fmt_lat(o)} | {fmt_lat(r)} "
                      f"| {each[0]} | {each[1]} |")
     lines += ["", "ratio = ours / reference (higher is better for ours), of each side's median round. "
@@ -346,7 +351,7 @@ def report(results: dict, mem: dict, args) -> str:
 def median_round(runs: list[dict]) -> dict:
     """The run with the median req/s (its latencies with it), and every round's req/s."""
     ordered = sorted(runs, key=lambda r: r["rps"])
-    return {**ordered[len(ordered) // 2], "rounds": [r["rps"] for r in runs]}
+    return {**ordered[len(ordered) // 2], "rounds": [{"rps": r["rps"], "errors": r.get("errors")} for r in runs]}
 
 
 def main():
@@ -381,12 +386,13 @@ def main():
         for name, (base, pids, _) in targets.items():
             print(f"{name}: {base} pids {pids} + workers {[d for p in pids for d in descendants(p)]}", flush=True)
 
-        jobs = {name: prepare(name, base, name, args.rounds) for name, (base, _, _) in targets.items()}
+        prepared = {name: prepare(name, base, name, args.rounds) for name, (base, _, _) in targets.items()}
+        jobs = {name: rows_of for name, (rows_of, _) in prepared.items()}
         # Rounds alternate the order (ours first, then the reference first, ...) so that a
         # neighbour's load or a drift of the machine does not always land on the same side;
         # the table reports each side's median round.
         rounds: dict[str, dict[str, list]] = {}
-        for endpoint in [e for e in jobs[names[0]] if e in {ROWS[r] for r in rows}]:
+        for endpoint in [e for e in ROWS.values() if e in jobs[names[0]] and e in {ROWS[r] for r in rows}]:
             for i in range(args.rounds):
                 for name in (names if i % 2 == 0 else names[::-1]):
                     url, script, env, warm_env = jobs[name][endpoint]
@@ -397,6 +403,9 @@ def main():
                     r = run_wrk(url, script, env, args.duration)
                     rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
                     print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}", flush=True)
+
+        for name, (_, user_active) in prepared.items():  # the rows above measured an active token
+            check(user_active(), f"{name}: the user's access token expired during the run")
 
         endpoint = ROWS["flow"]
         for i in range(args.rounds if "flow" in rows else 0):
