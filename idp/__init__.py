@@ -8,13 +8,21 @@ from flask import Flask
 from . import config as config_mod
 
 
+def _engine_options(config) -> dict:
+    # No pre-ping: a round trip per request (README "Database connections").
+    options: dict = {"pool_pre_ping": False}
+    if str(config["DATABASE_URL"]).startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"])}
+    return options
+
+
 def create_app(overrides: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=os.path.abspath(os.environ.get("IDP_INSTANCE_PATH", "instance")))
     app.config.update(config_mod.load(app.instance_path, overrides))
     secure = app.config["ISSUER"].startswith("https://")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=app.config["DATABASE_URL"],
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": False},  # a round trip per request; README "Database connections"
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(app.config),
         SESSION_COOKIE_NAME="__Host-idp_flask" if secure else "idp_flask",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

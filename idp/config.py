@@ -24,6 +24,9 @@ DEFAULTS: dict[str, object] = {
     "ISSUER": "http://127.0.0.1:5000",
     # SQLAlchemy URL; PostgreSQL as postgresql+psycopg://user:pass@host/db.
     "DATABASE_URL": "sqlite:///{instance}/idp.sqlite3",
+    # Seconds a new PostgreSQL connection may take (a database that accepts and never answers
+    # would otherwise hold the request, and /readyz, forever).
+    "DATABASE_CONNECT_TIMEOUT": 5,
     # Ephemeral store: memory:// (embedded, one process) or redis://host:port/db (production).
     "REDIS_URL": "memory://",
     # Prefix of every store key (lets several deployments or test runs share one Redis).

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import psycopg
+from flask import current_app
 
 from ..extensions import db
 from .tokens import RefreshLookup
@@ -87,7 +88,8 @@ def _connection() -> psycopg.Connection:
         if conn is not None and not conn.closed and _local.key[0] == key[0]:
             conn.close()
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = _local.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+        conn = _local.conn = psycopg.connect(dsn, autocommit=True,
+                                             connect_timeout=int(current_app.config["DATABASE_CONNECT_TIMEOUT"]))
         _local.key = key
     return conn
 

@@ -6,9 +6,11 @@ tests compare counts before and after what they do.
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,6 +63,27 @@ def test_readyz_503_names_the_database_when_it_is_down(app, tmp_path):
     resp = down.test_client().get("/readyz")
     assert resp.status_code == 503
     assert resp.get_json()["checks"] == {"database": "unavailable", "store": "ok"}
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)  # the store of that world; the database is the silent one
+def test_readyz_503_when_the_database_accepts_and_never_answers(app):
+    """DATABASE_CONNECT_TIMEOUT bounds a connection to a PostgreSQL that hangs (a listener that
+    never speaks): the probe answers 503 instead of holding the request."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshakes; nobody ever answers libpq
+    url = f"postgresql+psycopg://idp@127.0.0.1:{silent.getsockname()[1]}/idp"
+    try:
+        down = create_app({**_same_world(app), "DATABASE_URL": url, "DATABASE_CONNECT_TIMEOUT": 2})
+        answers = []
+        probe = threading.Thread(target=lambda: answers.append(down.test_client().get("/readyz")), daemon=True)
+        probe.start()
+        probe.join(60)  # a bound on the test itself, not a measurement
+        assert answers, "/readyz still waiting on the database"
+        assert answers[0].status_code == 503
+        assert answers[0].get_json()["checks"] == {"database": "unavailable", "store": "ok"}
+    finally:
+        silent.close()
 
 
 def _same_world(app) -> dict:
