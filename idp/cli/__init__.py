@@ -1,4 +1,4 @@
-"""The operator command ``idp``: database, signing keys, clients, accounts, demo, serve.
+"""The operator command ``idp``: database, signing keys, clients, accounts, tokens, demo, serve.
 
 Every command but serve runs in an application context built by ``idp.create_app()``; a bad
 setting or a refused input ends with a one-line ``Error:`` and exit status 2.
@@ -21,11 +21,12 @@ from .common import CliError
 from .keys import keys
 from .logout import logout
 from .serve import serve
+from .tokens import tokens
 
 DEMO_SELLER = "demo.seller@example.com"
 
 cli = AppGroup("idp", help="Operate the seller identity provider: database, keys, clients, accounts.")
-for group in (db_commands, keys, clients, accounts, logout, serve):
+for group in (db_commands, keys, clients, accounts, logout, tokens, serve):
     cli.add_command(group)
 
 

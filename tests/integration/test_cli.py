@@ -327,3 +327,25 @@ def test_db_upgrade_creates_the_schema(make_app, tmp_path):
     assert result.exit_code == 0, result.output
     with app.app_context():
         assert {"account", "client", "grant", "alembic_version"} <= set(inspect(db.engine).get_table_names())
+
+
+# -- tokens ------------------------------------------------------------------------
+
+
+def test_tokens_prune_deletes_families_ended_past_the_grace(app, idp):
+    from datetime import datetime, timedelta, timezone
+
+    from idp.models import RefreshToken
+
+    now = datetime.now(timezone.utc)
+    with app.app_context():
+        for gid, ended in (("long-gone", now - timedelta(days=2)), ("just-ended", now - timedelta(hours=1))):
+            db.session.add(Grant(id=gid, client_id="rp", scope="openid", expires_at=ended))
+            db.session.add(RefreshToken(token_hash=keyed_hash(gid), grant_id=gid, client_id="rp", expires_at=ended))
+        db.session.commit()
+    result = idp("tokens", "prune")
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 ended token family(ies) and 1 of their refresh tokens" in result.output
+    assert one(app, Grant, id="long-gone") is None and one(app, Grant, id="just-ended") is not None
+    assert idp("tokens", "prune", "--grace-days", "0").output.startswith("deleted 1 ")
+    assert one(app, Grant, id="just-ended") is None
