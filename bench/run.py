@@ -392,7 +392,7 @@ def main():
         # neighbour's load or a drift of the machine does not always land on the same side;
         # the table reports each side's median round.
         rounds: dict[str, dict[str, list]] = {}
-        for endpoint in [e for e in ROWS.values() if e in jobs[names[0]] and e in {ROWS[r] for r in rows}]:
+        for endpoint in [ROWS[r] for r in ROWS if r in rows and ROWS[r] in jobs[names[0]]]:
             for i in range(args.rounds):
                 for name in (names if i % 2 == 0 else names[::-1]):
                     url, script, env, warm_env = jobs[name][endpoint]

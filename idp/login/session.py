@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta, timezone
-
 from types import SimpleNamespace
 
 from flask import current_app, request

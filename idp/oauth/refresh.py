@@ -79,16 +79,19 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             # a refusal of the copy, is judged again below from the shared cache.
             try:
                 with clients.copies_allowed():
-                    if self._rotate_in_one_statement(form):
+                    presented = self._presented(form)
+                    if self._rotate_in_one_statement(presented):
                         return
             except OAuth2Error:
                 if clients.copy_used() is None:
                     raise
-            if clients.copy_used() is not None:
-                clients.forget(clients.copy_used().client_id)
-        self._validate(form, requested)
+            if clients.copy_used() is None:  # authenticated from the shared cache: stands
+                return self._validate(presented, form, requested)
+            clients.forget(clients.copy_used().client_id)
+        self._validate(self._presented(form), form, requested)
 
     def _presented(self, form) -> str:
+        """Authenticate the client (authlib), then the refresh_token parameter."""
         client = self._validate_request_client()
         self.request.client = client
         presented = form.get("refresh_token")
@@ -96,8 +99,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidRequestError("Missing 'refresh_token' in request.")
         return presented
 
-    def _rotate_in_one_statement(self, form) -> bool:
-        presented, client, copy = self._presented(form), self.request.client, clients.copy_used()
+    def _rotate_in_one_statement(self, presented: str) -> bool:
+        client, copy = self.request.client, clients.copy_used()
         successor = new_token(32)
         found = refresh_rotation.rotate(keyed_hash(presented), client.client_id, keyed_hash(successor),
                                         current_app.config["REFRESH_TOKEN_IDLE_TTL"],
@@ -108,8 +111,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         self._prepare(client, found, found.token.scope.split(), [])
         return True
 
-    def _validate(self, form, requested: list[str]):
-        presented = self._presented(form)
+    def _validate(self, presented: str, form, requested: list[str]):
         client = self.request.client
         found = tokens.find_refresh_token(presented)
         if found is None or found.token.client_id != client.client_id:
