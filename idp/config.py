@@ -62,8 +62,10 @@ DEFAULTS: dict[str, object] = {
     # Back-channel logout: attempts per relying party and the timeout of each.
     "BACKCHANNEL_ATTEMPTS": 3,
     "BACKCHANNEL_TIMEOUT": 2.0,
-    # Workers of `idp serve`.
+    # Worker processes of `idp serve`, and request threads in each: one runs Python at a
+    # time, the others while it waits on a password hash or a relying party (idp.ops.turns).
     "WORKERS": 2,
+    "THREADS": 2,
     "BIND": "127.0.0.1:8000",
     # Bearer token that GET /metrics requires (compared in constant time); None leaves it open.
     "METRICS_TOKEN": None,

@@ -1,5 +1,12 @@
-"""The WSGI application, for `idp serve` (granian) or any WSGI server: ``idp.wsgi:app``."""
+"""The WSGI application, for `idp serve` (granian) or any WSGI server: ``idp.wsgi:app``.
+
+Each request runs in its worker's turn (idp.ops.turns), so a worker may have several
+threads without their Python contending: the others only run while one waits on a
+password hash or a relying party.
+"""
 
 from . import create_app
+from .ops import turns
 
-app = create_app()
+flask_app = create_app()
+app = turns.middleware(flask_app)

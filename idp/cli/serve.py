@@ -1,13 +1,18 @@
 """`idp serve`: the production server, granian running ``idp.wsgi:app``.
 
-Why granian, and with one blocking thread per worker: measured with bench/servers.py on
-this app (2 workers, PostgreSQL + Redis, wrk 16 connections on a quiet 2-core machine),
-granian's Rust HTTP layer with keep-alive and a single Python thread per worker beat
-gunicorn sync on every endpoint (discovery 4241 vs 3260 req/s, JWKS 4946 vs 2970,
-introspection 1753 vs 1249, userinfo 946 vs 825, p99 as good or better); more Python
-threads per worker only contend for the GIL (granian's default of 256 threads was the
-slowest). The parent process only reads and checks the configuration; each worker builds
-the app, so prometheus-client is first imported after ``ops.prepare_multiprocess()``.
+Why granian: measured with bench/servers.py on this app (2 workers, PostgreSQL + Redis,
+wrk 16 connections on a quiet 2-core machine), granian's Rust HTTP layer with keep-alive
+beat gunicorn sync on every endpoint (discovery 4241 vs 3260 req/s, JWKS 4946 vs 2970,
+introspection 1753 vs 1249, userinfo 946 vs 825, p99 as good or better).
+
+Threads: THREADS (default 2) request threads per worker, of which one runs Python at a
+time (idp.ops.turns); the other runs while the first waits on a password hash or a
+relying party. Free-running threads only contend for the GIL (granian's default of 256
+was the slowest; two cost the refresh row about 10%), and a single thread leaves every
+request on its worker queued behind a 15-25 ms hash.
+
+The parent process only reads and checks the configuration; each worker builds the app,
+so prometheus-client is first imported after ``ops.prepare_multiprocess()``.
 """
 
 import os
@@ -36,18 +41,27 @@ def _address(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _count(config: dict, key: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CliError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
 @click.command("serve")
 @click.option("--workers", type=click.IntRange(min=1), help="Default: WORKERS.")
+@click.option("--threads", type=click.IntRange(min=1), help="Request threads per worker; default: THREADS.")
 @click.option("--bind", help="HOST:PORT; default: BIND.")
 @click.option("--access-log", is_flag=True, help="Log every request to stdout.")
 @click.option("--dev", is_flag=True, help="Allow ENV=development (local benchmarks only: the defaults are unsafe).")
-def serve(workers, bind, access_log, dev):
-    """Serve the IdP with granian (WSGI, one thread per worker)."""
+def serve(workers, threads, bind, access_log, dev):
+    """Serve the IdP with granian (WSGI; one request at a time runs Python in a worker)."""
     config = settings()
     if config["ENV"] != "production" and not dev:
         raise CliError("idp serve is the production server: set IDP_ENV=production (and IDP_SECRET_KEY), "
                        "or pass --dev to serve the development settings locally")
-    workers = workers or int(config["WORKERS"])
+    workers = workers or _count(config, "WORKERS")
+    threads = threads or _count(config, "THREADS")
     if workers > 1 and str(config["REDIS_URL"]).startswith("memory:"):
         raise CliError(f"REDIS_URL is memory://, which each of the {workers} workers would hold apart "
                        "(a code issued by one is unknown to the others): set IDP_REDIS_URL or use --workers 1")
@@ -58,7 +72,7 @@ def serve(workers, bind, access_log, dev):
     try:
         Granian(
             "idp.wsgi:app", address=address, port=port, interface=Interfaces.WSGI, workers=workers,
-            blocking_threads=1, websockets=False, log_access=access_log, respawn_failed_workers=True,
+            blocking_threads=threads, websockets=False, log_access=access_log, respawn_failed_workers=True,
             workers_kill_timeout=30,
         ).serve()
     finally:

@@ -33,6 +33,7 @@ from flask import current_app
 
 from ..extensions import db, keyring, store
 from ..models import Client
+from ..ops import turns
 
 log = logging.getLogger("idp.logout")
 
@@ -120,7 +121,8 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
     pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs)), thread_name_prefix="bcl")
     futures = {pool.submit(_deliver_or_record, s, target, uri, token, timeout, attempts): target
                for target, uri, token in jobs}
-    done, not_done = wait(futures, timeout=timeout if max_wait is None else max_wait)
+    with turns.waiting():  # up to BACKCHANNEL_TIMEOUT on relying parties: the worker serves others meanwhile
+        done, not_done = wait(futures, timeout=timeout if max_wait is None else max_wait)
     pool.shutdown(wait=False)  # stragglers finish (and record themselves) in the background
     for future in done:
         (report.delivered if future.result() else report.failed).append(futures[future].client_id)

@@ -306,6 +306,8 @@ def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeyp
     monkeypatch.setenv("IDP_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("IDP_REDIS_URL", "memory://")
     assert_refused(idp("serve", "--workers", "2"), "memory://")
+    monkeypatch.setenv("IDP_THREADS", "0")
+    assert_refused(idp("serve", "--workers", "1"), "THREADS must be a whole number of at least 1, got 0")
 
 
 def test_demo_prepares_everything_once(app, idp, monkeypatch):

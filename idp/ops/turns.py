@@ -1,0 +1,64 @@
+"""Turns: one request at a time runs Python in a worker; a slow wait hands the turn on.
+
+A worker process of `idp serve` has ``THREADS`` request threads (granian's blocking
+threads). Python code holds the GIL, so two threads running Python at once only take turns
+at it, and every socket wait (each PostgreSQL or Redis round trip) becomes a handover that
+wakes the other thread: measured on the refresh row, a second free thread cost about 10%
+of throughput. With a single thread, though, a sign-in's password hash (15-25 ms, in C,
+without the GIL) or a back-channel logout waiting on a relying party (up to
+BACKCHANNEL_TIMEOUT) holds up every other request queued on that worker, token refreshes
+included.
+
+So a request runs while it holds its worker's turn (``middleware``), and code about to wait
+a long time without touching Python objects gives the turn back meanwhile (``waiting()``):
+the next request runs during the hash, as node-oidc-provider runs argon2 on libuv's thread
+pool beside its event loop. Short waits (a database or Redis round trip) keep the turn.
+
+The turn only orders threads: nothing relies on it for correctness, and outside a request
+(CLI, tests, the development server) ``waiting()`` changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+
+class _Held(threading.local):
+    held = False
+
+
+_turn = threading.Lock()
+_local = _Held()
+
+
+def middleware(app):
+    """Wrap a WSGI app so that each request runs while it holds its worker's turn."""
+
+    def in_turn(environ, start_response):
+        with _turn:
+            _local.held = True
+            try:
+                return app(environ, start_response)
+            finally:
+                _local.held = False
+
+    in_turn.wrapped = app
+    return in_turn
+
+
+@contextmanager
+def waiting():
+    """Give the turn to the next request for the duration of a slow wait in C or on a socket.
+
+    The body must not rely on the turn (it never does: the turn orders, it protects nothing)."""
+    if not _local.held:
+        yield
+        return
+    _local.held = False
+    _turn.release()
+    try:
+        yield
+    finally:
+        _turn.acquire()
+        _local.held = True

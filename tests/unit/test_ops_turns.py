@@ -1,0 +1,100 @@
+"""idp.ops.turns: one request at a time runs Python in a worker; a slow wait hands the turn on."""
+
+import threading
+
+import nacl.pwhash.argon2id
+import pytest
+
+from idp.login import password
+from idp.ops import turns
+
+WAIT = 5  # seconds: an upper bound for a thread to get somewhere, never reached when all is well
+
+
+def _request(app, path):
+    done = threading.Event()
+
+    def run():
+        app({"PATH_INFO": path}, None)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+@pytest.fixture
+def gated():
+    """A gated WSGI app whose /slow request waits for ``release``, in waiting() or holding its turn."""
+    entered, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow-waiting":
+            with turns.waiting():
+                entered.set()
+                assert release.wait(WAIT)
+        elif environ["PATH_INFO"] == "/slow-holding":
+            entered.set()
+            assert release.wait(WAIT)
+        return [b""]
+
+    yield turns.middleware(app), entered, release
+    release.set()
+
+
+def test_a_request_runs_while_another_waits_in_waiting(gated):
+    app, entered, release = gated
+    slow = _request(app, "/slow-waiting")
+    assert entered.wait(WAIT)
+    fast = _request(app, "/fast")
+    assert fast.wait(WAIT), "the second request waited for the first one's slow wait"
+    assert not slow.is_set()
+    release.set()
+    assert slow.wait(WAIT), "the first request got its turn back and finished"
+
+
+def test_a_request_that_keeps_its_turn_holds_up_the_next(gated):
+    app, entered, release = gated
+    slow = _request(app, "/slow-holding")
+    assert entered.wait(WAIT)
+    fast = _request(app, "/fast")
+    assert not fast.wait(0.2), "two requests ran Python at the same time"
+    release.set()
+    assert slow.wait(WAIT) and fast.wait(WAIT)
+
+
+def test_waiting_outside_a_request_changes_nothing():
+    with turns.waiting():
+        assert turns._turn.acquire(blocking=False), "waiting() released a turn nobody held"
+        turns._turn.release()
+
+
+def test_the_turn_is_given_back_when_the_request_fails():
+    def broken(environ, start_response):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        turns.middleware(broken)({}, None)
+    assert turns._turn.acquire(blocking=False)
+    turns._turn.release()
+
+
+def test_a_password_is_verified_without_the_turn(monkeypatch):
+    """The 15-25 ms argon2 verification runs while the next request has the turn."""
+    seen = []
+    real = nacl.pwhash.argon2id.verify
+
+    def observed(encoded, pw):
+        seen.append(turns._local.held)
+        return real(encoded, pw)
+
+    monkeypatch.setattr(nacl.pwhash.argon2id, "verify", observed)
+    encoded = nacl.pwhash.argon2id.str(b"a fine password", opslimit=1, memlimit=8192)
+
+    def app(environ, start_response):
+        assert turns._local.held
+        ok = password._verify(encoded, "a fine password")
+        assert turns._local.held
+        return [b"ok" if ok else b"no"]
+
+    assert turns.middleware(app)({}, None) == [b"ok"]
+    assert seen == [False]
