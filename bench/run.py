@@ -72,6 +72,13 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def listeners(port: int) -> int:
+    """Listening TCP sockets on 127.0.0.1:port (/proc/net/tcp: local address, state 0A)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as fh:
+        return sum(1 for line in fh if line.split()[1:4:2] == [local, "0A"])
+
+
 def descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
@@ -214,8 +221,10 @@ def start_ours(redis_url: str, database_url: str) -> tuple[str, list[int]]:
                    env={**os.environ, **env}, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     proc = spawn("ours", [sys.executable, "-c", "from idp.cli import main; main()", "serve",
                           "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"], env=env, cwd=ROOT)
+    # Each granian worker binds its own SO_REUSEPORT socket once it has built the app: until
+    # all have, every connection opened goes to the ones that have (and keep-alive keeps it there).
     wait_until(lambda: requests.get(base + "/.well-known/openid-configuration", timeout=2).ok
-               and len(descendants(proc.pid)) >= WORKERS, "our IdP", proc)
+               and len(descendants(proc.pid)) >= WORKERS and listeners(port) >= WORKERS, "our IdP", proc)
     track_children(proc.pid)
     return base, [proc.pid]
 
