@@ -35,7 +35,9 @@ def password(signin_id):
     if not form.validate():
         return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
     email = Account.normalize_email(form.email.data or "")
-    account = db.session.execute(db.select(Account).filter_by(email=email)).scalar_one_or_none()
+    # PostgreSQL text cannot hold NUL: no account has such an email, and asking would fail.
+    account = None if "\x00" in email else db.session.execute(
+        db.select(Account).filter_by(email=email)).scalar_one_or_none()
     # Always verify a hash (a dummy one for unknown accounts): same answer, same time.
     ok = passwords.verify_password(account.password_hash if account else None, form.password.data or "")
     if not ok or account.status != "active":

@@ -37,7 +37,8 @@ MAX_COPIES = 1000
 
 
 def _valid(client_id) -> bool:
-    return isinstance(client_id, str) and 0 < len(client_id) <= 100
+    # PostgreSQL text cannot hold NUL: no client has such an id, and asking would fail.
+    return isinstance(client_id, str) and 0 < len(client_id) <= 100 and "\x00" not in client_id
 
 
 def find(client_id) -> Client | CachedClient | None:

@@ -17,6 +17,7 @@ PAGE_ERRORS = [
     ("missing client_id", {"client_id": None}),
     ("unknown client", {"client_id": "nobody"}),
     ("oversized client_id", {"client_id": "x" * 500}),
+    ("NUL in client_id", {"client_id": "rp-web\x00"}),  # PostgreSQL text cannot hold NUL
     ("unregistered redirect", {"redirect_uri": "https://evil.example.com/cb"}),
     ("trailing slash", {"redirect_uri": "https://rp.example.com/cb/"}),
     ("extra query", {"redirect_uri": "https://rp.example.com/cb?x=1"}),

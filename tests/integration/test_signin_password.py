@@ -18,6 +18,8 @@ BAD = [
     ("empty password", "seller@example.com", ""),
     ("empty both", "", ""),
     ("oversized", "seller@example.com", "x" * 5000),
+    ("NUL in email", "seller\x00@example.com", PASSWORD),  # PostgreSQL text cannot hold NUL
+    ("NUL in password", "seller@example.com", PASSWORD + "\x00"),
 ]
 
 

@@ -49,6 +49,7 @@ def _token_cases(issued):
                                                                      for i in range(11)]], None,
          (400, "invalid_request")),
         ("non-UTF-8 Basic", {**r, "refresh_token": rt}, _basic(b"\xff\xfe:\xfd"), (401, "invalid_client")),
+        ("NUL in client_id", {**r, "refresh_token": rt}, _basic(b"rp-web\x00:s3cret-rp-web"), (401, "invalid_client")),
         ("Basic without colon", {**r, "refresh_token": rt}, _basic(b"rp-web"), (401, "invalid_client")),
         ("Basic not base64", {**r, "refresh_token": rt}, {"Authorization": "Basic !!!"}, (401, "invalid_client")),
         ("bearer instead of client auth", {**r, "refresh_token": rt}, {"Authorization": f"Bearer {at}"},
