@@ -9,8 +9,11 @@ Each IdP gets its own redis-server (temp dir, free port, loopback only); ours al
 throwaway PostgreSQL cluster. Every endpoint is measured with wrk (2 threads, 16 connections,
 fixed duration) against both, in rounds that alternate which goes first (a neighbour's load
 or the machine's drift should not always fall on one side); each side's median round is
-reported. The authorization code flow is driven by flow_driver.py the same way. Peak RSS (VmHWM) of every server process is read at the end. Prints a table
-and writes bench/RESULTS.md. Everything started here is stopped by PID in a finally block.
+reported. The authorization code flow is driven by flow_driver.py the same way. Around
+every run the CPU time of each IdP's own processes (server, workers, its Redis and, for
+ours, PostgreSQL) is read from /proc, giving CPU per request (per flow), which moves much
+less than req/s on a shared machine. Peak RSS (VmHWM) of every server process is read at
+the end. Prints a table and writes bench/RESULTS.md. Everything started here is stopped by PID in a finally block.
 """
 from __future__ import annotations
 
@@ -70,6 +73,21 @@ def _start_time(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU time so far of these processes and all their descendants (/proc)."""
+    total = 0.0
+    for pid in {p for root in roots for p in (root, *descendants(root))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (proc(5) fields 14, 15)
+    return total
 
 
 def listeners(port: int) -> int:
@@ -320,6 +338,10 @@ def fmt_rps(r):
     return "–" if r is None else f"{r['rps']:.0f}" + (f" ({r['errors']} err)" if r.get("errors") else "")
 
 
+def fmt_cpu(r):
+    return "–" if r is None else (f"{r['cpu_ms']:.1f}" if r["cpu_ms"] >= 10 else f"{r['cpu_ms']:.3f}")
+
+
 def fmt_lat(r):
     return "–" if r is None else f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms"
 
@@ -335,17 +357,21 @@ def report(results: dict, mem: dict, args) -> str:
         f" · flow: {args.flow_workers} Python threads · load avg at start {LOAD_AT_START}"
         f" · median of {args.rounds} rounds, order alternating",
         "",
-        "| endpoint | ours req/s | ref req/s | ratio | ours p50/p99 | ref p50/p99 | ours rounds | ref rounds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| endpoint | ours req/s | ref req/s | ratio | ours p50/p99 | ref p50/p99 | CPU per op, ours / ref "
+        "| ours rounds | ref rounds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for endpoint, by in results.items():
         o, r = by.get("ours"), by.get("reference")
         ratio = f"{o['rps'] / r['rps']:.2f}" if o and r and r["rps"] else "–"
         each = [" / ".join(fmt_rps(x) for x in side["rounds"]) if side else "–" for side in (o, r)]
         lines.append(f"| {endpoint} | {fmt_rps(o)} | {fmt_rps(r)} | {ratio} | {fmt_lat(o)} | {fmt_lat(r)} "
-                     f"| {each[0]} | {each[1]} |")
+                     f"| {fmt_cpu(o)} / {fmt_cpu(r)} ms | {each[0]} | {each[1]} |")
     lines += ["", "ratio = ours / reference (higher is better for ours), of each side's median round. "
-              "Auth code flow rate is flows/s (authorize → login → code → token, PKCE S256).", "",
+              "Auth code flow rate is flows/s (authorize → login → code → token, PKCE S256). "
+              "CPU per op: median over the rounds of the user + system CPU time each IdP's processes "
+              "spent per request (per flow on the last row): server and workers, its redis-server and, "
+              "for ours, PostgreSQL; not the load generator. It moves less than req/s on a shared machine.", "",
               "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MB) |", "| --- | --- | ---: |"]
     for name, rows in mem.items():
         lines += [f"| {name} | {label} | {mb:.1f} |" for label, mb in rows]
@@ -360,7 +386,9 @@ def report(results: dict, mem: dict, args) -> str:
 def median_round(runs: list[dict]) -> dict:
     """The run with the median req/s (its latencies with it), and every round's req/s."""
     ordered = sorted(runs, key=lambda r: r["rps"])
-    return {**ordered[len(ordered) // 2], "rounds": [{"rps": r["rps"], "errors": r.get("errors")} for r in runs]}
+    cpu = sorted(r["cpu_ms"] for r in runs)
+    return {**ordered[len(ordered) // 2], "cpu_ms": cpu[len(cpu) // 2],
+            "rounds": [{"rps": r["rps"], "errors": r.get("errors")} for r in runs]}
 
 
 def main():
@@ -392,6 +420,11 @@ def main():
             database_url, pg_pid = start_postgres()
             base, pids = start_ours(redis_url, database_url)
             targets["ours"] = (base, pids, redis_pid)
+            pg_pids = [pg_pid]
+        # CPU per operation is counted over each IdP's own processes: its server (workers
+        # included), its redis-server and, for ours, PostgreSQL (postmaster and backends).
+        accounted = {name: [*pids, redis_pid, *(pg_pids if name == "ours" else [])]
+                     for name, (_, pids, redis_pid) in targets.items()}
         for name, (base, pids, _) in targets.items():
             print(f"{name}: {base} pids {pids} + workers {[d for p in pids for d in descendants(p)]}", flush=True)
 
@@ -409,9 +442,12 @@ def main():
                     warm_env = warm_env[i] if isinstance(warm_env, list) else warm_env
                     if args.warmup > 0:
                         run_wrk(url, script, env if warm_env is None else warm_env, args.warmup)
+                    before = cpu_seconds(accounted[name])
                     r = run_wrk(url, script, env, args.duration)
+                    r["cpu_ms"] = (cpu_seconds(accounted[name]) - before) / max(1, r["requests"]) * 1e3
                     rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
-                    print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}", flush=True)
+                    print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}  "
+                          f"{r['cpu_ms']:.3f} ms CPU/req", flush=True)
 
         for name, (_, user_active) in prepared.items():  # the rows above measured an active token
             check(user_active(), f"{name}: the user's access token expired during the run")
@@ -421,9 +457,12 @@ def main():
             for name in (names if i % 2 == 0 else names[::-1]):
                 base = targets[name][0]
                 web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
+                before = cpu_seconds(accounted[name])
                 r = flow_driver.run_load(base, web, name, BENCH_PASSWORD, args.duration, args.flow_workers)
+                r["cpu_ms"] = (cpu_seconds(accounted[name]) - before) / max(1, r["flows"]) * 1e3
                 rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
-                print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} flows/s p50/p99 {fmt_lat(r)}"
+                print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} flows/s p50/p99 {fmt_lat(r)}  "
+                      f"{r['cpu_ms']:.2f} ms CPU/flow"
                       + (f"  first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
         results = {e: {n: median_round(rs) for n, rs in by_name.items()} for e, by_name in rounds.items()}
 
