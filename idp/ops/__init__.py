@@ -1,4 +1,5 @@
-"""Production operation: health probes (health.py) and Prometheus metrics (metrics.py).
+"""Production operation: health probes (health.py), Prometheus metrics (metrics.py) and the
+turns a worker's request threads take at Python (turns.py, wrapped around the app in idp.wsgi).
 
 ``init_app(app)`` mounts /healthz, /readyz and /metrics and times every request.
 
