@@ -78,9 +78,11 @@ def _connection() -> psycopg.Connection:
     The statement runs on psycopg directly, not through SQLAlchemy: checking a pooled
     connection out and in again around it, with the switch to autocommit and back, cost
     220 us here, and SQLAlchemy's result set-up for a thirteen-column textual statement
-    more than PostgreSQL's execution of it (about 190 us with the round trip). psycopg
-    prepares the statement on the server after its fifth use on a connection, and returns
-    aware datetimes, JSON as lists and booleans. A forked worker opens its own.
+    more than PostgreSQL's execution of it (about 190 us with the round trip). The statement
+    is prepared on the server at its first use on a connection, and its row comes back in
+    binary (no text formatting of timestamps on the server, none parsed here); psycopg
+    returns aware datetimes, JSON as lists and booleans either way. A forked worker opens
+    its own.
     """
     url = db.engine.url
     conn, key = getattr(_local, "conn", None), (os.getpid(), url)
@@ -109,7 +111,7 @@ def rotate(token_hash: str, client_id: str, new_hash: str, idle_ttl: int,
               "idle_until": now + timedelta(seconds=idle_ttl), "client_version": client_version}
     conn = _connection()
     try:
-        row = conn.execute(_ROTATE, params).fetchone()
+        row = conn.execute(_ROTATE, params, prepare=True, binary=True).fetchone()
     except psycopg.Error:
         # Never resent: had the statement committed before the connection broke, sending it
         # again would look like reuse. This request fails; the next one reconnects.

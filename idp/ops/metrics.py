@@ -44,16 +44,18 @@ REFRESH_REUSE = Counter("idp_refresh_token_reuse",
 # Series exist from the start at 0, so rate() also sees the first increment.
 for _reason in SIGNIN_REASONS:
     SIGNIN_FAILURES.labels(_reason)
-for _grant in GRANT_TYPES:
-    for _kind in TOKEN_KINDS:
-        TOKENS_ISSUED.labels(_grant, _kind)
+# The labelled series, looked up once: labels() takes a lock and builds a key each call.
+_TOKENS_ISSUED = {(g, k): TOKENS_ISSUED.labels(g, k) for g in GRANT_TYPES for k in TOKEN_KINDS}
 
 
 # -- what other modules call -------------------------------------------------
 
 def token_issued(grant_type: str, kind: str) -> None:
-    TOKENS_ISSUED.labels(grant_type if grant_type in GRANT_TYPES else "other",
-                         kind if kind in TOKEN_KINDS else "other").inc()
+    series = _TOKENS_ISSUED.get((grant_type, kind))
+    if series is None:
+        series = TOKENS_ISSUED.labels(grant_type if grant_type in GRANT_TYPES else "other",
+                                      kind if kind in TOKEN_KINDS else "other")
+    series.inc()
 
 
 def tokens_issued(response: dict, grant_type: str) -> None:
