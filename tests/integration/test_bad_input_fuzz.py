@@ -1,0 +1,98 @@
+"""No 500 for anything a client can send: random requests at every route, on both stacks.
+
+A seeded random walk (so a failure reproduces) over every URL rule and method, with
+parameters drawn from the names the endpoints read and values chosen to break parsers and
+databases: NUL bytes, lone surrogates, invalid percent-encoding, oversized strings, other
+tokens, JSON and multipart bodies, broken HTTP Basic. Each answer must be below 500; the
+tables in test_token_bad_input.py and the endpoint suites check the exact errors.
+"""
+
+import base64
+import io
+import random
+from urllib.parse import quote_from_bytes
+
+from idp.extensions import db
+from tests.integration.token_helpers import login
+
+REQUESTS = 1500
+PARAMS = ["grant_type", "code", "redirect_uri", "client_id", "client_secret", "refresh_token", "scope", "resource",
+          "code_verifier", "token", "token_type_hint", "response_type", "state", "nonce", "code_challenge",
+          "code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "post_logout_redirect_uri",
+          "ui_locales", "acr_values", "request", "request_uri", "response_mode", "claims", "client_assertion",
+          "client_assertion_type", "logout_token", "email", "password", "csrf_token"]
+GRANTS = ["authorization_code", "refresh_token", "client_credentials", "password", "urn:x"]
+RAW_QUERIES = ["%", "a=%", "&&&", "=%ff%fe", "a=%zz", "scope=%00"]
+BODIES = [b"\xff\xfe\x00", b'{"grant_type": "refresh_token"}', b"--x\r\nContent-Disposition: form-data; "
+          b"name=\"a\"\r\n\r\nb\r\n--x--\r\n", b"a=" + b"b" * 70000]
+CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/json", "multipart/form-data; boundary=x",
+                 "text/plain", None]
+COOKIES = ["session=garbage", "idp_session=%00", "idp_browser=" + "a" * 4000, "__Host-idp_session=x"]
+
+
+def _values(tokens, rp):
+    return ["", "\x00", "a" * 5000, "é", "\ud800", "\u202e", "%00", "' OR 1=1--", "null", "-1", "1e309", "[]",
+            "http://evil.example/", "javascript:alert(1)", "openid", "S256", "plain", "\r\nX-Injected: 1",
+            rp.client_id, "rp-web\x00", *(v for v in tokens.values() if isinstance(v, str)), *GRANTS]
+
+
+def _auths(tokens, rp):
+    def basic(raw: bytes):
+        return "Basic " + base64.b64encode(raw).decode()
+
+    return [None, basic(f"{rp.client_id}:{rp.secret}".encode()), basic(b"\xff:\xfe"), basic(b"rp-web\x00:x"),
+            basic(b"rp-web"), "Basic !!!", "Bearer " + tokens["access_token"], "Bearer " + tokens["id_token"],
+            "Bearer \x00", "Bearer " + "a" * 5000, "Digest x"]
+
+
+def _encode(value: str) -> str:
+    return quote_from_bytes(value.encode("utf-8", "surrogatepass"), safe="")
+
+
+def _environ(rnd, rule, method, values, auths):
+    path = "/".join("x" if "<" in part else part for part in rule.split("/"))
+    pairs = [(rnd.choice(PARAMS), rnd.choice(values)) for _ in range(rnd.randint(0, 6))]
+    if rnd.random() < 0.4:
+        pairs.insert(0, ("grant_type", rnd.choice(GRANTS)))
+    query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in pairs)
+    if rnd.random() < 0.05:
+        query = rnd.choice(RAW_QUERIES)
+    body = b""
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+           "SERVER_PORT": "5000", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1:5000",
+           "wsgi.url_scheme": "http", "wsgi.errors": io.StringIO(), "wsgi.multithread": False,
+           "wsgi.multiprocess": False, "wsgi.run_once": False, "REMOTE_ADDR": "127.0.0.1"}
+    if method == "GET" or rnd.random() < 0.2:
+        env["QUERY_STRING"] = query
+    if method == "POST":
+        body = rnd.choice(BODIES) if rnd.random() < 0.1 else query.encode("ascii")
+        content_type = rnd.choice(CONTENT_TYPES)
+        if content_type:
+            env["CONTENT_TYPE"] = content_type
+    env["wsgi.input"], env["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+    auth = rnd.choice(auths)
+    if auth:
+        env["HTTP_AUTHORIZATION"] = auth
+    if rnd.random() < 0.2:
+        env["HTTP_COOKIE"] = rnd.choice(COOKIES)
+    return env, pairs
+
+
+def test_no_request_gets_a_server_error(app, flow, rp):
+    tokens = login(flow, scope="openid email offline_access")
+    rp.token_endpoint_auth_method = "client_secret_basic"
+    db.session.commit()
+    values, auths = _values(tokens, rp), _auths(tokens, rp)
+    routes = sorted((rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+                    for method in sorted(rule.methods - {"HEAD", "OPTIONS"}))
+    rnd = random.Random(20261127)
+    failures = []
+    for _ in range(REQUESTS):
+        rule, method = rnd.choice(routes)
+        env, pairs = _environ(rnd, rule, method, values, auths)
+        status = []
+        with app.app_context():
+            body = b"".join(app(env, lambda s, h, exc=None: status.append(s)))
+        if int(status[0][:3]) >= 500:
+            failures.append((method, rule, pairs, env.get("HTTP_AUTHORIZATION", "")[:40], status[0], body[:200]))
+    assert not failures, failures[:5]
