@@ -8,5 +8,4 @@ password hash or a relying party.
 from . import create_app
 from .ops import turns
 
-flask_app = create_app()
-app = turns.middleware(flask_app)
+app = turns.middleware(create_app())

@@ -43,7 +43,6 @@ def middleware(app):
             finally:
                 _local.held = False
 
-    in_turn.wrapped = app
     return in_turn
 
 
