@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(VENV)/bin/idp demo
 	@rps=; if [ -f clients/run.py ]; then $(VENV)/bin/python -m clients.run & rps=$$!; fi; \
 	trap 'test -z "$$rps" || kill $$rps 2>/dev/null' EXIT INT TERM; \
-	$(VENV)/bin/flask --app idp run --port $(PORT)
+	$(VENV)/bin/flask --app 'idp:create_server_app()' run --port $(PORT)
 
 test: $(STAMP)
 	bash tools/system-deps.sh

@@ -59,3 +59,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.wsgi_app = endpoints.Endpoints(app, app.wsgi_app)  # /token, /introspect, /revoke, /userinfo
     app.wsgi_app = discovery.Documents(app, app.wsgi_app)  # discovery and JWKS answered before Flask
     return app
+
+
+def create_server_app(overrides: dict | None = None) -> Flask:
+    """The app of a serving process (idp.wsgi for `idp serve`; `make run`): create_app, plus
+    this process's maintenance scheduler (idp.ops.maintenance), which neither the CLI nor
+    the tests want."""
+    app = create_app(overrides)
+    from .ops import maintenance
+
+    maintenance.start(app)
+    return app

@@ -67,6 +67,12 @@ DEFAULTS: dict[str, object] = {
     "WORKERS": 2,
     "THREADS": 2,
     "BIND": "127.0.0.1:8000",
+    # Maintenance jobs run by the server processes themselves (idp.ops.maintenance); false
+    # leaves them to cron (`idp maintenance run`). Intervals in seconds.
+    "MAINTENANCE": True,
+    "LOGOUT_RETRY_INTERVAL": 300,
+    "PRUNE_INTERVAL": 24 * 3600,
+    "PRUNE_GRACE_DAYS": 1,  # ended families and sessions are kept this many days
     # Bearer token that GET /metrics requires (compared in constant time); None leaves it open.
     "METRICS_TOKEN": None,
 }
@@ -119,6 +125,14 @@ def check(config: dict) -> None:
         raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")
     if config["ID_TOKEN_ALG"] not in ("ES256", "RS256"):
         raise ConfigError("ID_TOKEN_ALG must be ES256 or RS256")
+    for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
+            raise ConfigError(f"{key} must be a whole number of seconds, at least 1, got {config[key]!r}")
+    grace = config["PRUNE_GRACE_DAYS"]
+    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
+        raise ConfigError(f"PRUNE_GRACE_DAYS must be a whole number of days, at least 0, got {grace!r}")
+    if not isinstance(config["MAINTENANCE"], bool):
+        raise ConfigError(f"MAINTENANCE must be true or false, got {config['MAINTENANCE']!r}")
     if config["ENV"] != "production":
         return
     if config["SECRET_KEY"] == DEFAULT_SECRET_KEY or len(str(config["SECRET_KEY"])) < 32:

@@ -2,10 +2,11 @@
 
 Each request runs in its worker's turn (idp.ops.turns), so a worker may have several
 threads without their Python contending: the others only run while one waits on a
-password hash or a relying party.
+password hash or a relying party. Each worker also runs the maintenance jobs' scheduler
+(idp.ops.maintenance), which makes sure that only one process runs each job at a time.
 """
 
-from . import create_app
+from . import create_server_app
 from .ops import turns
 
-app = turns.middleware(create_app())
+app = turns.middleware(create_server_app())

@@ -1,4 +1,4 @@
-"""Deleting token families whose absolute lifetime is over, with their refresh tokens.
+"""Deleting what can never be used again: ended token families, ended browser sessions.
 
 A family (Grant) ends at ``expires_at`` (REFRESH_TOKEN_ABSOLUTE_TTL after the sign-in); after
 that none of its tokens can be used, so the rows are only weight. Rotated tokens are kept
@@ -6,16 +6,21 @@ while their family lives: presenting one is how reuse is detected (RFC 9700 §4.
 token is deleted on its own. refresh_token has no foreign key to its family (see
 idp.models.grant), so the tokens are deleted here, then the family; tokens whose family is
 already gone (deleted by hand) go too. Access tokens live in the store and expire there.
+
+A browser session that was signed out (``ended_at``) or expired can never sign anyone in
+again; it was kept only for what support might look at, and it holds an IP address and a
+user agent, so it goes after the same grace. The sign-in history is the security events',
+not the sessions'.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, or_, select
 
 from ..extensions import db
-from ..models import Grant, RefreshToken
+from ..models import BrowserSession, Grant, RefreshToken
 
 
 def prune_ended_families(before: datetime, batch: int = 1000) -> dict:
@@ -33,3 +38,20 @@ def prune_ended_families(before: datetime, batch: int = 1000) -> dict:
         delete(RefreshToken).where(~exists().where(Grant.id == RefreshToken.grant_id))).rowcount
     db.session.commit()
     return {"families": families, "refresh_tokens": tokens, "orphaned_refresh_tokens": orphans}
+
+
+def prune_ended_sessions(before: datetime, batch: int = 1000) -> int:
+    """Delete browser sessions that ended or expired before ``before``, ``batch`` at a time."""
+    deleted = 0
+    ended = or_(BrowserSession.ended_at < before, BrowserSession.expires_at < before)
+    while True:
+        ids = db.session.scalars(select(BrowserSession.id_hash).where(ended).limit(batch)).all()
+        if not ids:
+            return deleted
+        deleted += db.session.execute(delete(BrowserSession).where(BrowserSession.id_hash.in_(ids))).rowcount
+        db.session.commit()
+
+
+def prune_ended(before: datetime) -> dict:
+    """Both of the above (the maintenance job ``prune``): the counts of each."""
+    return {**prune_ended_families(before), "browser_sessions": prune_ended_sessions(before)}

@@ -36,7 +36,7 @@ def idp_server(tmp_path_factory):
     stack = Stack(issuer=issuer, tmp=tmp, clients_file=clients_file, env=env, ports=ports)
     stack.secrets = {t["client_id"]: t.get("secret") for t in tomllib.loads(clients_file.read_text())["clients"]}
     set_up_idp(env)
-    server = Process("idp", [PY, "-m", "flask", "--app", "idp", "run", "--host", "127.0.0.1", "--port",
+    server = Process("idp", [PY, "-m", "flask", "--app", "idp:create_server_app()", "run", "--host", "127.0.0.1", "--port",
                              str(ports["idp"]), "--no-reload", "--no-debugger", "--with-threads"], env, tmp / "idp.log")
     try:
         server.wait_ready(issuer + "/.well-known/openid-configuration")

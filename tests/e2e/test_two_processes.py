@@ -97,7 +97,9 @@ def cluster(tmp_path_factory, request):
     port_a, port_b = free_port(), free_port()
     a, b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     config = {"ISSUER": a, "SECRET_KEY": secrets.token_urlsafe(32), "KEYS_DIR": str(tmp / "keys"),
-              "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STORE_NAMESPACE": "e2e:"}
+              "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STORE_NAMESPACE": "e2e:",
+              # slots longer than the run: each job runs exactly once in the two processes
+              "LOGOUT_RETRY_INTERVAL": 10**9, "PRUNE_INTERVAL": 10**9}
     _set_up(config)  # also generates the signing keys both servers load
     env = {**os.environ, "IDP_INSTANCE_PATH": str(tmp / "instance"),
            **{f"IDP_{k}": str(v) for k, v in config.items()}}
@@ -107,7 +109,11 @@ def cluster(tmp_path_factory, request):
         request.addfinalizer(lambda proc=proc: _stop(proc))
     for url, (proc, log) in zip((a, b), servers):
         _wait_ready(url, proc, log)
+    LOGS[:] = [log for _, log in servers]
     return a, b
+
+
+LOGS: list[str] = []  # the two servers' logs, once the cluster is up
 
 
 class Browser:
@@ -208,3 +214,16 @@ def test_refresh_token_reused_at_b_revokes_the_family_a_issued(cluster):
     assert userinfo(a, second["access_token"]).status_code == 401
     after = rp.token(a, grant_type="refresh_token", refresh_token=second["refresh_token"])
     assert after.status_code == 400 and after.json()["error"] == "invalid_grant"
+
+
+def test_each_maintenance_job_ran_in_one_of_the_two_processes(cluster):
+    """Both servers look at the jobs when they start; the shared store lets one run each."""
+    deadline, ran = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        texts = [open(log, encoding="utf-8", errors="replace").read() for log in LOGS]
+        ran = {job: sum(text.count(f"maintenance job {job}: ") for text in texts) for job in ("logout-retry", "prune")}
+        if all(ran.values()):
+            break
+        time.sleep(0.2)  # waiting for another process's log, not for the clock
+    assert ran == {"logout-retry": 1, "prune": 1}
+    assert not any(" failed: " in line or "cannot claim" in line for log in LOGS for line in open(log))

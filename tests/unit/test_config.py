@@ -38,3 +38,20 @@ def test_production_accepts_loopback_http_and_https(tmp_path):
 def test_bad_issuer(tmp_path, issuer):
     with pytest.raises(ConfigError):
         load(str(tmp_path), {"ISSUER": issuer})
+
+
+@pytest.mark.parametrize("overrides,reason", [
+    ({"PRUNE_INTERVAL": 0}, "PRUNE_INTERVAL must be a whole number of seconds"),
+    ({"LOGOUT_RETRY_INTERVAL": "300"}, "LOGOUT_RETRY_INTERVAL must be"),
+    ({"LOGOUT_RETRY_INTERVAL": True}, "LOGOUT_RETRY_INTERVAL must be"),
+    ({"PRUNE_GRACE_DAYS": -1}, "PRUNE_GRACE_DAYS must be"),
+    ({"MAINTENANCE": "yes"}, "MAINTENANCE must be true or false"),
+])
+def test_maintenance_settings_are_checked(tmp_path, overrides, reason):
+    with pytest.raises(ConfigError, match=reason):
+        load(str(tmp_path), overrides)
+
+
+def test_maintenance_can_be_left_to_cron(monkeypatch, tmp_path):
+    monkeypatch.setenv("IDP_MAINTENANCE", "false")
+    assert load(str(tmp_path))["MAINTENANCE"] is False

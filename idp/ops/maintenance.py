@@ -1,0 +1,146 @@
+"""Maintenance the server does itself: back-channel logout retries and pruning.
+
+Two jobs keep a running IdP tidy:
+
+- ``logout-retry``, every LOGOUT_RETRY_INTERVAL seconds: deliver again the back-channel
+  logout tokens whose delivery failed (idp.logout.backchannel.retry_pending);
+- ``prune``, every PRUNE_INTERVAL seconds: delete the token families and browser sessions
+  that ended more than PRUNE_GRACE_DAYS ago (idp.oauth.prune).
+
+Keycloak runs such jobs inside its server (cluster-aware scheduled tasks); Ory Hydra ships
+them for cron (``hydra janitor``). Both work here: ``idp maintenance run`` runs them now, for
+cron, and with MAINTENANCE on (the default) every server process (each worker of ``idp
+serve``, and ``make run``) runs a ``Scheduler`` thread. A job's time is cut into slots of its
+interval, and a process runs the job only after claiming the current slot in the shared store
+(``add``: SET NX with a TTL, atomic), so however many processes run, each slot runs once, in
+whichever process asked first. A process that dies in the middle of a job loses that slot:
+the next run is one interval later. Both jobs are safe to overlap anyway (a pending logout
+delivery is claimed with ``consume``; a prune deletes what nothing can use).
+
+Each process asks every TICK seconds (with some jitter, so that workers started together do
+not ask in step), the first time as soon as it starts. The thread runs outside any request,
+so it does not take the worker's turn (idp.ops.turns): Python in a job only shares the GIL.
+Failures are logged with the job's name and the exception's type, never its text (a database
+error can quote the statement's parameters).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+log = logging.getLogger("idp.maintenance")
+
+TICK = 30.0  # seconds between two looks at the jobs' slots
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    interval_key: str  # the config key of its interval, in seconds
+    run: Callable[[dict], str]  # in an app context, given the config; a one-line summary
+
+
+def _logout_retry(config: dict) -> str:
+    from ..logout import backchannel
+
+    report = backchannel.retry_pending()
+    return (f"{len(report.delivered)} delivered, {len(report.failed)} failed, "
+            f"{len(report.pending)} still in flight")
+
+
+def _prune(config: dict) -> str:
+    from ..oauth import prune
+
+    counts = prune.prune_ended(datetime.now(timezone.utc) - timedelta(days=config["PRUNE_GRACE_DAYS"]))
+    return ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
+
+
+JOBS = (Job("logout-retry", "LOGOUT_RETRY_INTERVAL", _logout_retry), Job("prune", "PRUNE_INTERVAL", _prune))
+
+
+def by_name(name: str) -> Job:
+    return next(job for job in JOBS if job.name == name)
+
+
+def slot_key(job: Job, interval: int, now: float) -> str:
+    """The store key that whoever runs ``job`` in the slot holding ``now`` claims. Pure."""
+    return f"job:{job.name}:{interval}:{int(now // interval)}"
+
+
+def run(app, job: Job) -> str | None:
+    """Run ``job`` now in an app context: its summary, or None if it failed (logged)."""
+    from ..extensions import db
+
+    with app.app_context():
+        try:
+            summary = job.run(app.config)
+        except Exception as exc:  # a job must never take the scheduler (or a worker) down
+            db.session.rollback()
+            log.error("maintenance job %s failed: %s", job.name, type(exc).__name__)
+            return None
+        finally:
+            db.session.remove()
+    log.info("maintenance job %s: %s", job.name, summary)
+    return summary
+
+
+def tick(app, jobs=JOBS, now: float | None = None) -> dict[str, str | None]:
+    """Run every job whose current slot this process claims: {name: summary, or None if it failed}."""
+    from ..extensions import store
+
+    now = time.time() if now is None else now
+    ran = {}
+    for job in jobs:
+        interval = int(app.config[job.interval_key])
+        try:
+            with app.app_context():
+                claimed = store().add(slot_key(job, interval, now), {"pid": os.getpid()}, interval)
+        except Exception as exc:  # the store is unreachable: /readyz says so; try at the next tick
+            log.error("maintenance job %s: cannot claim its slot: %s", job.name, type(exc).__name__)
+            continue
+        if claimed:
+            ran[job.name] = run(app, job)
+    return ran
+
+
+class Scheduler:
+    """A daemon thread that calls ``tick(app)`` at start, then every ``every`` seconds (± 20%)."""
+
+    def __init__(self, app, every: float = TICK, jobs=JOBS):
+        self.app, self.every, self.jobs = app, every, jobs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="idp-maintenance", daemon=True)
+
+    def start(self) -> Scheduler:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            tick(self.app, self.jobs)
+            if self._stop.wait(self.every * random.uniform(0.8, 1.2)):
+                return
+
+
+_started: dict[int, Scheduler] = {}  # by process id: a forked child starts its own
+
+
+def start(app) -> Scheduler | None:
+    """Start this process's scheduler, once, if MAINTENANCE is on (for the servers only)."""
+    if not app.config["MAINTENANCE"]:
+        return None
+    pid = os.getpid()
+    if pid not in _started:
+        _started[pid] = Scheduler(app).start()
+    return _started[pid]

@@ -1,0 +1,171 @@
+"""The maintenance jobs the server runs itself (idp.ops.maintenance): one run per slot
+across processes, failures contained, and the real jobs doing their work."""
+
+import logging
+import socket
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import select
+
+from idp import create_app
+from idp.cli import cli
+from idp.extensions import db
+from idp.logout import backchannel
+from idp.models import BrowserSession, Grant
+from idp.oauth import tokens
+from idp.ops import maintenance
+from tests.conftest import Flow, register_client
+from tests.integration.logout_helpers import LogoutReceiver
+from tests.integration.token_helpers import login
+
+T0 = datetime(2026, 11, 27, 12, 0, 10, tzinfo=timezone.utc)
+
+
+class Counting:
+    """A job that counts its runs (per name) and may fail with a message it must not log."""
+
+    def __init__(self, name, fail=False):
+        self.runs = 0
+        self.job = maintenance.Job(name, "LOGOUT_RETRY_INTERVAL", self._run)
+        self.fail = fail
+
+    def _run(self, config):
+        self.runs += 1
+        if self.fail:
+            raise RuntimeError("a message quoting secret-parameter-value")
+        return f"run {self.runs}"
+
+
+def other_process(app):
+    """A second app on the same database and store, as another worker process has: on Redis
+    its own connections; the embedded store is one process's memory, so there it is the
+    same app (a second look by the same process)."""
+    if app.config["REDIS_URL"].startswith("memory:"):
+        return app
+    keep = ("ISSUER", "KEYS_DIR", "TESTING", "DATABASE_URL", "REDIS_URL", "STORE_NAMESPACE")
+    return create_app({k: app.config[k] for k in keep})
+
+
+def test_each_slot_of_a_job_runs_once_however_many_processes_ask(app):
+    job, other = Counting("count"), other_process(app)
+    every = app.config["LOGOUT_RETRY_INTERVAL"]
+    start = T0.timestamp()
+    ran = [maintenance.tick(a, [job.job], now=start) for a in (app, other, app)]
+    assert job.runs == 1 and sorted(map(len, ran)) == [0, 0, 1]
+    assert maintenance.tick(other, [job.job], now=start + every - 11) == {}  # same slot, later
+    assert maintenance.tick(other, [job.job], now=start + every) == {"count": "run 2"}  # the next slot
+    assert maintenance.tick(app, [job.job], now=start + every + 1) == {}
+    assert job.runs == 2
+
+
+def test_a_failing_job_is_logged_without_its_text_and_the_next_job_runs(app, caplog):
+    bad, good = Counting("bad", fail=True), Counting("good")
+    with caplog.at_level(logging.INFO, "idp.maintenance"):
+        ran = maintenance.tick(app, [bad.job, good.job], now=T0.timestamp())
+    assert ran == {"bad": None, "good": "run 1"}
+    assert "maintenance job bad failed: RuntimeError" in caplog.text
+    assert "secret-parameter-value" not in caplog.text
+    assert "maintenance job good: run 1" in caplog.text
+    assert maintenance.tick(app, [bad.job], now=T0.timestamp()) == {}  # its slot is spent: no retry storm
+
+
+def test_an_unreachable_store_skips_the_tick(caplog, keys_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = create_app({"KEYS_DIR": keys_dir, "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
+                       "REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    job = Counting("count")
+    with caplog.at_level(logging.ERROR, "idp.maintenance"):
+        assert maintenance.tick(down, [job.job], now=T0.timestamp()) == {}
+    assert job.runs == 0 and "maintenance job count: cannot claim its slot: ConnectionError" in caplog.text
+
+
+def test_the_scheduler_thread_looks_at_start_and_stops_when_told(app):
+    ran = threading.Event()
+    job = maintenance.Job("signal", "LOGOUT_RETRY_INTERVAL", lambda config: ran.set() or "signalled")
+    scheduler = maintenance.Scheduler(app, every=3600, jobs=[job]).start()
+    try:
+        assert ran.wait(10)  # the first look is at start, not after a tick
+    finally:
+        scheduler.stop(timeout=10)
+    assert not scheduler._thread.is_alive()
+
+
+def test_only_serving_processes_start_one_scheduler_each(app):
+    app.config["MAINTENANCE"] = False
+    assert maintenance.start(app) is None
+    app.config["MAINTENANCE"] = True
+    app.config["LOGOUT_RETRY_INTERVAL"] = app.config["PRUNE_INTERVAL"] = 10**6  # its first look only
+    first = maintenance.start(app)
+    try:
+        assert first is not None and maintenance.start(app) is first
+    finally:
+        first.stop(timeout=30)
+        maintenance._started.clear()
+
+
+def test_the_prune_job_deletes_ended_families_and_sessions_after_the_grace(app, flow):
+    ended = tokens.find_access_token(login(flow)["access_token"])["grant_id"]
+    ended_session = db.session.scalar(select(BrowserSession.id_hash))
+    assert db.session.get(Grant, ended) is not None
+    grace = timedelta(days=app.config["PRUNE_GRACE_DAYS"])
+    later = datetime.now(timezone.utc) + timedelta(seconds=app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]) + grace
+    with freeze_time(later + timedelta(minutes=1)):
+        live = tokens.find_access_token(login(flow)["access_token"])["grant_id"]
+        ran = maintenance.tick(app, [maintenance.by_name("prune")])
+        assert ran["prune"] == ("1 families, 1 refresh tokens, 0 orphaned refresh tokens, 1 browser sessions")
+        db.session.expire_all()
+        assert db.session.get(Grant, ended) is None and db.session.get(BrowserSession, ended_session) is None
+        assert db.session.get(Grant, live) is not None
+        assert db.session.scalar(select(BrowserSession.id_hash)) is not None  # today's session stays
+
+
+def test_a_signed_out_session_goes_after_the_grace_not_before(app, flow):
+    login(flow)
+    row = db.session.scalar(select(BrowserSession))
+    row.ended_at = datetime.now(timezone.utc)
+    db.session.commit()
+    grace = timedelta(days=app.config["PRUNE_GRACE_DAYS"])
+    with freeze_time(row.ended_at + grace - timedelta(minutes=1)):
+        assert maintenance.run(app, maintenance.by_name("prune")).endswith("0 browser sessions")
+    with freeze_time(row.ended_at + grace + timedelta(minutes=1)):
+        assert maintenance.run(app, maintenance.by_name("prune")).endswith("1 browser sessions")
+
+
+@pytest.fixture
+def receiver():
+    with LogoutReceiver() as r:
+        yield r
+
+
+def test_the_logout_retry_job_delivers_what_failed(app, client, seller, receiver, monkeypatch):
+    monkeypatch.setattr(backchannel, "BACKOFF", 0.0)
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    receiver.status = 500
+    rp = register_client("rp-bc", backchannel_logout_uri=receiver.url)
+    flow = Flow(client, rp)
+    body = flow.redeem(flow.login_code()).get_json()
+    client.get("/logout", query_string={"id_token_hint": body["id_token"],
+                                        "post_logout_redirect_uri": "https://rp.example.com/bye"})
+    assert len(receiver.received) == 1 and len(backchannel.pending_ids()) == 1
+    receiver.status = 200
+    retry, now = maintenance.by_name("logout-retry"), T0.timestamp()
+    assert maintenance.tick(app, [retry], now=now) == {"logout-retry": "1 delivered, 0 failed, 0 still in flight"}
+    assert len(receiver.received) == 2
+    every = app.config["LOGOUT_RETRY_INTERVAL"]
+    assert maintenance.tick(app, [retry], now=now + every) == {"logout-retry": "0 delivered, 0 failed, 0 still in flight"}
+    assert len(receiver.received) == 2
+
+
+def test_cron_runs_the_jobs_with_the_cli(app):
+    result = app.test_cli_runner().invoke(cli, ["maintenance", "run"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "logout-retry: 0 delivered, 0 failed, 0 still in flight"
+    assert lines[1] == "prune: 0 families, 0 refresh tokens, 0 orphaned refresh tokens, 0 browser sessions"
+    result = app.test_cli_runner().invoke(cli, ["maintenance", "run", "prune"])
+    assert result.exit_code == 0 and result.output.startswith("prune: ")
