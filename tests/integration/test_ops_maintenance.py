@@ -6,7 +6,6 @@ import socket
 import threading
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
@@ -18,7 +17,6 @@ from idp.models import BrowserSession, Grant
 from idp.oauth import tokens
 from idp.ops import maintenance
 from tests.conftest import Flow, register_client
-from tests.integration.logout_helpers import LogoutReceiver
 from tests.integration.token_helpers import login
 
 T0 = datetime(2026, 11, 27, 12, 0, 10, tzinfo=timezone.utc)
@@ -134,12 +132,6 @@ def test_a_signed_out_session_goes_after_the_grace_not_before(app, flow):
         assert maintenance.run(app, maintenance.by_name("prune")).endswith("0 browser sessions")
     with freeze_time(row.ended_at + grace + timedelta(minutes=1)):
         assert maintenance.run(app, maintenance.by_name("prune")).endswith("1 browser sessions")
-
-
-@pytest.fixture
-def receiver():
-    with LogoutReceiver() as r:
-        yield r
 
 
 def test_the_logout_retry_job_delivers_what_failed(app, client, seller, receiver, monkeypatch):
