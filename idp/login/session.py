@@ -12,12 +12,13 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from flask import current_app, request
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, select
 
 from ..config import is_loopback_url
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import Account, BrowserSession
+from ..models.account import usable_since
 
 
 def cookie_name(name: str) -> str:
@@ -56,8 +57,7 @@ _ACCOUNT_IN_SESSION = (
     .join_from(BrowserSession, Account, Account.id == BrowserSession.account_id)
     .where(BrowserSession.sid == bindparam("sid"), BrowserSession.account_id == bindparam("account_id"),
            BrowserSession.ended_at.is_(None), BrowserSession.expires_at > bindparam("now"),
-           Account.status == "active",
-           or_(Account.sessions_revoked_at.is_(None), Account.sessions_revoked_at < BrowserSession.created_at))
+           Account.usable_since_sql(BrowserSession.created_at))
 )
 
 
@@ -76,11 +76,7 @@ def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
     if row is None or row.ended_at is not None or row.expires_at <= now:
         return None
     account = db.session.get(Account, row.account_id)
-    if account is None or account.status != "active":
-        return None
-    if account.sessions_revoked_at and account.sessions_revoked_at >= row.created_at:
-        return None
-    return row, account
+    return (row, account) if usable_since(account, row.created_at) else None
 
 
 def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None) -> tuple[BrowserSession, str]:

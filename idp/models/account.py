@@ -1,6 +1,6 @@
 import secrets
 
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, String, and_, or_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -10,6 +10,18 @@ from ._types import UTCDateTime, utcnow
 def new_subject() -> str:
     """A stable, opaque subject identifier: never the email (OIDC Core §8 pairwise-free public sub)."""
     return secrets.token_urlsafe(16)
+
+
+def usable_since(account, created_at) -> bool:
+    """The one rule for what a sign-in of ``account`` made at ``created_at`` (a browser session,
+    a token family): it lives while the account is active and has not been signed out
+    everywhere at or after that instant. Equal instants count as before: a sign-out and a
+    sign-in in the same microsecond leave nothing alive. ``Account.usable_since_sql`` is the
+    same rule in SQL; idp.oauth.refresh_rotation writes it once more by hand."""
+    if account is None or account.status != "active":
+        return False
+    revoked = account.sessions_revoked_at
+    return revoked is None or revoked < created_at
 
 
 class Account(db.Model):
@@ -25,6 +37,11 @@ class Account(db.Model):
     created_at = mapped_column(UTCDateTime, default=utcnow)
     # Bumped by "sign out everywhere": sessions and tokens issued before it are dead.
     sessions_revoked_at = mapped_column(UTCDateTime, nullable=True)
+
+    @classmethod
+    def usable_since_sql(cls, created_at):
+        """``usable_since`` as a SQL condition over a ``created_at`` column."""
+        return and_(cls.status == "active", or_(cls.sessions_revoked_at.is_(None), cls.sessions_revoked_at < created_at))
 
     @staticmethod
     def normalize_email(email: str) -> str:

@@ -22,9 +22,9 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import current_app
 
+from ..models.account import usable_since
 from ..store import prefetch
 from . import client_auth, clients, jwt_access_token, params, tokens
-from .refresh import account_usable
 
 INACTIVE = {"active": False}
 
@@ -64,7 +64,7 @@ def refresh_token_body(token: str, client) -> dict | None:
     if grant.revoked_at is not None or min(row.expires_at, grant.expires_at) <= now \
             or tokens.is_grant_revoked(grant.id):
         return None
-    if not account_usable(account, grant):
+    if not usable_since(account, grant.created_at):
         return None
     return _compact({
         "active": True, "iss": current_app.config["ISSUER"], "sub": account.sub, "client_id": row.client_id,

@@ -31,16 +31,10 @@ from sqlalchemy import bindparam, update
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import RefreshToken
+from ..models.account import usable_since
 from ..ops import metrics
 from . import clients, refresh_rotation, resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS
-
-
-def account_usable(account, grant) -> bool:
-    if account is None or account.status != "active":
-        return False
-    revoked = account.sessions_revoked_at
-    return revoked is None or revoked <= grant.created_at
 
 
 _RT = RefreshToken.__table__
@@ -124,7 +118,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         now = datetime.now(timezone.utc)
         if row.expires_at <= now or grant.expires_at <= now:
             raise InvalidGrantError("The refresh token has expired.")
-        if not account_usable(account, grant):
+        if not usable_since(account, grant.created_at):
             raise InvalidGrantError("The account is not available.")
 
         token_scopes = row.scope.split()

@@ -3,7 +3,8 @@
 A refresh that names no scope and no resource (the mobile app's every refresh) needs the
 presented token marked rotated and its successor inserted, if and only if the token is
 live: issued to this client, not yet rotated, within its idle and absolute lifetimes, its
-family not revoked, its account active and not signed out everywhere since, and, when the
+family not revoked, its account active and not signed out everywhere since (the rule of
+idp.models.account.usable_since, written here in SQL), and, when the
 client was authenticated against this process's copy of its registration, that copy's
 version still the database's (else the caller judges the request again). PostgreSQL
 does all of that in one autocommitted statement (data-modifying CTEs: UPDATE ... FROM
@@ -49,7 +50,7 @@ WITH g AS MATERIALIZED (
 ), a AS MATERIALIZED (
     SELECT id, sub, email, email_verified FROM account
     WHERE id = (SELECT account_id FROM g) AND status = 'active'
-      AND (sessions_revoked_at IS NULL OR sessions_revoked_at <= (SELECT created_at FROM g))
+      AND (sessions_revoked_at IS NULL OR sessions_revoked_at < (SELECT created_at FROM g))
 ), old AS (
     UPDATE refresh_token AS t SET rotated_at = %(now)s
     FROM g, a

@@ -121,3 +121,28 @@ def test_client_credentials_grants_of_nobody_are_untouched(app, seller, two_brow
     db.session.commit()
     sign_out_everywhere(seller)
     assert db.session.get(Grant, grant.id).revoked_at is None
+
+
+def test_a_sign_out_in_the_same_instant_as_the_sign_in_leaves_nothing_alive(app, seller, rp):
+    """idp.models.account.usable_since: equal instants count as before, for sessions and for
+    token families alike, on the one-statement refresh (PostgreSQL) and the general path.
+    The family is deliberately left unrevoked: the account rule alone must refuse it."""
+    from datetime import datetime, timedelta, timezone
+
+    from freezegun import freeze_time
+
+    from tests.integration.token_helpers import introspect
+
+    flow = Flow(app.test_client(), rp)
+    instant = datetime.now(timezone.utc) + timedelta(minutes=1)
+    with freeze_time(instant):  # one instant for everything
+        body = flow.redeem(flow.login_code(scope="openid offline_access")).get_json()
+        account = db.session.get(Account, seller.id)
+        grant = db.session.get(Grant, tokens.find_access_token(body["access_token"])["grant_id"])
+        assert grant.created_at == live_sessions()[0].created_at == instant
+        account.sessions_revoked_at = grant.created_at
+        db.session.commit()
+        assert not introspect(flow.client, rp, body["refresh_token"]).get_json()["active"]
+        resp = refresh(flow, body["refresh_token"])
+        assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_grant"
+        assert "/signin/" in flow.authorize().headers["Location"]  # the session is dead too
