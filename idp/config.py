@@ -73,6 +73,8 @@ DEFAULTS: dict[str, object] = {
     "LOGOUT_RETRY_INTERVAL": 300,
     "PRUNE_INTERVAL": 24 * 3600,
     "PRUNE_GRACE_DAYS": 1,  # ended families and sessions are kept this many days
+    "KEY_CHECK_INTERVAL": 3600,
+    "KEY_ROTATION_DAYS": 90,  # a signing key is replaced this long after it was made; 0: never
     # Bearer token that GET /metrics requires (compared in constant time); None leaves it open.
     "METRICS_TOKEN": None,
 }
@@ -125,12 +127,16 @@ def check(config: dict) -> None:
         raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")
     if config["ID_TOKEN_ALG"] not in ("ES256", "RS256"):
         raise ConfigError("ID_TOKEN_ALG must be ES256 or RS256")
-    for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL"):
+    for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL"):
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a whole number of seconds, at least 1, got {config[key]!r}")
-    grace = config["PRUNE_GRACE_DAYS"]
-    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
-        raise ConfigError(f"PRUNE_GRACE_DAYS must be a whole number of days, at least 0, got {grace!r}")
+    for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
+            raise ConfigError(f"{key} must be a whole number of days, at least 0, got {config[key]!r}")
+    rotation = config["KEY_ROTATION_DAYS"] * 24 * 3600
+    if rotation and rotation <= config["KEY_PUBLISH_AHEAD"]:
+        raise ConfigError("KEY_ROTATION_DAYS must be longer than KEY_PUBLISH_AHEAD (a key is published "
+                          "that long before it signs), or 0 to rotate only by hand")
     if not isinstance(config["MAINTENANCE"], bool):
         raise ConfigError(f"MAINTENANCE must be true or false, got {config['MAINTENANCE']!r}")
     if config["ENV"] != "production":

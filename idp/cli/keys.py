@@ -4,7 +4,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..crypto.keys import ALGS
+from ..crypto.keys import ALGS, max_token_lifetime
 from ..extensions import keyring
 from .common import table, when
 
@@ -23,7 +23,7 @@ def rotate(alg, immediate):
     JWKS small without a second job."""
     key = keyring().rotate(alg or current_app.config["ID_TOKEN_ALG"], immediate=immediate)
     click.echo(f"new {key['alg']} key {key['kid']}: published now, signs from {when(key['not_before'])}")
-    for kid in keyring().prune(_max_token_lifetime()):
+    for kid in keyring().prune(max_token_lifetime(current_app.config)):
         click.echo(f"pruned {kid}")
 
 
@@ -38,12 +38,8 @@ def list_():
 @keys.command("prune")
 def prune():
     """Delete retired keys once every token they signed has expired."""
-    removed = keyring().prune(_max_token_lifetime())
+    removed = keyring().prune(max_token_lifetime(current_app.config))
     for kid in removed:
         click.echo(f"pruned {kid}")
     click.echo(f"{len(removed)} key(s) pruned")
 
-
-def _max_token_lifetime() -> int:
-    cfg = current_app.config
-    return max(cfg["ID_TOKEN_TTL"], cfg["ACCESS_TOKEN_TTL"])

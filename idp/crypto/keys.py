@@ -239,6 +239,21 @@ class KeyRing:
         with self._writing():
             return self._create(alg, int(time.time()) + (0 if immediate else self.publish_ahead))
 
+    def rotate_aged(self, max_age: int) -> list[dict]:
+        """Rotate each alg whose newest key (active or next) is ``max_age`` seconds old or more:
+        the scheduled rotation (idp.ops.maintenance). Judged again under the lock, so processes
+        sharing the directory rotate once."""
+
+        def aged(now: float) -> list[str]:
+            newest = {k.alg: k for k in self._snapshot()}  # ordered: the last of each alg wins
+            return [alg for alg, key in newest.items() if key.created_at + max_age <= now]
+
+        if not aged(time.time()):
+            return []
+        with self._writing():
+            now = time.time()
+            return [self._create(alg, int(now) + self.publish_ahead) for alg in aged(now)]
+
     def prune(self, max_token_lifetime: int) -> list[str]:
         """Delete retired keys older than any unexpired token they signed; return their kids."""
         now, removed = time.time(), []
@@ -250,3 +265,8 @@ class KeyRing:
                     removed.append(key.kid)
                     log.info("pruned retired %s key kid=%s", key.alg, key.kid)
         return removed
+
+
+def max_token_lifetime(config: dict) -> int:
+    """The longest any token signed by a key stays valid: a retired key is kept that long."""
+    return max(config["ID_TOKEN_TTL"], config["ACCESS_TOKEN_TTL"])

@@ -1,11 +1,14 @@
 """Maintenance the server does itself: back-channel logout retries and pruning.
 
-Two jobs keep a running IdP tidy:
+Three jobs keep a running IdP tidy:
 
 - ``logout-retry``, every LOGOUT_RETRY_INTERVAL seconds: deliver again the back-channel
   logout tokens whose delivery failed (idp.logout.backchannel.retry_pending);
 - ``prune``, every PRUNE_INTERVAL seconds: delete the token families and browser sessions
-  that ended more than PRUNE_GRACE_DAYS ago (idp.oauth.prune).
+  that ended more than PRUNE_GRACE_DAYS ago (idp.oauth.prune);
+- ``keys``, every KEY_CHECK_INTERVAL seconds: rotate each signing key KEY_ROTATION_DAYS after
+  it was made (0: never; the new key is published KEY_PUBLISH_AHEAD before it signs, as
+  `idp keys rotate` does), and drop retired keys no live token can need (idp.crypto.keys).
 
 Keycloak runs such jobs inside its server (cluster-aware scheduled tasks); Ory Hydra ships
 them for cron (``hydra janitor``). Both work here: ``idp maintenance run`` runs them now, for
@@ -62,7 +65,18 @@ def _prune(config: dict) -> str:
     return ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
 
 
-JOBS = (Job("logout-retry", "LOGOUT_RETRY_INTERVAL", _logout_retry), Job("prune", "PRUNE_INTERVAL", _prune))
+def _keys(config: dict) -> str:
+    from ..crypto.keys import max_token_lifetime
+    from ..extensions import keyring
+
+    ring, days = keyring(), config["KEY_ROTATION_DAYS"]
+    made = ring.rotate_aged(days * 24 * 3600) if days else []
+    pruned = ring.prune(max_token_lifetime(config))
+    return f"{len(made)} keys rotated, {len(pruned)} retired keys pruned"
+
+
+JOBS = (Job("logout-retry", "LOGOUT_RETRY_INTERVAL", _logout_retry), Job("prune", "PRUNE_INTERVAL", _prune),
+        Job("keys", "KEY_CHECK_INTERVAL", _keys))
 
 
 def by_name(name: str) -> Job:

@@ -99,7 +99,7 @@ def cluster(tmp_path_factory, request):
     config = {"ISSUER": a, "SECRET_KEY": secrets.token_urlsafe(32), "KEYS_DIR": str(tmp / "keys"),
               "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STORE_NAMESPACE": "e2e:",
               # slots longer than the run: each job runs exactly once in the two processes
-              "LOGOUT_RETRY_INTERVAL": 10**9, "PRUNE_INTERVAL": 10**9}
+              "LOGOUT_RETRY_INTERVAL": 10**9, "PRUNE_INTERVAL": 10**9, "KEY_CHECK_INTERVAL": 10**9}
     _set_up(config)  # also generates the signing keys both servers load
     env = {**os.environ, "IDP_INSTANCE_PATH": str(tmp / "instance"),
            **{f"IDP_{k}": str(v) for k, v in config.items()}}
@@ -221,9 +221,9 @@ def test_each_maintenance_job_ran_in_one_of_the_two_processes(cluster):
     deadline, ran = time.monotonic() + 30, {}
     while time.monotonic() < deadline:
         texts = [open(log, encoding="utf-8", errors="replace").read() for log in LOGS]
-        ran = {job: sum(text.count(f"maintenance job {job}: ") for text in texts) for job in ("logout-retry", "prune")}
+        ran = {job: sum(text.count(f"maintenance job {job}: ") for text in texts) for job in ("logout-retry", "prune", "keys")}
         if all(ran.values()):
             break
         time.sleep(0.2)  # waiting for another process's log, not for the clock
-    assert ran == {"logout-retry": 1, "prune": 1}
+    assert ran == {"logout-retry": 1, "prune": 1, "keys": 1}
     assert not any(" failed: " in line or "cannot claim" in line for log in LOGS for line in open(log))

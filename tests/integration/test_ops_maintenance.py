@@ -159,5 +159,27 @@ def test_cron_runs_the_jobs_with_the_cli(app):
     lines = result.output.splitlines()
     assert lines[0] == "logout-retry: 0 delivered, 0 failed, 0 still in flight"
     assert lines[1] == "prune: 0 families, 0 refresh tokens, 0 orphaned refresh tokens, 0 browser sessions"
+    assert lines[2].startswith("keys: 0 keys rotated, ")
     result = app.test_cli_runner().invoke(cli, ["maintenance", "run", "prune"])
     assert result.exit_code == 0 and result.output.startswith("prune: ")
+
+
+def test_the_keys_job_rotates_old_keys_and_drops_retired_ones(app, tmp_path):
+    from idp.crypto.keys import KeyRing
+
+    ring = app.extensions["idp.keyring"] = KeyRing(str(tmp_path / "keys"), app.config["KEY_PUBLISH_AHEAD"])
+    ring.ensure()
+    keys = maintenance.by_name("keys")
+    assert maintenance.run(app, keys) == "0 keys rotated, 0 retired keys pruned"
+    first = ring.active("ES256").kid
+    age = timedelta(days=app.config["KEY_ROTATION_DAYS"])
+    with freeze_time(datetime.now(timezone.utc) + age) as clock:
+        app.config["KEY_ROTATION_DAYS"] = 0  # rotation switched off: nothing happens
+        assert maintenance.run(app, keys) == "0 keys rotated, 0 retired keys pruned"
+        app.config["KEY_ROTATION_DAYS"] = age.days
+        assert maintenance.run(app, keys) == "2 keys rotated, 0 retired keys pruned"
+        clock.tick(app.config["KEY_PUBLISH_AHEAD"] + 1)
+        assert ring.active("ES256").kid != first
+        clock.tick(max(app.config["ID_TOKEN_TTL"], app.config["ACCESS_TOKEN_TTL"]))
+        assert maintenance.run(app, keys) == "0 keys rotated, 2 retired keys pruned"
+        assert first not in {k["kid"] for k in ring.jwks()["keys"]}

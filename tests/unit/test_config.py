@@ -46,6 +46,9 @@ def test_bad_issuer(tmp_path, issuer):
     ({"LOGOUT_RETRY_INTERVAL": True}, "LOGOUT_RETRY_INTERVAL must be"),
     ({"PRUNE_GRACE_DAYS": -1}, "PRUNE_GRACE_DAYS must be"),
     ({"MAINTENANCE": "yes"}, "MAINTENANCE must be true or false"),
+    ({"KEY_ROTATION_DAYS": 1}, "KEY_ROTATION_DAYS must be longer than KEY_PUBLISH_AHEAD"),
+    ({"KEY_ROTATION_DAYS": -1}, "KEY_ROTATION_DAYS must be a whole number of days"),
+    ({"KEY_CHECK_INTERVAL": 0}, "KEY_CHECK_INTERVAL must be"),
 ])
 def test_maintenance_settings_are_checked(tmp_path, overrides, reason):
     with pytest.raises(ConfigError, match=reason):

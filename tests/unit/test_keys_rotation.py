@@ -228,3 +228,24 @@ def test_verify_rejects_alg_not_allowed_or_not_matching_the_key(ring):
 def test_verify_rejects_malformed(ring, garbage):
     with pytest.raises(InvalidJWT):
         ring.verify(garbage)
+
+
+def test_scheduled_rotation_replaces_each_key_once_it_is_old_enough(keys_dir):
+    """rotate_aged (the maintenance job "keys"): the new key is published ahead, as by hand,
+    and a second process sharing the directory does not rotate it again."""
+    age = 90 * 24 * 3600
+    with freeze_time(T0) as clock:
+        ring, other = KeyRing(keys_dir, AHEAD), KeyRing(keys_dir, AHEAD)
+        ring.ensure()
+        old = {alg: ring.active(alg).kid for alg in ("ES256", "RS256")}
+        clock.tick(age - 1)
+        assert ring.rotate_aged(age) == []
+        clock.tick(1)
+        made = ring.rotate_aged(age)
+        assert sorted(k["alg"] for k in made) == ["ES256", "RS256"]
+        assert all(k["not_before"] == k["created_at"] + AHEAD for k in made)
+        assert {alg: ring.active(alg).kid for alg in old} == old  # still signing until published long enough
+        clock.tick(1)
+        assert other.rotate_aged(age) == [] and ring.rotate_aged(age) == []  # the newest key is new
+        clock.tick(AHEAD)
+        assert {ring.active(alg).kid for alg in old} == {k["kid"] for k in made}
