@@ -151,8 +151,11 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+METRICS_TOKEN = secrets.token_urlsafe(24)  # production serves /metrics only with one
+
+
 def counted(base: str) -> float:
-    text = requests.get(base + "/metrics", timeout=10).text
+    text = requests.get(base + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("idp_http_request_duration_seconds_count{"))
 
@@ -196,6 +199,7 @@ def main() -> None:
         env = {**os.environ, "IDP_ENV": "production", "IDP_SECRET_KEY": secrets.token_urlsafe(32),
                "IDP_ISSUER": "http://127.0.0.1:8000", "IDP_DATABASE_URL": database_url,
                "IDP_REDIS_URL": redis_url, "IDP_KEYS_DIR": str(tmp / "keys"), "IDP_ACCESS_TOKEN_TTL": "86400",
+               "IDP_METRICS_TOKEN": METRICS_TOKEN,
                "IDP_INSTANCE_PATH": str(tmp / "instance"), "PYTHONPATH": str(REPO)}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         access_token = set_up({k: v for k, v in env.items() if k.startswith("IDP_")})

@@ -75,7 +75,8 @@ DEFAULTS: dict[str, object] = {
     "PRUNE_GRACE_DAYS": 1,  # ended families and sessions are kept this many days
     "KEY_CHECK_INTERVAL": 3600,
     "KEY_ROTATION_DAYS": 90,  # a signing key is replaced this long after it was made; 0: never
-    # Bearer token that GET /metrics requires (compared in constant time); None leaves it open.
+    # Bearer token that GET /metrics requires (compared in constant time); None leaves it open
+    # in development and turns it off (404) in production.
     "METRICS_TOKEN": None,
 }
 

@@ -10,7 +10,10 @@ One process (``make run``, tests) uses the default registry. Under ``idp serve``
 worker process writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` and /metrics sums the
 files of all workers (see idp.ops.prepare_multiprocess).
 
-``METRICS_TOKEN``, when set, is a bearer token /metrics requires (RFC 6750 §2.1).
+``METRICS_TOKEN``, when set, is a bearer token /metrics requires (RFC 6750 §2.1). In
+production without one, /metrics is off (404): it shares the public port, and sign-in
+failure and token counts are nobody's business outside (Keycloak and Hydra serve their
+metrics on a separate management or admin port for the same reason).
 """
 
 from __future__ import annotations
@@ -122,7 +125,9 @@ def registry():
 @bp.get("/metrics")
 def metrics():
     token = current_app.config.get("METRICS_TOKEN")
-    if token and not _authorized(str(token)):
+    if not token and current_app.config["ENV"] == "production":
+        resp = Response("metrics are off: set METRICS_TOKEN to read them\n", 404, mimetype="text/plain")
+    elif token and not _authorized(str(token)):
         resp = Response("metrics need the bearer token (METRICS_TOKEN)\n", 401, mimetype="text/plain")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
     else:

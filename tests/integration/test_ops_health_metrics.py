@@ -153,6 +153,16 @@ def test_metrics_token_is_required_when_configured(app, client):
     scrape(client, headers={"Authorization": f"Bearer {app.config['METRICS_TOKEN']}"})
 
 
+def test_production_keeps_metrics_off_without_a_token(app, client):
+    app.config["ENV"] = "production"
+    resp = client.get("/metrics")
+    assert resp.status_code == 404 and "METRICS_TOKEN" in resp.get_data(as_text=True)
+    assert "idp_" not in resp.get_data(as_text=True)
+    app.config["METRICS_TOKEN"] = "metrics-" + secrets.token_hex(8)
+    assert client.get("/metrics").status_code == 401
+    scrape(client, headers={"Authorization": f"Bearer {app.config['METRICS_TOKEN']}"})
+
+
 def test_multiprocess_mode_adds_up_every_worker(tmp_path):
     """Two worker processes count; a third (any worker answering /metrics) sees the sum."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": REPO}
