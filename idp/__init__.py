@@ -1,6 +1,5 @@
 """Seller identity provider: an OpenID Connect issuer built on Flask and authlib."""
 
-import logging
 import os
 
 from flask import Flask
@@ -30,8 +29,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # bound to the session cookie; the sign-in itself has a TTL
     )
     os.makedirs(app.instance_path, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up chatter at every start
+    from .ops import logs
+
+    logs.configure(app.config["LOG_FORMAT"])
 
     from . import errors, extensions, models  # noqa: F401  (models registers the tables)
     from .crypto.keys import KeyRing

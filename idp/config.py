@@ -67,6 +67,8 @@ DEFAULTS: dict[str, object] = {
     "WORKERS": 2,
     "THREADS": 2,
     "BIND": "127.0.0.1:8000",
+    # "text" or "json": one JSON object per log line, for a log pipeline (idp.ops.logs).
+    "LOG_FORMAT": "text",
     # Maintenance jobs run by the server processes themselves (idp.ops.maintenance); false
     # leaves them to cron (`idp maintenance run`). Intervals in seconds.
     "MAINTENANCE": True,
@@ -138,6 +140,8 @@ def check(config: dict) -> None:
     if rotation and rotation <= config["KEY_PUBLISH_AHEAD"]:
         raise ConfigError("KEY_ROTATION_DAYS must be longer than KEY_PUBLISH_AHEAD (a key is published "
                           "that long before it signs), or 0 to rotate only by hand")
+    if config["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {config['LOG_FORMAT']!r}")
     if not isinstance(config["MAINTENANCE"], bool):
         raise ConfigError(f"MAINTENANCE must be true or false, got {config['MAINTENANCE']!r}")
     if config["ENV"] != "production":

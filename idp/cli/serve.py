@@ -22,6 +22,7 @@ from granian import Granian
 from granian.constants import Interfaces
 
 from .. import config as config_mod, ops
+from ..ops import logs
 from .common import CliError
 
 
@@ -73,7 +74,7 @@ def serve(workers, threads, bind, access_log, dev):
         Granian(
             "idp.wsgi:app", address=address, port=port, interface=Interfaces.WSGI, workers=workers,
             blocking_threads=threads, websockets=False, log_access=access_log, respawn_failed_workers=True,
-            workers_kill_timeout=30,
+            workers_kill_timeout=30, log_dictconfig=logs.granian_config(config["LOG_FORMAT"]),
         ).serve()
     finally:
         ops.cleanup_multiprocess()

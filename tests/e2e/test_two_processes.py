@@ -8,6 +8,7 @@ some requests to A and the next ones straight to B, and nothing may depend on wh
 process answered.
 """
 
+import json
 import os
 import secrets
 import signal
@@ -99,7 +100,8 @@ def cluster(tmp_path_factory, request):
     config = {"ISSUER": a, "SECRET_KEY": secrets.token_urlsafe(32), "KEYS_DIR": str(tmp / "keys"),
               "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STORE_NAMESPACE": "e2e:",
               # slots longer than the run: each job runs exactly once in the two processes
-              "LOGOUT_RETRY_INTERVAL": 10**9, "PRUNE_INTERVAL": 10**9, "KEY_CHECK_INTERVAL": 10**9}
+              "LOGOUT_RETRY_INTERVAL": 10**9, "PRUNE_INTERVAL": 10**9, "KEY_CHECK_INTERVAL": 10**9,
+              "LOG_FORMAT": "json"}
     _set_up(config)  # also generates the signing keys both servers load
     env = {**os.environ, "IDP_INSTANCE_PATH": str(tmp / "instance"),
            **{f"IDP_{k}": str(v) for k, v in config.items()}}
@@ -227,3 +229,12 @@ def test_each_maintenance_job_ran_in_one_of_the_two_processes(cluster):
         time.sleep(0.2)  # waiting for another process's log, not for the clock
     assert ran == {"logout-retry": 1, "prune": 1, "keys": 1}
     assert not any(" failed: " in line or "cannot claim" in line for log in LOGS for line in open(log))
+
+
+def test_every_log_line_of_both_servers_is_json(cluster):
+    """LOG_FORMAT=json: ours and granian's own lines alike (not the CLI's --dev warning)."""
+    records = [json.loads(line) for log in LOGS for line in open(log)
+               if not line.startswith("serving the development settings")]
+    loggers = {r["logger"] for r in records}
+    assert "_granian" in loggers and "idp.maintenance" in loggers
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
