@@ -223,7 +223,7 @@ def start_reference(redis_url: str) -> tuple[str, list[int]]:
 
 
 def start_ours(redis_url: str, database_url: str) -> tuple[str, list[int]]:
-    """Our IdP as in production: `idp serve` (gunicorn, WORKERS workers) on PostgreSQL and Redis."""
+    """Our IdP as in production: `idp serve` (granian, WORKERS workers) on PostgreSQL and Redis."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
