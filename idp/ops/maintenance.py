@@ -34,6 +34,7 @@ import os
 import random
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -96,11 +97,13 @@ def run(app, job: Job) -> str | None:
         try:
             summary = job.run(app.config)
         except Exception as exc:  # a job must never take the scheduler (or a worker) down
-            db.session.rollback()
+            with suppress(Exception):  # the database may be the reason it failed
+                db.session.rollback()
             log.error("maintenance job %s failed: %s", job.name, type(exc).__name__)
             return None
         finally:
-            db.session.remove()
+            with suppress(Exception):
+                db.session.remove()
     log.info("maintenance job %s: %s", job.name, summary)
     return summary
 
@@ -142,7 +145,10 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            tick(self.app, self.jobs)
+            try:
+                tick(self.app, self.jobs)
+            except Exception as exc:  # tick contains each job; this is the last guard of the thread
+                log.error("maintenance tick failed: %s", type(exc).__name__)
             if self._stop.wait(self.every * random.uniform(0.8, 1.2)):
                 return
 

@@ -183,3 +183,23 @@ def test_the_keys_job_rotates_old_keys_and_drops_retired_ones(app, tmp_path):
         clock.tick(max(app.config["ID_TOKEN_TTL"], app.config["ACCESS_TOKEN_TTL"]))
         assert maintenance.run(app, keys) == "0 keys rotated, 2 retired keys pruned"
         assert first not in {k["kid"] for k in ring.jwks()["keys"]}
+
+
+def test_the_scheduler_thread_survives_a_tick_that_raises(app, monkeypatch, caplog):
+    looked = threading.Event()
+    calls = []
+
+    def broken_tick(app, jobs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("secret-parameter-value")
+        looked.set()
+
+    monkeypatch.setattr(maintenance, "tick", broken_tick)
+    with caplog.at_level(logging.ERROR, "idp.maintenance"):
+        scheduler = maintenance.Scheduler(app, every=0.001, jobs=[]).start()
+        try:
+            assert looked.wait(10)  # the loop went on after the first tick raised
+        finally:
+            scheduler.stop(timeout=10)
+    assert "maintenance tick failed: RuntimeError" in caplog.text and "secret-parameter-value" not in caplog.text
