@@ -8,8 +8,10 @@ from . import config as config_mod
 
 
 def _engine_options(config) -> dict:
-    # No pre-ping: a round trip per request (README "Database connections").
-    options: dict = {"pool_pre_ping": False}
+    # No pre-ping: a round trip per request (README "Database connections"). hide_parameters:
+    # a database error's message (logged with the request id) never quotes the statement's
+    # values, which can be password hashes, keyed token hashes or an email address.
+    options: dict = {"pool_pre_ping": False, "hide_parameters": True}
     if str(config["DATABASE_URL"]).startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"])}
     return options

@@ -65,3 +65,21 @@ def test_the_cli_logs_json_lines_when_asked(tmp_path):
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert any(r["logger"] == "idp.maintenance" and r["message"].startswith("maintenance job prune: ") for r in lines)
     assert done.stdout.startswith("prune: ")
+
+
+def test_a_database_error_never_quotes_the_statement_values(app, seller, caplog):
+    """The unexpected-error log line carries the exception; its text must hold no value the
+    statement sent (here a password hash, in a duplicate account). PostgreSQL's own detail may
+    still name the duplicate key (the email): the database's words, not our parameters."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from idp.extensions import db
+    from idp.models import Account
+
+    db.session.add(Account(email=seller.email, password_hash="$argon2id$v=19$secret-looking-hash"))
+    with pytest.raises(IntegrityError) as caught:
+        db.session.commit()
+    db.session.rollback()
+    assert "secret-looking-hash" not in str(caught.value)
+    assert "hidden due to hide_parameters" in str(caught.value)
