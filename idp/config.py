@@ -75,6 +75,7 @@ DEFAULTS: dict[str, object] = {
     "LOGOUT_RETRY_INTERVAL": 300,
     "PRUNE_INTERVAL": 24 * 3600,
     "PRUNE_GRACE_DAYS": 1,  # ended families and sessions are kept this many days
+    "EVENT_RETENTION_DAYS": 0,  # security events (the sign-in history) are kept this long; 0: for good
     "KEY_CHECK_INTERVAL": 3600,
     "KEY_ROTATION_DAYS": 90,  # a signing key is replaced this long after it was made; 0: never
     # Bearer token that GET /metrics requires (compared in constant time); None leaves it open
@@ -133,7 +134,7 @@ def check(config: dict) -> None:
     for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL"):
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a whole number of seconds, at least 1, got {config[key]!r}")
-    for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS"):
+    for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS"):
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
             raise ConfigError(f"{key} must be a whole number of days, at least 0, got {config[key]!r}")
     rotation = config["KEY_ROTATION_DAYS"] * 24 * 3600

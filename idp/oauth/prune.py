@@ -10,7 +10,8 @@ already gone (deleted by hand) go too. Access tokens live in the store and expir
 A browser session that was signed out (``ended_at``) or expired can never sign anyone in
 again; it was kept only for what support might look at, and it holds an IP address and a
 user agent, so it goes after the same grace. The sign-in history is the security events',
-not the sessions'.
+not the sessions': those (SecurityEvent) are kept EVENT_RETENTION_DAYS, by default for good,
+as Keycloak keeps its events unless an expiration is set.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import delete, exists, or_, select
 
 from ..extensions import db
-from ..models import BrowserSession, Grant, RefreshToken
+from ..models import BrowserSession, Grant, RefreshToken, SecurityEvent
 
 
 def prune_ended_families(before: datetime, batch: int = 1000) -> dict:
@@ -49,6 +50,17 @@ def prune_ended_sessions(before: datetime, batch: int = 1000) -> int:
         if not ids:
             return deleted
         deleted += db.session.execute(delete(BrowserSession).where(BrowserSession.id_hash.in_(ids))).rowcount
+        db.session.commit()
+
+
+def prune_old_events(before: datetime, batch: int = 1000) -> int:
+    """Delete security events recorded before ``before``, ``batch`` at a time."""
+    deleted = 0
+    while True:
+        ids = db.session.scalars(select(SecurityEvent.id).where(SecurityEvent.created_at < before).limit(batch)).all()
+        if not ids:
+            return deleted
+        deleted += db.session.execute(delete(SecurityEvent).where(SecurityEvent.id.in_(ids))).rowcount
         db.session.commit()
 
 

@@ -5,7 +5,8 @@ Three jobs keep a running IdP tidy:
 - ``logout-retry``, every LOGOUT_RETRY_INTERVAL seconds: deliver again the back-channel
   logout tokens whose delivery failed (idp.logout.backchannel.retry_pending);
 - ``prune``, every PRUNE_INTERVAL seconds: delete the token families and browser sessions
-  that ended more than PRUNE_GRACE_DAYS ago (idp.oauth.prune);
+  that ended more than PRUNE_GRACE_DAYS ago, and security events older than
+  EVENT_RETENTION_DAYS if set (idp.oauth.prune);
 - ``keys``, every KEY_CHECK_INTERVAL seconds: rotate each signing key KEY_ROTATION_DAYS after
   it was made (0: never; the new key is published KEY_PUBLISH_AHEAD before it signs, as
   `idp keys rotate` does), and drop retired keys no live token can need (idp.crypto.keys).
@@ -62,7 +63,9 @@ def _logout_retry(config: dict) -> str:
 def _prune(config: dict) -> str:
     from ..oauth import prune
 
-    counts = prune.prune_ended(datetime.now(timezone.utc) - timedelta(days=config["PRUNE_GRACE_DAYS"]))
+    now, keep = datetime.now(timezone.utc), config["EVENT_RETENTION_DAYS"]
+    counts = prune.prune_ended(now - timedelta(days=config["PRUNE_GRACE_DAYS"]))
+    counts["security_events"] = prune.prune_old_events(now - timedelta(days=keep)) if keep else 0
     return ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
 
 

@@ -115,7 +115,7 @@ def test_the_prune_job_deletes_ended_families_and_sessions_after_the_grace(app, 
     with freeze_time(later + timedelta(minutes=1)):
         live = tokens.find_access_token(login(flow)["access_token"])["grant_id"]
         ran = maintenance.tick(app, [maintenance.by_name("prune")])
-        assert ran["prune"] == ("1 families, 1 refresh tokens, 0 orphaned refresh tokens, 1 browser sessions")
+        assert ran["prune"] == ("1 families, 1 refresh tokens, 0 orphaned refresh tokens, 1 browser sessions, 0 security events")
         db.session.expire_all()
         assert db.session.get(Grant, ended) is None and db.session.get(BrowserSession, ended_session) is None
         assert db.session.get(Grant, live) is not None
@@ -129,9 +129,9 @@ def test_a_signed_out_session_goes_after_the_grace_not_before(app, flow):
     db.session.commit()
     grace = timedelta(days=app.config["PRUNE_GRACE_DAYS"])
     with freeze_time(row.ended_at + grace - timedelta(minutes=1)):
-        assert maintenance.run(app, maintenance.by_name("prune")).endswith("0 browser sessions")
+        assert maintenance.run(app, maintenance.by_name("prune")).endswith("0 browser sessions, 0 security events")
     with freeze_time(row.ended_at + grace + timedelta(minutes=1)):
-        assert maintenance.run(app, maintenance.by_name("prune")).endswith("1 browser sessions")
+        assert maintenance.run(app, maintenance.by_name("prune")).endswith("1 browser sessions, 0 security events")
 
 
 def test_the_logout_retry_job_delivers_what_failed(app, client, seller, receiver, monkeypatch):
@@ -158,7 +158,7 @@ def test_cron_runs_the_jobs_with_the_cli(app):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "logout-retry: 0 delivered, 0 failed, 0 still in flight"
-    assert lines[1] == "prune: 0 families, 0 refresh tokens, 0 orphaned refresh tokens, 0 browser sessions"
+    assert lines[1] == "prune: 0 families, 0 refresh tokens, 0 orphaned refresh tokens, 0 browser sessions, 0 security events"
     assert lines[2].startswith("keys: 0 keys rotated, ")
     result = app.test_cli_runner().invoke(cli, ["maintenance", "run", "prune"])
     assert result.exit_code == 0 and result.output.startswith("prune: ")
@@ -203,3 +203,17 @@ def test_the_scheduler_thread_survives_a_tick_that_raises(app, monkeypatch, capl
         finally:
             scheduler.stop(timeout=10)
     assert "maintenance tick failed: RuntimeError" in caplog.text and "secret-parameter-value" not in caplog.text
+
+
+def test_security_events_are_kept_for_good_unless_a_retention_is_set(app, seller):
+    from idp.models import SecurityEvent
+
+    old = datetime.now(timezone.utc) - timedelta(days=400)
+    db.session.add_all([SecurityEvent(account_id=seller.id, kind="refresh_token_reuse", created_at=old),
+                        SecurityEvent(account_id=seller.id, kind="sign_out_everywhere")])
+    db.session.commit()
+    prune = maintenance.by_name("prune")
+    assert maintenance.run(app, prune).endswith(", 0 security events")  # EVENT_RETENTION_DAYS = 0
+    app.config["EVENT_RETENTION_DAYS"] = 365
+    assert maintenance.run(app, prune).endswith(", 1 security events")
+    assert [e.kind for e in db.session.scalars(select(SecurityEvent))] == ["sign_out_everywhere"]

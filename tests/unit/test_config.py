@@ -50,6 +50,7 @@ def test_bad_issuer(tmp_path, issuer):
     ({"KEY_ROTATION_DAYS": -1}, "KEY_ROTATION_DAYS must be a whole number of days"),
     ({"KEY_CHECK_INTERVAL": 0}, "KEY_CHECK_INTERVAL must be"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be text or json"),
+    ({"EVENT_RETENTION_DAYS": -5}, "EVENT_RETENTION_DAYS must be"),
 ])
 def test_maintenance_settings_are_checked(tmp_path, overrides, reason):
     with pytest.raises(ConfigError, match=reason):
