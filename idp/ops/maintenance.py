@@ -93,8 +93,10 @@ def slot_key(job: Job, interval: int, now: float) -> str:
 
 
 def run(app, job: Job) -> str | None:
-    """Run ``job`` now in an app context: its summary, or None if it failed (logged)."""
+    """Run ``job`` now in an app context: its summary, or None if it failed (logged, and
+    counted in idp_maintenance_runs_total{job,outcome})."""
     from ..extensions import db
+    from . import metrics
 
     with app.app_context():
         try:
@@ -103,11 +105,13 @@ def run(app, job: Job) -> str | None:
             with suppress(Exception):  # the database may be the reason it failed
                 db.session.rollback()
             log.error("maintenance job %s failed: %s", job.name, type(exc).__name__)
+            metrics.maintenance_run(job.name, ok=False)
             return None
         finally:
             with suppress(Exception):
                 db.session.remove()
     log.info("maintenance job %s: %s", job.name, summary)
+    metrics.maintenance_run(job.name, ok=True)
     return summary
 
 

@@ -44,7 +44,13 @@ TOKENS_ISSUED = Counter("idp_tokens_issued", "Tokens issued at the token endpoin
 SIGNIN_FAILURES = Counter("idp_signin_failures", "Sign-in attempts refused.", ["reason"])
 REFRESH_REUSE = Counter("idp_refresh_token_reuse",
                         "Refresh tokens presented again after rotation; each revoked its token family.")
+MAINTENANCE_JOBS = ("logout-retry", "prune", "keys")  # idp.ops.maintenance.JOBS, by name
+MAINTENANCE_RUNS = Counter("idp_maintenance_runs", "Maintenance job runs (idp.ops.maintenance), by outcome.",
+                           ["job", "outcome"])
 # Series exist from the start at 0, so rate() also sees the first increment.
+for _job in MAINTENANCE_JOBS:
+    for _outcome in ("ok", "failed"):
+        MAINTENANCE_RUNS.labels(_job, _outcome)
 for _reason in SIGNIN_REASONS:
     SIGNIN_FAILURES.labels(_reason)
 # The labelled series, looked up once: labels() takes a lock and builds a key each call.
@@ -74,6 +80,10 @@ def signin_failed(reason: str) -> None:
 
 def refresh_reuse() -> None:
     REFRESH_REUSE.inc()
+
+
+def maintenance_run(job: str, ok: bool) -> None:
+    MAINTENANCE_RUNS.labels(job if job in MAINTENANCE_JOBS else "other", "ok" if ok else "failed").inc()
 
 
 # -- request timing ----------------------------------------------------------

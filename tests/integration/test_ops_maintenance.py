@@ -217,3 +217,19 @@ def test_security_events_are_kept_for_good_unless_a_retention_is_set(app, seller
     app.config["EVENT_RETENTION_DAYS"] = 365
     assert maintenance.run(app, prune).endswith(", 1 security events")
     assert [e.kind for e in db.session.scalars(select(SecurityEvent))] == ["sign_out_everywhere"]
+
+
+def test_runs_are_counted_by_job_and_outcome_for_alerting(app):
+    from prometheus_client import REGISTRY
+
+    from idp.ops import metrics
+
+    assert metrics.MAINTENANCE_JOBS == tuple(job.name for job in maintenance.JOBS)
+
+    def count(job, outcome):
+        return REGISTRY.get_sample_value("idp_maintenance_runs_total", {"job": job, "outcome": outcome})
+
+    before = count("prune", "ok"), count("other", "failed")
+    maintenance.run(app, maintenance.by_name("prune"))
+    maintenance.run(app, Counting("bad", fail=True).job)
+    assert (count("prune", "ok"), count("other", "failed")) == (before[0] + 1, (before[1] or 0) + 1)
