@@ -1,4 +1,4 @@
-"""Maintenance the server does itself: back-channel logout retries and pruning.
+"""Maintenance the server does itself: back-channel logout retries, pruning, key rotation.
 
 Three jobs keep a running IdP tidy:
 
@@ -18,8 +18,10 @@ serve``, and ``make run``) runs a ``Scheduler`` thread. A job's time is cut into
 interval, and a process runs the job only after claiming the current slot in the shared store
 (``add``: SET NX with a TTL, atomic), so however many processes run, each slot runs once, in
 whichever process asked first. A process that dies in the middle of a job loses that slot:
-the next run is one interval later. Both jobs are safe to overlap anyway (a pending logout
-delivery is claimed with ``consume``; a prune deletes what nothing can use).
+the next run is one interval later. The jobs are safe to overlap anyway (a pending logout
+delivery is claimed with ``consume``; a prune deletes what nothing can use; a key rotation is
+judged again under the key directory's lock). Every run is counted in
+``idp_maintenance_runs_total{job,outcome}``.
 
 Each process asks every TICK seconds (with some jitter, so that workers started together do
 not ask in step), the first time as soon as it starts. The thread runs outside any request,
