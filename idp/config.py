@@ -124,6 +124,11 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def is_whole(value, minimum: int) -> bool:
+    """An int (not a bool, which Python counts as one) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def check(config: dict) -> None:
     """Refuse settings that are unsafe in production; say which and why."""
     issuer = urlsplit(config["ISSUER"])
@@ -132,10 +137,10 @@ def check(config: dict) -> None:
     if config["ID_TOKEN_ALG"] not in ("ES256", "RS256"):
         raise ConfigError("ID_TOKEN_ALG must be ES256 or RS256")
     for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL"):
-        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
+        if not is_whole(config[key], 1):
             raise ConfigError(f"{key} must be a whole number of seconds, at least 1, got {config[key]!r}")
     for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS"):
-        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
+        if not is_whole(config[key], 0):
             raise ConfigError(f"{key} must be a whole number of days, at least 0, got {config[key]!r}")
     rotation = config["KEY_ROTATION_DAYS"] * 24 * 3600
     if rotation and rotation <= config["KEY_PUBLISH_AHEAD"]:

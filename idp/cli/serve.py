@@ -43,10 +43,9 @@ def _address(bind: str) -> tuple[str, int]:
 
 
 def _count(config: dict, key: str) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CliError(f"{key} must be a whole number of at least 1, got {value!r}")
-    return value
+    if not config_mod.is_whole(config[key], 1):
+        raise CliError(f"{key} must be a whole number of at least 1, got {config[key]!r}")
+    return config[key]
 
 
 @click.command("serve")

@@ -41,29 +41,29 @@ def prune_ended_families(before: datetime, batch: int = 1000) -> dict:
     return {"families": families, "refresh_tokens": tokens, "orphaned_refresh_tokens": orphans}
 
 
-def prune_ended_sessions(before: datetime, batch: int = 1000) -> int:
-    """Delete browser sessions that ended or expired before ``before``, ``batch`` at a time."""
+def _delete_in_batches(key, condition, batch: int) -> int:
+    """Delete the rows of ``key``'s table matching ``condition``, ``batch`` rows per transaction."""
     deleted = 0
-    ended = or_(BrowserSession.ended_at < before, BrowserSession.expires_at < before)
     while True:
-        ids = db.session.scalars(select(BrowserSession.id_hash).where(ended).limit(batch)).all()
+        ids = db.session.scalars(select(key).where(condition).limit(batch)).all()
         if not ids:
             return deleted
-        deleted += db.session.execute(delete(BrowserSession).where(BrowserSession.id_hash.in_(ids))).rowcount
+        deleted += db.session.execute(delete(key.class_).where(key.in_(ids))).rowcount
         db.session.commit()
+
+
+def prune_ended_sessions(before: datetime, batch: int = 1000) -> int:
+    """Delete browser sessions that ended or expired before ``before``, ``batch`` at a time."""
+    ended = or_(BrowserSession.ended_at < before, BrowserSession.expires_at < before)
+    return _delete_in_batches(BrowserSession.id_hash, ended, batch)
 
 
 def prune_old_events(before: datetime, batch: int = 1000) -> int:
     """Delete security events recorded before ``before``, ``batch`` at a time."""
-    deleted = 0
-    while True:
-        ids = db.session.scalars(select(SecurityEvent.id).where(SecurityEvent.created_at < before).limit(batch)).all()
-        if not ids:
-            return deleted
-        deleted += db.session.execute(delete(SecurityEvent).where(SecurityEvent.id.in_(ids))).rowcount
-        db.session.commit()
+    return _delete_in_batches(SecurityEvent.id, SecurityEvent.created_at < before, batch)
 
 
 def prune_ended(before: datetime) -> dict:
-    """Both of the above (the maintenance job ``prune``): the counts of each."""
+    """Families and sessions that ended before ``before`` (the maintenance job ``prune``, which
+    prunes events on their own retention): the counts of each."""
     return {**prune_ended_families(before), "browser_sessions": prune_ended_sessions(before)}

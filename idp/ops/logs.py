@@ -48,5 +48,4 @@ def granian_config(fmt: str) -> dict | None:
         return None
     from granian.log import LOGGING_CONFIG
 
-    config = {**LOGGING_CONFIG, "formatters": {name: _formatter(fmt) for name in LOGGING_CONFIG["formatters"]}}
-    return config
+    return {**LOGGING_CONFIG, "formatters": {name: _formatter(fmt) for name in LOGGING_CONFIG["formatters"]}}

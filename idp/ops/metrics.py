@@ -27,6 +27,8 @@ from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 
+from . import maintenance  # its job names; it imports nothing of ours at import time
+
 bp = Blueprint("ops_metrics", __name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -44,7 +46,7 @@ TOKENS_ISSUED = Counter("idp_tokens_issued", "Tokens issued at the token endpoin
 SIGNIN_FAILURES = Counter("idp_signin_failures", "Sign-in attempts refused.", ["reason"])
 REFRESH_REUSE = Counter("idp_refresh_token_reuse",
                         "Refresh tokens presented again after rotation; each revoked its token family.")
-MAINTENANCE_JOBS = ("logout-retry", "prune", "keys")  # idp.ops.maintenance.JOBS, by name
+MAINTENANCE_JOBS = tuple(job.name for job in maintenance.JOBS)
 MAINTENANCE_RUNS = Counter("idp_maintenance_runs", "Maintenance job runs (idp.ops.maintenance), by outcome.",
                            ["job", "outcome"])
 # Series exist from the start at 0, so rate() also sees the first increment.
