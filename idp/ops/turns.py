@@ -16,12 +16,19 @@ pool beside its event loop. Short waits (a database or Redis round trip) keep th
 
 The turn only orders threads: nothing relies on it for correctness, and outside a request
 (CLI, tests, the development server) ``waiting()`` changes nothing.
+
+A request's arrival is stamped in its environ (``ARRIVED``) before it waits for the turn,
+so the request-duration metric (idp.ops.metrics) counts time queued behind another
+request in the worker, as a client sees it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
+
+ARRIVED = "idp.arrived"  # environ key: time.perf_counter() when the request reached the worker
 
 
 class _Held(threading.local):
@@ -36,6 +43,7 @@ def middleware(app):
     """Wrap a WSGI app so that each request runs while it holds its worker's turn."""
 
     def in_turn(environ, start_response):
+        environ[ARRIVED] = time.perf_counter()
         with _turn:
             _local.held = True
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from http import HTTPStatus
 
-from ..ops import metrics
+from ..ops import metrics, turns
 
 
 def _phrase(status: int) -> str:
@@ -35,7 +35,7 @@ class PathRoutes:
         found = self.routes.get(environ.get("PATH_INFO", ""))
         if found is None:
             return self.next(environ, start_response)
-        started = time.perf_counter()
+        started = environ.get(turns.ARRIVED) or time.perf_counter()
         endpoint, route = found
         method = environ.get("REQUEST_METHOD", "GET")
         status, headers, body = self.answer(environ, method, route)

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from idp import create_app
+from idp.ops import turns
 from tests.servers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,6 +108,26 @@ def test_metrics_count_failed_signins_issued_tokens_and_requests(flow, client):
     assert delta("idp_http_request_duration_seconds_count", endpoint="oauth.token", method="POST", status="2xx") == 1
     assert delta("idp_http_request_duration_seconds_count", endpoint="login.password", method="POST",
                  status="4xx") == 1
+
+
+@pytest.mark.parametrize("path, endpoint", [
+    ("/.well-known/openid-configuration", "discovery.openid_configuration"),  # answered before Flask
+    ("/healthz", "ops_health.healthz"),  # a Flask view
+])
+def test_request_duration_counts_from_arrival_at_the_worker(client, path, endpoint):
+    """A request that waited 30 s for its worker's turn (idp.ops.turns stamps its arrival
+    before the wait) is timed at 30 s or more, not from when it started to run."""
+    labels = dict(endpoint=endpoint, method="GET", status="2xx")
+    before = scrape(client)
+    resp = client.get(path, environ_base={turns.ARRIVED: time.perf_counter() - 30})
+    assert resp.status_code == 200
+    after = scrape(client)
+    assert sample(after, "idp_http_request_duration_seconds_sum", **labels) \
+        - sample(before, "idp_http_request_duration_seconds_sum", **labels) >= 30
+    for le in ("5.0", "+Inf"):
+        grew = sample(after, "idp_http_request_duration_seconds_bucket", le=le, **labels) \
+            - sample(before, "idp_http_request_duration_seconds_bucket", le=le, **labels)
+        assert grew == (1 if le == "+Inf" else 0), le
 
 
 def test_refresh_rotation_and_reuse_are_counted(flow, client):

@@ -98,3 +98,23 @@ def test_a_password_is_verified_without_the_turn(monkeypatch):
 
     assert turns.middleware(app)({}, None) == [b"ok"]
     assert seen == [False]
+
+
+def test_arrival_is_stamped_before_the_wait_for_the_turn():
+    """The request-duration metric starts at ``turns.ARRIVED``: it must count time queued."""
+    stamped = threading.Event()
+
+    class Environ(dict):
+        def __setitem__(self, key, value):
+            super().__setitem__(key, value)
+            if key == turns.ARRIVED:
+                stamped.set()
+
+    environ = Environ(PATH_INFO="/queued")
+    with turns._turn:  # another request holds the turn
+        done = threading.Event()
+        threading.Thread(target=lambda: (turns.middleware(lambda e, s: [b""])(environ, None), done.set()),
+                         daemon=True).start()
+        assert stamped.wait(WAIT), "the arrival was not stamped while the turn was taken"
+        assert not done.is_set()
+    assert done.wait(WAIT)
