@@ -12,7 +12,10 @@ import secrets
 from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from .ops.logs import WithholdDatabaseDetail
+
 log = logging.getLogger("idp")
+log.addFilter(WithholdDatabaseDetail())  # PostgreSQL's DETAIL names values (idp.ops.logs)
 
 JSON_PREFIXES = ("/token", "/introspect", "/revoke", "/userinfo", "/jwks", "/.well-known", "/healthz", "/readyz")
 

@@ -67,10 +67,8 @@ def test_the_cli_logs_json_lines_when_asked(tmp_path):
     assert done.stdout.startswith("prune: ")
 
 
-def test_a_database_error_never_quotes_the_statement_values(app, seller, caplog):
-    """The unexpected-error log line carries the exception; its text must hold no value the
-    statement sent (here a password hash, in a duplicate account). PostgreSQL's own detail may
-    still name the duplicate key (the email): the database's words, not our parameters."""
+def _duplicate_account_error(seller):
+    """An IntegrityError of a duplicate account: PostgreSQL's DETAIL names the email."""
     import pytest
     from sqlalchemy.exc import IntegrityError
 
@@ -81,5 +79,79 @@ def test_a_database_error_never_quotes_the_statement_values(app, seller, caplog)
     with pytest.raises(IntegrityError) as caught:
         db.session.commit()
     db.session.rollback()
-    assert "secret-looking-hash" not in str(caught.value)
-    assert "hidden due to hide_parameters" in str(caught.value)
+    return caught.value
+
+
+def test_a_database_error_never_quotes_the_statement_values(app, seller):
+    """The engine's hide_parameters: no value the statement sent (a password hash) in the error."""
+    error = _duplicate_account_error(seller)
+    assert "secret-looking-hash" not in str(error)
+    assert "hidden due to hide_parameters" in str(error)
+
+
+def test_an_unexpected_database_error_is_logged_without_the_values_it_names(app, seller, request):
+    """log_unexpected (idp.errors) on a duplicate account: the traceback and PostgreSQL's
+    SQLSTATE and constraint are in the line, the email (its DETAIL) is not, in either format."""
+    from idp import errors
+
+    error = _duplicate_account_error(seller)
+    on_postgresql = "postgresql" in request.node.callspec.id
+    if on_postgresql:
+        assert seller.email in str(error) and seller.email in str(error.orig), "the DETAIL this test is about"
+    for fmt in logs.FORMATS:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.config.DictConfigurator({}).configure_formatter(logs._formatter(fmt)))
+        errors.log.addHandler(handler)
+        try:
+            try:
+                raise error
+            except Exception:
+                request_id = errors.log_unexpected("/somewhere")
+        finally:
+            errors.log.removeHandler(handler)
+        text = stream.getvalue()
+        if fmt == "json":
+            record = json.loads(text)
+            assert request_id in record["message"]
+            text = record["exc_info"]
+        assert "Traceback (most recent call last):" in text and "_duplicate_account_error" in text
+        assert "IntegrityError" in text
+        assert seller.email not in text and "secret-looking-hash" not in text
+        if on_postgresql:
+            assert "sqlstate 23505" in text and "account_email_key" in text.replace('"', "")
+            assert "[SQL: INSERT INTO account" in text
+            assert "direct cause" in text  # psycopg's error, then SQLAlchemy's
+
+
+def test_errors_other_than_the_database_s_are_logged_as_they_are(caplog):
+    from idp import errors
+
+    try:
+        raise ValueError("a plain bug")
+    except ValueError:
+        errors.log_unexpected("/somewhere")
+    assert "ValueError: a plain bug" in caplog.text
+
+
+def test_a_data_error_that_quotes_the_input_is_logged_by_its_sqlstate(postgres_migrated):
+    """PostgreSQL's class 22 messages quote the bad value itself, not only in a DETAIL."""
+    import psycopg
+
+    from idp import errors
+
+    value = "secret" + "-value-42"  # never in this file's source, which the traceback quotes
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    errors.log.addHandler(handler)
+    try:
+        with psycopg.connect(postgres_migrated.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            try:
+                conn.execute("SELECT %s::integer", [value])
+            except psycopg.Error:
+                errors.log_unexpected("/somewhere")
+    finally:
+        errors.log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "InvalidTextRepresentation: sqlstate 22P02 (database detail withheld" in text
+    assert value not in text
