@@ -14,7 +14,11 @@ def security_headers(issuer: str) -> list[tuple[str, str]]:
     out = [
         ("Content-Security-Policy", CSP.format(form_action="https: http:")),
         ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
+        # same-origin: a cross-origin request (a redirect to a relying party, a link out)
+        # carries no Referer, so no URL of ours leaks; our own form posts carry Referer and
+        # Origin, which Flask-WTF's CSRF check requires of every HTTPS request (with
+        # no-referrer, a sign-in over https failed: "The referrer header is missing").
+        ("Referrer-Policy", "same-origin"),
         ("X-Frame-Options", "DENY"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
     ]

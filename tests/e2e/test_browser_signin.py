@@ -134,3 +134,20 @@ def test_back_channel_logout_ends_the_dashboard_session(seller):
             break
         assert time.monotonic() < deadline, "the dashboard session outlived the IdP session"
         time.sleep(0.2)
+
+
+def test_our_form_posts_carry_referer_and_origin_and_relying_parties_get_neither(seller):
+    """Referrer-Policy: same-origin. Flask-WTF's CSRF check requires a same-origin Referer on
+    every HTTPS post (behind a TLS balancer too), so the sign-in form must send one; a
+    relying party, another origin, must not learn which IdP page the seller came from."""
+    issuer = seller.stack.issuer
+    seller.sign_in("dashboard")
+    seller.page.wait_for_url(PASSWORD_PAGE)
+    with seller.page.expect_request(lambda r: r.method == "POST" and PASSWORD_PAGE.match(r.url)) as posted:
+        with seller.page.expect_request(lambda r: r.url.startswith(seller.url("dashboard") + "callback")) as back:
+            seller.enter_password()
+    sent = posted.value.all_headers()
+    assert sent.get("referer", "").startswith(issuer + "/signin/"), sent
+    assert sent.get("origin") == issuer, sent  # "null" under no-referrer
+    assert not back.value.all_headers().get("referer", "").startswith(issuer), back.value.all_headers()
+    seller.wait_signed_in("dashboard")

@@ -12,7 +12,7 @@ def test_headers_everywhere(client, path):
     csp = resp.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
-    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert resp.headers["Referrer-Policy"] == "same-origin"  # see test_ops_proxy_headers
     assert "Strict-Transport-Security" not in resp.headers  # plain-http loopback issuer
 
 
