@@ -60,6 +60,15 @@ def create_app(overrides: dict | None = None) -> Flask:
     ops.init_app(app)  # /healthz, /readyz, /metrics, request timing
     app.wsgi_app = endpoints.Endpoints(app, app.wsgi_app)  # /token, /introspect, /revoke, /userinfo
     app.wsgi_app = discovery.Documents(app, app.wsgi_app)  # discovery and JWKS answered before Flask
+    if app.config["PROXY_HOPS"]:
+        # Behind a load balancer the peer is the balancer: the client's address (recorded
+        # with each browser session) and scheme come from the headers the trusted hops
+        # append (Werkzeug's ProxyFix; RFC 7239's Forwarded is not read). The host never
+        # does: every URL is built from ISSUER.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
     return app
 
 

@@ -67,6 +67,10 @@ DEFAULTS: dict[str, object] = {
     "WORKERS": 2,
     "THREADS": 2,
     "BIND": "127.0.0.1:8000",
+    # Reverse proxies (load balancers) in front that append X-Forwarded-For and set
+    # X-Forwarded-Proto: the client's address is taken that many hops from the end of
+    # X-Forwarded-For. 0 trusts no such header (anyone could write one).
+    "PROXY_HOPS": 0,
     # "text" or "json": one JSON object per log line, for a log pipeline (idp.ops.logs).
     "LOG_FORMAT": "text",
     # Maintenance jobs run by the server processes themselves (idp.ops.maintenance); false
@@ -139,6 +143,8 @@ def check(config: dict) -> None:
     for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL"):
         if not is_whole(config[key], 1):
             raise ConfigError(f"{key} must be a whole number of seconds, at least 1, got {config[key]!r}")
+    if not is_whole(config["PROXY_HOPS"], 0):
+        raise ConfigError(f"PROXY_HOPS must be a whole number of proxies, at least 0, got {config['PROXY_HOPS']!r}")
     for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS"):
         if not is_whole(config[key], 0):
             raise ConfigError(f"{key} must be a whole number of days, at least 0, got {config[key]!r}")
