@@ -11,7 +11,8 @@ relying party. Free-running threads only contend for the GIL (granian's default 
 was the slowest; two cost the refresh row about 10%), and a single thread leaves every
 request on its worker queued behind a 15-25 ms hash.
 
-The parent process only reads and checks the configuration; each worker builds the app,
+The parent process only reads and checks the configuration and that the database is at
+this release's schema (idp.ops.schema); each worker builds the app,
 so prometheus-client is first imported after ``ops.prepare_multiprocess()``.
 """
 
@@ -22,7 +23,7 @@ from granian import Granian
 from granian.constants import Interfaces
 
 from .. import config as config_mod, ops
-from ..ops import logs
+from ..ops import logs, schema
 from .common import CliError
 
 
@@ -66,6 +67,10 @@ def serve(workers, threads, bind, access_log, dev):
         raise CliError(f"REDIS_URL is memory://, which each of the {workers} workers would hold apart "
                        "(a code issued by one is unknown to the others): set IDP_REDIS_URL or use --workers 1")
     address, port = _address(bind or config["BIND"])
+    try:
+        schema.check(config["DATABASE_URL"], int(config["DATABASE_CONNECT_TIMEOUT"]))
+    except schema.SchemaError as exc:
+        raise CliError(str(exc)) from None
     if dev:
         click.secho("serving the development settings: never do this in production", fg="yellow", err=True)
     ops.prepare_multiprocess()

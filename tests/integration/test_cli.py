@@ -310,6 +310,40 @@ def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeyp
     assert_refused(idp("serve", "--workers", "1"), "THREADS must be a whole number of at least 1, got 0")
 
 
+def test_serve_refuses_a_database_not_at_this_release_s_schema(idp, monkeypatch, tmp_path, shared):
+    """idp.ops.schema: checked before any worker starts; a database at the heads passes."""
+    import sqlite3
+
+    from idp.ops import schema
+    from tests.servers import free_port
+
+    monkeypatch.setenv("IDP_ENV", "production")
+    monkeypatch.setenv("IDP_SECRET_KEY", "k" * 40)
+
+    def serve_against(url):
+        monkeypatch.setenv("IDP_DATABASE_URL", url)
+        return idp("serve", "--workers", "1")
+
+    assert_refused(serve_against(f"sqlite:///{tmp_path / 'empty.sqlite3'}"),
+                   "the database is at no revision (an empty database); this release needs "
+                   f"{', '.join(sorted(schema.release_heads()))}: run `idp db upgrade` first")
+
+    at_head = tmp_path / "at-head.sqlite3"
+    shutil.copy(shared / "template.sqlite3", at_head)
+    schema.check(f"sqlite:///{at_head}", 5)  # what serve does before starting granian: no error
+
+    newer = tmp_path / "newer.sqlite3"
+    shutil.copy(at_head, newer)
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    assert_refused(serve_against(f"sqlite:///{newer}"),
+                   "the database is at revision f00dfeedbeef, which this release does not know")
+
+    unreachable = serve_against(f"postgresql+psycopg://idp:pw-not-printed@127.0.0.1:{free_port()}/idp")
+    assert_refused(unreachable, "cannot read the database schema (OperationalError: ")
+    assert "pw-not-printed" not in unreachable.output
+
+
 def test_demo_prepares_everything_once(app, idp, monkeypatch):
     monkeypatch.setenv("IDP_DEMO_PASSWORD", "demo password 123")
     first = idp("demo")

@@ -1,0 +1,58 @@
+"""Is the database at this release's schema? `idp serve` asks before it starts a worker.
+
+A process started against a database whose migrations were not applied would answer
+every request that meets a new column with a 500; one started against a database a newer
+release has migrated (say after a rollback of the code only) may write rows that release
+no longer expects. So `idp serve` refuses both with one line saying what to do, as Ory
+Hydra refuses to serve before `hydra migrate sql`. The revisions come from Alembic: the
+database's ``alembic_version`` against the heads of idp/migrations.
+"""
+
+from __future__ import annotations
+
+import os
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be served by this release; the message says what to do."""
+
+
+def release_heads() -> set[str]:
+    return set(ScriptDirectory(MIGRATIONS).get_heads())
+
+
+def database_heads(database_url: str, connect_timeout: int) -> set[str]:
+    args = {"connect_timeout": connect_timeout} if database_url.startswith("postgresql") else {}
+    engine = create_engine(database_url, connect_args=args, hide_parameters=True)
+    try:
+        with engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+
+
+def check(database_url: str, connect_timeout: int) -> None:
+    """Return if the database is at this release's heads; else raise SchemaError."""
+    try:
+        current = database_heads(database_url, connect_timeout)
+    except SQLAlchemyError as exc:
+        # The driver's first line (host, port, reason); never the URL, which holds the password.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise SchemaError(f"cannot read the database schema ({type(exc).__name__}: {reason})") from None
+    heads = release_heads()
+    if current == heads:
+        return
+    known = {rev.revision for rev in ScriptDirectory(MIGRATIONS).walk_revisions()}
+    if current - known:
+        raise SchemaError(f"the database is at revision {', '.join(sorted(current - known))}, which this "
+                          "release does not know (a newer release migrated it): run that release")
+    at = ", ".join(sorted(current)) or "no revision (an empty database)"
+    raise SchemaError(f"the database is at {at}; this release needs {', '.join(sorted(heads))}: "
+                      "run `idp db upgrade` first")
