@@ -98,14 +98,36 @@ def load(instance_path: str, overrides: dict | None = None) -> dict:
     if path.is_file():
         with path.open("rb") as fh:
             config.update({k.upper(): v for k, v in tomllib.load(fh).items()})
-    for key, raw in os.environ.items():
-        if key.startswith("IDP_") and key != "IDP_CONFIG_FILE":
-            config[key[4:]] = _parse_env(raw)
+    config.update(_from_environment(os.environ))
     config.update(overrides or {})
     config["DATABASE_URL"] = str(config["DATABASE_URL"]).format(instance=instance_path)
     config["ISSUER"] = str(config["ISSUER"]).rstrip("/")
     check(config)
     return config
+
+
+def _from_environment(environ) -> dict:
+    """``IDP_<KEY>`` settings, and ``IDP_<KEY>_FILE`` naming a file that holds one (for a
+    secret mounted as a file, as Docker and Kubernetes secrets are, instead of an
+    environment variable that every child process and crash dump sees)."""
+    out, from_files = {}, {}
+    for key, raw in environ.items():
+        if not key.startswith("IDP_") or key == "IDP_CONFIG_FILE":
+            continue
+        name = key[4:]
+        if name.endswith("_FILE") and name[:-5] in DEFAULTS:
+            from_files[name[:-5]] = (key, raw)
+        else:
+            out[name] = _parse_env(raw)
+    for name, (key, path) in from_files.items():
+        if name in out:
+            raise ConfigError(f"both IDP_{name} and {key} are set: keep one")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                out[name] = _parse_env(fh.read().rstrip("\r\n"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{key}: cannot read {path!r} ({type(exc).__name__})") from None
+    return out
 
 
 def _parse_env(raw: str):

@@ -12,6 +12,31 @@ def test_env_overrides(monkeypatch, tmp_path):
     assert cfg["ACCESS_TOKEN_TTL"] == 120 and cfg["ISSUER"] == "https://id.example.com"
 
 
+def test_a_setting_can_come_from_a_file_named_by_IDP_KEY_FILE(monkeypatch, tmp_path):
+    """Docker and Kubernetes secrets are files: the value is the file's text, its final
+    newline dropped, read like an environment variable."""
+    (tmp_path / "secret").write_text("s" * 40 + "\n")
+    (tmp_path / "ttl").write_text("120")
+    monkeypatch.setenv("IDP_SECRET_KEY_FILE", str(tmp_path / "secret"))
+    monkeypatch.setenv("IDP_ACCESS_TOKEN_TTL_FILE", str(tmp_path / "ttl"))
+    monkeypatch.setenv("IDP_CLIENTS_FILE", "my/clients.toml")  # a setting whose name ends in _FILE
+    cfg = load(str(tmp_path), {"ENV": "production"})
+    assert cfg["SECRET_KEY"] == "s" * 40 and cfg["ACCESS_TOKEN_TTL"] == 120
+    assert cfg["CLIENTS_FILE"] == "my/clients.toml"
+
+
+def test_a_setting_from_both_a_variable_and_a_file_or_an_unreadable_file_is_refused(monkeypatch, tmp_path):
+    (tmp_path / "secret").write_text("s" * 40)
+    monkeypatch.setenv("IDP_SECRET_KEY_FILE", str(tmp_path / "secret"))
+    monkeypatch.setenv("IDP_SECRET_KEY", "t" * 40)
+    with pytest.raises(ConfigError, match="both IDP_SECRET_KEY and IDP_SECRET_KEY_FILE are set"):
+        load(str(tmp_path))
+    monkeypatch.delenv("IDP_SECRET_KEY")
+    monkeypatch.setenv("IDP_SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"IDP_SECRET_KEY_FILE: cannot read .*missing.* \(FileNotFoundError\)"):
+        load(str(tmp_path))
+
+
 def test_file_overrides(monkeypatch, tmp_path):
     f = tmp_path / "idp.toml"
     f.write_text('code_ttl = 30\n')
