@@ -4,11 +4,18 @@
    from /authorize once client and redirect URI are verified (idp.oauth.authorize).
 2. Sign-in errors: neutral messages in the form, rendered by the login views.
 3. Anything unexpected: a generic error with a request id; the detail goes to the log only.
+   When that is PostgreSQL or Redis being unreachable (``UNAVAILABLE``), the answer is 503
+   with ``Retry-After`` (``temporarily_unavailable`` in JSON): a relying party or the
+   mobile app can tell "try again shortly" from a bug, and the log gets one line, not a
+   traceback per request for the length of an outage.
 """
 
 import logging
 import secrets
 
+import psycopg
+import redis.exceptions
+import sqlalchemy.exc
 from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -45,6 +52,27 @@ def unexpected_description(request_id: str) -> str:
     return f"unexpected error (request id {request_id})"
 
 
+# A dependency that cannot be reached, or gave up on us: connection refused or lost, a
+# timeout, a server shutting down (SQLAlchemy's OperationalError wraps the driver's, also
+# for a pool that ran dry). What the client sent cannot cause these.
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, sqlalchemy.exc.OperationalError,
+               sqlalchemy.exc.TimeoutError, psycopg.OperationalError)
+RETRY_AFTER = "5"  # seconds: Retry-After of a 503
+
+
+def log_unavailable(path: str, exc: BaseException) -> str:
+    """One warning line, the driver's reason without a traceback; returns the request id."""
+    request_id = secrets.token_hex(8)
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
+    log.warning("dependency unavailable request_id=%s path=%s error=%s: %s", request_id, path,
+                type(exc).__name__, reason)
+    return request_id
+
+
+def unavailable_description(request_id: str) -> str:
+    return f"briefly unavailable, try again shortly (request id {request_id})"
+
+
 def page_error(message: str, status: int = 400):
     return render_template("error.html", message=message), status
 
@@ -61,6 +89,14 @@ def register(app):
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
+        if isinstance(exc, UNAVAILABLE):
+            request_id = log_unavailable(request.path, exc)
+            if wants_json():
+                resp = oauth_error("temporarily_unavailable", unavailable_description(request_id), 503)
+            else:
+                resp = page_error("The sign-in service is briefly unavailable. Please try again in a moment. "
+                                  f"Request id: {request_id}", 503)
+            return resp[0] if isinstance(resp, tuple) else resp, 503, {"Retry-After": RETRY_AFTER}
         request_id = log_unexpected(request.path)
         if wants_json():
             return oauth_error("server_error", unexpected_description(request_id), 500)

@@ -12,7 +12,8 @@ with the same security headers and metric as a Flask response. Every other path 
 Flask unchanged.
 
 Errors: an OAuth error is the RFC's JSON from authlib; a wrong method is 405, a body over
-the limit 413, both as invalid_request JSON; anything unexpected is a logged
+the limit 413, both as invalid_request JSON; PostgreSQL or Redis out of reach is 503
+``temporarily_unavailable`` with Retry-After; anything else unexpected is a logged
 ``server_error`` with a request id (idp.errors), never a stack trace.
 """
 
@@ -73,6 +74,10 @@ class Endpoints(PathRoutes):
                 return handler(WSGIRequest(environ, self.issuer))
         except BodyTooLarge:
             return 413, _error("invalid_request", "the request body is too large"), []
+        except errors.UNAVAILABLE as exc:
+            request_id = errors.log_unavailable(environ.get("PATH_INFO", ""), exc)
+            return 503, _error("temporarily_unavailable", errors.unavailable_description(request_id)), \
+                [("Retry-After", errors.RETRY_AFTER)]
         except Exception:
             return 500, _error("server_error", errors.unexpected_description(
                 errors.log_unexpected(environ.get("PATH_INFO", "")))), []

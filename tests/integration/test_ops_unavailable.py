@@ -1,0 +1,86 @@
+"""PostgreSQL or Redis out of reach: 503 with Retry-After, and one log line (idp.errors).
+
+A relying party, a resource server or the mobile app can tell "try again shortly" from a
+bug (500) and a refusal (4xx); the log gets a line per request with its id and the
+driver's reason, not a traceback per request for the length of an outage.
+"""
+
+import base64
+import logging
+
+import pytest
+
+from idp import create_app
+from tests.conftest import register_client
+from tests.servers import free_port
+
+
+def _same_world(app, **changes) -> dict:
+    keep = ("ISSUER", "KEYS_DIR", "DATABASE_URL", "REDIS_URL", "STORE_NAMESPACE")
+    return {**{k: app.config[k] for k in keep}, **changes}
+
+
+@pytest.fixture
+def backend(app):
+    """A confidential client allowed client_credentials, registered while all is well."""
+    return register_client("rp-backend", grant_types=["client_credentials"], scopes=["api:read"])
+
+
+def _basic(rp) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{rp.client_id}:{rp.secret}".encode()).decode()}
+
+
+def _assert_unavailable_json(resp):
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    assert resp.headers["Retry-After"] == "5"
+    assert resp.headers["Cache-Control"] == "no-store"
+    body = resp.get_json()
+    assert body["error"] == "temporarily_unavailable"
+    assert "try again shortly (request id " in body["error_description"]
+    return body["error_description"].rsplit(" ", 1)[1].rstrip(")")
+
+
+def down_worlds(app, tmp_path):
+    return {
+        "redis": _same_world(app, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"),
+        "database": _same_world(app, DATABASE_URL=f"sqlite:///{tmp_path}/missing/dir/idp.sqlite3"),
+    }
+
+
+@pytest.mark.parametrize("down", ["redis", "database"])
+def test_token_and_introspection_answer_503_with_retry_after(app, backend, tmp_path, caplog, down):
+    client = create_app(down_worlds(app, tmp_path)[down]).test_client()
+    with caplog.at_level(logging.WARNING, logger="idp"):
+        token = client.post("/token", data={"grant_type": "client_credentials", "scope": "api:read"},
+                            headers=_basic(backend))
+        request_id = _assert_unavailable_json(token)
+        _assert_unavailable_json(client.post("/introspect", data={"token": "x" * 43}, headers=_basic(backend)))
+    lines = [r for r in caplog.records if r.name == "idp"]
+    assert any(request_id in r.getMessage() and r.getMessage().startswith("dependency unavailable")
+               for r in lines), [r.getMessage() for r in lines]
+    assert all(r.exc_info is None and r.levelno == logging.WARNING for r in lines)
+
+
+@pytest.mark.parametrize("down", ["redis", "database"])
+def test_a_page_answers_503_with_retry_after(app, rp, tmp_path, down):
+    client = create_app(down_worlds(app, tmp_path)[down]).test_client()
+    resp = client.get("/authorize", query_string={
+        "response_type": "code", "client_id": rp.client_id, "redirect_uri": rp.redirect_uris[0], "scope": "openid",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256"})
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "5"
+    page = resp.get_data(as_text=True)
+    assert "briefly unavailable" in page and "Request id: " in page and "Traceback" not in page
+
+
+def test_a_bug_is_still_a_500(app, backend, monkeypatch):
+    from idp.oauth import tokens
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not an outage")
+
+    monkeypatch.setattr(tokens, "issue_client_credentials", broken)
+    resp = app.test_client().post("/token", data={"grant_type": "client_credentials", "scope": "api:read"},
+                                  headers=_basic(backend))
+    assert resp.status_code == 500 and resp.get_json()["error"] == "server_error"
+    assert "Retry-After" not in resp.headers
