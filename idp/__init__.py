@@ -44,7 +44,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     extensions.migrate.init_app(app, extensions.db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     extensions.csrf.init_app(app)
     app.extensions["idp.store"] = create_store(app.config["REDIS_URL"], app.config["STORE_NAMESPACE"])
-    app.extensions["idp.keyring"] = KeyRing(app.config["KEYS_DIR"], app.config["KEY_PUBLISH_AHEAD"])
+    app.extensions["idp.keyring"] = KeyRing(app.config["KEYS_DIR"], app.config["KEY_PUBLISH_AHEAD"],
+                                            app.config["SECRET_KEY"])
     app.extensions["idp.keyring"].ensure()  # first start: generate the signing keys
 
     from . import ops

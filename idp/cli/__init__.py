@@ -53,11 +53,14 @@ def _create_app():
 
     from .. import create_app
     from ..config import ConfigError
+    from ..crypto.keys import KeysUnreadable
 
     try:
         return create_app()
     except ConfigError as exc:
         raise CliError(f"configuration: {exc}") from None
+    except KeysUnreadable as exc:
+        raise CliError(f"signing keys: {exc}") from None
 
 
 def main():

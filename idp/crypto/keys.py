@@ -1,9 +1,16 @@
 """Signing keys for ID tokens, JWT access tokens and logout tokens; the published JWKS.
 
-Each key is one file ``<kid>.json`` (0600, directory 0700): the private JWK (RFC 7517) and
-its metadata. The kid is the RFC 7638 thumbprint, so files are never rewritten. States come
-from timestamps alone, so nothing has to run when a key switches: per alg, keys are ordered
-by (not_before, serial) and a key retires at the not_before of the key after it.
+Each key is one file ``<kid>.json`` (0600, directory 0700): its metadata and the private JWK
+(RFC 7517) sealed with AES-256-GCM under a key derived from SECRET_KEY (HKDF-SHA256), the
+kid bound as associated data, so a copy of the directory (a backup, a volume snapshot)
+signs nothing without the secret. SECRET_KEY already keys the hashes of every client secret
+and token, so it is the one secret an operator keeps; a key sealed under another secret, or
+altered, is never replaced silently: ``ensure`` refuses to start (``KeysUnreadable``). A
+file of an earlier release, with the JWK in clear, is still read, and sealed in place by the
+next ``ensure`` (every start). The kid is the RFC 7638 thumbprint, so a file only ever
+changes from clear to sealed. States come from timestamps alone, so nothing has to run when
+a key switches: per alg, keys are ordered by (not_before, serial) and a key retires at the
+not_before of the key after it.
 
 - **next**: published ``publish_ahead`` seconds before it signs, so relying parties that
   cache the JWKS know it before they meet it (OpenID Connect Core §10.1.1);
@@ -16,6 +23,7 @@ once a second); writers serialise on an flock, so workers starting together gene
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import logging
@@ -25,6 +33,10 @@ import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import ECKey, RSAKey, import_key
@@ -48,6 +60,32 @@ class NoActiveKey(LookupError):
     """No key of this alg may sign yet; ``ensure()`` creates one."""
 
 
+class KeysUnreadable(RuntimeError):
+    """Key files that this SECRET_KEY cannot open: never replaced by new keys behind the
+    operator's back (relying parties would meet a JWKS without the keys they trust)."""
+
+
+def sealing_key(secret: str) -> bytes:
+    """The key-encryption key: HKDF-SHA256 (RFC 5869) of SECRET_KEY, for this use only."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"idp signing keys at rest v1").derive(str(secret).encode())
+
+
+def _aad(kid: str) -> bytes:
+    return b"idp signing key " + kid.encode()  # a sealed JWK opens only under its own kid
+
+
+def _seal(kek: bytes, kid: str, private_jwk: dict) -> str:
+    nonce = os.urandom(12)
+    sealed = nonce + AESGCM(kek).encrypt(nonce, json.dumps(private_jwk).encode(), _aad(kid))
+    return base64.urlsafe_b64encode(sealed).decode()
+
+
+def _unseal(kek: bytes, kid: str, sealed: str) -> dict:
+    raw = base64.urlsafe_b64decode(sealed.encode())
+    return json.loads(AESGCM(kek).decrypt(raw[:12], raw[12:], _aad(kid)))
+
+
 @dataclass(frozen=True)
 class Key:
     kid: str
@@ -58,29 +96,43 @@ class Key:
     jwk: ECKey | RSAKey = field(repr=False)  # never in logs
 
 
-def _read_key(path: str) -> Key | None:
+class _Sealed(Exception):
+    """The file's sealed JWK does not open with this key-encryption key."""
+
+
+def _read_key(path: str, kek: bytes) -> tuple[Key | None, str]:
+    """(key, how it was stored: "sealed" or "clear"), or (None, why not: "gone", "sealed
+    under another secret", "unreadable")."""
     name = os.path.basename(path)
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
-        jwk = import_key(doc["jwk"])
+        stored = "sealed" if "sealed" in doc else "clear"
+        try:
+            private = _unseal(kek, str(doc["kid"]), doc["sealed"]) if stored == "sealed" else doc["jwk"]
+        except (InvalidTag, ValueError) as exc:
+            raise _Sealed from exc
+        jwk = import_key(private)
         key = Key(doc["kid"], doc["alg"], int(doc["created_at"]), int(doc["not_before"]), int(doc["serial"]), jwk)
         if key.kid != jwk.thumbprint() or key.alg not in ALGS:
             raise ValueError("kid is not the RFC 7638 thumbprint, or alg unsupported")
         if os.stat(path).st_mode & 0o077:
             log.warning("key file %s is readable by group or others; chmod 600 it", name)
-        return key
+        return key, stored
     except FileNotFoundError:
-        return None  # pruned by another process while we listed
+        return None, "gone"  # pruned by another process while we listed
+    except _Sealed:
+        log.error("key file %s does not open with this SECRET_KEY (sealed under another, or altered)", name)
+        return None, "sealed under another secret"
     except Exception as exc:  # noqa: BLE001  (the log line never carries key material)
         log.error("ignoring unreadable key file %s: %s", name, type(exc).__name__)
-        return None
+        return None, "unreadable"
 
 
-def _write_key(keys_dir: str, key: Key) -> None:
+def _write_key(keys_dir: str, key: Key, kek: bytes) -> None:
     """A 0600 temporary file renamed into place: readers never see half a key."""
     doc = {"kid": key.kid, "alg": key.alg, "created_at": key.created_at, "not_before": key.not_before,
-           "serial": key.serial, "jwk": key.jwk.as_dict(private=True)}
+           "serial": key.serial, "sealed": _seal(kek, key.kid, key.jwk.as_dict(private=True))}
     tmp = os.path.join(keys_dir, f".tmp-{key.kid}")
     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
         json.dump(doc, fh)
@@ -94,9 +146,12 @@ def _ordered(keys) -> tuple[Key, ...]:
 
 
 class KeyRing:
-    def __init__(self, keys_dir: str, publish_ahead: int):
+    def __init__(self, keys_dir: str, publish_ahead: int, secret: str):
         self.keys_dir = os.path.abspath(keys_dir)
         self.publish_ahead = int(publish_ahead)
+        self._kek = sealing_key(secret)
+        self._clear: set[str] = set()  # kids of files of an earlier release, JWK in clear
+        self._foreign: list[str] = []  # files sealed under another SECRET_KEY (or altered)
         self._lock = threading.RLock()
         self._keys: tuple[Key, ...] = ()
         self._jwks: dict | None = None  # built once per load
@@ -120,7 +175,10 @@ class KeyRing:
         mtime, names = self._dir_mtime(), []
         with suppress(FileNotFoundError):
             names = sorted(n for n in os.listdir(self.keys_dir) if n.endswith(".json"))
-        keys = [k for k in (_read_key(os.path.join(self.keys_dir, n)) for n in names) if k]
+        read = [(n, *_read_key(os.path.join(self.keys_dir, n), self._kek)) for n in names]
+        keys = [k for _, k, _ in read if k]
+        self._clear = {k.kid for _, k, how in read if k and how == "clear"}
+        self._foreign = [n for n, _, how in read if how == "sealed under another secret"]
         self._keys, self._jwks, self._checked_at = _ordered(keys), None, time.time()
         self._mtime = None if mtime is None or mtime / 1e9 > time.time() - 2 else mtime
 
@@ -215,7 +273,7 @@ class KeyRing:
         jwk = GENERATORS[alg]()
         serial = max((k.serial for k in self._keys), default=0) + 1
         key = Key(jwk.thumbprint(), alg, int(time.time()), not_before, serial, jwk)
-        _write_key(self.keys_dir, key)
+        _write_key(self.keys_dir, key, self._kek)
         self._keys = _ordered([*self._keys, key])
         log.info("created %s signing key kid=%s not_before=%s", alg, key.kid, not_before)
         return {"kid": key.kid, "alg": alg, "created_at": key.created_at, "not_before": not_before}
@@ -224,10 +282,20 @@ class KeyRing:
         return {k.alg for k, state, _ in self._states() if state == "active"}
 
     def ensure(self) -> list[dict]:
-        """Give each alg a key that signs now where none does; no lock, no write when all do."""
-        if self._signing_algs() >= set(ALGS):
+        """Give each alg a key that signs now where none does, and seal any key still in
+        clear; no lock, no write when there is nothing to do. Refuses (KeysUnreadable) while
+        the directory holds keys this SECRET_KEY cannot open."""
+        if self._signing_algs() >= set(ALGS) and not self._clear and not self._foreign:
             return []
         with self._writing():
+            if self._foreign:
+                raise KeysUnreadable(
+                    f"{len(self._foreign)} signing key file(s) in {self.keys_dir} do not open with this "
+                    f"SECRET_KEY ({', '.join(self._foreign)}): set the SECRET_KEY they were sealed with, "
+                    "or move them away to start with new keys")
+            for key in [k for k in self._keys if k.kid in self._clear]:
+                _write_key(self.keys_dir, key, self._kek)
+                log.info("sealed %s signing key kid=%s (stored in clear by an earlier release)", key.alg, key.kid)
             signing = self._signing_algs()
             return [self._create(alg, int(time.time())) for alg in ALGS if alg not in signing]
 

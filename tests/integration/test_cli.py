@@ -298,6 +298,16 @@ def test_a_bad_setting_is_one_line_not_a_traceback(monkeypatch, tmp_path):
     assert_refused(result, "configuration: ID_TOKEN_ALG must be ES256 or RS256")
 
 
+def test_keys_sealed_under_another_secret_are_one_line_not_a_traceback(monkeypatch, tmp_path, shared):
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("IDP_KEYS_DIR", str(shared / "keys"))  # sealed under the default SECRET_KEY
+    monkeypatch.setenv("IDP_SECRET_KEY", "another secret, of thirty-two characters or more")
+    result = CliRunner().invoke(cli, ["keys", "list"], obj=ScriptInfo(create_app=_create_app))
+    assert_refused(result, "signing keys: 2 signing key file(s) in ")
+    assert "do not open with this SECRET_KEY" in result.stderr
+
+
 def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeypatch):
     monkeypatch.setenv("IDP_ENV", "development")
     assert_refused(idp("serve"), "IDP_ENV=production")

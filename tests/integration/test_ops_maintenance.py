@@ -167,7 +167,8 @@ def test_cron_runs_the_jobs_with_the_cli(app):
 def test_the_keys_job_rotates_old_keys_and_drops_retired_ones(app, tmp_path):
     from idp.crypto.keys import KeyRing
 
-    ring = app.extensions["idp.keyring"] = KeyRing(str(tmp_path / "keys"), app.config["KEY_PUBLISH_AHEAD"])
+    ring = app.extensions["idp.keyring"] = KeyRing(str(tmp_path / "keys"), app.config["KEY_PUBLISH_AHEAD"],
+                                                   app.config["SECRET_KEY"])
     ring.ensure()
     keys = maintenance.by_name("keys")
     assert maintenance.run(app, keys) == "0 keys rotated, 0 retired keys pruned"

@@ -14,6 +14,7 @@ from joserfc.jwk import import_key
 from idp.crypto.keys import PRIVATE_MEMBERS, InvalidJWT, KeyRing
 
 AHEAD = 24 * 3600
+SECRET = "a test secret key of at least thirty-two characters"
 MAX_LIFETIME = 3600
 T0 = "2024-03-01 12:00:00"
 
@@ -26,7 +27,7 @@ def keys_dir(tmp_path):
 @pytest.fixture
 def fresh(keys_dir):
     """A ring of its own, for tests that rotate, prune or write into the directory."""
-    ring = KeyRing(keys_dir, AHEAD)
+    ring = KeyRing(keys_dir, AHEAD, SECRET)
     ring.ensure()
     return ring
 
@@ -34,7 +35,7 @@ def fresh(keys_dir):
 @pytest.fixture(scope="module")
 def ring(tmp_path_factory):
     """Shared by the read-only tests: RSA key generation is the slow part of this file."""
-    ring = KeyRing(str(tmp_path_factory.mktemp("shared") / "keys"), AHEAD)
+    ring = KeyRing(str(tmp_path_factory.mktemp("shared") / "keys"), AHEAD, SECRET)
     ring.ensure()
     return ring
 
@@ -97,7 +98,7 @@ def test_jwks_has_public_members_only(fresh):
 
 def test_rotation_publishes_next_key_before_it_signs(keys_dir):
     with freeze_time(T0) as clock:
-        ring = KeyRing(keys_dir, AHEAD)
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
         ring.ensure()
         old = ring.active("ES256").kid
         rs_before = ring.active("RS256").kid
@@ -121,7 +122,7 @@ def test_rotation_publishes_next_key_before_it_signs(keys_dir):
 
 def test_immediate_rotation_signs_at_once_even_within_the_same_second(keys_dir):
     with freeze_time(T0):
-        ring = KeyRing(keys_dir, AHEAD)
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
         ring.ensure()
         old = ring.active("ES256").kid
         new = ring.rotate("ES256", immediate=True)["kid"]
@@ -131,7 +132,7 @@ def test_immediate_rotation_signs_at_once_even_within_the_same_second(keys_dir):
 
 def test_retired_key_stays_published_until_prune_after_max_lifetime(keys_dir):
     with freeze_time(T0) as clock:
-        ring = KeyRing(keys_dir, AHEAD)
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
         ring.ensure()
         old = ring.active("ES256").kid
         ring.rotate("ES256", immediate=True)
@@ -149,7 +150,7 @@ def test_retired_key_stays_published_until_prune_after_max_lifetime(keys_dir):
 
 def test_second_process_sees_rotation_and_prune_without_restart(keys_dir):
     with freeze_time(T0) as clock:
-        web, cli = KeyRing(keys_dir, AHEAD), KeyRing(keys_dir, AHEAD)
+        web, cli = KeyRing(keys_dir, AHEAD, SECRET), KeyRing(keys_dir, AHEAD, SECRET)
         web.ensure()
         first = web.active("ES256").kid
         assert cli.active("ES256").kid == first
@@ -166,25 +167,25 @@ def test_second_process_sees_rotation_and_prune_without_restart(keys_dir):
 
 
 def test_workers_starting_together_generate_one_key_per_alg(keys_dir):
-    rings = [KeyRing(keys_dir, AHEAD) for _ in range(4)]
+    rings = [KeyRing(keys_dir, AHEAD, SECRET) for _ in range(4)]
     threads = [threading.Thread(target=r.ensure) for r in rings]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(KeyRing(keys_dir, AHEAD).list()) == 2
+    assert len(KeyRing(keys_dir, AHEAD, SECRET).list()) == 2
 
 
 def test_unreadable_key_file_is_skipped(fresh, keys_dir, caplog):
     path = os.path.join(keys_dir, "garbage.json")
     with open(path, "w") as fh:
         fh.write("{not json")
-    assert len(KeyRing(keys_dir, AHEAD).list()) == 2
+    assert len(KeyRing(keys_dir, AHEAD, SECRET).list()) == 2
     assert "garbage.json" in caplog.text
 
 
 def test_verify_rejects_unknown_kid(ring, tmp_path):
-    other = KeyRing(str(tmp_path / "other"), AHEAD)
+    other = KeyRing(str(tmp_path / "other"), AHEAD, SECRET)
     other.ensure()
     with pytest.raises(InvalidJWT, match="unknown kid"):
         ring.verify(other.sign({"sub": "u1"}, "ES256"))
@@ -235,7 +236,7 @@ def test_scheduled_rotation_replaces_each_key_once_it_is_old_enough(keys_dir):
     and a second process sharing the directory does not rotate it again."""
     age = 90 * 24 * 3600
     with freeze_time(T0) as clock:
-        ring, other = KeyRing(keys_dir, AHEAD), KeyRing(keys_dir, AHEAD)
+        ring, other = KeyRing(keys_dir, AHEAD, SECRET), KeyRing(keys_dir, AHEAD, SECRET)
         ring.ensure()
         old = {alg: ring.active(alg).kid for alg in ("ES256", "RS256")}
         clock.tick(age - 1)

@@ -1,0 +1,101 @@
+"""Signing keys at rest (idp.crypto.keys): the private JWK sealed under SECRET_KEY.
+
+A copy of the key directory (a backup, a volume snapshot) must sign nothing without the
+secret; a key sealed under another secret is never silently replaced; the files of an
+earlier release, with the JWK in clear, keep working and are sealed at the next start.
+"""
+
+import json
+import os
+
+import pytest
+
+from idp.crypto.keys import KeyRing, KeysUnreadable
+
+AHEAD = 24 * 3600
+SECRET = "a test secret key of at least thirty-two characters"
+OTHER = "another secret key, also thirty-two characters long"
+
+
+@pytest.fixture(scope="module")
+def sealed_dir(tmp_path_factory):
+    """A directory with one ES256 and one RS256 key, sealed under SECRET (made once: RSA is slow)."""
+    keys_dir = str(tmp_path_factory.mktemp("at-rest") / "keys")
+    KeyRing(keys_dir, AHEAD, SECRET).ensure()
+    return keys_dir
+
+
+def _docs(keys_dir) -> dict[str, dict]:
+    out = {}
+    for name in sorted(os.listdir(keys_dir)):
+        if name.endswith(".json"):
+            with open(os.path.join(keys_dir, name), encoding="utf-8") as fh:
+                out[name] = json.load(fh)
+    return out
+
+
+def _copy(src, dst) -> str:
+    os.makedirs(dst, mode=0o700)
+    for name, doc in _docs(src).items():
+        path = os.path.join(dst, name)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+    return str(dst)
+
+
+def test_no_private_member_is_stored_in_clear(sealed_dir):
+    ring = KeyRing(sealed_dir, AHEAD, SECRET)
+    private = {k: v for key in ring._snapshot() for k, v in key.jwk.as_dict(private=True).items()
+               if k in ("d", "p", "q", "dp", "dq", "qi")}
+    assert {"d", "p", "q"} <= set(private)
+    for name, doc in _docs(sealed_dir).items():
+        assert "jwk" not in doc and set(doc) == {"kid", "alg", "created_at", "not_before", "serial", "sealed"}, name
+        text = json.dumps(doc)
+        assert not any(value in text for value in private.values()), name
+
+
+def test_the_same_secret_opens_the_keys_in_another_process(sealed_dir):
+    signer, verifier = KeyRing(sealed_dir, AHEAD, SECRET), KeyRing(sealed_dir, AHEAD, SECRET)
+    for alg in ("ES256", "RS256"):
+        assert verifier.verify(signer.sign({"sub": "s1"}, alg)) == {"sub": "s1"}
+    assert verifier.ensure() == []
+
+
+def test_another_secret_refuses_to_start_and_writes_nothing(sealed_dir, tmp_path):
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    before = _docs(keys_dir)
+    with pytest.raises(KeysUnreadable, match=r"2 signing key file\(s\) .* do not open with this SECRET_KEY"):
+        KeyRing(keys_dir, AHEAD, OTHER).ensure()
+    assert _docs(keys_dir) == before  # no new key beside them, none rewritten
+
+
+def test_a_sealed_key_moved_under_another_kid_does_not_open(sealed_dir, tmp_path):
+    """The kid is the AEAD's associated data: swapping sealed blobs between files fails."""
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    (a, doc_a), (b, doc_b) = _docs(keys_dir).items()
+    doc_a["sealed"], doc_b["sealed"] = doc_b["sealed"], doc_a["sealed"]
+    for name, doc in ((a, doc_a), (b, doc_b)):
+        with open(os.path.join(keys_dir, name), "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+    with pytest.raises(KeysUnreadable):
+        KeyRing(keys_dir, AHEAD, SECRET).ensure()
+
+
+def test_a_key_in_clear_from_an_earlier_release_is_read_then_sealed_at_start(sealed_dir, tmp_path):
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    ring = KeyRing(keys_dir, AHEAD, SECRET)
+    kids = {k.kid: k for k in ring._snapshot()}
+    for name, doc in _docs(keys_dir).items():  # rewrite as the earlier release stored them
+        clear = dict(doc, jwk=kids[doc["kid"]].jwk.as_dict(private=True))
+        del clear["sealed"]
+        with open(os.path.join(keys_dir, name), "w", encoding="utf-8") as fh:
+            json.dump(clear, fh)
+
+    old = KeyRing(keys_dir, AHEAD, SECRET)
+    token = old.sign({"sub": "s1"}, "RS256")  # read as it is
+    assert old.ensure() == []  # no new key: only sealed in place
+    docs = _docs(keys_dir)
+    assert all("sealed" in d and "jwk" not in d for d in docs.values())
+    assert sorted(d["kid"] for d in docs.values()) == sorted(kids)
+    assert KeyRing(keys_dir, AHEAD, SECRET).verify(token) == {"sub": "s1"}
+    assert all(os.stat(os.path.join(keys_dir, n)).st_mode & 0o777 == 0o600 for n in docs)
