@@ -8,7 +8,7 @@ from ..crypto.keys import ALGS, max_token_lifetime
 from ..extensions import keyring
 from .common import table, when
 
-keys = AppGroup("keys", help="Rotate, list and prune the signing keys.")
+keys = AppGroup("keys", help="Rotate, list, prune and seal the signing keys.")
 
 
 @keys.command("rotate")
@@ -43,3 +43,15 @@ def prune():
         click.echo(f"pruned {kid}")
     click.echo(f"{len(removed)} key(s) pruned")
 
+
+
+@keys.command("seal")
+def seal():
+    """Seal under SECRET_KEY the keys an earlier release stored in clear.
+
+    Run it once no process of that earlier release is left: one still running cannot read a
+    sealed key and would stop signing with it."""
+    kids = keyring().seal()
+    for kid in kids:
+        click.echo(f"sealed {kid}")
+    click.echo(f"{len(kids)} key(s) sealed")

@@ -6,9 +6,10 @@ kid bound as associated data, so a copy of the directory (a backup, a volume sna
 signs nothing without the secret. SECRET_KEY already keys the hashes of every client secret
 and token, so it is the one secret an operator keeps; a key sealed under another secret, or
 altered, is never replaced silently: ``ensure`` refuses to start (``KeysUnreadable``). A
-file of an earlier release, with the JWK in clear, is still read, and sealed in place by the
-next ``ensure`` (every start). The kid is the RFC 7638 thumbprint, so a file only ever
-changes from clear to sealed. States come from timestamps alone, so nothing has to run when
+file of an earlier release, with the JWK in clear, is still read; ``seal`` (`idp keys
+seal`) seals it in place once no process of that release is left to read the directory (one
+still running would lose the key), and the scheduled rotation replaces it anyway. The kid
+is the RFC 7638 thumbprint, so a file only ever changes from clear to sealed. States come from timestamps alone, so nothing has to run when
 a key switches: per alg, keys are ordered by (not_before, serial) and a key retires at the
 not_before of the key after it.
 
@@ -281,23 +282,34 @@ class KeyRing:
     def _signing_algs(self) -> set[str]:
         return {k.alg for k, state, _ in self._states() if state == "active"}
 
+    def _refuse_foreign(self) -> None:
+        if self._foreign:
+            raise KeysUnreadable(
+                f"{len(self._foreign)} signing key file(s) in {self.keys_dir} do not open with this "
+                f"SECRET_KEY ({', '.join(self._foreign)}): set the SECRET_KEY they were sealed with, "
+                "or move them away to start with new keys")
+
     def ensure(self) -> list[dict]:
-        """Give each alg a key that signs now where none does, and seal any key still in
-        clear; no lock, no write when there is nothing to do. Refuses (KeysUnreadable) while
-        the directory holds keys this SECRET_KEY cannot open."""
-        if self._signing_algs() >= set(ALGS) and not self._clear and not self._foreign:
+        """Give each alg a key that signs now where none does; no lock, no write when all do.
+        Refuses (KeysUnreadable) while the directory holds keys this SECRET_KEY cannot open."""
+        self._snapshot()
+        self._refuse_foreign()
+        if self._signing_algs() >= set(ALGS):
             return []
         with self._writing():
-            if self._foreign:
-                raise KeysUnreadable(
-                    f"{len(self._foreign)} signing key file(s) in {self.keys_dir} do not open with this "
-                    f"SECRET_KEY ({', '.join(self._foreign)}): set the SECRET_KEY they were sealed with, "
-                    "or move them away to start with new keys")
-            for key in [k for k in self._keys if k.kid in self._clear]:
-                _write_key(self.keys_dir, key, self._kek)
-                log.info("sealed %s signing key kid=%s (stored in clear by an earlier release)", key.alg, key.kid)
+            self._refuse_foreign()
             signing = self._signing_algs()
             return [self._create(alg, int(time.time())) for alg in ALGS if alg not in signing]
+
+    def seal(self) -> list[str]:
+        """Seal in place the keys an earlier release stored in clear; return their kids."""
+        with self._writing():
+            self._refuse_foreign()
+            sealed = [k for k in self._keys if k.kid in self._clear]
+            for key in sealed:
+                _write_key(self.keys_dir, key, self._kek)
+                log.info("sealed %s signing key kid=%s (stored in clear by an earlier release)", key.alg, key.kid)
+        return [k.kid for k in sealed]
 
     def rotate(self, alg: str = "ES256", immediate: bool = False) -> dict:
         """A new key, published now, signing from now + publish_ahead (now if immediate);

@@ -298,6 +298,25 @@ def test_a_bad_setting_is_one_line_not_a_traceback(monkeypatch, tmp_path):
     assert_refused(result, "configuration: ID_TOKEN_ALG must be ES256 or RS256")
 
 
+def test_keys_seal_seals_the_keys_an_earlier_release_stored_in_clear(make_app, tmp_path):
+    import json
+
+    app = make_app(keys_dir=tmp_path / "keys")
+    idp = runner_for(app)
+    ring = app.extensions["idp.keyring"]
+    for key in ring._snapshot():  # as the earlier release wrote them
+        path = tmp_path / "keys" / f"{key.kid}.json"
+        doc = json.loads(path.read_text())
+        del doc["sealed"]
+        path.write_text(json.dumps({**doc, "jwk": key.jwk.as_dict(private=True)}))
+    result = idp("keys", "seal")
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.splitlines()) == sorted(
+        ["2 key(s) sealed", *(f"sealed {k.kid}" for k in ring._snapshot())])
+    assert all("jwk" not in json.loads(p.read_text()) for p in (tmp_path / "keys").glob("*.json"))
+    assert idp("keys", "seal").stdout.strip() == "0 key(s) sealed"
+
+
 def test_keys_sealed_under_another_secret_are_one_line_not_a_traceback(monkeypatch, tmp_path, shared):
     monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
     monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "absent.toml"))

@@ -81,21 +81,26 @@ def test_a_sealed_key_moved_under_another_kid_does_not_open(sealed_dir, tmp_path
         KeyRing(keys_dir, AHEAD, SECRET).ensure()
 
 
-def test_a_key_in_clear_from_an_earlier_release_is_read_then_sealed_at_start(sealed_dir, tmp_path):
+def test_a_key_in_clear_from_an_earlier_release_is_read_and_sealed_on_demand(sealed_dir, tmp_path):
+    """Starting (ensure) never rewrites it: a process of the earlier release, still running
+    during a rolling upgrade, could not read a sealed file. `idp keys seal` does, later."""
     keys_dir = _copy(sealed_dir, tmp_path / "keys")
-    ring = KeyRing(keys_dir, AHEAD, SECRET)
-    kids = {k.kid: k for k in ring._snapshot()}
+    kids = {k.kid: k for k in KeyRing(keys_dir, AHEAD, SECRET)._snapshot()}
     for name, doc in _docs(keys_dir).items():  # rewrite as the earlier release stored them
         clear = dict(doc, jwk=kids[doc["kid"]].jwk.as_dict(private=True))
         del clear["sealed"]
         with open(os.path.join(keys_dir, name), "w", encoding="utf-8") as fh:
             json.dump(clear, fh)
+    before = _docs(keys_dir)
 
-    old = KeyRing(keys_dir, AHEAD, SECRET)
-    token = old.sign({"sub": "s1"}, "RS256")  # read as it is
-    assert old.ensure() == []  # no new key: only sealed in place
+    ring = KeyRing(keys_dir, AHEAD, SECRET)
+    token = ring.sign({"sub": "s1"}, "RS256")  # read as it is
+    assert ring.ensure() == [] and _docs(keys_dir) == before  # a start changes nothing
+
+    assert sorted(ring.seal()) == sorted(kids)
     docs = _docs(keys_dir)
     assert all("sealed" in d and "jwk" not in d for d in docs.values())
     assert sorted(d["kid"] for d in docs.values()) == sorted(kids)
     assert KeyRing(keys_dir, AHEAD, SECRET).verify(token) == {"sub": "s1"}
     assert all(os.stat(os.path.join(keys_dir, n)).st_mode & 0o777 == 0o600 for n in docs)
+    assert ring.seal() == []
