@@ -6,6 +6,8 @@ failure at /introspect and /revoke into 401 invalid_client (RFC 7662 §2.1, RFC 
 defer to RFC 6749 §5.2: 401, with a WWW-Authenticate challenge for the scheme tried).
 """
 
+import time
+
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import current_app
@@ -17,8 +19,19 @@ ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jw
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
+# The longest a client assertion may still be valid when presented: its jti is remembered
+# until its exp, so this bounds what the store keeps per assertion.
+MAX_ASSERTION_LIFETIME = 3600
+
+
 class PrivateKeyJWT(JWTBearerClientAssertion):
-    """private_key_jwt (RFC 7523 §2.2, OIDC Core §9); assertion ids are single-use."""
+    """private_key_jwt (RFC 7523 §2.2, OIDC Core §9); assertion ids are single-use.
+
+    RFC 7523 §3 (7): the server may keep the jti of each assertion "until it expires" to
+    refuse a replay. So a jti is remembered until the assertion's own exp (plus the leeway
+    exp is judged with), not for a fixed time: an assertion that outlived its remembered jti
+    could be replayed. An assertion whose exp is more than MAX_ASSERTION_LIFETIME away is
+    refused outright (SMART Backend Services, a profile of the same RFC, allows five minutes)."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
@@ -27,8 +40,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return [issuer, issuer + "/token", issuer + "/introspect", issuer + "/revoke"]
 
     def validate_jti(self, claims, jti):
-        ttl = max(60, int(claims.get("exp", 0) - claims.get("iat", 0)) + self.leeway) if "iat" in claims else 3600
-        return store().add(f"jti:{claims['sub']}:{str(jti)[:200]}", 1, min(ttl, 3600))
+        # exp is essential and checked (not past, with the leeway) before this is called.
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise InvalidClientError(description="The client assertion has no numeric exp.")
+        remaining = int(exp - time.time())
+        if remaining > MAX_ASSERTION_LIFETIME:
+            raise InvalidClientError(description="The client assertion expires more than an hour from now.")
+        return store().add(f"jti:{claims['sub']}:{str(jti)[:200]}", 1, max(remaining, 0) + self.leeway + 1)
 
     def resolve_client_public_key(self, client):
         return KeySet.import_key_set(client.jwks or {"keys": []})

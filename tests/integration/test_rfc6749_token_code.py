@@ -3,6 +3,7 @@
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 from freezegun import freeze_time
@@ -152,6 +153,25 @@ def test_private_key_jwt(client, seller, jwt_rp):
     assert f.redeem(f.login_code(), **extra).status_code == 200
     # the same assertion (same jti) is refused the second time
     assert _error(f.redeem(f.login_code(), **extra))[1] == "invalid_client"
+
+
+def test_private_key_jwt_assertion_living_over_an_hour_is_refused(client, seller, jwt_rp):
+    """Its jti would have to be kept that long to stop a replay (RFC 7523 §3): refused."""
+    f = Flow(client, jwt_rp)
+    extra = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+             "client_assertion": _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/token", exp_in=2 * 3600)}
+    resp = f.redeem(f.login_code(), **extra)
+    assert _error(resp)[1] == "invalid_client" and "more than an hour" in resp.get_json()["error_description"]
+
+
+def test_private_key_jwt_jti_is_remembered_until_the_assertion_expires(client, seller, jwt_rp):
+    f = Flow(client, jwt_rp)
+    extra = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+             "client_assertion": _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/token", exp_in=3000)}
+    with freeze_time(datetime.now(timezone.utc)) as clock:
+        assert f.redeem(f.login_code(), **extra).status_code == 200
+        clock.tick(2990)  # 10 s before exp: replaying the same assertion still fails
+        assert _error(f.redeem(f.login_code(), **extra))[1] == "invalid_client"
 
 
 @pytest.mark.parametrize("case", ["wrong audience", "expired", "other key"])
