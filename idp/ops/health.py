@@ -2,9 +2,12 @@
 
 - ``GET /healthz`` (liveness): the process answers HTTP. No I/O, so a slow database
   never gets a healthy worker restarted.
-- ``GET /readyz`` (readiness): the database answers ``SELECT 1`` and the ephemeral store
-  answers a ping. 200 when both do; 503 naming the one that did not, so the balancer stops
-  sending traffic here until it recovers. The reason of a failure goes to the log only.
+- ``GET /readyz`` (readiness): the database answers ``SELECT 1``, the ephemeral store
+  answers a ping, and every signing algorithm has a key that signs now (from the key ring's
+  copy, which re-reads KEYS_DIR at most once a second: a volume unmounted or emptied under a
+  running process leaves it unable to issue an ID token). 200 when all hold; 503 naming what
+  did not, so the balancer stops sending traffic here until it recovers. The reason of a
+  failure goes to the log only.
 
 Both answers are ``no-store``: a cached "ok" would hide an outage.
 """
@@ -16,7 +19,8 @@ import logging
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
-from ..extensions import db, store
+from ..crypto.keys import ALGS, NoActiveKey
+from ..extensions import db, keyring, store
 
 bp = Blueprint("ops_health", __name__)
 log = logging.getLogger("idp.ops")
@@ -55,9 +59,19 @@ def store_ok() -> bool:
     return ok
 
 
+def keys_ok() -> bool:
+    try:
+        for alg in ALGS:
+            keyring().active(alg)
+        return True
+    except NoActiveKey as exc:
+        log.warning("readiness: %s", exc)
+        return False
+
+
 @bp.get("/readyz")
 def readyz():
-    checks = {"database": database_ok(), "store": store_ok()}
+    checks = {"database": database_ok(), "store": store_ok(), "keys": keys_ok()}
     body = {"status": "ok" if all(checks.values()) else "unavailable",
             "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()}}
     return _answer(body, 200 if all(checks.values()) else 503)

@@ -12,8 +12,10 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
+from freezegun import freeze_time
 from prometheus_client.parser import text_string_to_metric_families
 
 from idp import create_app
@@ -48,7 +50,7 @@ def test_healthz_is_alive_and_not_cached(client):
 def test_readyz_checks_database_and_store(client):
     resp = client.get("/readyz")
     assert resp.status_code == 200, resp.get_json()
-    assert resp.get_json() == {"status": "ok", "checks": {"database": "ok", "store": "ok"}}
+    assert resp.get_json() == {"status": "ok", "checks": {"database": "ok", "store": "ok", "keys": "ok"}}
     assert resp.headers["Cache-Control"] == "no-store"
 
 
@@ -56,7 +58,8 @@ def test_readyz_503_names_the_store_when_redis_is_down(app):
     down = create_app({**_same_world(app), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     resp = down.test_client().get("/readyz")
     assert resp.status_code == 503
-    assert resp.get_json() == {"status": "unavailable", "checks": {"database": "ok", "store": "unavailable"}}
+    assert resp.get_json() == {"status": "unavailable",
+                               "checks": {"database": "ok", "store": "unavailable", "keys": "ok"}}
     assert resp.headers["Cache-Control"] == "no-store"
 
 
@@ -64,7 +67,7 @@ def test_readyz_503_names_the_database_when_it_is_down(app, tmp_path):
     down = create_app({**_same_world(app), "DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/idp.sqlite3"})
     resp = down.test_client().get("/readyz")
     assert resp.status_code == 503
-    assert resp.get_json()["checks"] == {"database": "unavailable", "store": "ok"}
+    assert resp.get_json()["checks"] == {"database": "unavailable", "store": "ok", "keys": "ok"}
 
 
 @pytest.mark.parametrize("app", ["sqlite"], indirect=True)  # the store of that world; the database is the silent one
@@ -83,9 +86,26 @@ def test_readyz_503_when_the_database_accepts_and_never_answers(app):
         probe.join(60)  # a bound on the test itself, not a measurement
         assert answers, "/readyz still waiting on the database"
         assert answers[0].status_code == 503
-        assert answers[0].get_json()["checks"] == {"database": "unavailable", "store": "ok"}
+        assert answers[0].get_json()["checks"] == {"database": "unavailable", "store": "ok", "keys": "ok"}
     finally:
         silent.close()
+
+
+def test_readyz_503_names_the_keys_when_the_key_directory_is_gone(app, tmp_path, keys_dir):
+    """KEYS_DIR unmounted or emptied under a running process: it can no longer sign."""
+    import shutil
+
+    own = tmp_path / "keys"
+    shutil.copytree(keys_dir, own)
+    running = create_app({**_same_world(app), "KEYS_DIR": str(own)})
+    client = running.test_client()
+    assert client.get("/readyz").get_json()["checks"]["keys"] == "ok"
+    shutil.rmtree(own)
+    with freeze_time(datetime.now(timezone.utc)) as clock:
+        clock.tick(2)  # the ring looks at the directory at most once a second
+        resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["checks"] == {"database": "ok", "store": "ok", "keys": "unavailable"}
 
 
 def _same_world(app) -> dict:
