@@ -56,6 +56,27 @@ EXTRA_PIDS: list[tuple[int, str]] = []   # (pid, start time) of children, e.g. c
 TMP = Path(tempfile.mkdtemp(prefix="idp-bench-"))
 LOAD_AT_START = "/".join(f"{x:.1f}" for x in os.getloadavg())  # others' load skews results
 
+# The speed of the host itself: on a shared virtual machine it drifts from hour to hour, and
+# not always alike for both runtimes (a run with our side 15% slower and the reference not
+# was the host: the same code measured alike when interleaved with the previous commit's).
+# CPU milliseconds of a fixed loop in each runtime, median of three, at the start and end.
+CALIBRATION = {
+    "Python": [sys.executable, "-c", "import time\nt = time.process_time(); s = 0\n"
+               "for i in range(1_000_000): s = (s + i * i) % 1000003\n"
+               "print((time.process_time() - t) * 1e3)"],
+    "Node": ["node", "-e", "const t = process.cpuUsage(); let s = 0; "
+             "for (let i = 0; i < 10000000; i++) { s = (s + i * i) % 1000003 } "
+             "const u = process.cpuUsage(t); console.log((u.user + u.system) / 1e3)"],
+}
+
+
+def calibrate() -> dict[str, float]:
+    out = {}
+    for name, cmd in CALIBRATION.items():
+        runs = sorted(float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout) for _ in range(3))
+        out[name] = runs[1]
+    return out
+
 
 # --- processes ----------------------------------------------------------------
 
@@ -357,6 +378,10 @@ def report(results: dict, mem: dict, args) -> str:
         f" · flow: {args.flow_workers} Python threads · load avg at start {LOAD_AT_START}"
         f" · median of {args.rounds} rounds, order alternating",
         "",
+        "Host speed (CPU ms of a fixed loop, start → end; lower is faster): "
+        + ", ".join(f"{name} {args.calibration[0][name]:.0f} → {args.calibration[1][name]:.0f}"
+                    for name in CALIBRATION) + ".",
+        "",
         "| endpoint | ours req/s | ref req/s | ratio | ours p50/p99 | ref p50/p99 | CPU per op, ours / ref "
         "| ours rounds | ref rounds |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
@@ -408,6 +433,7 @@ def main():
         ap.error(f"--rows: unknown {sorted(rows - set(ROWS))}")
 
     ok = False
+    calibration_start = calibrate()
     try:
         targets = {}
         if "reference" in names:
@@ -467,6 +493,7 @@ def main():
         results = {e: {n: median_round(rs) for n, rs in by_name.items()} for e, by_name in rounds.items()}
 
         mem = {name: memory(pids, redis_pid) for name, (_, pids, redis_pid) in targets.items()}
+        args.calibration = (calibration_start, calibrate())
         text = report(results, mem, args)
         print("\n" + text)
         args.out.write_text(text)
