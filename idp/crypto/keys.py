@@ -9,9 +9,10 @@ altered, is never replaced silently: ``ensure`` refuses to start (``KeysUnreadab
 file of an earlier release, with the JWK in clear, is still read; ``seal`` (`idp keys
 seal`) seals it in place once no process of that release is left to read the directory (one
 still running would lose the key), and the scheduled rotation replaces it anyway. The kid
-is the RFC 7638 thumbprint, so a file only ever changes from clear to sealed. States come from timestamps alone, so nothing has to run when
-a key switches: per alg, keys are ordered by (not_before, serial) and a key retires at the
-not_before of the key after it.
+is the RFC 7638 thumbprint, so a file only ever changes from clear to sealed.
+
+States come from timestamps alone, so nothing has to run when a key switches: per alg, keys
+are ordered by (not_before, serial) and a key retires at the not_before of the key after it.
 
 - **next**: published ``publish_ahead`` seconds before it signs, so relying parties that
   cache the JWKS know it before they meet it (OpenID Connect Core §10.1.1);
