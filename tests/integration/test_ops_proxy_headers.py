@@ -41,7 +41,8 @@ def signed_in_from(tmp_path, sqlite_template, keys_dir):
         apps.append(app)
         with app.app_context():
             app.extensions["idp.keyring"].ensure()
-            db.session.add(Account(email="seller@example.com", email_verified=True, password_hash=hash_password(PASSWORD)))
+            db.session.add(Account(email="seller@example.com", email_verified=True,
+                                   password_hash=hash_password(PASSWORD)))
             db.session.commit()
             client = app.test_client()
             client.environ_base.update(environ)
