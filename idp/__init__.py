@@ -7,7 +7,7 @@ from flask import Flask
 from . import config as config_mod
 
 
-def _engine_options(config) -> dict:
+def engine_options(config) -> dict:
     # No pre-ping: a round trip per request (README "Database connections"). hide_parameters:
     # a database error's message (logged with the request id) never quotes the statement's
     # values, which can be password hashes, keyed token hashes or an email address.
@@ -23,7 +23,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     secure = app.config["ISSUER"].startswith("https://")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=app.config["DATABASE_URL"],
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(app.config),
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(app.config),
         SESSION_COOKIE_NAME="__Host-idp_flask" if secure else "idp_flask",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -16,10 +16,10 @@ import secrets
 import psycopg
 import redis.exceptions
 import sqlalchemy.exc
-from flask import jsonify, render_template, request
+from flask import jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from .ops.logs import WithholdDatabaseDetail
+from .ops.logs import WithholdDatabaseDetail, first_line
 
 log = logging.getLogger("idp")
 log.addFilter(WithholdDatabaseDetail())  # PostgreSQL's DETAIL names values (idp.ops.logs)
@@ -63,9 +63,8 @@ RETRY_AFTER = "5"  # seconds: Retry-After of a 503
 def log_unavailable(path: str, exc: BaseException) -> str:
     """One warning line, the driver's reason without a traceback; returns the request id."""
     request_id = secrets.token_hex(8)
-    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
     log.warning("dependency unavailable request_id=%s path=%s error=%s: %s", request_id, path,
-                type(exc).__name__, reason)
+                type(exc).__name__, first_line(exc))
     return request_id
 
 
@@ -94,9 +93,10 @@ def register(app):
             if wants_json():
                 resp = oauth_error("temporarily_unavailable", unavailable_description(request_id), 503)
             else:
-                resp = page_error("The sign-in service is briefly unavailable. Please try again in a moment. "
-                                  f"Request id: {request_id}", 503)
-            return resp[0] if isinstance(resp, tuple) else resp, 503, {"Retry-After": RETRY_AFTER}
+                resp = make_response(page_error("The sign-in service is briefly unavailable. Please try again "
+                                                f"in a moment. Request id: {request_id}", 503))
+            resp.headers["Retry-After"] = RETRY_AFTER
+            return resp
         request_id = log_unexpected(request.path)
         if wants_json():
             return oauth_error("server_error", unexpected_description(request_id), 500)

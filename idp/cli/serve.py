@@ -68,7 +68,7 @@ def serve(workers, threads, bind, access_log, dev):
                        "(a code issued by one is unknown to the others): set IDP_REDIS_URL or use --workers 1")
     address, port = _address(bind or config["BIND"])
     try:
-        schema.check(config["DATABASE_URL"], int(config["DATABASE_CONNECT_TIMEOUT"]))
+        schema.check(config)
     except schema.SchemaError as exc:
         raise CliError(str(exc)) from None
     if dev:

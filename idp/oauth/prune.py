@@ -17,7 +17,7 @@ No index on the expiry columns: each would cost every insert, and the batches do
 one, since rows end roughly in the order they were made and a sequential scan finds the
 next batch near the start of the table. Measured on the 2-core bench machine: 500,000
 ended families and their 1,000,000 refresh tokens, among 1,000,000 families, pruned in
-23 s (4.5 s for a tenth of that), the same with an index on ``grant.expires_at`` (4.3 s).
+23 s (4.5 s for a fifth of that), the same with an index on ``grant.expires_at`` (4.3 s).
 """
 
 from __future__ import annotations

@@ -61,6 +61,13 @@ def granian_config(fmt: str) -> dict | None:
     return {**LOGGING_CONFIG, "formatters": {name: _formatter(fmt) for name in LOGGING_CONFIG["formatters"]}}
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of the driver's message behind ``exc`` (host, port, reason), for a
+    one-line log or CLI message; never a URL, which could hold a password."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
 def _summary(error: psycopg.Error) -> str:
     """A server-reported error without the values it quotes: class 22 (data exception)
     messages quote the input, every DETAIL may name a row's values."""

@@ -17,6 +17,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from .logs import first_line
+
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
 
 
@@ -28,9 +30,10 @@ def release_heads() -> set[str]:
     return set(ScriptDirectory(MIGRATIONS).get_heads())
 
 
-def database_heads(database_url: str, connect_timeout: int) -> set[str]:
-    args = {"connect_timeout": connect_timeout} if database_url.startswith("postgresql") else {}
-    engine = create_engine(database_url, connect_args=args, hide_parameters=True)
+def database_heads(config: dict) -> set[str]:
+    from .. import engine_options  # the app's own: connect timeout, no quoted parameters
+
+    engine = create_engine(config["DATABASE_URL"], **engine_options(config))
     try:
         with engine.connect() as conn:
             return set(MigrationContext.configure(conn).get_current_heads())
@@ -38,20 +41,19 @@ def database_heads(database_url: str, connect_timeout: int) -> set[str]:
         engine.dispose()
 
 
-def check(database_url: str, connect_timeout: int) -> None:
-    """Return if the database is at this release's heads; else raise SchemaError."""
+def check(config: dict) -> None:
+    """Return if the database of ``config`` is at this release's heads; else raise SchemaError."""
     try:
-        current = database_heads(database_url, connect_timeout)
+        current = database_heads(config)
     except SQLAlchemyError as exc:
-        # The driver's first line (host, port, reason); never the URL, which holds the password.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        raise SchemaError(f"cannot read the database schema ({type(exc).__name__}: {reason})") from None
-    heads = release_heads()
+        raise SchemaError(f"cannot read the database schema ({type(exc).__name__}: {first_line(exc)})") from None
+    script = ScriptDirectory(MIGRATIONS)
+    heads = set(script.get_heads())
     if current == heads:
         return
-    known = {rev.revision for rev in ScriptDirectory(MIGRATIONS).walk_revisions()}
-    if current - known:
-        raise SchemaError(f"the database is at revision {', '.join(sorted(current - known))}, which this "
+    unknown = current - {rev.revision for rev in script.walk_revisions()}
+    if unknown:
+        raise SchemaError(f"the database is at revision {', '.join(sorted(unknown))}, which this "
                           "release does not know (a newer release migrated it): run that release")
     at = ", ".join(sorted(current)) or "no revision (an empty database)"
     raise SchemaError(f"the database is at {at}; this release needs {', '.join(sorted(heads))}: "

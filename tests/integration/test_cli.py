@@ -359,7 +359,7 @@ def test_serve_refuses_a_database_not_at_this_release_s_schema(idp, monkeypatch,
 
     at_head = tmp_path / "at-head.sqlite3"
     shutil.copy(shared / "template.sqlite3", at_head)
-    schema.check(f"sqlite:///{at_head}", 5)  # what serve does before starting granian: no error
+    schema.check({"DATABASE_URL": f"sqlite:///{at_head}", "DATABASE_CONNECT_TIMEOUT": 5})  # what serve does before starting granian: no error
 
     newer = tmp_path / "newer.sqlite3"
     shutil.copy(at_head, newer)
