@@ -44,9 +44,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     extensions.migrate.init_app(app, extensions.db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     extensions.csrf.init_app(app)
     app.extensions["idp.store"] = create_store(app.config["REDIS_URL"], app.config["STORE_NAMESPACE"])
-    app.extensions["idp.keyring"] = KeyRing(app.config["KEYS_DIR"], app.config["KEY_PUBLISH_AHEAD"],
+    app.extensions["idp.keyring"] = KeyRing(_key_storage(app), app.config["KEY_PUBLISH_AHEAD"],
                                             app.config["SECRET_KEY"])
-    app.extensions["idp.keyring"].ensure()  # first start: generate the signing keys
+    if app.config["KEYS_STORE"] == "directory":
+        app.extensions["idp.keyring"].ensure()  # first start: generate the signing keys
 
     from . import ops
     from .login import views as login_views
@@ -73,6 +74,17 @@ def create_app(overrides: dict | None = None) -> Flask:
     return app
 
 
+def _key_storage(app: Flask):
+    """KEYS_STORE: "directory" (KEYS_DIR) or "database" (idp.crypto.key_storage)."""
+    from .crypto.key_storage import DatabaseStorage, DirectoryStorage
+    from .extensions import db
+
+    if app.config["KEYS_STORE"] == "directory":
+        return DirectoryStorage(app.config["KEYS_DIR"])
+    with app.app_context():
+        return DatabaseStorage(db.engine)
+
+
 def create_server_app(overrides: dict | None = None) -> Flask:
     """The app of a serving process (idp.wsgi for `idp serve`; `make run`): create_app, plus
     this process's maintenance scheduler (idp.ops.maintenance), which neither the CLI nor
@@ -80,5 +92,10 @@ def create_server_app(overrides: dict | None = None) -> Flask:
     app = create_app(overrides)
     from .ops import maintenance
 
+    if app.config["KEYS_STORE"] == "database":
+        # Only a serving process generates the first keys in the database: a CLI process
+        # (`idp db upgrade` before the table exists, `idp keys import` before the keys are
+        # moved in) must not.
+        app.extensions["idp.keyring"].ensure()
     maintenance.start(app)
     return app

@@ -4,11 +4,11 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..crypto.keys import ALGS, max_token_lifetime
+from ..crypto.keys import ALGS, KeyRing, KeysUnreadable, max_token_lifetime
 from ..extensions import keyring
-from .common import table, when
+from .common import CliError, table, when
 
-keys = AppGroup("keys", help="Rotate, list, prune and seal the signing keys.")
+keys = AppGroup("keys", help="Rotate, list, prune, seal and import the signing keys.")
 
 
 @keys.command("rotate")
@@ -55,3 +55,24 @@ def seal():
     for kid in kids:
         click.echo(f"sealed {kid}")
     click.echo(f"{len(kids)} key(s) sealed")
+
+
+@keys.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def import_(directory):
+    """Copy the keys of a KEYS_DIR into the database (KEYS_STORE=database).
+
+    Run it before the first process starts with KEYS_STORE=database, with the SECRET_KEY the
+    files were sealed with: the keys keep their kids and states, so relying parties see the
+    same JWKS. A process started first would generate new keys that sign at once."""
+    cfg = current_app.config
+    if cfg["KEYS_STORE"] != "database":
+        raise CliError("KEYS_STORE is not database: the keys already live in KEYS_DIR")
+    source = KeyRing(directory, cfg["KEY_PUBLISH_AHEAD"], cfg["SECRET_KEY"])
+    try:
+        kids = keyring().import_from(source)
+    except KeysUnreadable as exc:
+        raise CliError(f"signing keys: {exc}") from None
+    for kid in kids:
+        click.echo(f"imported {kid}")
+    click.echo(f"{len(kids)} key(s) imported")

@@ -1,15 +1,16 @@
 """Signing keys for ID tokens, JWT access tokens and logout tokens; the published JWKS.
 
-Each key is one file ``<kid>.json`` (0600, directory 0700): its metadata and the private JWK
-(RFC 7517) sealed with AES-256-GCM under a key derived from SECRET_KEY (HKDF-SHA256), the
-kid bound as associated data, so a copy of the directory (a backup, a volume snapshot)
-signs nothing without the secret. SECRET_KEY already keys the hashes of every client secret
-and token, so it is the one secret an operator keeps; a key sealed under another secret, or
-altered, is never replaced silently: ``ensure`` refuses to start (``KeysUnreadable``). A
-file of an earlier release, with the JWK in clear, is still read; ``seal`` (`idp keys
-seal`) seals it in place once no process of that release is left to read the directory (one
-still running would lose the key), and the scheduled rotation replaces it anyway. The kid
-is the RFC 7638 thumbprint, so a file only ever changes from clear to sealed.
+Each key is one record (idp.crypto.key_storage: a ``<kid>.json`` file in KEYS_DIR, or a row
+of the database): its metadata and the private JWK (RFC 7517) sealed with AES-256-GCM under
+a key derived from SECRET_KEY (HKDF-SHA256), the kid bound as associated data, so a copy of
+the records (a backup, a volume snapshot, a database dump) signs nothing without the secret.
+SECRET_KEY already keys the hashes of every client secret and token, so it is the one secret
+an operator keeps; a key sealed under another secret, or altered, is never replaced
+silently: ``ensure`` refuses to start (``KeysUnreadable``). A file of an earlier release,
+with the JWK in clear, is still read; ``seal`` (`idp keys seal`) seals it in place once no
+process of that release is left to read the directory (one still running would lose the
+key), and the scheduled rotation replaces it anyway. The kid is the RFC 7638 thumbprint, so
+a record only ever changes from clear to sealed.
 
 States come from timestamps alone, so nothing has to run when a key switches: per alg, keys
 are ordered by (not_before, serial) and a key retires at the not_before of the key after it.
@@ -19,20 +20,21 @@ are ordered by (not_before, serial) and a key retires at the not_before of the k
 - **active**: the newest key whose not_before has passed; it signs;
 - **retired**: still published, so its tokens verify, until ``prune`` deletes it.
 
-Processes sharing the directory re-read it when its mtime changes (looked at no more than
-once a second); writers serialise on an flock, so workers starting together generate once.
+Processes sharing the storage re-read it when its marker changes (looked at no more than
+once a second); writers serialise on the storage's lock, so workers starting together
+generate once. A storage that cannot be read at that check (the database in an outage)
+leaves the copy read before in use.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import logging
 import os
 import threading
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -42,6 +44,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import ECKey, RSAKey, import_key
+from sqlalchemy.exc import SQLAlchemyError
+
+from .key_storage import DatabaseStorage, DirectoryStorage
 
 log = logging.getLogger("idp.keys")
 
@@ -102,45 +107,32 @@ class _Sealed(Exception):
     """The file's sealed JWK does not open with this key-encryption key."""
 
 
-def _read_key(path: str, kek: bytes) -> tuple[Key | None, str]:
-    """(key, how it was stored: "sealed" or "clear"), or (None, why not: "gone", "sealed
-    under another secret", "unreadable")."""
-    name = os.path.basename(path)
+def _open(record: dict | None, kek: bytes) -> tuple[Key | None, str]:
+    """(key, how it was stored: "sealed" or "clear"), or (None, why not: "sealed under another
+    secret", "unreadable"). Logs by record name only, never key material."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-        stored = "sealed" if "sealed" in doc else "clear"
+        if record is None:
+            raise ValueError("unreadable record")
+        stored = "sealed" if "sealed" in record else "clear"
         try:
-            private = _unseal(kek, str(doc["kid"]), doc["sealed"]) if stored == "sealed" else doc["jwk"]
+            private = _unseal(kek, str(record["kid"]), record["sealed"]) if stored == "sealed" else record["jwk"]
         except (InvalidTag, ValueError) as exc:
             raise _Sealed from exc
         jwk = import_key(private)
-        key = Key(doc["kid"], doc["alg"], int(doc["created_at"]), int(doc["not_before"]), int(doc["serial"]), jwk)
+        key = Key(record["kid"], record["alg"], int(record["created_at"]), int(record["not_before"]),
+                  int(record["serial"]), jwk)
         if key.kid != jwk.thumbprint() or key.alg not in ALGS:
             raise ValueError("kid is not the RFC 7638 thumbprint, or alg unsupported")
-        if os.stat(path).st_mode & 0o077:
-            log.warning("key file %s is readable by group or others; chmod 600 it", name)
         return key, stored
-    except FileNotFoundError:
-        return None, "gone"  # pruned by another process while we listed
     except _Sealed:
-        log.error("key file %s does not open with this SECRET_KEY (sealed under another, or altered)", name)
         return None, "sealed under another secret"
-    except Exception as exc:  # noqa: BLE001  (the log line never carries key material)
-        log.error("ignoring unreadable key file %s: %s", name, type(exc).__name__)
+    except Exception:  # noqa: BLE001
         return None, "unreadable"
 
 
-def _write_key(keys_dir: str, key: Key, kek: bytes) -> None:
-    """A 0600 temporary file renamed into place: readers never see half a key."""
-    doc = {"kid": key.kid, "alg": key.alg, "created_at": key.created_at, "not_before": key.not_before,
-           "serial": key.serial, "sealed": _seal(kek, key.kid, key.jwk.as_dict(private=True))}
-    tmp = os.path.join(keys_dir, f".tmp-{key.kid}")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
-        json.dump(doc, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, os.path.join(keys_dir, f"{key.kid}.json"))
+def _record(key: Key, kek: bytes) -> dict:
+    return {"kid": key.kid, "alg": key.alg, "created_at": key.created_at, "not_before": key.not_before,
+            "serial": key.serial, "sealed": _seal(kek, key.kid, key.jwk.as_dict(private=True))}
 
 
 def _ordered(keys) -> tuple[Key, ...]:
@@ -148,8 +140,9 @@ def _ordered(keys) -> tuple[Key, ...]:
 
 
 class KeyRing:
-    def __init__(self, keys_dir: str, publish_ahead: int, secret: str):
-        self.keys_dir = os.path.abspath(keys_dir)
+    def __init__(self, storage: DirectoryStorage | DatabaseStorage | str, publish_ahead: int, secret: str):
+        """``storage``: idp.crypto.key_storage's, or a directory's path."""
+        self.storage = DirectoryStorage(storage) if isinstance(storage, str) else storage
         self.publish_ahead = int(publish_ahead)
         self._kek = sealing_key(secret)
         self._clear: set[str] = set()  # kids of files of an earlier release, JWK in clear
@@ -157,32 +150,40 @@ class KeyRing:
         self._lock = threading.RLock()
         self._keys: tuple[Key, ...] = ()
         self._jwks: dict | None = None  # built once per load
-        self._mtime = self._checked_at = None
+        self._marker = self._checked_at = None
 
     def _snapshot(self) -> tuple[Key, ...]:
         with self._lock:
             now = time.time()
             if self._checked_at is None or abs(now - self._checked_at) >= 1:
                 self._checked_at = now
-                if self._mtime is None or self._dir_mtime() != self._mtime:
-                    self._load()
+                try:
+                    if self._marker is None or self.storage.marker() != self._marker:
+                        self._load()
+                except (OSError, SQLAlchemyError) as exc:
+                    if not self._keys:
+                        raise
+                    # The database in an outage: go on signing and publishing with the keys
+                    # read before (a rotation shows once it answers again).
+                    log.warning("cannot read the signing keys from %s (%s); using the copy read before",
+                                self.storage.where, type(exc).__name__)
             return self._keys
 
-    def _dir_mtime(self) -> int | None:
-        return os.stat(self.keys_dir).st_mtime_ns if os.path.isdir(self.keys_dir) else None
-
     def _load(self) -> None:
-        """Read every ``<kid>.json``. A directory changed in the last two seconds is read again
-        at the next check: a coarse mtime could hide a second change within the same tick."""
-        mtime, names = self._dir_mtime(), []
-        with suppress(FileNotFoundError):
-            names = sorted(n for n in os.listdir(self.keys_dir) if n.endswith(".json"))
-        read = [(n, *_read_key(os.path.join(self.keys_dir, n), self._kek)) for n in names]
+        """Read every record; the marker first, so a change made while reading shows at the
+        next check. A None marker (storage.marker: not to be trusted yet) reads again then."""
+        marker, read = self.storage.marker(), []
+        for name, record in self.storage.records():
+            key, how = _open(record, self._kek)
+            if how == "sealed under another secret":
+                log.error("signing key %s does not open with this SECRET_KEY (sealed under another, or altered)", name)
+            elif how == "unreadable" and record is not None:
+                log.error("ignoring unreadable signing key %s", name)
+            read.append((name, key, how))
         keys = [k for _, k, _ in read if k]
         self._clear = {k.kid for _, k, how in read if k and how == "clear"}
         self._foreign = [n for n, _, how in read if how == "sealed under another secret"]
-        self._keys, self._jwks, self._checked_at = _ordered(keys), None, time.time()
-        self._mtime = None if mtime is None or mtime / 1e9 > time.time() - 2 else mtime
+        self._keys, self._jwks, self._checked_at, self._marker = _ordered(keys), None, time.time(), marker
 
     def _states(self, now: float | None = None) -> list[tuple[Key, str, int | None]]:
         """(key, state, retired_at) for every key on disk."""
@@ -203,7 +204,7 @@ class KeyRing:
         for key, state, _ in self._states():
             if key.alg == alg and state == "active":
                 return key
-        raise NoActiveKey(f"no active {alg} signing key in {self.keys_dir}")
+        raise NoActiveKey(f"no active {alg} signing key in {self.storage.where}")
 
     def list(self) -> list[dict]:
         """Every key on disk with its state, for the CLI; no key material."""
@@ -258,24 +259,21 @@ class KeyRing:
 
     @contextmanager
     def _writing(self):
-        """Hold the directory's flock and this ring's lock; re-read before and after."""
-        os.makedirs(self.keys_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.keys_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        """Hold this ring's lock and the storage's (every process's); re-read before, and
+        after the writes are committed (or undone)."""
         with self._lock:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                self._load()
-                yield
+                with self.storage.locked():
+                    self._load()
+                    yield
             finally:
                 self._load()
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
 
     def _create(self, alg: str, not_before: int) -> dict:
         jwk = GENERATORS[alg]()
         serial = max((k.serial for k in self._keys), default=0) + 1
         key = Key(jwk.thumbprint(), alg, int(time.time()), not_before, serial, jwk)
-        _write_key(self.keys_dir, key, self._kek)
+        self.storage.write(_record(key, self._kek))
         self._keys = _ordered([*self._keys, key])
         log.info("created %s signing key kid=%s not_before=%s", alg, key.kid, not_before)
         return {"kid": key.kid, "alg": alg, "created_at": key.created_at, "not_before": not_before}
@@ -286,7 +284,7 @@ class KeyRing:
     def _refuse_foreign(self) -> None:
         if self._foreign:
             raise KeysUnreadable(
-                f"{len(self._foreign)} signing key file(s) in {self.keys_dir} do not open with this "
+                f"{len(self._foreign)} signing key(s) in {self.storage.where} do not open with this "
                 f"SECRET_KEY ({', '.join(self._foreign)}): set the SECRET_KEY they were sealed with, "
                 "or move them away to start with new keys")
 
@@ -308,9 +306,26 @@ class KeyRing:
             self._refuse_foreign()
             sealed = [k for k in self._keys if k.kid in self._clear]
             for key in sealed:
-                _write_key(self.keys_dir, key, self._kek)
+                self.storage.write(_record(key, self._kek))
                 log.info("sealed %s signing key kid=%s (stored in clear by an earlier release)", key.alg, key.kid)
         return [k.kid for k in sealed]
+
+    def import_from(self, source: KeyRing) -> list[str]:
+        """Write here, sealed, every key of ``source`` this storage lacks; return their kids.
+
+        For the move from KEYS_DIR to the database (`idp keys import`): the keys keep their
+        kid, times and serial, hence their states, so relying parties see the same JWKS and
+        the same key signing. Refuses (KeysUnreadable) while ``source`` holds keys this
+        SECRET_KEY cannot open: they would be left behind."""
+        source._load()
+        source._refuse_foreign()
+        with self._writing():
+            have = {k.kid for k in self._keys}
+            added = [k for k in source._keys if k.kid not in have]
+            for key in added:
+                self.storage.write(_record(key, self._kek))
+                log.info("imported %s signing key kid=%s", key.alg, key.kid)
+        return [k.kid for k in added]
 
     def rotate(self, alg: str = "ES256", immediate: bool = False) -> dict:
         """A new key, published now, signing from now + publish_ahead (now if immediate);
@@ -341,8 +356,7 @@ class KeyRing:
         with self._writing():
             for key, state, retired_at in self._states(now):
                 if state == "retired" and retired_at + max_token_lifetime <= now:
-                    with suppress(FileNotFoundError):
-                        os.remove(os.path.join(self.keys_dir, f"{key.kid}.json"))
+                    self.storage.delete(key.kid)
                     removed.append(key.kid)
                     log.info("pruned retired %s key kid=%s", key.alg, key.kid)
         return removed

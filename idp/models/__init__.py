@@ -10,5 +10,7 @@ from .consent import Consent
 from .grant import Grant, RefreshToken
 from .session import BrowserSession
 from .event import SecurityEvent
+from .signing_key import SigningKey, SigningKeyState
 
-__all__ = ["Account", "Client", "Consent", "Grant", "RefreshToken", "BrowserSession", "SecurityEvent"]
+__all__ = ["Account", "Client", "Consent", "Grant", "RefreshToken", "BrowserSession", "SecurityEvent",
+           "SigningKey", "SigningKeyState"]

@@ -4,10 +4,10 @@
   never gets a healthy worker restarted.
 - ``GET /readyz`` (readiness): the database answers ``SELECT 1``, the ephemeral store
   answers a ping, and every signing algorithm has a key that signs now (from the key ring's
-  copy, which re-reads KEYS_DIR at most once a second: a volume unmounted or emptied under a
-  running process leaves it unable to issue an ID token). 200 when all hold; 503 naming what
-  did not, so the balancer stops sending traffic here until it recovers. The reason of a
-  failure goes to the log only.
+  copy, which re-reads their storage at most once a second: a KEYS_DIR volume unmounted or
+  emptied under a running process leaves it unable to issue an ID token). 200 when all
+  hold; 503 naming what did not, so the balancer stops sending traffic here until it
+  recovers. The reason of a failure goes to the log only.
 
 Both answers are ``no-store``: a cached "ok" would hide an outage.
 """
@@ -66,6 +66,9 @@ def keys_ok() -> bool:
         return True
     except NoActiveKey as exc:
         log.warning("readiness: %s", exc)
+        return False
+    except Exception:  # the keys' storage unreadable and no copy read before
+        log.warning("readiness: signing keys unreadable", exc_info=True)
         return False
 
 

@@ -3,9 +3,10 @@
 Production runs several `idp serve` processes behind a load balancer, so consecutive
 requests of one browser or client land on different processes. Here A and B are two
 `idp serve` (granian) processes on their own loopback ports with the same SECRET_KEY,
-KEYS_DIR, database, Redis and ISSUER (A's URL stands for the balancer's); the tests send
-some requests to A and the next ones straight to B, and nothing may depend on which
-process answered.
+database, Redis and ISSUER (A's URL stands for the balancer's), and nothing else: each has
+a KEYS_DIR of its own, unused, as on two hosts, since the signing keys live in the database
+(KEYS_STORE=database). The tests send some requests to A and the next ones straight to B,
+and nothing may depend on which process answered.
 """
 
 import json
@@ -97,25 +98,28 @@ def cluster(tmp_path_factory, request):
     request.addfinalizer(stop_postgres)
     port_a, port_b = free_port(), free_port()
     a, b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
-    config = {"ISSUER": a, "SECRET_KEY": secrets.token_urlsafe(32), "KEYS_DIR": str(tmp / "keys"),
+    config = {"ISSUER": a, "SECRET_KEY": secrets.token_urlsafe(32), "KEYS_STORE": "database",
               "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STORE_NAMESPACE": "e2e:",
               # slots longer than the run: each job runs exactly once in the two processes
               "LOGOUT_RETRY_INTERVAL": 10**9, "PRUNE_INTERVAL": 10**9, "KEY_CHECK_INTERVAL": 10**9,
               "LOG_FORMAT": "json"}
-    _set_up(config)  # also generates the signing keys both servers load
+    _set_up(config)  # no signing keys yet: the servers, starting together, make them once
     env = {**os.environ, "IDP_INSTANCE_PATH": str(tmp / "instance"),
            **{f"IDP_{k}": str(v) for k, v in config.items()}}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    servers = [_serve(name, port, env, tmp) for name, port in (("a", port_a), ("b", port_b))]
+    servers = [_serve(name, port, {**env, "IDP_KEYS_DIR": str(tmp / f"keys-{name}")}, tmp)
+               for name, port in (("a", port_a), ("b", port_b))]
     for proc, _ in servers:
         request.addfinalizer(lambda proc=proc: _stop(proc))
     for url, (proc, log) in zip((a, b), servers):
         _wait_ready(url, proc, log)
     LOGS[:] = [log for _, log in servers]
+    KEY_DIRS[:] = [tmp / "keys-a", tmp / "keys-b"]
     return a, b
 
 
 LOGS: list[str] = []  # the two servers' logs, once the cluster is up
+KEY_DIRS: list = []  # the two servers' KEYS_DIR, which must stay unused
 
 
 class Browser:
@@ -166,6 +170,14 @@ class Browser:
 
 def userinfo(base: str, access_token: str) -> requests.Response:
     return requests.get(base + "/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10)
+
+
+def test_both_publish_the_keys_they_made_once_in_the_database(cluster):
+    a, b = cluster
+    jwks = [requests.get(base + "/jwks", timeout=10).json() for base in (a, b)]
+    assert jwks[0] == jwks[1]
+    assert sorted(k["alg"] for k in jwks[0]["keys"]) == ["ES256", "RS256"]  # not one pair per process
+    assert not any(d.exists() for d in KEY_DIRS)
 
 
 def test_signed_in_at_a_code_redeemed_at_b(cluster):

@@ -323,8 +323,23 @@ def test_keys_sealed_under_another_secret_are_one_line_not_a_traceback(monkeypat
     monkeypatch.setenv("IDP_KEYS_DIR", str(shared / "keys"))  # sealed under the default SECRET_KEY
     monkeypatch.setenv("IDP_SECRET_KEY", "another secret, of thirty-two characters or more")
     result = CliRunner().invoke(cli, ["keys", "list"], obj=ScriptInfo(create_app=_create_app))
-    assert_refused(result, "signing keys: 2 signing key file(s) in ")
+    assert_refused(result, "signing keys: 2 signing key(s) in ")
     assert "do not open with this SECRET_KEY" in result.stderr
+
+
+def test_keys_import_moves_a_key_directory_into_the_database(make_app, shared, tmp_path):
+    in_dir = make_app()
+    app = create_app({**_config(tmp_path / "unused", tmp_path / "idp.sqlite3"), "KEYS_STORE": "database"})
+    idp = runner_for(app)
+    assert keys_table(idp) == []
+    result = idp("keys", "import", str(shared / "keys"))
+    assert result.exit_code == 0, result.output
+    kids = sorted(k["kid"] for k in in_dir.extensions["idp.keyring"].list())
+    assert sorted(result.stdout.splitlines()) == sorted(["2 key(s) imported", *(f"imported {k}" for k in kids)])
+    assert keys_table(idp) == keys_table(runner_for(in_dir))
+    assert idp("keys", "import", str(shared / "keys")).stdout.strip() == "0 key(s) imported"
+    assert_refused(runner_for(in_dir)("keys", "import", str(shared / "keys")), "KEYS_STORE is not database")
+    assert not (tmp_path / "unused").exists()
 
 
 def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeypatch):

@@ -64,7 +64,7 @@ def test_the_same_secret_opens_the_keys_in_another_process(sealed_dir):
 def test_another_secret_refuses_to_start_and_writes_nothing(sealed_dir, tmp_path):
     keys_dir = _copy(sealed_dir, tmp_path / "keys")
     before = _docs(keys_dir)
-    with pytest.raises(KeysUnreadable, match=r"2 signing key file\(s\) .* do not open with this SECRET_KEY"):
+    with pytest.raises(KeysUnreadable, match=r"2 signing key\(s\) in .* do not open with this SECRET_KEY"):
         KeyRing(keys_dir, AHEAD, OTHER).ensure()
     assert _docs(keys_dir) == before  # no new key beside them, none rewritten
 
