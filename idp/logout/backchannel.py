@@ -12,11 +12,14 @@ small thread pool and the caller waits at most BACKCHANNEL_TIMEOUT seconds in to
 delivery makes up to BACKCHANNEL_ATTEMPTS tries, each with a BACKCHANNEL_TIMEOUT timeout and
 a short doubling backoff, and keeps going in the background if the caller stopped waiting.
 A delivery that still fails (network error or 5xx; a 4xx is the RP refusing the token, §2.8,
-and like a 3xx is not retried) is recorded in the store as ``bcl:<id>`` with a TTL of PENDING_TTL,
-indexed in an hourly set ``bcl-pending:<hour>``. ``retry_pending()`` (run it from cron or
-the CLI every few minutes, in an app context) claims each record atomically and delivers a
-freshly signed token (the original one expires after two minutes); after MAX_TRIES it gives up.
-Failures are logged with the client id and the reason, never with the token.
+and like a 3xx is not retried) is recorded as a row of ``backchannel_delivery``
+(idp.models.delivery): in the database, so a Redis restart cannot drop it and leave a relying
+party holding a session the IdP ended. ``retry_pending()`` (the server's ``logout-retry``
+job, or `idp logout retry`, every few minutes) claims the rows atomically (one DELETE ...
+RETURNING: of two concurrent runs, each row goes to one) and delivers a freshly signed token
+(the original one expires after two minutes); after MAX_TRIES deliveries, or PENDING_TTL
+after the first, it gives up. Failures are logged with the client id and the reason, never
+with the token.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from urllib.parse import urlsplit
 import requests
 from flask import current_app
 
+from sqlalchemy import delete, insert, select
+
 from ..extensions import db, keyring, store
-from ..models import Client
+from ..models import BackchannelDelivery, Client
 from ..ops import turns
 
 log = logging.getLogger("idp.logout")
@@ -41,9 +46,10 @@ EVENT = "http://schemas.openid.net/event/backchannel-logout"
 TOKEN_TTL = 120  # seconds a logout token is valid
 BACKOFF = 0.2  # seconds before the second try, doubled for each further one
 MAX_WORKERS = 4
-PENDING_TTL = 24 * 3600  # how long a failed delivery is kept for retry_pending()
+PENDING_TTL = 24 * 3600  # how long after the first delivery retry_pending() still tries
 MAX_TRIES = 8  # deliveries (each of BACKCHANNEL_ATTEMPTS tries) before giving up
 HOUR = 3600
+_PENDING = BackchannelDelivery.__table__
 
 
 def logout_token_claims(*, issuer: str, client_id: str, sub: str, sid: str | None, now: int, jti: str) -> dict:
@@ -113,13 +119,13 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
             jobs.append((target, client.backchannel_logout_uri, _sign(client, target)))
         except Exception as exc:  # noqa: BLE001  (a logout must finish even if one client cannot be signed for)
             log.error("back-channel logout to client=%s not sent: %s", target.client_id, type(exc).__name__)
-            _record(store(), target)
+            _record(db.engine, target)
             report.failed.append(target.client_id)
     if not jobs:
         return report
-    s = store()
+    engine = db.engine
     pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs)), thread_name_prefix="bcl")
-    futures = {pool.submit(_deliver_or_record, s, target, uri, token, timeout, attempts): target
+    futures = {pool.submit(_deliver_or_record, engine, target, uri, token, timeout, attempts): target
                for target, uri, token in jobs}
     with turns.waiting():  # up to BACKCHANNEL_TIMEOUT on relying parties: the worker serves others meanwhile
         done, not_done = wait(futures, timeout=timeout if max_wait is None else max_wait)
@@ -138,12 +144,12 @@ def _sign(client: Client, target: Target) -> str:
     return keyring().sign(claims, alg, typ="logout+jwt")
 
 
-def _deliver_or_record(s, target: Target, uri: str, token: str, timeout: float, attempts: int) -> bool:
-    """Runs in a pool thread: no app context, only the store object it was given."""
+def _deliver_or_record(engine, target: Target, uri: str, token: str, timeout: float, attempts: int) -> bool:
+    """Runs in a pool thread: no app context, only the database engine it was given."""
     try:
         outcome = deliver(target.client_id, uri, token, timeout=timeout, attempts=attempts)
         if outcome == "retry":
-            _record(s, target)
+            _record(engine, target)
         return outcome == "ok"
     except Exception as exc:  # noqa: BLE001  (a thread must never die with an unlogged error)
         log.error("back-channel logout to client=%s crashed: %s", target.client_id, type(exc).__name__)
@@ -174,35 +180,58 @@ def deliver(client_id: str, uri: str, token: str, *, timeout: float, attempts: i
     return "retry"
 
 
-def _record(s, target: Target) -> None:
+def _record(engine, target: Target) -> None:
     """Keep a failed delivery for retry_pending(), unless it has failed too often or too long."""
     tries = target.tries + 1
     now = int(time.time())
     if tries >= MAX_TRIES or now - (target.first_at or now) >= PENDING_TTL:
         log.error("back-channel logout to client=%s abandoned after %d deliveries", target.client_id, tries)
         return
-    delivery_id = secrets.token_urlsafe(12)
-    s.put(f"bcl:{delivery_id}", asdict(replace(target, tries=tries, first_at=target.first_at or now)), PENDING_TTL)
-    s.sadd(f"bcl-pending:{now // HOUR}", delivery_id, PENDING_TTL + HOUR)
+    row = {**asdict(replace(target, tries=tries, first_at=target.first_at or now)),
+           "id": secrets.token_urlsafe(12), "recorded_at": now}
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(_PENDING).values(row))
+    except Exception as exc:  # noqa: BLE001  (the database in an outage: say so, never crash the thread)
+        log.error("back-channel logout to client=%s failed and could not be kept for retry: %s",
+                  target.client_id, type(exc).__name__)
 
 
-def pending_ids(now: int | None = None) -> list[str]:
-    """Ids of the deliveries waiting for retry (some may have been claimed already)."""
-    hour = int(time.time() if now is None else now) // HOUR
-    s = store()
-    hours = range(hour - PENDING_TTL // HOUR - 1, hour + 1)
-    return [i for h in hours for i in sorted(s.smembers(f"bcl-pending:{h}"))]
+def pending_ids() -> list[str]:
+    """Ids of the deliveries waiting for retry, oldest failure first."""
+    with db.engine.connect() as conn:
+        return list(conn.execute(select(_PENDING.c.id).order_by(_PENDING.c.recorded_at, _PENDING.c.id)).scalars())
+
+
+def _claim() -> list[Target]:
+    """Take every waiting delivery, atomically; drop (and log) those past PENDING_TTL."""
+    columns = [_PENDING.c[f] for f in ("client_id", "sub", "sid", "tries", "first_at")]
+    with db.engine.begin() as conn:
+        rows = conn.execute(delete(_PENDING).returning(*columns)).all()
+    claimed, now = [], int(time.time())
+    for row in rows:
+        if now - row.first_at >= PENDING_TTL:
+            log.error("back-channel logout to client=%s abandoned after %d deliveries", row.client_id, row.tries)
+        else:
+            claimed.append(Target(**row._mapping))
+    return claimed + _claim_from_store()
+
+
+def _claim_from_store() -> list[Target]:
+    """Deliveries an earlier release kept in the store (``bcl:<id>``, indexed by hour in
+    ``bcl-pending:<hour>``), claimed once with ``consume``, so none is lost at the upgrade."""
+    s, hour = store(), int(time.time()) // HOUR
+    ids = [i for h in range(hour - PENDING_TTL // HOUR - 1, hour + 1) for i in s.smembers(f"bcl-pending:{h}")]
+    return [Target(**record) for record in (s.consume(f"bcl:{i}") for i in ids) if record]
 
 
 def retry_pending() -> Report:
-    """Deliver every recorded failed logout token again (needs an app context); the CLI or a
-    cron job runs it every few minutes. Records whose client is gone or has no URI any more
-    are dropped. Each record is claimed with ``consume``, so concurrent runs never deliver one twice;
-    a delivery that fails again is recorded again with one more try counted."""
-    s = store()
-    claimed = [s.consume(f"bcl:{i}") for i in pending_ids()]
+    """Deliver every recorded failed logout token again (needs an app context). Records whose
+    client is gone or has no URI any more are dropped; a delivery that fails again is
+    recorded again with one more try counted."""
+    claimed = _claim()
     cfg = current_app.config
     attempts = max(1, int(cfg["BACKCHANNEL_ATTEMPTS"]))
     whole = attempts * float(cfg["BACKCHANNEL_TIMEOUT"]) + BACKOFF * 2 ** attempts  # a batch job can wait
     batches = 1 + len(claimed) // MAX_WORKERS
-    return notify([Target(**record) for record in claimed if record], max_wait=whole * batches)
+    return notify(claimed, max_wait=whole * batches)

@@ -7,10 +7,11 @@ the ephemeral store (idp.store) with a TTL.
 from .account import Account
 from .client import Client
 from .consent import Consent
+from .delivery import BackchannelDelivery
 from .grant import Grant, RefreshToken
 from .session import BrowserSession
 from .event import SecurityEvent
 from .signing_key import SigningKey, SigningKeyState
 
 __all__ = ["Account", "Client", "Consent", "Grant", "RefreshToken", "BrowserSession", "SecurityEvent",
-           "SigningKey", "SigningKeyState"]
+           "SigningKey", "SigningKeyState", "BackchannelDelivery"]

@@ -2,9 +2,12 @@
 
 import logging
 import socket
+import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
+from freezegun import freeze_time
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -169,9 +172,66 @@ def test_sign_out_everywhere_notifies_each_session(app, seller, receiver):
     assert {verify_with_jwks(t)[1]["sid"] for t in receiver.tokens} == sids
 
 
-def test_pending_records_expire(app, client, seller):
-    flow, body = signed_in_flow(client, rp_with(closed_port_url()))
+def test_a_pending_delivery_survives_a_redis_flush(app, client, seller, receiver):
+    """Kept in the database: losing the store must not leave the RP with a session we ended."""
     app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    receiver.status = 503
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
     log_out(flow, body)
-    (delivery_id,) = backchannel.pending_ids()
-    assert 0 < store().ttl_of(f"bcl:{delivery_id}") <= backchannel.PENDING_TTL
+    assert len(backchannel.pending_ids()) == 1
+    store().clear()
+    receiver.status = 200
+    assert backchannel.retry_pending().delivered == ["rp-bc"]
+    assert verify_with_jwks(receiver.tokens[-1])[1]["sid"] == verify_with_jwks(receiver.tokens[0])[1]["sid"]
+    assert backchannel.pending_ids() == []
+
+
+def test_pending_deliveries_are_abandoned_a_day_after_the_first(app, client, seller, receiver, caplog):
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    receiver.status = 503
+    with freeze_time(datetime.now(timezone.utc)) as clock:  # not before the session's signing keys
+        flow, body = signed_in_flow(client, rp_with(receiver.url))
+        log_out(flow, body)
+        clock.tick(backchannel.PENDING_TTL - 60)
+        assert backchannel.retry_pending().failed == ["rp-bc"]  # still within the day: tried, kept
+        assert len(backchannel.pending_ids()) == 1
+        clock.tick(120)
+        receiver.status = 200
+        with caplog.at_level(logging.ERROR, logger="idp.logout"):
+            report = backchannel.retry_pending()
+    assert report.delivered == report.failed == [] and len(receiver.received) == 2
+    assert backchannel.pending_ids() == []
+    assert "client=rp-bc abandoned after 2 deliveries" in caplog.text
+
+
+def test_two_concurrent_retries_claim_each_delivery_once(app, client, seller):
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    rp = rp_with(closed_port_url())
+    for _ in range(3):
+        log_out(*signed_in_flow(app.test_client(), rp))
+    assert len(backchannel.pending_ids()) == 3
+    barrier, claimed = threading.Barrier(2), []
+
+    def claim():
+        with app.app_context():
+            barrier.wait()
+            claimed.append(backchannel._claim())
+
+    threads = [threading.Thread(target=claim) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(map(len, claimed)) == 3 and backchannel.pending_ids() == []
+
+
+def test_deliveries_an_earlier_release_kept_in_the_store_are_retried_once(app, client, seller, receiver):
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    sid = keyring().verify(body["id_token"])["sid"]
+    sub = keyring().verify(body["id_token"])["sub"]
+    now = int(time.time())
+    store().put("bcl:old1", {"client_id": "rp-bc", "sub": sub, "sid": sid, "tries": 1, "first_at": now}, 3600)
+    store().sadd(f"bcl-pending:{now // 3600}", "old1", 7200)
+    assert backchannel.retry_pending().delivered == ["rp-bc"]
+    assert verify_with_jwks(receiver.tokens[0])[1]["sid"] == sid
+    assert backchannel.retry_pending().delivered == []
