@@ -27,7 +27,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext, suppress
 
-from sqlalchemy import inspect, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 log = logging.getLogger("idp.keys")
@@ -39,9 +39,6 @@ class DirectoryStorage:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.where = self.path
-
-    def ready(self) -> bool:
-        return True
 
     def marker(self) -> int | None:
         """The directory's mtime; None (read again at the next check) while it is missing or
@@ -118,10 +115,6 @@ class DatabaseStorage:
     def _connection(self):
         conn = getattr(self._local, "conn", None)
         return nullcontext(conn) if conn is not None else self.engine.connect()
-
-    def ready(self) -> bool:
-        """False before `idp db upgrade` made the table (a CLI process migrating the schema)."""
-        return inspect(self.engine).has_table(self._keys.name)
 
     def marker(self) -> int | None:
         with self._connection() as conn:
