@@ -107,18 +107,31 @@ class _Sealed(Exception):
     """The file's sealed JWK does not open with this key-encryption key."""
 
 
-def _open(record: dict | None, kek: bytes) -> tuple[Key | None, str]:
+def _stored_form(record: dict) -> str:
+    return record["sealed"] if "sealed" in record else json.dumps(record["jwk"], sort_keys=True)
+
+
+def _open(record: dict | None, kek: bytes, opened: dict) -> tuple[Key | None, str]:
     """(key, how it was stored: "sealed" or "clear"), or (None, why not: "sealed under another
-    secret", "unreadable"). Logs by record name only, never key material."""
+    secret", "unreadable"). Logs by record name only, never key material.
+
+    ``opened``: kid -> (stored form, key) of the keys read before. A record stored exactly as
+    before is not opened again: importing an RSA key checks its primes, about 50 ms, which
+    every process would otherwise spend, holding the ring's lock, on each change of the keys
+    (a rotation, a prune)."""
     try:
         if record is None:
             raise ValueError("unreadable record")
         stored = "sealed" if "sealed" in record else "clear"
-        try:
-            private = _unseal(kek, str(record["kid"]), record["sealed"]) if stored == "sealed" else record["jwk"]
-        except (InvalidTag, ValueError) as exc:
-            raise _Sealed from exc
-        jwk = import_key(private)
+        before = opened.get(record["kid"])
+        if before is not None and before[0] == _stored_form(record):
+            jwk = before[1].jwk
+        else:
+            try:
+                private = _unseal(kek, str(record["kid"]), record["sealed"]) if stored == "sealed" else record["jwk"]
+            except (InvalidTag, ValueError) as exc:
+                raise _Sealed from exc
+            jwk = import_key(private)
         key = Key(record["kid"], record["alg"], int(record["created_at"]), int(record["not_before"]),
                   int(record["serial"]), jwk)
         if key.kid != jwk.thumbprint() or key.alg not in ALGS:
@@ -150,6 +163,7 @@ class KeyRing:
         self._lock = threading.RLock()
         self._keys: tuple[Key, ...] = ()
         self._jwks: dict | None = None  # built once per load
+        self._opened: dict[str, tuple[str, Key]] = {}  # kid -> (stored form, key): see _open
         self._marker = self._checked_at = None
 
     def _snapshot(self) -> tuple[Key, ...]:
@@ -172,14 +186,17 @@ class KeyRing:
     def _load(self) -> None:
         """Read every record; the marker first, so a change made while reading shows at the
         next check. A None marker (storage.marker: not to be trusted yet) reads again then."""
-        marker, read = self.storage.marker(), []
+        marker, read, opened = self.storage.marker(), [], {}
         for name, record in self.storage.records():
-            key, how = _open(record, self._kek)
+            key, how = _open(record, self._kek, self._opened)
             if how == "sealed under another secret":
                 log.error("signing key %s does not open with this SECRET_KEY (sealed under another, or altered)", name)
             elif how == "unreadable" and record is not None:
                 log.error("ignoring unreadable signing key %s", name)
+            elif key is not None:
+                opened[key.kid] = (_stored_form(record), key)
             read.append((name, key, how))
+        self._opened = opened
         keys = [k for _, k, _ in read if k]
         self._clear = {k.kid for _, k, how in read if k and how == "clear"}
         self._foreign = [n for n, _, how in read if how == "sealed under another secret"]
@@ -352,6 +369,13 @@ class KeyRing:
 
     def prune(self, max_token_lifetime: int) -> list[str]:
         """Delete retired keys older than any unexpired token they signed; return their kids."""
+
+        def prunable(now: float) -> bool:
+            return any(state == "retired" and retired_at + max_token_lifetime <= now
+                       for _, state, retired_at in self._states(now))
+
+        if not prunable(time.time()):
+            return []  # no lock, no write: every process would read the keys again after one
         now, removed = time.time(), []
         with self._writing():
             for key, state, retired_at in self._states(now):

@@ -202,3 +202,11 @@ def test_keys_store_must_be_directory_or_database(tmp_path):
     with pytest.raises(ConfigError, match="KEYS_STORE must be directory or database"):
         create_app({"KEYS_STORE": "vault", "KEYS_DIR": str(tmp_path / "k"),
                     "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"})
+
+
+def test_prune_with_nothing_to_prune_writes_nothing(storage):
+    r = ring(storage)
+    r.ensure()
+    version = storage.marker()
+    assert r.prune(max_token_lifetime=3600) == []
+    assert storage.marker() == version  # no process reads the keys again for nothing

@@ -104,3 +104,32 @@ def test_a_key_in_clear_from_an_earlier_release_is_read_and_sealed_on_demand(sea
     assert KeyRing(keys_dir, AHEAD, SECRET).verify(token) == {"sub": "s1"}
     assert all(os.stat(os.path.join(keys_dir, n)).st_mode & 0o777 == 0o600 for n in docs)
     assert ring.seal() == []
+
+
+def test_a_reload_opens_only_the_records_that_changed(sealed_dir, tmp_path):
+    """Another process's rotation makes every process read the keys again: the keys it had
+    already opened are kept (an RSA import costs ~50 ms), the new one is opened."""
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    reader, writer = KeyRing(keys_dir, AHEAD, SECRET), KeyRing(keys_dir, AHEAD, SECRET)
+    before = {k.kid: k.jwk for k in reader._snapshot()}
+    new = writer.rotate("ES256")["kid"]
+    reader._load()
+    after = {k.kid: k.jwk for k in reader._snapshot()}
+    assert set(after) == {*before, new}
+    assert all(after[kid] is jwk for kid, jwk in before.items())
+
+
+def test_a_record_altered_after_it_was_read_is_opened_again_and_refused(sealed_dir, tmp_path):
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    ring = KeyRing(keys_dir, AHEAD, SECRET)
+    ring.ensure()
+    name, doc = next(iter(_docs(keys_dir).items()))
+    other = KeyRing(str(tmp_path / "other"), AHEAD, OTHER)
+    other.ensure()
+    foreign = next(d for d in _docs(str(tmp_path / "other")).values() if d["alg"] == doc["alg"])
+    with open(os.path.join(keys_dir, name), "w", encoding="utf-8") as fh:  # same kid, another secret's blob
+        json.dump({**doc, "sealed": foreign["sealed"]}, fh)
+    ring._load()
+    assert doc["kid"] not in {k.kid for k in ring._snapshot()}
+    with pytest.raises(KeysUnreadable):
+        ring.ensure()
