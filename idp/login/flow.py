@@ -158,7 +158,9 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=No
         row.clients = [*(row.clients or []), client.client_id]
     db.session.commit()
     code = codes.issue({
-        "client_id": client.client_id, "redirect_uri": req.redirect_uri, "scope": req.scope,
+        # None when the request named none: then the token request need not (RFC 6749 §4.1.3).
+        "client_id": client.client_id, "redirect_uri": req.redirect_uri if req.redirect_uri_given else None,
+        "scope": req.scope,
         "code_challenge": req.code_challenge, "nonce": req.nonce, "account_id": account.id,
         "auth_time": int(row.auth_time.timestamp()), "amr": list(row.amr), "acr": row.acr, "sid": row.sid,
         "resource": req.resource,

@@ -104,7 +104,8 @@ def session_satisfies(request: dict, session_auth_time: int, now: int, hint_sub:
     if "login" in request.get("prompt", []):
         return False
     max_age = request.get("max_age")
-    if max_age is not None and now - session_auth_time > max_age:
+    # max_age=0 is prompt=login (OIDC Core §3.1.2.1, errata set 2): even within the second.
+    if max_age is not None and (max_age == 0 or now - session_auth_time > max_age):
         return False
     if hint_sub is not None and hint_sub != session_sub:
         return False

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 MAX_PARAM = 2048
 PROMPTS = {"none", "login", "consent"}
 # RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters of the base64url alphabet.
-S256_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # used with fullmatch ("$" lets a final newline by)
+# RFC 6749 §3.3: a scope token is NQCHAR (printable ASCII but space, '"' and '\'): only such
+# tokens are named back in an error_description, whose own alphabet (§4.1.2.1) is the same.
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,64}")
 SINGLE = (
     "client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge",
     "code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "acr_values",
@@ -44,6 +47,9 @@ class AuthorizationRequest:
     id_token_hint: str | None = None
     acr_values: list[str] = field(default_factory=list)
     resource: list[str] = field(default_factory=list)
+    # False when the request named no redirect_uri (RFC 6749 §3.1.2.3: the client's only
+    # one); the token request then need not name it either (§4.1.3).
+    redirect_uri_given: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -59,7 +65,7 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
     """``params`` maps a name to the list of its values (werkzeug MultiDict.to_dict(flat=False));
     ``resources`` the configured resource servers (RFC 8707)."""
     client = _check_client(params, find_client)
-    redirect_uri = _check_redirect_uri(params, client)
+    redirect_uri, redirect_uri_given = _check_redirect_uri(params, client)
     state = _one(params, "state")
 
     def fail(error, description):
@@ -70,7 +76,7 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
             fail("invalid_request", f"'{name}' must not be repeated")
     for name, values in params.items():
         if name != "resource" and any(len(v) > MAX_PARAM for v in values):
-            fail("invalid_request", f"'{name}' is too long")
+            fail("invalid_request", f"'{name}' is too long" if name in SINGLE else "a parameter is too long")
     if _one(params, "request") is not None:
         fail("request_not_supported", "request objects are not supported")
     if _one(params, "request_uri") is not None:
@@ -87,14 +93,17 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
         fail("invalid_scope", "scope is required")
     unknown = [s for s in scope if s not in client.scopes]
     if unknown:
-        fail("invalid_scope", f"scope not allowed for this client: {' '.join(unknown)}")
+        named = " ".join(unknown[:5]) if all(SCOPE_TOKEN.fullmatch(s) for s in unknown[:5]) else ""
+        fail("invalid_scope", "scope not allowed for this client" + (f": {named}" if named else ""))
+    if "openid" in scope and not redirect_uri_given:
+        fail("invalid_request", "redirect_uri is required (OpenID Connect Core 3.1.2.1)")
 
     challenge, method = _one(params, "code_challenge"), _one(params, "code_challenge_method")
     if challenge is None:
         fail("invalid_request", "code_challenge is required (PKCE, RFC 7636)")
     if method != "S256":
         fail("invalid_request", "code_challenge_method must be S256")
-    if not S256_CHALLENGE.match(challenge):
+    if not S256_CHALLENGE.fullmatch(challenge):
         fail("invalid_request", "code_challenge is not a valid S256 challenge")
 
     prompt = set((_one(params, "prompt") or "").split())
@@ -105,7 +114,7 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
 
     max_age = _one(params, "max_age")
     if max_age is not None:
-        if not max_age.isdigit() or len(max_age) > 10:
+        if not (max_age.isascii() and max_age.isdigit()) or len(max_age) > 10:
             fail("invalid_request", "max_age must be a non-negative integer")
         max_age = int(max_age)
 
@@ -121,6 +130,7 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
         state=state, nonce=_one(params, "nonce"), prompt=prompt, max_age=max_age,
         login_hint=_one(params, "login_hint"), id_token_hint=_one(params, "id_token_hint"),
         acr_values=(_one(params, "acr_values") or "").split(), resource=list(resource),
+        redirect_uri_given=redirect_uri_given,
     )
     return req, client
 
@@ -140,13 +150,14 @@ def _check_client(params, find_client):
     return client
 
 
-def _check_redirect_uri(params, client) -> str:
+def _check_redirect_uri(params, client) -> tuple[str, bool]:
+    """(the redirect URI, whether the request named it)."""
     values = params.get("redirect_uri", [])
     if not values:
         default = client.get_default_redirect_uri()
         if default is None:
             raise AuthorizeError("invalid_request", "redirect_uri is required")
-        return default
+        return default, False
     if len(values) > 1 or len(values[0]) > MAX_PARAM or not client.check_redirect_uri(values[0]):
         raise AuthorizeError("invalid_request", "redirect_uri is not registered for this client")
-    return values[0]
+    return values[0], True

@@ -19,8 +19,11 @@ def _without_port(url: str):
 
 
 def is_loopback_redirect(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == "http" and _without_port(url)[1] in LOOPBACK_HOSTS
+    """An http URL on a loopback IP literal; False for a malformed one (an unclosed ``[``)."""
+    try:
+        return urlsplit(url).scheme == "http" and _without_port(url)[1] in LOOPBACK_HOSTS
+    except ValueError:
+        return False
 
 
 def matches(requested: str, registered: list[str], native: bool) -> bool:

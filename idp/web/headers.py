@@ -35,6 +35,8 @@ def register(app):
         h = resp.headers
         for name, value in always:
             h.setdefault(name, value)
-        if request.method == "POST" or request.path.startswith(("/authorize", "/login", "/consent")):
+        # Every page of a sign-in or a logout: they carry CSRF tokens, a prefilled email, a
+        # confirmation id; no cache (the browser's or a proxy's) may keep them.
+        if request.method == "POST" or request.path.startswith(("/authorize", "/signin/", "/logout")):
             h.setdefault("Cache-Control", "no-store")
         return resp

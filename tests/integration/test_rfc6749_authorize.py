@@ -63,6 +63,9 @@ REDIRECT_ERRORS = [
     ("prompt none with login", {"prompt": "none login"}, "invalid_request"),
     ("negative max_age", {"max_age": "-1"}, "invalid_request"),
     ("text max_age", {"max_age": "soon"}, "invalid_request"),
+    ("superscript max_age", {"max_age": "\u00b2"}, "invalid_request"),  # str.isdigit() says yes; int() does not
+    ("challenge with a final newline", {"code_challenge": "a" * 43 + "\n"}, "invalid_request"),
+    ("openid without redirect_uri", {"redirect_uri": None}, "invalid_request"),  # OIDC Core 3.1.2.1
     ("request object", {"request": "eyJ.x.y"}, "request_not_supported"),
     ("request_uri", {"request_uri": "https://rp.example.com/r"}, "request_uri_not_supported"),
     ("fragment mode", {"response_mode": "fragment"}, "invalid_request"),
@@ -115,7 +118,7 @@ def test_native_loopback_redirect_may_change_port_only(client, native_rp, seller
     ok = f.authorize(redirect_uri="http://127.0.0.1:53123/cb")
     assert ok.status_code == 302 and "/signin/" in ok.headers["Location"]
     for bad in ("http://127.0.0.1:53123/other", "http://localhost:53123/cb", "https://127.0.0.1:53123/cb",
-                "http://127.0.0.1:99999/cb"):
+                "http://127.0.0.1:99999/cb", "http://[::1/cb", "http://[127.0.0.1]/cb", "http://[vx]/cb"):
         resp = f.authorize(redirect_uri=bad)
         assert resp.status_code == 400 and "Location" not in resp.headers, bad
 
@@ -158,6 +161,16 @@ def test_max_age_exceeded_forces_password(flow):
         assert _redirect_query(flow.authorize(max_age="60", prompt="none"))["error"] == "login_required"
 
 
+def test_max_age_zero_forces_password_even_within_the_second(flow):
+    """OIDC Core §3.1.2.1 (errata): max_age=0 is prompt=login."""
+    from freezegun import freeze_time
+
+    with freeze_time():
+        flow.login_code()
+        assert _redirect_query(flow.authorize(max_age="0", prompt="none"))["error"] == "login_required"
+        assert "/signin/" in flow.authorize(max_age="0").headers["Location"]
+
+
 def test_id_token_hint_for_another_subject_needs_login(flow, app):
     from idp.extensions import keyring
 
@@ -177,3 +190,29 @@ def test_login_hint_prefills_email(flow):
     resp = flow.authorize(login_hint="hint@example.com")
     page = flow.client.get(resp.headers["Location"]).get_data(as_text=True)
     assert 'value="hint@example.com"' in page
+
+
+@pytest.mark.parametrize("scope,shown", [
+    ("openid admin", "scope not allowed for this client: admin"),
+    ('openid "><script>x</script>', "scope not allowed for this client"),  # not NQCHAR: not echoed
+])
+def test_an_error_description_never_echoes_what_rfc_6749_forbids(flow, scope, shown):
+    assert _redirect_query(flow.authorize(scope=scope))["error_description"] == shown
+
+
+def test_a_too_long_parameter_is_named_only_if_it_is_ours(flow):
+    assert _redirect_query(flow.authorize(nonce="n" * 3000))["error_description"] == "'nonce' is too long"
+    query = _redirect_query(flow.authorize(**{'"><img src=x>': "v" * 3000}))
+    assert query["error_description"] == "a parameter is too long"
+
+
+def test_without_openid_the_only_redirect_uri_may_be_left_out_at_both_ends(flow, rp):
+    """RFC 6749 §3.1.2.3 and §4.1.3: a request naming no redirect_uri gets the client's only
+    one, and its token request then need not name it either."""
+    rp.scopes = [*rp.scopes, "api:read"]
+    from idp.extensions import db
+
+    db.session.commit()
+    code = flow.code_from(flow.sign_in(flow.authorize(redirect_uri=None, scope="api:read")))
+    resp = flow.redeem(code, redirect_uri=None)
+    assert resp.status_code == 200, resp.get_data(as_text=True)

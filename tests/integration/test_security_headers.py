@@ -31,3 +31,12 @@ def test_odd_requests_get_clean_errors(client, method, path):
     resp = client.open(path, method=method)
     assert 400 <= resp.status_code < 500
     assert "Traceback" not in resp.get_data(as_text=True)
+
+
+def test_sign_in_and_logout_pages_are_never_cached(flow):
+    """They carry CSRF tokens, a prefilled email or a confirmation id."""
+    form = flow.authorize(login_hint="seller@example.com").headers["Location"]
+    page = flow.client.get(form)
+    assert page.status_code == 200 and "seller@example.com" in page.get_data(as_text=True)
+    for resp in (page, flow.client.get("/signin/nope/password"), flow.client.get("/logout")):
+        assert resp.headers.get("Cache-Control") == "no-store", resp.request.path
