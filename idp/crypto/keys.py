@@ -271,7 +271,7 @@ class KeyRing:
             return dict(jwt.decode(token, resolve, algorithms=allowed).claims)
         except InvalidJWT:
             raise
-        except (JoseError, ValueError, TypeError, AttributeError) as exc:
+        except (JoseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise InvalidJWT(_REASONS.get(type(exc), f"invalid JWS: {type(exc).__name__}")) from exc
 
     @contextmanager

@@ -16,6 +16,7 @@ from ..extensions import keyring
 
 TYP = "at+jwt"
 MAX_LENGTH = 8192
+MAX_HEADER = 1024  # our header is under 200 characters: a longer one is not ours
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -53,9 +54,11 @@ def sign(issuer: str, record: dict, jti: str, alg: str) -> str:
 
 def _header(token: str) -> dict | None:
     segment = token.split(".", 1)[0]
+    if len(segment) > MAX_HEADER:
+        return None
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's limit
         return None
     return header if isinstance(header, dict) else None
 

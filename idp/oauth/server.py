@@ -120,8 +120,9 @@ class Server(AuthorizationServer):
     def authenticate_client(self, request, methods, endpoint="token"):
         try:
             return super().authenticate_client(request, methods, endpoint)
-        except (UnicodeDecodeError, ValueError):
-            # authlib decodes a Basic header as UTF-8 without catching the failure.
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            # authlib decodes a Basic header as UTF-8, and a client assertion's JSON (where
+            # "[[[[..." nests past Python's limit), without catching the failure.
             raise InvalidClientError(status_code=401, description="malformed client credentials") from None
 
     def create_token_response(self, request=None):

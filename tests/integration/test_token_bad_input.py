@@ -114,3 +114,40 @@ def test_endpoint_garbage_tokens(client, app, endpoint):
         assert resp.status_code == 200 and resp.is_json, token[:20]
         if endpoint == "/introspect":
             assert resp.get_json() == {"active": False}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# JSON nested past Python's recursion limit: json.loads raises RecursionError, not ValueError.
+NESTED_JWT = _b64(b"[" * 5000) + ".e30.c2ln"
+ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def test_a_deeply_nested_jwt_is_just_an_unknown_token(client):
+    api = backend()
+    assert error_of(client.post("/introspect", data={"token": NESTED_JWT})) == (401, "invalid_client")
+    assert client.post("/introspect", data={"token": NESTED_JWT}, auth=auth_of(api)).get_json() == {"active": False}
+    assert client.post("/revoke", data={"token": NESTED_JWT}, auth=auth_of(api)).status_code == 200
+    assert client.get("/userinfo", headers={"Authorization": f"Bearer {NESTED_JWT}"}).status_code == 401
+
+
+@pytest.mark.parametrize("assertion", [
+    _b64(b'{"alg":"ES256"}') + "." + _b64(b"[" * 2500) + ".c2ln",  # nested claims
+    _b64(b"[" * 2500) + "." + _b64(b"{}") + ".c2ln",  # nested header
+], ids=["claims", "header"])
+@pytest.mark.parametrize("path,extra", [("/token", {"grant_type": "client_credentials"}),
+                                        ("/introspect", {"token": "x"}), ("/revoke", {"token": "x"})])
+def test_a_deeply_nested_client_assertion_is_invalid_client(client, path, extra, assertion):
+    resp = client.post(path, data={"client_assertion_type": ASSERTION, "client_assertion": assertion, **extra})
+    status, error = error_of(resp)
+    assert error == "invalid_client" and status in (400, 401)  # 401 is a MUST only for the header (§5.2)
+
+
+@pytest.mark.parametrize("path", ["/logout", "/authorize"])
+def test_a_deeply_nested_id_token_hint_is_no_500(flow, path):
+    params = flow.authorize_params() if path == "/authorize" else {}
+    resp = flow.client.get(path, query_string={**params, "id_token_hint": NESTED_JWT})
+    assert resp.status_code in (200, 302, 400), resp.status_code
+    assert "Traceback" not in resp.get_data(as_text=True)
