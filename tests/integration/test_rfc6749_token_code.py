@@ -243,3 +243,38 @@ def test_code_of_a_live_session_still_redeems(flow, seller):
     db.session.expire_all()
     assert db.session.get(Account, seller.id).status == "active"
     assert flow.redeem(code).status_code == 200
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def test_private_key_jwt_reuse_of_a_rotated_refresh_token_revokes_the_family(client, seller, jwt_rp):
+    """On PostgreSQL a refused one-statement rotation is judged again, authenticating the
+    client a second time: the request's own assertion must not count as a replay there."""
+    def assertion():
+        return {"client_assertion_type": JWT_BEARER, "client_assertion": _assertion(jwt_rp.key, "rp-jwt",
+                                                                                     ISSUER + "/token")}
+
+    f = Flow(client, jwt_rp)
+    first = f.redeem(f.login_code(scope="openid offline_access"), **assertion()).get_json()
+
+    def refresh(rt):
+        return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": rt, **assertion()})
+
+    second = refresh(first["refresh_token"])
+    assert second.status_code == 200
+    reused = refresh(first["refresh_token"])
+    assert _error(reused) == (400, "invalid_grant")
+    assert _error(refresh(second.get_json()["refresh_token"])) == (400, "invalid_grant")  # the family is revoked
+
+
+def test_private_key_jwt_client_credentials_errors_keep_their_code(client, jwt_rp):
+    from idp.extensions import db
+
+    jwt_rp.grant_types = [*jwt_rp.grant_types, "client_credentials"]
+    db.session.commit()
+    for _ in range(2):  # the second request is the one judged from this process's copy first
+        resp = client.post("/token", data={"grant_type": "client_credentials", "scope": "openid", "client_assertion_type":
+                                           JWT_BEARER, "client_assertion": _assertion(jwt_rp.key, "rp-jwt",
+                                                                                      ISSUER + "/token")})
+        assert _error(resp) == (400, "invalid_scope")
