@@ -22,6 +22,7 @@ The checks, in order (each failure is invalid_grant unless noted):
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, OAuth2Error, grants
@@ -35,6 +36,8 @@ from ..models.account import usable_since
 from ..ops import metrics
 from . import clients, refresh_rotation, resource_indicators, tokens
 from .client_auth import ALL_AUTH_METHODS
+
+log = logging.getLogger("idp.oauth")
 
 
 _RT = RefreshToken.__table__
@@ -96,12 +99,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def _rotate_in_one_statement(self, presented: str) -> bool:
         client, copy = self.request.client, clients.copy_used()
         successor = new_token(32)
-        found = refresh_rotation.rotate(keyed_hash(presented), client.client_id, keyed_hash(successor),
+        old_hash, new_hash = keyed_hash(presented), keyed_hash(successor)
+        found = refresh_rotation.rotate(old_hash, client.client_id, new_hash,
                                         current_app.config["REFRESH_TOKEN_IDLE_TTL"],
                                         client_version=None if copy is None else _version(copy))
         if found is None:
             return False
         self._rotated_to = successor
+        self._rotation = (old_hash, new_hash, found.token.rotated_at)
         self._prepare(client, found, found.token.scope.split(), [])
         return True
 
@@ -145,9 +150,22 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         row, client, issue = self.request.refresh_token, self.request.client, self._issue
         if self._rotated_to is None and not rotate(row.token_hash):
             raise _reuse(issue["grant"])  # lost the race to a concurrent refresh with the same token
-        token = tokens.issue(
-            client, issue["grant"], self.request.user, issue["scope"], refresh=True, refresh_scope=row.scope,
-            generation=row.generation + 1, audience=issue["audience"], id_scope=issue["id_scope"],
-            grant_type="refresh_token", rotated_to=self._rotated_to,
-        )
+        try:
+            token = tokens.issue(
+                client, issue["grant"], self.request.user, issue["scope"], refresh=True, refresh_scope=row.scope,
+                generation=row.generation + 1, audience=issue["audience"], id_scope=issue["id_scope"],
+                grant_type="refresh_token", rotated_to=self._rotated_to,
+            )
+        except Exception:
+            # The general path's rotation rolls back with the request's transaction; the
+            # one-statement rotation was committed already: take it back.
+            if self._rotated_to is not None:
+                self._undo_rotation()
+            raise
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+    def _undo_rotation(self):
+        try:
+            refresh_rotation.undo(*self._rotation)
+        except Exception as exc:  # noqa: BLE001  (the request's own error is the one to report)
+            log.error("a rotation whose tokens were not issued could not be undone: %s", type(exc).__name__)

@@ -97,6 +97,17 @@ def _connection() -> psycopg.Connection:
     return conn
 
 
+# Undo a rotation whose response never reached the client: the successor goes (if nobody
+# rotated it, and nobody could have: it was never sent) and then the token is live again.
+_UNDO = """
+WITH gone AS (
+    DELETE FROM refresh_token WHERE token_hash = %(new_hash)s AND rotated_at IS NULL RETURNING 1
+)
+UPDATE refresh_token SET rotated_at = NULL
+WHERE token_hash = %(token_hash)s AND rotated_at = %(rotated_at)s AND EXISTS (SELECT FROM gone)
+"""
+
+
 def available() -> bool:
     return db.engine.dialect.name == "postgresql"
 
@@ -127,3 +138,17 @@ def rotate(token_hash: str, client_id: str, new_hash: str, idle_ttl: int,
                             auth_time=auth_time, acr=acr, amr=amr or [], account_id=account_id)
     account = SimpleNamespace(id=account_id, sub=sub, email=email, email_verified=email_verified, status="active")
     return RefreshLookup(token, grant, account)
+
+
+def undo(token_hash: str, new_hash: str, rotated_at: datetime) -> bool:
+    """Take back a rotation (committed by rotate()) whose tokens could not be issued: a Redis
+    failure on the access token's write answers 503, and the client's retry with the same
+    refresh token must find it live, not rotated: that would read as reuse and revoke the
+    family (RFC 9700 §4.14.2) over an outage. True if undone."""
+    params = {"token_hash": token_hash, "new_hash": new_hash, "rotated_at": rotated_at}
+    conn = _connection()
+    try:
+        return conn.execute(_UNDO, params).rowcount == 1
+    except psycopg.Error:
+        conn.close()
+        raise

@@ -105,12 +105,19 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
         response["refresh_token"] = rt
     aud = audience or resource_indicators.audience(list(grant.resource), client.client_id)
     access_token, key, revoked = _mint_access_token(client, grant, account, scope, now, ttl, aud)
-    if revoked is not None:
-        # The family was revoked while we issued (a replayed code, a reused refresh token):
-        # the issuance happened first, the revocation after it, so what we return is dead.
-        db.session.execute(update(Grant).where(Grant.id == grant.id, Grant.revoked_at.is_(None))
-                           .values(revoked_at=datetime.now(timezone.utc), revoked_reason=str(revoked)[:60]))
     try:
+        if revoked is not None:
+            # The family was revoked while we issued (a replayed code, a reused refresh token):
+            # the issuance happened first, the revocation after it, so what we return is dead.
+            db.session.execute(update(Grant).where(Grant.id == grant.id, Grant.revoked_at.is_(None))
+                               .values(revoked_at=datetime.now(timezone.utc), revoked_reason=str(revoked)[:60]))
+        response["access_token"] = access_token
+        scopes = (id_scope or scope).split()
+        if account is not None and id_token_wanted and "openid" in scopes:
+            # Signed before the commit: a failure here leaves the code unredeemed or the
+            # refresh token unrotated, so the client's retry is not mistaken for a replay.
+            response["id_token"] = sign_id_token(client, account, grant, now, nonce=nonce,
+                                                 access_token=access_token, scopes=scopes)
         # A refresh rotated in one statement (idp.oauth.refresh_rotation) has not even made
         # the request's Session (behind the scoped proxy): there is nothing to commit.
         session = db.session() if db.session.registry.has() else None
@@ -119,11 +126,6 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
     except Exception:
         store().delete(AT_PREFIX + key)
         raise
-    response["access_token"] = access_token
-    scopes = (id_scope or scope).split()
-    if account is not None and id_token_wanted and "openid" in scopes:
-        response["id_token"] = sign_id_token(client, account, grant, now, nonce=nonce, access_token=access_token,
-                                             scopes=scopes)
     metrics.tokens_issued(response, grant_type)
     return response
 

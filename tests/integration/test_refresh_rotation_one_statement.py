@@ -177,3 +177,37 @@ def test_a_copy_older_than_the_database_is_judged_again(live, flow, app):
     assert "get" in seen["store"]  # the registration was read again from the shared cache
     again = _refreshed(flow, resp.get_json()["refresh_token"])
     assert again.status_code == 200  # and the fresh copy is used from then on
+
+
+def test_a_redis_failure_after_the_rotation_leaves_the_token_live_for_the_retry(app, flow, tmp_path, monkeypatch):
+    """The statement commits the rotation before the access token is written to Redis. If
+    that write fails (503), the client's retry with the same refresh token must be served,
+    not taken for reuse: that would revoke the family and raise a security alert over an
+    outage. Here Redis really stops between the two (its server is shut down)."""
+    from idp import create_app
+    from tests.servers import start_redis
+
+    redis_url, stop_redis = start_redis(tmp_path / "redis")
+    config = {k: app.config[k] for k in ("ISSUER", "KEYS_DIR", "DATABASE_URL", "TESTING")}
+    failing = create_app({**config, "REDIS_URL": redis_url})
+    rotate = refresh_rotation.rotate
+
+    def rotate_then_lose_redis(*args, **kwargs):
+        found = rotate(*args, **kwargs)
+        stop_redis()
+        return found
+
+    token = login(flow)["refresh_token"]
+    monkeypatch.setattr(refresh_rotation, "rotate", rotate_then_lose_redis)
+    try:
+        with failing.app_context():
+            assert refresh(failing.test_client(), flow.rp, token).status_code == 503
+    finally:
+        stop_redis()
+        with failing.app_context():
+            db.engine.dispose()
+    monkeypatch.setattr(refresh_rotation, "rotate", rotate)
+    assert _state(token) == (False, 0)  # live again, its successor gone
+    retry = refresh(flow.client, flow.rp, token)
+    assert retry.status_code == 200, retry.get_data(as_text=True)
+    assert db.session.scalar(select(Grant.revoked_at)) is None

@@ -221,3 +221,21 @@ def test_refresh_sql(client, app, flow):
     else:
         assert [s for s in seen["sql"] if s != "SELECT"] == ["UPDATE", "INSERT"]
         assert seen["sql"].count("SELECT") == 2  # the client registration (no shared cache) and the token
+
+
+def test_a_refresh_that_fails_after_its_checks_leaves_the_token_live(app, flow, caplog):
+    """A failure while issuing (here the ID token: the client names an algorithm the IdP has
+    no key for) must not spend the refresh token: the retry, once the cause is fixed, is
+    served, not taken for reuse (which would revoke the family). On PostgreSQL the
+    one-statement rotation is undone, on SQLite the transaction rolls back."""
+    first = login(flow)
+    grant_id = _grant_of(first["access_token"])
+    flow.rp.id_token_signed_response_alg = "PS256"
+    db.session.commit()
+    assert error_of(refresh(flow.client, flow.rp, first["refresh_token"]))[0] == 500
+    flow.rp.id_token_signed_response_alg = None
+    db.session.commit()
+    retry = refresh(flow.client, flow.rp, first["refresh_token"])
+    assert retry.status_code == 200, retry.get_json()
+    assert [(r.generation, r.rotated_at is not None) for r in _rows(grant_id)] == [(0, True), (1, False)]
+    assert db.session.get(Grant, grant_id).revoked_at is None
