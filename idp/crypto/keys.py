@@ -250,10 +250,14 @@ class KeyRing:
         header = {"alg": alg, "kid": key.kid, **({"typ": typ} if typ else {})}
         return jwt.encode(header, claims, key.jwk, algorithms=[alg], default_type=None)
 
-    def verify(self, token: str, algs=ALGS) -> dict:
-        """The claims of a JWS signed by the published key named by ``kid``.
+    def verify(self, token: str, algs=ALGS, typ: str | None = None) -> dict:
+        """The claims of a JWS signed by the published key named by ``kid``, whose header
+        ``typ`` is ``typ``: none for an ID token (we sign them without), "at+jwt" for a JWT
+        access token. The one key signs all three kinds, so without this an access token or
+        a logout token would pass for an ID token hint (explicit typing, RFC 8725 §3.11).
 
-        Checks signature, kid and alg only (joserfc checks no claim): exp, iss, aud are the caller's."""
+        Checks signature, kid, alg and typ only (joserfc checks no claim): exp, iss, aud are
+        the caller's."""
         keys, allowed = {k.kid: k for k in self._snapshot()}, [a for a in algs if a in ALGS]
         if not allowed:  # joserfc reads an empty list as "its recommended algs"
             raise InvalidJWT("no allowed alg")
@@ -265,6 +269,8 @@ class KeyRing:
                 raise InvalidJWT("unknown kid")
             if key.alg != header.get("alg"):
                 raise InvalidJWT("alg does not match the key")
+            if header.get("typ") != typ:
+                raise InvalidJWT("not the expected kind of token (typ)")
             return key.jwk
 
         try:

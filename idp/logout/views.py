@@ -54,10 +54,18 @@ def _verified_hint(token: str | None) -> dict | None:
 def end_session():
     params = (request.form if request.method == "POST" else request.args).to_dict(flat=False)
     if request.method == "POST" and not request.cookies.get(browser_session.cookie_name("idp_session")):
+        try:
+            known = rp_initiated.parse(params)  # only these are kept: not whatever else was posted
+        except rp_initiated.LogoutRequestError as exc:
+            return _invalid(exc)
         parked = new_token(16)
-        store().put(f"logout-post:{parked}", params, PARKED_TTL)
+        store().put(f"logout-post:{parked}", {name: [value] for name, value in known.items()}, PARKED_TTL)
         return redirect(url_for("logout.resume", parked=parked), 303)
     return _handle(params)
+
+
+def _invalid(exc: Exception):
+    return _no_store(page_error(f"This sign-out link is not valid: {exc}.", 400))
 
 
 @bp.get("/logout/resume/<parked>")
@@ -72,7 +80,7 @@ def _handle(params: dict):
     try:
         raw = rp_initiated.parse(params)
     except rp_initiated.LogoutRequestError as exc:
-        return _no_store(page_error(f"This sign-out link is not valid: {exc}.", 400))
+        return _invalid(exc)
     hint = raw.get("id_token_hint")
     req = rp_initiated.decide(raw, _verified_hint(hint), hint is not None, query_client)
     current = browser_session.current()

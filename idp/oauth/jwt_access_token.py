@@ -74,7 +74,7 @@ def jti_of(token: str) -> str | None:
     if header is None or header.get("typ") != TYP:
         return None
     try:
-        body = keyring().verify(token)
+        body = keyring().verify(token, typ=TYP)
     except InvalidJWT:
         return None
     jti = body.get("jti")

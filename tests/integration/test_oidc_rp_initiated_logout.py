@@ -62,6 +62,14 @@ BAD = {
     "hint with a tampered payload": (
         lambda c, t: {"id_token_hint": t.split(".")[0] + "." + b64({**c, "aud": "rp-web"}) + "." + t.split(".")[2],
                       "post_logout_redirect_uri": BYE, "client_id": "rp-web"}, "confirm"),
+    # Same key, same issuer, same subject: but an access token (RFC 9068) or a logout token
+    # is no ID token, and anyone holding one could otherwise end the session unasked.
+    "a JWT access token as hint": (
+        lambda c, t: {"id_token_hint": keyring().sign({**c, "client_id": "rp-web", "scope": "openid"}, "ES256",
+                                                      typ="at+jwt"), "post_logout_redirect_uri": BYE}, "confirm"),
+    "a logout token as hint": (
+        lambda c, t: {"id_token_hint": keyring().sign({**c, "events": {}}, "ES256", typ="logout+jwt"),
+                      "post_logout_redirect_uri": BYE}, "confirm"),
     "unregistered post_logout_redirect_uri": (
         lambda c, t: {"id_token_hint": t, "post_logout_redirect_uri": "https://evil.example.com/bye"}, "done"),
     "registered uri with a suffix": (
@@ -228,6 +236,17 @@ def test_cross_site_post_without_lax_cookie_is_resumed_by_a_get(app, flow):
     assert resp.status_code == 303 and resp.headers["Location"] == BYE + "?state=p"
     assert live_sessions() == []
     assert flow.client.get(parked.headers["Location"]).status_code == 400  # single use
+
+
+def test_a_cross_site_post_parks_only_the_logout_parameters(app):
+    from idp.extensions import store
+
+    client = app.test_client()
+    resp = client.post("/logout", data={"state": "p", "junk": "j" * 60000})
+    parked = resp.headers["Location"].rsplit("/", 1)[1]
+    assert store().get(f"logout-post:{parked}") == {"state": ["p"]}
+    bad = client.post("/logout", data={"state": "x" * 5000})  # what _handle would refuse is refused now
+    assert bad.status_code == 400 and "Location" not in bad.headers
 
 
 def test_logging_out_only_ends_this_browser(app, flow, rp):

@@ -179,6 +179,14 @@ def test_id_token_hint_for_another_subject_needs_login(flow, app):
     assert _redirect_query(flow.authorize(prompt="none", id_token_hint=hint))["error"] == "login_required"
 
 
+def test_a_jwt_access_token_is_no_id_token_hint(flow):
+    from idp.extensions import keyring
+
+    at = keyring().sign({"iss": ISSUER, "sub": "someone", "aud": "rp-web", "client_id": "rp-web"}, "ES256",
+                        typ="at+jwt")
+    assert _redirect_query(flow.authorize(id_token_hint=at))["error"] == "invalid_request"
+
+
 def test_id_token_hint_from_another_issuer_is_invalid(flow):
     from idp.extensions import keyring
 
