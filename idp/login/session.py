@@ -1,8 +1,12 @@
 """The IdP's browser session (single sign-on), kept in the database.
 
-The cookie holds 256 random bits; the table keeps only their keyed hash. A new session
-(and a new cookie value) is made at every sign-in, so a session id planted before
-sign-in is worthless after it (session fixation).
+The cookie holds 256 random bits; the table keeps only their keyed hash. Every sign-in
+gives the browser a new cookie value, so a session id planted before sign-in is worthless
+after it (session fixation). The same seller proving who they are again (prompt=login,
+max_age) keeps their session, as Ory Kratos refreshes one: its sid (which relying parties
+hold in their ID tokens and back-channel logout matches on) and the clients it signed in
+to stay, its cookie value and authentication time change. Another seller signing in on this
+browser ends the first one's session as a logout does (idp.login.flow).
 """
 
 from __future__ import annotations
@@ -80,17 +84,26 @@ def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
 
 
 def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None) -> tuple[BrowserSession, str]:
-    """End the browser's current session, if any, and open a new one. Returns (row, cookie value);
-    nothing is committed here."""
+    """The session of a fresh sign-in: the browser's current one renewed under a new cookie
+    value if it is this account's, else a new one (the caller has ended another account's).
+    Returns (row, cookie value); nothing is committed here."""
     old = current()
     now = datetime.now(timezone.utc)
+    raw = new_token(32)
+    ttl = timedelta(seconds=current_app.config["SESSION_TTL"])
+    if old is not None and old[1].id == account.id:
+        row = old[0]
+        row.id_hash = keyed_hash(raw)  # the primary key: the cookie value before finds nothing now
+        row.auth_time, row.amr, row.acr = auth_time, list(amr), acr
+        row.last_seen_at, row.expires_at = now, now + ttl
+        row.user_agent, row.ip = (request.user_agent.string or "")[:300], request.remote_addr
+        return row, raw
     if old is not None:
         old[0].ended_at = now
-    raw = new_token(32)
     row = BrowserSession(
         id_hash=keyed_hash(raw), sid=secrets.token_urlsafe(16), account_id=account.id, auth_time=auth_time,
         amr=list(amr), acr=acr, created_at=now, last_seen_at=now,
-        expires_at=now + timedelta(seconds=current_app.config["SESSION_TTL"]),
+        expires_at=now + ttl,
         user_agent=(request.user_agent.string or "")[:300], ip=request.remote_addr, clients=[],
     )
     db.session.add(row)  # committed by the caller, with the rest of its request

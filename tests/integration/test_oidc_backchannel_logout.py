@@ -11,10 +11,11 @@ from freezegun import freeze_time
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from idp.extensions import keyring, store
+from idp.extensions import db, keyring, store
 from idp.logout import backchannel
 from idp.logout.everywhere import sign_out_everywhere
-from tests.conftest import Flow, register_client
+from tests.conftest import PASSWORD, Flow, register_client
+from tests.integration.token_helpers import error_of
 from tests.integration.logout_helpers import LogoutReceiver
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -235,3 +236,44 @@ def test_deliveries_an_earlier_release_kept_in_the_store_are_retried_once(app, c
     assert backchannel.retry_pending().delivered == ["rp-bc"]
     assert verify_with_jwks(receiver.tokens[0])[1]["sid"] == sid
     assert backchannel.retry_pending().delivered == []
+
+
+def _two_rps(receiver):
+    return (rp_with(receiver.url, "rp-a"), rp_with(receiver.url.replace("/backchannel-logout", "/b"), "rp-b"))
+
+
+def _refresh(client, rp, refresh_token):
+    return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                       auth=(rp.client_id, rp.secret))
+
+
+def test_signing_in_again_keeps_the_session_its_relying_parties_know(app, client, seller, receiver):
+    """prompt=login (or max_age) proves who the seller is again: the session keeps its sid
+    and its clients, so a later logout still reaches every relying party of it."""
+    a, b = _two_rps(receiver)
+    flow_a, flow_b = Flow(client, a), Flow(client, b)
+    tokens_a = flow_a.redeem(flow_a.login_code()).get_json()
+    tokens_b = flow_b.redeem(flow_b.login_code(prompt="login")).get_json()
+    sid = keyring().verify(tokens_a["id_token"])["sid"]
+    assert keyring().verify(tokens_b["id_token"])["sid"] == sid
+    log_out(flow_b, tokens_b)
+    assert sorted(verify_with_jwks(t)[1]["aud"] for t in receiver.tokens) == ["rp-a", "rp-b"]
+    assert {verify_with_jwks(t)[1]["sid"] for t in receiver.tokens} == {sid}
+    assert error_of(_refresh(client, a, tokens_a["refresh_token"]))[1] == "invalid_grant"
+
+
+def test_another_seller_signing_in_ends_the_first_ones_session_as_a_logout(app, client, seller, receiver):
+    from idp.login.password import hash_password
+    from idp.models import Account
+
+    other = Account(email="other@example.com", email_verified=True, password_hash=hash_password(PASSWORD))
+    db.session.add(other)
+    db.session.commit()
+    a, b = _two_rps(receiver)
+    flow_a, flow_b = Flow(client, a), Flow(client, b)
+    tokens_a = flow_a.redeem(flow_a.login_code()).get_json()
+    first_sid = keyring().verify(tokens_a["id_token"])["sid"]
+    resp = flow_b.sign_in(flow_b.authorize(prompt="login"), email="other@example.com")
+    assert "code=" in resp.headers["Location"]
+    assert [verify_with_jwks(t)[1]["sid"] for t in receiver.tokens] == [first_sid]  # rp-a told
+    assert error_of(_refresh(client, a, tokens_a["refresh_token"]))[1] == "invalid_grant"

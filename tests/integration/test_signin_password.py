@@ -78,8 +78,8 @@ def test_session_id_rotates_at_each_sign_in(flow):
     from idp.extensions import db
     from idp.models import BrowserSession
 
-    old = db.session.get(BrowserSession, keyed_hash(first))
-    assert old.ended_at is not None
+    assert db.session.get(BrowserSession, keyed_hash(first)) is None  # the value before finds nothing
+    assert db.session.get(BrowserSession, keyed_hash(second)).ended_at is None
 
 
 def test_session_cookie_is_strict(flow):
