@@ -62,12 +62,19 @@ _ACCOUNT_IN_SESSION = (
     .where(BrowserSession.sid == bindparam("sid"), BrowserSession.account_id == bindparam("account_id"),
            BrowserSession.ended_at.is_(None), BrowserSession.expires_at > bindparam("now"),
            Account.usable_since_sql(BrowserSession.created_at))
+    # FOR SHARE (PostgreSQL; SQLite has no row locks): a logout or sign-out-everywhere
+    # ending this session waits for the redemption's commit, so the families it then
+    # revokes include the one this redemption creates, and a redemption that comes second
+    # finds the session ended. Without it, a code redeemed during a sign-out could start a
+    # family the sign-out never saw.
+    .with_for_update(read=True, of=BrowserSession)
 )
 
 
 def account_in_session(sid: str | None, account_id: int | None) -> SimpleNamespace | None:
     """The account (id, sub, email, email_verified, status) if session ``sid`` is live and
-    its own: the rule of ``current`` in one Core SELECT, for the token endpoint."""
+    its own: the rule of ``current`` in one Core SELECT, for the code redemption at the
+    token endpoint (which holds the session row's share lock until it commits)."""
     if sid is None or account_id is None:
         return None
     row = db.session.execute(_ACCOUNT_IN_SESSION, {"sid": sid, "account_id": account_id,

@@ -11,6 +11,8 @@ Composition: the authorization code grant (below), refresh with rotation
 (RFC 7662) and revocation (RFC 7009) endpoints; one server per app.
 """
 
+from datetime import datetime, timezone
+
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
                                     OAuth2Error, grants)
@@ -72,6 +74,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def create_token_response(self):
         client, code = self.request.client, self.request.authorization_code
+        started = datetime.now(timezone.utc)  # before the session check: the family's created_at
         account = self.authenticate_user(code)
         if account is None:
             raise InvalidGrantError("The sign-in session has ended or the account is not available.")
@@ -85,7 +88,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         grant = tokens.new_grant(
             client, account, scope, grant_id=code["grant_id"], sid=code.get("sid"),
             auth_time=tokens.from_epoch(code["auth_time"]), acr=code.get("acr"), amr=code.get("amr", []),
-            resource=code.get("resource", []),
+            resource=code.get("resource", []), created_at=started,
         )
         refresh = client.check_grant_type("refresh_token") and (
             "offline_access" in code["scope"] or client.first_party)

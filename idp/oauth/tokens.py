@@ -63,12 +63,16 @@ _INSERT_GRANT = insert(Grant.__table__)
 
 
 def new_grant(client: Client, account: Account | None, scope: str, *, grant_id=None, sid=None,
-              auth_time=None, acr=None, amr=(), resource=()) -> SimpleNamespace:
+              auth_time=None, acr=None, amr=(), resource=(), created_at: datetime | None = None) -> SimpleNamespace:
     """A new token family, inserted in the request's transaction; its columns as attributes.
+
+    ``created_at``: when the request checked the account (default now). A sign-out
+    everywhere after that check makes the family unusable (usable_since) even if it
+    commits before the family does.
 
     A Core INSERT, as for refresh tokens: the row is never read back through the ORM, whose
     unit of work for one new object cost more than the statement (every code redemption)."""
-    now = datetime.now(timezone.utc)
+    now = created_at or datetime.now(timezone.utc)
     row = dict(
         id=grant_id or new_grant_id(), client_id=client.client_id, account_id=account.id if account else None,
         sid=sid, scope=scope, resource=list(resource), auth_time=auth_time, acr=acr, amr=list(amr),

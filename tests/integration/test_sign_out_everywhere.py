@@ -146,3 +146,58 @@ def test_a_sign_out_in_the_same_instant_as_the_sign_in_leaves_nothing_alive(app,
         resp = refresh(flow, body["refresh_token"])
         assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_grant"
         assert "/signin/" in flow.authorize().headers["Location"]  # the session is dead too
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)  # SQLite (one process) has no row locks
+def test_a_code_redeemed_during_the_sign_out_gets_no_family_that_outlives_it(app, seller, rp):
+    """The redemption checked the session; before it commits its new family, another
+    request signs the seller out everywhere. The sign-out must wait for that commit (the
+    redemption holds the session row FOR SHARE) and then revoke the new family too."""
+    import threading
+
+    from sqlalchemy import text
+
+    from idp.oauth import server
+    from tests.integration.token_helpers import active, backend, introspect
+
+    flow = Flow(app.test_client(), rp)
+    code = flow.login_code(scope="openid offline_access")
+    checked, go_on, outcome = threading.Event(), threading.Event(), {}
+    original = server.AuthorizationCodeGrant.authenticate_user
+
+    def pause_after_the_check(self, authorization_code):
+        account = original(self, authorization_code)
+        checked.set()
+        assert go_on.wait(30)
+        return account
+
+    def sign_out():
+        with app.app_context():
+            outcome["summary"] = sign_out_everywhere(db.session.get(Account, seller.id))
+            db.session.remove()
+
+    server.AuthorizationCodeGrant.authenticate_user = pause_after_the_check
+    try:
+        redeemer = threading.Thread(target=lambda: outcome.setdefault("redeemed", flow.redeem(code)))
+        redeemer.start()
+        assert checked.wait(30)
+        signer = threading.Thread(target=sign_out)
+        signer.start()
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        for _ in range(300):  # until the sign-out waits on the session row (bounded)
+            if db.session.execute(text(waiting)).scalar():
+                break
+            db.session.rollback()
+            threading.Event().wait(0.02)
+        else:
+            pytest.fail("the sign-out never waited for the redemption")
+        go_on.set()
+        redeemer.join(30)
+        signer.join(30)
+    finally:
+        server.AuthorizationCodeGrant.authenticate_user = original
+        go_on.set()
+    body = outcome["redeemed"].get_json()
+    assert outcome["redeemed"].status_code == 200 and outcome["summary"]["grants"] == 1
+    assert not active(introspect(flow.client, backend("rs"), body["access_token"]))
+    assert refresh(flow, body["refresh_token"]).status_code == 400
