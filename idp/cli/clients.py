@@ -98,8 +98,9 @@ def show(client_id):
 @click.argument("client_id")
 @click.confirmation_option(prompt="Remove the client and revoke every token it holds?")
 def remove(client_id):
-    """Delete a client, revoke its token families and forget its consents."""
-    from ..oauth.tokens import revoke_grant
+    """Delete a client, revoke its token families and client-credentials tokens, and forget
+    its consents."""
+    from ..oauth.tokens import revoke_client_credentials, revoke_grant
 
     client = _get(client_id)
     grant_ids = db.session.scalars(select(Grant.id).filter_by(client_id=client_id, revoked_at=None)).all()
@@ -107,8 +108,10 @@ def remove(client_id):
         revoke_grant(grant_id, "client_removed")
     db.session.execute(delete(Consent).filter_by(client_id=client_id))
     db.session.delete(client)
-    db.session.commit()
-    click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked)")
+    db.session.commit()  # drops the cached registration: a token written from here on deletes itself
+    swept = revoke_client_credentials(client_id)
+    click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
+               f"{swept} client-credentials token(s) deleted)")
 
 
 @clients.command("load")

@@ -11,7 +11,7 @@ one, no Grant row), so issuing costs one store write: the client is authenticate
 this process's copy of its registration, which that same write checks (idp.oauth.clients).
 """
 
-from authlib.oauth2.rfc6749 import InvalidScopeError, OAuth2Error, UnauthorizedClientError, grants
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidScopeError, OAuth2Error, UnauthorizedClientError, grants
 from flask import current_app
 
 from . import clients, resource_indicators, tokens
@@ -65,8 +65,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def create_token_response(self):
         copy = clients.copy_used()
         token = tokens.issue_client_credentials(self.request.client, self.request.scope, self._audience, copy)
-        if token is None:  # the copy was stale: the registration changed since this process read it
+        if token is None and copy is not None:  # the registration changed since this process read it
             clients.forget(copy.client_id)
             self._validate()
             token = tokens.issue_client_credentials(self.request.client, self.request.scope, self._audience)
+        if token is None:  # the client was removed while this request ran
+            raise InvalidClientError(description="The client is no longer registered.")
         return 200, token, self.TOKEN_RESPONSE_HEADER

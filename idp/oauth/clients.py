@@ -8,8 +8,8 @@ Two grants go one step further (``copies_allowed``): they may authenticate again
 process's copy of the registration, with no round trip at all, because what they write
 next checks that copy:
 
-- client credentials writes its token with ``Store.put_checked``, which returns the shared
-  cache's registration as of that write; if it differs from the copy (the client was
+- client credentials writes its token with ``Store.put_indexed``, checking the client's
+  key of the shared cache: it returns the shared cache's registration as of that write; if it differs from the copy (the client was
   changed, deleted, or its cache entry dropped), the grant deletes the token and
   authenticates again from the shared cache (idp.oauth.client_credentials);
 - the one-statement refresh rotation rotates only if the database still holds the copy's
@@ -77,7 +77,7 @@ def copy_used() -> CachedClient | None:
 
 
 def matches(copy: CachedClient, current) -> bool:
-    """Whether the shared cache's registration (as ``put_checked`` returned it) is the copy's."""
+    """Whether the shared cache's registration (as the token's ``put_indexed`` returned it) is the copy's."""
     return isinstance(current, dict) and current == vars(copy)
 
 

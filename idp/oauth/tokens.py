@@ -39,12 +39,21 @@ MAX_TOKEN = 512  # opaque tokens are 43 characters
 
 @dataclass
 class StoreFamily:
-    """A family that lives only in the store (client_credentials); quacks like a Grant."""
+    """A family that lives only in the store (client_credentials); quacks like a Grant.
+
+    A client's client-credentials tokens are grouped by the minute they were issued in
+    (``cc:<client_id>:<minute>``), so removing the client can revoke them all
+    (revoke_client_credentials) without an index that grows with every token of a busy
+    client forever: each minute's index expires with the tokens it lists."""
 
     id: str = field(default_factory=new_grant_id)
     resource: list = field(default_factory=list)
     auth_time = acr = sid = None
     amr: tuple = ()
+
+
+def client_credentials_family(client_id: str, at: float) -> str:
+    return f"cc:{client_id}:{int(at) // 60}"
 
 
 def _family_key(grant_id):
@@ -139,11 +148,12 @@ def issue_client_credentials(client: Client, scope: str, audience: list[str], co
 
     ``copy``: the process's copy of the registration the client authenticated against
     (idp.oauth.clients); the token is kept only if the shared cache holds that same
-    registration at the moment of the write, else it is deleted and None returned.
+    registration at the moment of the write, else it is deleted and None returned. Without
+    a copy, None means the client was removed while this request ran.
     """
-    ttl = current_app.config["ACCESS_TOKEN_TTL"]
-    token, _, stale = _mint_access_token(client, StoreFamily(), None, scope, int(time.time()), ttl, audience,
-                                         indexed=False, copy=copy)
+    ttl, now = current_app.config["ACCESS_TOKEN_TTL"], int(time.time())
+    family = StoreFamily(id=client_credentials_family(client.client_id, now))
+    token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, indexed=False, copy=copy)
     if stale:
         return None
     metrics.token_issued("client_credentials", "access_token")
@@ -176,10 +186,13 @@ def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generatio
 def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=True, copy=None):
     """(token, store key suffix, revocation reason or None).
 
-    ``indexed``: add the token to its family's index and honour the family's revocation
-    mark; a token minted for a revoked family is deleted at once (the reason is returned).
-    ``copy`` (not indexed): keep the token only if the shared cache still holds this copy
-    of the client's registration (idp.oauth.clients), else delete it ("stale_client").
+    ``indexed``: a family of the database, whose revocation mark is honoured: a token
+    minted for a revoked family is deleted at once (the reason is returned). Not indexed: a
+    client-credentials family (StoreFamily), whose index lives as long as its tokens;
+    with ``copy``, the token is kept only if the shared cache still holds this copy of the
+    client's registration (idp.oauth.clients), else deleted ("stale_client"); without,
+    only if the family is not revoked (the client removed meanwhile).
+    Either way the token joins its family's index, in the same round trip.
     """
     cfg = current_app.config
     record = {"client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
@@ -196,10 +209,13 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=
         key = keyed_hash(token)
     s = store()
     if not indexed:
+        index, index_ttl = _family_key(grant.id), ttl + 60
         if copy is None:
-            s.put(AT_PREFIX + key, record, ttl)
-        elif not clients.matches(copy, s.put_checked(AT_PREFIX + key, record, ttl,
-                                                     clients.cache_key(client.client_id))):
+            removed = s.put_indexed(AT_PREFIX + key, record, ttl, index, index_ttl, _revoked_key(grant.id))
+        else:
+            removed = not clients.matches(copy, s.put_indexed(AT_PREFIX + key, record, ttl, index, index_ttl,
+                                                              clients.cache_key(client.client_id)))
+        if removed:
             s.delete(AT_PREFIX + key)
             return token, key, "stale_client"
         return token, key, None
@@ -301,6 +317,23 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
     if account_id is not None and reason in ("refresh_token_reuse", "code_reuse"):
         db.session.add(SecurityEvent(account_id=account_id, kind=reason, detail={"grant_id": grant_id}))
     db.session.commit()
+
+
+def revoke_client_credentials(client_id: str) -> int:
+    """Delete every live client-credentials access token of ``client_id`` (the client is
+    being removed); the number deleted. Each minute family that may still hold a live token
+    is revoked as revoke_grant does it: the mark first (a token written after it sees it
+    and deletes itself), then the sweep."""
+    s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
+    deleted = 0
+    for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2):  # a minute's slack for clock skew
+        family = f"cc:{client_id}:{minute}"
+        s.put(_revoked_key(family), "client_removed", ttl + 180)
+        members = s.smembers(_family_key(family))
+        if members:
+            s.delete(*members, _family_key(family))
+            deleted += len(members)
+    return deleted
 
 
 def is_grant_revoked(grant_id: str) -> bool:

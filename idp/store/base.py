@@ -128,22 +128,16 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
-        """Atomically, in one round trip: ``put(key)`` and return ``get(check)``.
-
-        For a write made on the strength of a value read earlier (a process's copy of a
-        client registration): the caller compares what ``check`` holds at the moment of the
-        write with what it relied on, and deletes its write if they differ.
-        """
-
-    @abstractmethod
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         """Atomically, in one round trip: ``put(key)``, ``sadd(index, key)`` and return
         ``get(check)``.
 
         How a token joins its family: the family's revocation writes ``check`` and then
         deletes every member of ``index``, so either that sweep finds this key or this
-        call sees ``check`` and the caller deletes what it just wrote.
+        call sees ``check`` and the caller deletes what it just wrote. ``check`` may also be
+        a value the write was made on the strength of (a process's copy of a client
+        registration): the caller compares it with what it relied on, and deletes its
+        write if they differ.
         """
 
     @abstractmethod

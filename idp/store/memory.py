@@ -129,11 +129,6 @@ class MemoryStore(Store):
             members.add(member)
             self._data[k] = (max(self._data[k][0], now + ttl), members)
 
-    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
-        with self._lock:
-            self.put(key, value, ttl)
-            return self.get(check)
-
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         with self._lock:
             self.put(key, value, ttl)

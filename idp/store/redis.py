@@ -52,10 +52,6 @@ return redis.call('GET', KEYS[3])
 """
 
 
-_PUT_CHECKED = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return redis.call('GET', KEYS[2])
-"""
 
 
 class RedisStore(Store):
@@ -71,7 +67,6 @@ class RedisStore(Store):
         self._incr = self._r.register_script(_INCR)
         self._sadd = self._r.register_script(_SADD)
         self._put_indexed = self._r.register_script(_PUT_INDEXED)
-        self._put_checked = self._r.register_script(_PUT_CHECKED)
         self._local = threading.local()
 
     def _call(self, *command):
@@ -138,9 +133,6 @@ class RedisStore(Store):
             return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             return script(keys=keys, args=args)
-
-    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
-        return loads(self._script(self._put_checked, [self._k(key), self._k(check)], [dumps(value), check_ttl(ttl)]))
 
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         keys = [self._k(key), self._k(index), self._k(check)]

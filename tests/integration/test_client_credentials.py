@@ -91,10 +91,12 @@ def test_hot_path_writes_nothing_to_the_database_and_one_key_to_the_store(client
     assert resp.status_code == 200
     assert [s for s in seen["sql"] if s in ("INSERT", "UPDATE", "DELETE")] == []
     # The client: with a shared store, this process's copy, checked by the token's own write
-    # (one round trip in all); else one SELECT and a plain write.
+    # (one round trip in all); else one SELECT. Either way one write, which also puts the
+    # token in its client's minute family (so removing the client can delete it).
     shared = app.extensions["idp.store"].shared
     assert seen["sql"] == ([] if shared else ["SELECT"])
-    assert seen["store"] == (["put_checked"] if shared else ["put"])
+    calls = seen["store"]  # the embedded store's put_indexed calls its own put, sadd and get
+    assert calls == ["put_indexed"] if shared else calls[0] == "put_indexed" and "delete" not in calls
     assert db.session.scalar(select(func.count()).select_from(Grant)) == 0
 
 
@@ -151,4 +153,20 @@ def test_stale_copy_is_caught_by_the_token_write(client, app, api):
     with count_io(app) as seen:
         resp = _cc(client, api)
     assert resp.status_code == 200 and resp.get_json()["scope"] == "api:read"
-    assert seen["store"][:2] == ["put_checked", "delete"]
+    assert seen["store"][:2] == ["put_indexed", "delete"]
+
+
+def test_removing_the_client_deletes_its_client_credentials_tokens(app, client, api):
+    """`idp clients remove` promises to revoke every token the client holds: the access
+    tokens it got by client credentials (no token family in the database) included."""
+    from idp.cli import cli
+    from idp.oauth import tokens
+
+    issued = [_cc(client, api).get_json()["access_token"] for _ in range(3)]
+    resource_server = backend("rs")
+    assert all(active(introspect(client, resource_server, t)) for t in issued)
+    result = app.test_cli_runner().invoke(cli, ["clients", "remove", api.client_id, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "3 client-credentials token(s) deleted" in result.output
+    assert not any(active(introspect(client, resource_server, t)) for t in issued)
+    assert tokens.revoke_client_credentials(api.client_id) == 0  # nothing left

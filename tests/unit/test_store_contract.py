@@ -242,12 +242,12 @@ def test_create_store_rejects_unknown_urls(url: str) -> None:
         create_store(url)
 
 
-def test_put_checked_writes_and_reads_the_check_key(store):
-    assert store.put_checked("at:c1", {"v": 1}, 60, "client:x") is None
+def test_put_indexed_returns_a_check_value_of_any_type(store):
+    assert store.put_indexed("at:c1", {"v": 1}, 60, "cc:fam", 120, "client:x") is None
     assert store.get("at:c1") == {"v": 1} and store.ttl_of("at:c1") <= 60
     store.put("client:x", {"secret_hash": "h"}, 60)
-    assert store.put_checked("at:c2", {"v": 2}, 60, "client:x") == {"secret_hash": "h"}
-    assert store.get("at:c2") == {"v": 2}
+    assert store.put_indexed("at:c2", {"v": 2}, 60, "cc:fam", 120, "client:x") == {"secret_hash": "h"}
+    assert store.smembers("cc:fam") == {"at:c1", "at:c2"}
 
 
 def test_put_indexed_writes_indexes_and_reads_the_mark(store):
