@@ -73,6 +73,7 @@ def begin(req: AuthorizationRequest, client: Client):
         return _error(req, "invalid_request", "id_token_hint is not a valid ID token from this provider")
 
     signin = SignIn.start(req.to_dict())
+    signin.hint_sub = hint_sub
     signin.expires_at = time.time() + current_app.config["LOGIN_TTL"]
     raw_browser = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE)) or new_token(24)
     signin.browser = keyed_hash(raw_browser)
@@ -102,6 +103,11 @@ def advance(signin: SignIn, client: Client):
     ctx = context(signin, client)
     cookie = started = None
     if signin.sid is None and authentication_complete(signin, ctx):
+        if signin.hint_sub is not None and db.session.get(Account, signin.account_id).sub != signin.hint_sub:
+            # OIDC Core §3.1.2.1: the relying party asked for the user its id_token_hint
+            # names; someone else proved who they are. No session for them here: an error.
+            store().delete(_key(signin.id))
+            return _error(req, "login_required", "the user who signed in is not the one id_token_hint names")
         started, cookie = _start_session(signin)
     step = next_step(signin, ctx)
     if step is None:

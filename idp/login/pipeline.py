@@ -31,6 +31,7 @@ class SignIn:
     sid: str | None = None  # the IdP session: the SSO one it started from, or the one it opened
     consent_given: bool = False  # already on record for these scopes
     browser: str = ""  # keyed hash of the browser-binding cookie that started it
+    hint_sub: str | None = None  # the subject of the request's id_token_hint: only they may finish
     expires_at: float = 0.0  # checked on load, whatever the store's own TTL clock says
 
     @classmethod

@@ -179,6 +179,19 @@ def test_id_token_hint_for_another_subject_needs_login(flow, app):
     assert _redirect_query(flow.authorize(prompt="none", id_token_hint=hint))["error"] == "login_required"
 
 
+def test_only_the_user_the_id_token_hint_names_may_finish_the_sign_in(flow, seller):
+    """OIDC Core §3.1.2.1: if the user signing in is not the one in the ID token, the OP
+    SHOULD answer an error such as login_required; and no session is opened for them."""
+    from idp.extensions import keyring
+
+    hint = keyring().sign({"iss": ISSUER, "sub": "someone-else", "aud": "rp-web", "exp": 1, "iat": 1})
+    query = _redirect_query(flow.sign_in(flow.authorize(id_token_hint=hint)))
+    assert query["error"] == "login_required" and "code" not in query
+    assert flow.client.get_cookie("idp_session") is None
+    right = keyring().sign({"iss": ISSUER, "sub": seller.sub, "aud": "rp-web", "exp": 1, "iat": 1})
+    assert "code" in _redirect_query(flow.sign_in(flow.authorize(id_token_hint=right)))
+
+
 def test_a_jwt_access_token_is_no_id_token_hint(flow):
     from idp.extensions import keyring
 
