@@ -128,6 +128,19 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def counter(self, key: str) -> int:
+        """The value of the counter at ``key`` (``incr``), 0 if absent or expired."""
+
+    @abstractmethod
+    def put_if_counter(self, key: str, value: Value, ttl: int, counter: str, expected: int) -> bool:
+        """Atomically: ``put(key)`` only if ``counter(counter) == expected``; True if it did.
+
+        How a cache is filled from a read that a concurrent change may have overtaken: the
+        change increments the counter before it drops the cached copy, and the filler
+        read the counter before reading the source, so a fill from a stale read is refused.
+        """
+
+    @abstractmethod
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         """Atomically, in one round trip: ``put(key)``, ``sadd(index, key)`` and return
         ``get(check)``.

@@ -129,6 +129,20 @@ class MemoryStore(Store):
             members.add(member)
             self._data[k] = (max(self._data[k][0], now + ttl), members)
 
+    def counter(self, key: str) -> int:
+        with self._lock:
+            current = self._live(self._k(key), time.time())
+        if current is not None and not isinstance(current, int):
+            raise TypeError("key does not hold a counter")
+        return current or 0
+
+    def put_if_counter(self, key: str, value: Value, ttl: int, counter: str, expected: int) -> bool:
+        with self._lock:
+            if self.counter(counter) != expected:
+                return False
+            self.put(key, value, ttl)
+            return True
+
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         with self._lock:
             self.put(key, value, ttl)

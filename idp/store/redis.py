@@ -40,6 +40,15 @@ end
 return 1
 """
 
+# put_if_counter: SET key only while the counter (absent: 0) holds the expected value.
+_PUT_IF_COUNTER = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
 # put_indexed: SET key, SADD index (TTL max as in _SADD), GET check, as one atomic script.
 _PUT_INDEXED = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -67,6 +76,7 @@ class RedisStore(Store):
         self._incr = self._r.register_script(_INCR)
         self._sadd = self._r.register_script(_SADD)
         self._put_indexed = self._r.register_script(_PUT_INDEXED)
+        self._put_if_counter = self._r.register_script(_PUT_IF_COUNTER)
         self._local = threading.local()
 
     def _call(self, *command):
@@ -133,6 +143,14 @@ class RedisStore(Store):
             return self._call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             return script(keys=keys, args=args)
+
+    def counter(self, key: str) -> int:
+        raw = self._r.get(self._k(key))
+        return int(raw) if raw is not None else 0
+
+    def put_if_counter(self, key: str, value: Value, ttl: int, counter: str, expected: int) -> bool:
+        keys, args = [self._k(key), self._k(counter)], [dumps(value), check_ttl(ttl), int(expected)]
+        return bool(self._script(self._put_if_counter, keys, args))
 
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
         keys = [self._k(key), self._k(index), self._k(check)]

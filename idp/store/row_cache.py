@@ -8,6 +8,13 @@ process makes it (the `idp` CLI included): no process can read a stale copy for 
 than the commit takes. Changes must go through the ORM (a bulk ``update()`` statement
 fires no mapper event); nothing in idp/ writes these tables otherwise.
 
+A read can be overtaken: a request misses, reads the row, a change commits and drops the
+entry, and then the request caches what it read, the row as it was before the change (a
+client's old secret, say, working for the TTL). So every change also increments the
+entry's counter (``prefix:key:v``) before dropping the entry, a request reads that counter
+before it reads the row, and it caches the row only if the counter has not moved
+(Store.put_if_counter, atomic). That costs a round trip on a miss only.
+
 The embedded store is private to one process, so there the database is always asked.
 """
 
@@ -23,10 +30,15 @@ from ..extensions import db, store
 from . import prefetch
 
 _DIRTY = "idp.row_cache_dirty"
+VERSION_TTL = 24 * 3600  # longer than any read between a counter and its fill can take
 
 
 def _jsonable(value):
     return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _version_key(key: str) -> str:
+    return f"{key}:v"
 
 
 class RowCache:
@@ -46,14 +58,16 @@ class RowCache:
         s = store()
         if not s.shared:
             return self._query(value)
-        cached = prefetch.get(self.key(value))
+        key = self.key(value)
+        cached = prefetch.get(key)
         if cached is not None:
             return self.build(cached)
+        version = s.counter(_version_key(key))  # before the read: see the module docstring
         row = self._query(value)
         if row is None:
             return None
         data = {f: _jsonable(getattr(row, f)) for f in self.fields}
-        s.put(self.key(value), data, self.ttl)
+        s.put_if_counter(key, data, self.ttl, _version_key(key), version)
         return self.build(data)
 
     def _query(self, value):
@@ -71,6 +85,8 @@ def _invalidate(session):
     if changed and has_app_context():
         s = store()
         if s.shared:
+            for key in changed:  # first: a fill from a read made before this commit is refused
+                s.incr(_version_key(key), VERSION_TTL)
             s.delete(*changed)
 
 

@@ -37,3 +37,31 @@ def test_cached_client_authenticates(flow, app):
 def test_garbage_ids(app):
     for bad in (None, "", "x" * 101, 42):
         assert clients.find(bad) is None
+
+
+def test_a_read_overtaken_by_a_change_is_not_cached(app):
+    """A lookup misses and reads the row; a change commits (dropping the entry) before the
+    lookup fills the cache: the fill from the stale read must be refused, or the old
+    registration (an old secret, say) would be served from the cache for its whole TTL."""
+    from idp.crypto.secrets import keyed_hash
+
+    register_client("rp-race")
+    original = clients._CACHE._query
+
+    def read_then_overtaken(value):
+        row = original(value)
+        stale = {c.key: getattr(row, c.key) for c in Client.__table__.columns}
+        with app.app_context():  # another request rotates the secret and commits now
+            other = db.session.execute(db.select(Client).filter_by(client_id="rp-race")).scalar_one()
+            other.secret_hash = keyed_hash("rotated")
+            db.session.commit()
+            db.session.remove()
+        return Client(**stale)
+
+    clients._CACHE._query = read_then_overtaken
+    try:
+        clients.find("rp-race")
+    finally:
+        clients._CACHE._query = original
+    assert store().get("client:rp-race") is None  # not filled from the stale read
+    assert clients.find("rp-race").secret_hash == keyed_hash("rotated")

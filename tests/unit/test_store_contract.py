@@ -287,3 +287,14 @@ def test_put_indexed_against_a_concurrent_sweep(store):
         for t in threads:
             t.join(10)
         assert seen["mark"] is not None or store.get(key) is None
+
+
+def test_put_if_counter_puts_only_while_the_counter_is_unchanged(store):
+    assert store.counter("row:v") == 0
+    assert store.put_if_counter("row", {"v": 1}, 60, "row:v", 0) is True
+    assert store.get("row") == {"v": 1}
+    store.incr("row:v", 60)  # a change overtook the read
+    assert store.counter("row:v") == 1
+    assert store.put_if_counter("row", {"v": "stale"}, 60, "row:v", 0) is False
+    assert store.get("row") == {"v": 1}
+    assert store.put_if_counter("row", {"v": 2}, 60, "row:v", 1) is True and store.get("row") == {"v": 2}
