@@ -103,7 +103,8 @@ def load(instance_path: str, overrides: dict | None = None) -> dict:
             config.update({k.upper(): v for k, v in tomllib.load(fh).items()})
     config.update(_from_environment(os.environ))
     config.update(overrides or {})
-    config["DATABASE_URL"] = str(config["DATABASE_URL"]).format(instance=instance_path)
+    # replace, not format: a password may hold braces
+    config["DATABASE_URL"] = str(config["DATABASE_URL"]).replace("{instance}", instance_path)
     config["ISSUER"] = str(config["ISSUER"]).rstrip("/")
     check(config)
     return config
@@ -183,6 +184,8 @@ def check(config: dict) -> None:
         raise ConfigError(f"LOG_FORMAT must be text or json, got {config['LOG_FORMAT']!r}")
     if not isinstance(config["MAINTENANCE"], bool):
         raise ConfigError(f"MAINTENANCE must be true or false, got {config['MAINTENANCE']!r}")
+    if config["ENV"] not in ("development", "production"):
+        raise ConfigError(f"ENV must be development or production, got {config['ENV']!r}")
     if config["ENV"] != "production":
         return
     if config["SECRET_KEY"] == DEFAULT_SECRET_KEY or len(str(config["SECRET_KEY"])) < 32:
@@ -195,3 +198,8 @@ def check(config: dict) -> None:
             f"production issuer {config['ISSUER']!r} is plain http on a non-loopback host: "
             "tokens and cookies would cross the network in clear; use https"
         )
+    if urlsplit(str(config["REDIS_URL"])).scheme.lower() not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            "production needs IDP_REDIS_URL (redis://, rediss:// or unix://): with the embedded "
+            "store every process, the `idp` command included, keeps its own codes, tokens and "
+            "revocations")

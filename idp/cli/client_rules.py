@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -51,6 +54,18 @@ class ClientSpec:
 def build(client_id: str, *, name=None, redirect_uris=(), post_logout_redirect_uris=(), grant_types=(),
           scopes=(), auth_method=None, public=False, native=False, first_party=False, jwks=None,
           backchannel_logout_uri=None, id_token_alg=None, access_token_format=None) -> ClientSpec:
+    for flag, value in (("public", public), ("native", native), ("first_party", first_party)):
+        if not isinstance(value, bool):
+            raise InvalidClient(f"{flag} must be true or false, not {value!r}")
+    for field_name, value in (("name", name), ("auth_method", auth_method), ("id_token_alg", id_token_alg),
+                              ("access_token_format", access_token_format),
+                              ("backchannel_logout_uri", backchannel_logout_uri)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidClient(f"{field_name} must be a string")
+    for field_name, values in (("redirect_uris", redirect_uris), ("post_logout_redirect_uris", post_logout_redirect_uris),
+                               ("grant_types", grant_types), ("scopes", scopes)):
+        if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+            raise InvalidClient(f"{field_name} must be a list of strings")
     if public and auth_method not in (None, "none"):
         raise InvalidClient(f"--public means auth method 'none', not {auth_method!r}")
     if not CLIENT_ID.fullmatch(client_id or ""):
@@ -91,6 +106,10 @@ def check(spec: ClientSpec) -> None:
             raise InvalidClient("private_key_jwt needs --jwks-file with a JWK Set ({\"keys\": [...]})")
         if any(_is_private_jwk(k) for k in spec.jwks["keys"]):
             raise InvalidClient("the JWKS file holds private key material: give the public keys only")
+        try:
+            KeySet.import_key_set(spec.jwks)  # as client authentication will read it
+        except (JoseError, ValueError, TypeError) as exc:
+            raise InvalidClient(f"the JWKS file is not a usable JWK Set ({type(exc).__name__})") from None
     elif spec.jwks is not None:
         raise InvalidClient("--jwks-file is only used with --auth-method private_key_jwt")
 

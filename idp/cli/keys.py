@@ -11,6 +11,18 @@ from .common import CliError, table, when
 keys = AppGroup("keys", help="Rotate, list, prune, seal and import the signing keys.")
 
 
+def _ring():
+    """The key ring, refused in one line if its storage holds keys this SECRET_KEY cannot
+    open (a shell with another SECRET_KEY than the servers' would list nothing, and rotate
+    to a key no server can read)."""
+    ring = keyring()
+    try:
+        ring.refuse_unreadable()
+    except KeysUnreadable as exc:
+        raise CliError(f"signing keys: {exc}") from None
+    return ring
+
+
 @keys.command("rotate")
 @click.option("--alg", type=click.Choice(ALGS), help="Default: the IdP's ID_TOKEN_ALG.")
 @click.option("--now", "immediate", is_flag=True,
@@ -21,9 +33,10 @@ def rotate(alg, immediate):
 
     Also prunes retired keys no live token can need, so a rotation run from cron keeps the
     JWKS small without a second job."""
-    key = keyring().rotate(alg or current_app.config["ID_TOKEN_ALG"], immediate=immediate)
+    ring = _ring()
+    key = ring.rotate(alg or current_app.config["ID_TOKEN_ALG"], immediate=immediate)
     click.echo(f"new {key['alg']} key {key['kid']}: published now, signs from {when(key['not_before'])}")
-    for kid in keyring().prune(max_token_lifetime(current_app.config)):
+    for kid in ring.prune(max_token_lifetime(current_app.config)):
         click.echo(f"pruned {kid}")
 
 
@@ -31,14 +44,14 @@ def rotate(alg, immediate):
 def list_():
     """Every key with its state: next (published, not signing yet), active, retired."""
     rows = [(k["kid"], k["alg"], k["state"], when(k["created_at"]), when(k["not_before"]), when(k["retired_at"]))
-            for k in keyring().list()]
+            for k in _ring().list()]
     table(rows, ("KID", "ALG", "STATE", "CREATED", "SIGNS_FROM", "RETIRED"))
 
 
 @keys.command("prune")
 def prune():
     """Delete retired keys once every token they signed has expired."""
-    removed = keyring().prune(max_token_lifetime(current_app.config))
+    removed = _ring().prune(max_token_lifetime(current_app.config))
     for kid in removed:
         click.echo(f"pruned {kid}")
     click.echo(f"{len(removed)} key(s) pruned")
@@ -51,7 +64,7 @@ def seal():
 
     Run it once no process of that earlier release is left: one still running cannot read a
     sealed key and would stop signing with it."""
-    kids = keyring().seal()
+    kids = _ring().seal()
     for kid in kids:
         click.echo(f"sealed {kid}")
     click.echo(f"{len(kids)} key(s) sealed")
@@ -70,7 +83,7 @@ def import_(directory):
         raise CliError("KEYS_STORE is not database: the keys already live in KEYS_DIR")
     source = KeyRing(directory, cfg["KEY_PUBLISH_AHEAD"], cfg["SECRET_KEY"])
     try:
-        kids = keyring().import_from(source)
+        kids = _ring().import_from(source)
     except KeysUnreadable as exc:
         raise CliError(f"signing keys: {exc}") from None
     for kid in kids:

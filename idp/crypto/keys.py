@@ -288,6 +288,10 @@ class KeyRing:
             try:
                 with self.storage.locked():
                     self._load()
+                    # Never write beside keys this SECRET_KEY cannot open: a key sealed under
+                    # the wrong secret (an operator's shell without IDP_SECRET_KEY running
+                    # `idp keys rotate`) would be one no server can sign with.
+                    self._refuse_foreign()
                     yield
             finally:
                 self._load()
@@ -303,6 +307,11 @@ class KeyRing:
 
     def _signing_algs(self) -> set[str]:
         return {k.alg for k, state, _ in self._states() if state == "active"}
+
+    def refuse_unreadable(self) -> None:
+        """Raise KeysUnreadable if the storage holds keys this SECRET_KEY cannot open."""
+        self._snapshot()
+        self._refuse_foreign()
 
     def _refuse_foreign(self) -> None:
         if self._foreign:

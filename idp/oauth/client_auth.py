@@ -11,6 +11,8 @@ import time
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import current_app, g
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from ..extensions import store
@@ -18,6 +20,10 @@ from ..extensions import store
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
+
+# The algorithms a client assertion may be signed with, as discovery advertises them: joserfc
+# left to itself accepts only its "recommended" ones (no PS256).
+ASSERTION_ALGS = ["ES256", "RS256", "PS256"]
 
 # The longest a client assertion may still be valid when presented: its jti is remembered
 # until its exp, so this bounds what the store keeps per assertion.
@@ -59,6 +65,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return False
         spent.add(key)
         return True
+
+    def process_assertion_claims(self, assertion, resolve_key):
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGS)
+        except JoseError as exc:
+            raise InvalidClientError(description=exc.description) from exc
+        self.verify_claims(token.claims)
+        return token.claims
 
     def resolve_client_public_key(self, client):
         return KeySet.import_key_set(client.jwks or {"keys": []})

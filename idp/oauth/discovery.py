@@ -16,6 +16,7 @@ import hashlib
 import json
 
 from ..web import headers
+from .client_auth import ASSERTION_ALGS
 from ..web.routes import PathRoutes
 
 DISCOVERY_MAX_AGE = 3600
@@ -43,11 +44,15 @@ def metadata(issuer: str, extra_scopes=(), acr_values=("urn:idp:acr:pwd",)) -> d
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
         "token_endpoint_auth_methods_supported": [*CLIENT_AUTH, "none"],
-        # algs accepted on private_key_jwt client assertions (RFC 7523)
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256"],
+        # algs accepted on private_key_jwt client assertions (RFC 7523), at every endpoint
+        # that takes them (RFC 8414 §2: each *_auth_signing_alg_values_supported is a MUST
+        # when that endpoint's methods include private_key_jwt).
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
         "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH),
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
         # RFC 7009 §2.1: public clients revoke their own tokens with client_id alone.
         "revocation_endpoint_auth_methods_supported": [*CLIENT_AUTH, "none"],
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
         "code_challenge_methods_supported": ["S256"],  # RFC 7636: plain is refused
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid",

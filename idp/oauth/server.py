@@ -14,6 +14,7 @@ Composition: the authorization code grant (below), refresh with rotation
 from datetime import datetime, timezone
 
 from authlib.oauth2 import AuthorizationServer
+from joserfc.errors import JoseError
 from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
                                     OAuth2Error, grants)
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -123,9 +124,11 @@ class Server(AuthorizationServer):
     def authenticate_client(self, request, methods, endpoint="token"):
         try:
             return super().authenticate_client(request, methods, endpoint)
-        except (UnicodeDecodeError, ValueError, RecursionError):
+        except (UnicodeDecodeError, ValueError, RecursionError, JoseError):
             # authlib decodes a Basic header as UTF-8, and a client assertion's JSON (where
-            # "[[[[..." nests past Python's limit), without catching the failure.
+            # "[[[[..." nests past Python's limit), without catching the failure; and a
+            # registered JWKS it cannot import (registered before idp.cli.client_rules
+            # checked that) fails the client, not the server.
             raise InvalidClientError(status_code=401, description="malformed client credentials") from None
 
     def create_token_response(self, request=None):

@@ -39,6 +39,8 @@ class PathRoutes:
         endpoint, route = found
         method = environ.get("REQUEST_METHOD", "GET")
         status, headers, body = self.answer(environ, method, route)
-        start_response(f"{status} {_phrase(status)}", [*headers, ("Content-Length", str(len(body)))])
+        # RFC 9110 §8.6: no Content-Length on a 304 (it would describe the body not sent)
+        length = [] if status == 304 else [("Content-Length", str(len(body)))]
+        start_response(f"{status} {_phrase(status)}", [*headers, *length])
         metrics.observe(endpoint, method, status, time.perf_counter() - started)
         return [b""] if method == "HEAD" else [body]

@@ -195,6 +195,44 @@ def test_load_refuses_file_secrets_in_production(app, idp):
     assert one(app, Client, client_id="seller-dashboard") is None
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("first_party", '"false"', "first_party must be true or false"),
+    ("public", '"false"', "public must be true or false"),
+    ("name", "42", "name must be a string"),
+    ("redirect_uris", '["https://rp.example/cb", 7]', "redirect_uris must be a list of strings"),
+])
+def test_load_refuses_values_of_the_wrong_type(app, idp, tmp_path, field, value, message):
+    """A quoted "false" is true to Python: it must not make a client first-party or public."""
+    fields = {"redirect_uris": '["https://rp.example/cb"]', field: value}
+    path = tmp_path / "clients.toml"
+    path.write_text('[[clients]]\nclient_id = "typed"\n' + "".join(f"{k} = {v}\n" for k, v in fields.items()))
+    assert_refused(idp("clients", "load", str(path)), message)
+    assert one(app, Client, client_id="typed") is None
+
+
+def test_a_jwks_that_cannot_be_imported_is_refused(idp, tmp_path):
+    path = tmp_path / "jwks.json"
+    path.write_text('{"keys": [{"kty": "EC", "x": "AAAA", "y": "AAAA"}]}')  # no crv
+    result = idp("clients", "add", "rp-badkey", "--auth-method", "private_key_jwt", "--jwks-file", str(path),
+                 "--grant-type", "client_credentials", "--scope", "api:read")
+    assert_refused(result, "not a usable JWK Set")
+
+
+def test_keys_commands_refuse_keys_they_cannot_open(make_app, shared, tmp_path):
+    """A shell without the servers' SECRET_KEY: with the keys in the database nothing is
+    opened at start, so each keys command must refuse, not list nothing or rotate to a key
+    no server can read."""
+    config = {**_config(tmp_path / "unused", tmp_path / "idp.sqlite3"), "KEYS_STORE": "database"}
+    make_app()  # the database copy
+    servers = create_app(config)
+    with servers.app_context():
+        servers.extensions["idp.keyring"].ensure()
+    shell = runner_for(create_app({**config, "SECRET_KEY": "another secret, of thirty-two characters or more"}))
+    for args in (("keys", "list"), ("keys", "rotate", "--now"), ("keys", "prune")):
+        assert_refused(shell(*args), "do not open with this SECRET_KEY")
+    assert len(keys_table(runner_for(servers))) == 2  # nothing was added
+
+
 def test_load_checks_every_client_before_writing_any(app, idp, tmp_path):
     path = tmp_path / "clients.toml"
     path.write_text('[[clients]]\nclient_id = "ok"\nredirect_uris = ["https://rp.example/cb"]\n'
@@ -349,7 +387,8 @@ def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeyp
     assert_refused(idp("serve"), "IDP_SECRET_KEY")
     monkeypatch.setenv("IDP_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("IDP_REDIS_URL", "memory://")
-    assert_refused(idp("serve", "--workers", "2"), "memory://")
+    assert_refused(idp("serve", "--workers", "2"), "production needs IDP_REDIS_URL")
+    monkeypatch.setenv("IDP_REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("IDP_THREADS", "0")
     assert_refused(idp("serve", "--workers", "1"), "THREADS must be a whole number of at least 1, got 0")
 
@@ -363,6 +402,7 @@ def test_serve_refuses_a_database_not_at_this_release_s_schema(idp, monkeypatch,
 
     monkeypatch.setenv("IDP_ENV", "production")
     monkeypatch.setenv("IDP_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("IDP_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # not reached
 
     def serve_against(url):
         monkeypatch.setenv("IDP_DATABASE_URL", url)

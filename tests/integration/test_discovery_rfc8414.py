@@ -63,6 +63,10 @@ def test_metadata_says_what_the_server_enforces(client):
     assert doc["backchannel_logout_supported"] is True
     assert doc["frontchannel_logout_supported"] is False
     assert "none" not in doc["introspection_endpoint_auth_methods_supported"]
+    # RFC 8414 §2: with private_key_jwt among an endpoint's methods, its signing algs MUST be listed
+    for endpoint in ("token", "introspection", "revocation"):
+        assert "private_key_jwt" in doc[f"{endpoint}_endpoint_auth_methods_supported"]
+        assert doc[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] == ["ES256", "RS256", "PS256"]
     assert doc["acr_values_supported"] == ["urn:idp:acr:pwd"]
     assert "openid" in doc["scopes_supported"]
 
@@ -91,6 +95,7 @@ def test_cacheable_json_with_etag_and_304(client, path, max_age):
     again = client.get(path, headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.data == b""
     assert again.headers["ETag"] == etag
+    assert "Content-Length" not in again.headers  # RFC 9110 §8.6: it would describe a body not sent
     assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
 
 

@@ -278,3 +278,30 @@ def test_private_key_jwt_client_credentials_errors_keep_their_code(client, jwt_r
                                            JWT_BEARER, "client_assertion": _assertion(jwt_rp.key, "rp-jwt",
                                                                                       ISSUER + "/token")})
         assert _error(resp) == (400, "invalid_scope")
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_private_key_jwt_accepts_every_alg_discovery_advertises(client, seller, alg):
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.generate_key(2048, auto_kid=True)
+    rp = register_client("rp-rsa", token_endpoint_auth_method="private_key_jwt",
+                         jwks={"keys": [key.as_dict(private=False)]})
+    now = int(time.time())
+    assertion = jwt.encode({"alg": alg, "kid": key.kid}, {"iss": "rp-rsa", "sub": "rp-rsa", "aud": ISSUER + "/token",
+                                                           "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())},
+                           key, algorithms=[alg])
+    f = Flow(client, rp)
+    resp = f.redeem(f.login_code(), client_assertion_type=JWT_BEARER, client_assertion=assertion)
+    assert resp.status_code == 200, resp.get_json()
+
+
+def test_a_registered_jwks_that_cannot_be_imported_fails_the_client_not_the_server(client, seller, jwt_rp):
+    from idp.extensions import db
+
+    jwt_rp.jwks = {"keys": [{"kty": "EC", "x": "AAAA", "y": "AAAA"}]}  # no crv: registered before the check
+    db.session.commit()
+    f = Flow(client, jwt_rp)
+    resp = f.redeem(f.login_code(), client_assertion_type=JWT_BEARER,
+                    client_assertion=_assertion(jwt_rp.key, "rp-jwt", ISSUER + "/token"))
+    assert _error(resp)[1] == "invalid_client"

@@ -20,7 +20,7 @@ def test_a_setting_can_come_from_a_file_named_by_IDP_KEY_FILE(monkeypatch, tmp_p
     monkeypatch.setenv("IDP_SECRET_KEY_FILE", str(tmp_path / "secret"))
     monkeypatch.setenv("IDP_ACCESS_TOKEN_TTL_FILE", str(tmp_path / "ttl"))
     monkeypatch.setenv("IDP_CLIENTS_FILE", "my/clients.toml")  # a setting whose name ends in _FILE
-    cfg = load(str(tmp_path), {"ENV": "production"})
+    cfg = load(str(tmp_path), {"ENV": "production", "REDIS_URL": "redis://127.0.0.1:6379/0"})
     assert cfg["SECRET_KEY"] == "s" * 40 and cfg["ACCESS_TOKEN_TTL"] == 120
     assert cfg["CLIENTS_FILE"] == "my/clients.toml"
 
@@ -55,8 +55,30 @@ def test_production_refuses_unsafe_settings(tmp_path, overrides, reason):
 
 
 def test_production_accepts_loopback_http_and_https(tmp_path):
-    load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "ISSUER": "http://127.0.0.1:8000"})
-    load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "ISSUER": "https://id.example.com"})
+    redis = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+    load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "ISSUER": "http://127.0.0.1:8000", **redis})
+    load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "ISSUER": "https://id.example.com", **redis})
+
+
+@pytest.mark.parametrize("url", ["memory://", "MEMORY://", "http://cache:6379"])
+def test_production_refuses_a_store_of_its_own_per_process(tmp_path, url):
+    """The `idp` command would revoke in its own store, not the servers'."""
+    with pytest.raises(ConfigError, match="production needs IDP_REDIS_URL"):
+        load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": url})
+    load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": "REDIS://cache:6379/0"})
+
+
+@pytest.mark.parametrize("env", ["Production", "prod", ""])
+def test_env_is_development_or_production(tmp_path, env):
+    """A misspelt production would skip every production check."""
+    with pytest.raises(ConfigError, match="ENV must be development or production"):
+        load(str(tmp_path), {"ENV": env})
+
+
+def test_a_database_password_with_braces_is_kept_as_it_is(tmp_path):
+    url = "postgresql+psycopg://idp:Xy{SeCrEt}9@db/idp"
+    assert load(str(tmp_path), {"DATABASE_URL": url})["DATABASE_URL"] == url
+    assert load(str(tmp_path))["DATABASE_URL"] == f"sqlite:///{tmp_path}/idp.sqlite3"
 
 
 @pytest.mark.parametrize("issuer", ["ftp://x", "https://id.example.com?x=1", "not a url"])
