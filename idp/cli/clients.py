@@ -103,13 +103,14 @@ def remove(client_id):
     from ..oauth.tokens import revoke_client_credentials, revoke_grant
 
     client = _get(client_id)
+    row_id = client.id
     grant_ids = db.session.scalars(select(Grant.id).filter_by(client_id=client_id, revoked_at=None)).all()
     for grant_id in grant_ids:
         revoke_grant(grant_id, "client_removed")
     db.session.execute(delete(Consent).filter_by(client_id=client_id))
     db.session.delete(client)
     db.session.commit()  # drops the cached registration: a token written from here on deletes itself
-    swept = revoke_client_credentials(client_id)
+    swept = revoke_client_credentials(row_id)
     click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
                f"{swept} client-credentials token(s) deleted)")
 

@@ -282,18 +282,21 @@ class KeyRing:
 
     @contextmanager
     def _writing(self):
-        """Hold this ring's lock and the storage's (every process's); re-read before, and
-        after the writes are committed (or undone)."""
-        with self._lock:
-            try:
-                with self.storage.locked():
-                    self._load()
-                    # Never write beside keys this SECRET_KEY cannot open: a key sealed under
-                    # the wrong secret (an operator's shell without IDP_SECRET_KEY running
-                    # `idp keys rotate`) would be one no server can sign with.
-                    self._refuse_foreign()
-                    yield
-            finally:
+        """Hold the storage's lock (every process's), then this ring's; re-read before, and
+        after the writes are committed (or undone).
+
+        The storage's lock comes first: on SQLite it is the database's write lock, which a
+        token request may hold while it waits for this ring's lock to sign an ID token."""
+        try:
+            with self.storage.locked(), self._lock:
+                self._load()
+                # Never write beside keys this SECRET_KEY cannot open: a key sealed under
+                # the wrong secret (an operator's shell without IDP_SECRET_KEY running
+                # `idp keys rotate`) would be one no server can sign with.
+                self._refuse_foreign()
+                yield
+        finally:
+            with self._lock:
                 self._load()
 
     def _create(self, alg: str, not_before: int) -> dict:

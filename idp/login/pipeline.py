@@ -14,7 +14,7 @@ Each step has a key, says whether it is needed for this sign-in, and names the
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 
@@ -43,11 +43,16 @@ class SignIn:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SignIn":
-        return cls(**d)
+        # Fields a later release added are left out: during a rolling upgrade an older
+        # process may load a sign-in a newer one started.
+        return cls(**{k: v for k, v in d.items() if k in _SIGNIN_FIELDS})
 
     def complete(self, key: str) -> None:
         if key not in self.done:
             self.done.append(key)
+
+
+_SIGNIN_FIELDS = frozenset(f.name for f in fields(SignIn))
 
 
 @dataclass(frozen=True)

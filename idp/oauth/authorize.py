@@ -9,7 +9,7 @@ sent to the redirect URI (RFC 6749 §4.1.2.1), so those errors are shown as a pa
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 MAX_PARAM = 2048
 PROMPTS = {"none", "login", "consent"}
@@ -58,7 +58,12 @@ class AuthorizationRequest:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AuthorizationRequest":
-        return cls(**{**d, "prompt": set(d["prompt"])})
+        # Fields a later release added are left out (a rolling upgrade: see SignIn.from_dict).
+        known = {k: v for k, v in d.items() if k in _REQUEST_FIELDS}
+        return cls(**{**known, "prompt": set(d["prompt"])})
+
+
+_REQUEST_FIELDS = frozenset(f.name for f in fields(AuthorizationRequest))
 
 
 def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, object]:

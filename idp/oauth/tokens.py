@@ -42,7 +42,8 @@ class StoreFamily:
     """A family that lives only in the store (client_credentials); quacks like a Grant.
 
     A client's client-credentials tokens are grouped by the minute they were issued in
-    (``cc:<client_id>:<minute>``), so removing the client can revoke them all
+    (``cc:<the client's row id>:<minute>``: the registration's, so a client registered
+    again under the same client_id starts clean), so removing the client can revoke them all
     (revoke_client_credentials) without an index that grows with every token of a busy
     client forever: each minute's index expires with the tokens it lists."""
 
@@ -52,8 +53,8 @@ class StoreFamily:
     amr: tuple = ()
 
 
-def client_credentials_family(client_id: str, at: float) -> str:
-    return f"cc:{client_id}:{int(at) // 60}"
+def client_credentials_family(client_row_id: int, at: float) -> str:
+    return f"cc:{client_row_id}:{int(at) // 60}"
 
 
 def _family_key(grant_id):
@@ -152,7 +153,7 @@ def issue_client_credentials(client: Client, scope: str, audience: list[str], co
     a copy, None means the client was removed while this request ran.
     """
     ttl, now = current_app.config["ACCESS_TOKEN_TTL"], int(time.time())
-    family = StoreFamily(id=client_credentials_family(client.client_id, now))
+    family = StoreFamily(id=client_credentials_family(client.id, now))
     token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, indexed=False, copy=copy)
     if stale:
         return None
@@ -319,15 +320,15 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
     db.session.commit()
 
 
-def revoke_client_credentials(client_id: str) -> int:
-    """Delete every live client-credentials access token of ``client_id`` (the client is
-    being removed); the number deleted. Each minute family that may still hold a live token
+def revoke_client_credentials(client_row_id: int) -> int:
+    """Delete every live client-credentials access token of the client registration
+    ``client_row_id`` (Client.id: it is being removed); the number deleted. Each minute family that may still hold a live token
     is revoked as revoke_grant does it: the mark first (a token written after it sees it
     and deletes itself), then the sweep."""
     s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
     deleted = 0
     for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2):  # a minute's slack for clock skew
-        family = f"cc:{client_id}:{minute}"
+        family = f"cc:{client_row_id}:{minute}"
         s.put(_revoked_key(family), "client_removed", ttl + 180)
         members = s.smembers(_family_key(family))
         if members:

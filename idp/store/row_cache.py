@@ -11,7 +11,7 @@ fires no mapper event); nothing in idp/ writes these tables otherwise.
 A read can be overtaken: a request misses, reads the row, a change commits and drops the
 entry, and then the request caches what it read, the row as it was before the change (a
 client's old secret, say, working for the TTL). So every change also increments the
-entry's counter (``prefix:key:v``) before dropping the entry, a request reads that counter
+entry's counter (``prefix-v:key``, a name no cached row can have) before dropping the entry, a request reads that counter
 before it reads the row, and it caches the row only if the counter has not moved
 (Store.put_if_counter, atomic). That costs a round trip on a miss only.
 
@@ -38,7 +38,8 @@ def _jsonable(value):
 
 
 def _version_key(key: str) -> str:
-    return f"{key}:v"
+    prefix, _, value = key.partition(":")
+    return f"{prefix}-v:{value}"  # not "<key>:v": that is the cache key of a row whose key ends in ":v"
 
 
 class RowCache:
@@ -60,7 +61,7 @@ class RowCache:
             return self._query(value)
         key = self.key(value)
         cached = prefetch.get(key)
-        if cached is not None:
+        if isinstance(cached, dict):
             return self.build(cached)
         version = s.counter(_version_key(key))  # before the read: see the module docstring
         row = self._query(value)

@@ -169,4 +169,6 @@ def test_removing_the_client_deletes_its_client_credentials_tokens(app, client, 
     assert result.exit_code == 0, result.output
     assert "3 client-credentials token(s) deleted" in result.output
     assert not any(active(introspect(client, resource_server, t)) for t in issued)
-    assert tokens.revoke_client_credentials(api.client_id) == 0  # nothing left
+    assert tokens.revoke_client_credentials(api.id) == 0  # nothing left
+    again = backend(api.client_id)  # registered anew under the same id: starts clean
+    assert _cc(client, again).status_code == 200

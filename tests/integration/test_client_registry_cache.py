@@ -65,3 +65,12 @@ def test_a_read_overtaken_by_a_change_is_not_cached(app):
         clients._CACHE._query = original
     assert store().get("client:rp-race") is None  # not filled from the stale read
     assert clients.find("rp-race").secret_hash == keyed_hash("rotated")
+
+
+def test_a_client_id_ending_in_colon_v_is_just_unknown(app, client):
+    """The cache's per-row counter must not be readable as the registration of a client
+    named "<id>:v"."""
+    register_client("rp-count")  # a commit: the counter of rp-count exists now
+    assert clients.find("rp-count:v") is None
+    resp = client.post("/token", data={"grant_type": "client_credentials"}, auth=("rp-count:v", "x"))
+    assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_client"

@@ -210,3 +210,37 @@ def test_prune_with_nothing_to_prune_writes_nothing(storage):
     version = storage.marker()
     assert r.prune(max_token_lifetime=3600) == []
     assert storage.marker() == version  # no process reads the keys again for nothing
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)  # PostgreSQL writers lock rows, not the database
+def test_a_rotation_waiting_for_sqlites_write_lock_does_not_stop_signing(app):
+    """A token request holds SQLite's write lock (its grant inserted) and then signs an ID
+    token; a rotation meanwhile waits for that write lock. The rotation must wait without
+    holding the ring's lock, or the request waits for it and it for the request (until
+    SQLite's busy timeout fails the rotation)."""
+    r = ring(DatabaseStorage(db.engine))
+    r.ensure()
+    db.session.execute(delete(SigningKey).where(SigningKey.kid == "none"))  # this request's write lock
+    waiting, outcome = threading.Event(), {}
+    locked = r.storage.locked
+
+    def announce_then_lock():
+        waiting.set()
+        return locked()
+
+    r.storage.locked = announce_then_lock
+
+    def rotate():
+        try:
+            outcome["rotated"] = r.rotate("ES256")["kid"]
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            outcome["error"] = type(exc).__name__
+
+    rotation = threading.Thread(target=rotate)
+    rotation.start()
+    assert waiting.wait(30)
+    r._checked_at = None
+    assert r.verify(r.sign({"sub": "s1"})) == {"sub": "s1"}
+    db.session.commit()
+    rotation.join(30)
+    assert "error" not in outcome and outcome.get("rotated")

@@ -277,3 +277,24 @@ def test_another_seller_signing_in_ends_the_first_ones_session_as_a_logout(app, 
     assert "code=" in resp.headers["Location"]
     assert [verify_with_jwks(t)[1]["sid"] for t in receiver.tokens] == [first_sid]  # rp-a told
     assert error_of(_refresh(client, a, tokens_a["refresh_token"]))[1] == "invalid_grant"
+
+
+def test_an_unreachable_store_does_not_lose_the_deliveries_in_the_database(app, client, seller, receiver):
+    """retry_pending claims the database rows, then reads an earlier release's records from
+    the store: a Redis outage there must not drop the rows already claimed."""
+    from idp import create_app
+    from tests.servers import free_port
+
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    receiver.status = 503
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    log_out(flow, body)
+    assert len(backchannel.pending_ids()) == 1
+    receiver.status = 200
+    keep = ("ISSUER", "KEYS_DIR", "DATABASE_URL", "STORE_NAMESPACE", "TESTING", "BACKCHANNEL_ATTEMPTS")
+    down = create_app({**{k: app.config[k] for k in keep if k in app.config},
+                       "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    with down.app_context():
+        report = backchannel.retry_pending()
+        db.engine.dispose()
+    assert report.delivered == ["rp-bc"]

@@ -50,3 +50,15 @@ def test_session_satisfies():
     assert not session_satisfies(dict(REQ, max_age=100), 1000, 1500, None, "sub")
     assert session_satisfies(dict(REQ, max_age=600), 1000, 1500, None, "sub")
     assert not session_satisfies(REQ, 1000, 1500, "other", "sub")
+
+
+def test_a_sign_in_written_by_a_later_release_still_loads():
+    """A rolling upgrade: an older process may load what a newer one stored; fields it does
+    not know are left out instead of failing the seller's sign-in."""
+    from idp.oauth.authorize import AuthorizationRequest
+
+    request = AuthorizationRequest("rp", "https://rp.example/cb", ["openid"], "c" * 43).to_dict()
+    stored = SignIn.start({**request, "a_later_field": 1}).to_dict()
+    loaded = SignIn.from_dict({**stored, "another_later_field": "x"})
+    assert loaded.id == stored["id"] and not hasattr(loaded, "another_later_field")
+    assert AuthorizationRequest.from_dict(loaded.request).client_id == "rp"
