@@ -57,7 +57,6 @@ def prune():
     click.echo(f"{len(removed)} key(s) pruned")
 
 
-
 @keys.command("seal")
 def seal():
     """Seal under SECRET_KEY the keys an earlier release stored in clear.

@@ -68,7 +68,7 @@ class NoActiveKey(LookupError):
 
 
 class KeysUnreadable(RuntimeError):
-    """Key files that this SECRET_KEY cannot open: never replaced by new keys behind the
+    """Stored keys that this SECRET_KEY cannot open: never replaced by new keys behind the
     operator's back (relying parties would meet a JWKS without the keys they trust)."""
 
 
@@ -104,7 +104,7 @@ class Key:
 
 
 class _Sealed(Exception):
-    """The file's sealed JWK does not open with this key-encryption key."""
+    """The record's sealed JWK does not open with this key-encryption key."""
 
 
 def _stored_form(record: dict) -> str:
@@ -325,20 +325,17 @@ class KeyRing:
 
     def ensure(self) -> list[dict]:
         """Give each alg a key that signs now where none does; no lock, no write when all do.
-        Refuses (KeysUnreadable) while the directory holds keys this SECRET_KEY cannot open."""
-        self._snapshot()
-        self._refuse_foreign()
+        Refuses (KeysUnreadable) while the storage holds keys this SECRET_KEY cannot open."""
+        self.refuse_unreadable()
         if self._signing_algs() >= set(ALGS):
             return []
         with self._writing():
-            self._refuse_foreign()
             signing = self._signing_algs()
             return [self._create(alg, int(time.time())) for alg in ALGS if alg not in signing]
 
     def seal(self) -> list[str]:
         """Seal in place the keys an earlier release stored in clear; return their kids."""
         with self._writing():
-            self._refuse_foreign()
             sealed = [k for k in self._keys if k.kid in self._clear]
             for key in sealed:
                 self.storage.write(_record(key, self._kek))
@@ -352,8 +349,7 @@ class KeyRing:
         kid, times and serial, hence their states, so relying parties see the same JWKS and
         the same key signing. Refuses (KeysUnreadable) while ``source`` holds keys this
         SECRET_KEY cannot open: they would be left behind."""
-        source._load()
-        source._refuse_foreign()
+        source.refuse_unreadable()
         with self._writing():
             have = {k.kid for k in self._keys}
             added = [k for k in source._keys if k.kid not in have]

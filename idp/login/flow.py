@@ -16,8 +16,8 @@ from ..crypto.keys import InvalidJWT
 from ..crypto.secrets import keyed_hash, new_token, verify_keyed_hash
 from ..extensions import db, keyring, store
 from ..models import Account, Client, Consent
-from ..oauth import codes
 from ..logout import session_end
+from ..oauth import codes
 from ..oauth.authorize import AuthorizationRequest
 from . import session as browser_session
 from .pipeline import Context, SignIn, authentication_complete, next_step, session_satisfies
@@ -133,13 +133,15 @@ def _start_session(signin: SignIn):
     caller commits it with whatever else the request changes."""
     account = db.session.get(Account, signin.account_id)
     flask_session.clear()
-    current = browser_session.current()
-    if current is not None and current[1].id != account.id:
+    current, renew = browser_session.current(), None
+    if current is not None and current[1].id == account.id:
+        renew = current[0]
+    elif current is not None:
         # Another seller signs in on this browser: the first one's session ends as at a
         # logout (its relying parties told, its tokens revoked), not silently.
         session_end.end(*current, reason="another_account_signed_in")
     row, cookie = browser_session.start(
-        account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD)
+        account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD, renew=renew)
     signin.sid = row.sid
     return (row, account), cookie
 

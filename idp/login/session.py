@@ -90,23 +90,20 @@ def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
     return (row, account) if usable_since(account, row.created_at) else None
 
 
-def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None) -> tuple[BrowserSession, str]:
-    """The session of a fresh sign-in: the browser's current one renewed under a new cookie
-    value if it is this account's, else a new one (the caller has ended another account's).
+def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None,
+          renew: BrowserSession | None = None) -> tuple[BrowserSession, str]:
+    """The session of a fresh sign-in: ``renew`` (the browser's live session, this account's)
+    under a new cookie value, else a new one (the caller has ended any other account's).
     Returns (row, cookie value); nothing is committed here."""
-    old = current()
     now = datetime.now(timezone.utc)
     raw = new_token(32)
     ttl = timedelta(seconds=current_app.config["SESSION_TTL"])
-    if old is not None and old[1].id == account.id:
-        row = old[0]
-        row.id_hash = keyed_hash(raw)  # the primary key: the cookie value before finds nothing now
-        row.auth_time, row.amr, row.acr = auth_time, list(amr), acr
-        row.last_seen_at, row.expires_at = now, now + ttl
-        row.user_agent, row.ip = (request.user_agent.string or "")[:300], request.remote_addr
-        return row, raw
-    if old is not None:
-        old[0].ended_at = now
+    if renew is not None:
+        renew.id_hash = keyed_hash(raw)  # the primary key: the cookie value before finds nothing now
+        renew.auth_time, renew.amr, renew.acr = auth_time, list(amr), acr
+        renew.last_seen_at, renew.expires_at = now, now + ttl
+        renew.user_agent, renew.ip = (request.user_agent.string or "")[:300], request.remote_addr
+        return renew, raw
     row = BrowserSession(
         id_hash=keyed_hash(raw), sid=secrets.token_urlsafe(16), account_id=account.id, auth_time=auth_time,
         amr=list(amr), acr=acr, created_at=now, last_seen_at=now,

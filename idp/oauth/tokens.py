@@ -47,7 +47,7 @@ class StoreFamily:
     (revoke_client_credentials) without an index that grows with every token of a busy
     client forever: each minute's index expires with the tokens it lists."""
 
-    id: str = field(default_factory=new_grant_id)
+    id: str  # client_credentials_family()
     resource: list = field(default_factory=list)
     auth_time = acr = sid = None
     amr: tuple = ()
@@ -154,7 +154,8 @@ def issue_client_credentials(client: Client, scope: str, audience: list[str], co
     """
     ttl, now = current_app.config["ACCESS_TOKEN_TTL"], int(time.time())
     family = StoreFamily(id=client_credentials_family(client.id, now))
-    token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, indexed=False, copy=copy)
+    token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, store_family=True,
+                                         copy=copy)
     if stale:
         return None
     metrics.token_issued("client_credentials", "access_token")
@@ -184,16 +185,15 @@ def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generatio
                 created_at=now, expires_at=min(idle, grant.expires_at), generation=generation)
 
 
-def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=True, copy=None):
-    """(token, store key suffix, revocation reason or None).
+def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, store_family=False, copy=None):
+    """(token, store key suffix, why it was deleted at once or None).
 
-    ``indexed``: a family of the database, whose revocation mark is honoured: a token
-    minted for a revoked family is deleted at once (the reason is returned). Not indexed: a
-    client-credentials family (StoreFamily), whose index lives as long as its tokens;
-    with ``copy``, the token is kept only if the shared cache still holds this copy of the
-    client's registration (idp.oauth.clients), else deleted ("stale_client"); without,
-    only if the family is not revoked (the client removed meanwhile).
-    Either way the token joins its family's index, in the same round trip.
+    The token is written into its family's index in one atomic round trip with a check
+    (revoke_grant writes the family's mark, then sweeps the index: no token outlives its
+    family). The check is the family's revocation mark (the reason is returned), or, with
+    ``copy``, the client's registration in the shared cache, which must still be this
+    process's copy of it (idp.oauth.clients; else "stale_client"). ``store_family``: a
+    client-credentials family (StoreFamily), whose index lives only as long as its tokens.
     """
     cfg = current_app.config
     record = {"client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
@@ -209,24 +209,13 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, indexed=
         token = new_token(32)
         key = keyed_hash(token)
     s = store()
-    if not indexed:
-        index, index_ttl = _family_key(grant.id), ttl + 60
-        if copy is None:
-            removed = s.put_indexed(AT_PREFIX + key, record, ttl, index, index_ttl, _revoked_key(grant.id))
-        else:
-            removed = not clients.matches(copy, s.put_indexed(AT_PREFIX + key, record, ttl, index, index_ttl,
-                                                              clients.cache_key(client.client_id)))
-        if removed:
-            s.delete(AT_PREFIX + key)
-            return token, key, "stale_client"
-        return token, key, None
-    # Write the token into its family and read the family's revocation mark, atomically
-    # (revoke_grant writes the mark, then sweeps the family): no token outlives its family.
-    revoked = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id),
-                            int(cfg["REFRESH_TOKEN_ABSOLUTE_TTL"]), _revoked_key(grant.id))
-    if revoked:
+    check = _revoked_key(grant.id) if copy is None else clients.cache_key(client.client_id)
+    index_ttl = ttl + 60 if store_family else int(cfg["REFRESH_TOKEN_ABSOLUTE_TTL"])
+    seen = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id), index_ttl, check)
+    refused = seen if copy is None else (None if clients.matches(copy, seen) else "stale_client")
+    if refused:
         s.delete(AT_PREFIX + key)
-    return token, key, revoked or None
+    return token, key, refused or None
 
 
 def access_token_key(token: str) -> str | None:
@@ -322,13 +311,13 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
 
 def revoke_client_credentials(client_row_id: int) -> int:
     """Delete every live client-credentials access token of the client registration
-    ``client_row_id`` (Client.id: it is being removed); the number deleted. Each minute family that may still hold a live token
-    is revoked as revoke_grant does it: the mark first (a token written after it sees it
-    and deletes itself), then the sweep."""
+    ``client_row_id`` (Client.id: it is being removed); the number deleted. Each minute
+    family that may still hold a live token is revoked as revoke_grant does it: the mark
+    first (a token written after it sees it and deletes itself), then the sweep."""
     s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
     deleted = 0
     for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2):  # a minute's slack for clock skew
-        family = f"cc:{client_row_id}:{minute}"
+        family = client_credentials_family(client_row_id, minute * 60)
         s.put(_revoked_key(family), "client_removed", ttl + 180)
         members = s.smembers(_family_key(family))
         if members:
