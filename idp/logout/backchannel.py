@@ -180,15 +180,21 @@ def deliver(client_id: str, uri: str, token: str, *, timeout: float, attempts: i
     return "retry"
 
 
+def _abandoned(target: Target, now: int) -> bool:
+    """Whether to give up on a delivery (and say so): it failed MAX_TRIES times, or for PENDING_TTL."""
+    if target.tries >= MAX_TRIES or now - (target.first_at or now) >= PENDING_TTL:
+        log.error("back-channel logout to client=%s abandoned after %d deliveries", target.client_id, target.tries)
+        return True
+    return False
+
+
 def _record(engine, target: Target) -> None:
     """Keep a failed delivery for retry_pending(), unless it has failed too often or too long."""
-    tries = target.tries + 1
     now = int(time.time())
-    if tries >= MAX_TRIES or now - (target.first_at or now) >= PENDING_TTL:
-        log.error("back-channel logout to client=%s abandoned after %d deliveries", target.client_id, tries)
+    target = replace(target, tries=target.tries + 1, first_at=target.first_at or now)
+    if _abandoned(target, now):
         return
-    row = {**asdict(replace(target, tries=tries, first_at=target.first_at or now)),
-           "id": secrets.token_urlsafe(12), "recorded_at": now}
+    row = {**asdict(target), "id": secrets.token_urlsafe(12), "recorded_at": now}
     try:
         with engine.begin() as conn:
             conn.execute(insert(_PENDING).values(row))
@@ -204,21 +210,18 @@ def pending_ids() -> list[str]:
 
 
 def _claim() -> list[Target]:
-    """Take every waiting delivery, atomically; drop (and log) those past PENDING_TTL."""
+    """Take every waiting delivery, atomically (with those an earlier release kept in the store);
+    drop (and log) those given up on."""
     columns = [_PENDING.c[f] for f in ("client_id", "sub", "sid", "tries", "first_at")]
     with db.engine.begin() as conn:
         rows = conn.execute(delete(_PENDING).returning(*columns)).all()
-    claimed, now = [], int(time.time())
-    for row in rows:
-        if now - row.first_at >= PENDING_TTL:
-            log.error("back-channel logout to client=%s abandoned after %d deliveries", row.client_id, row.tries)
-        else:
-            claimed.append(Target(**row._mapping))
+    claimed = [Target(**row._mapping) for row in rows]
     try:
-        return claimed + _claim_from_store()
+        claimed += _claim_from_store()
     except Exception as exc:  # noqa: BLE001  (the rows above are claimed: they must still be delivered)
         log.warning("back-channel logout records of an earlier release not read: %s", type(exc).__name__)
-        return claimed
+    now = int(time.time())
+    return [target for target in claimed if not _abandoned(target, now)]
 
 
 def _claim_from_store() -> list[Target]:
