@@ -1,4 +1,4 @@
-"""The operator command ``idp``: database, signing keys, clients, accounts, tokens, maintenance, demo, serve.
+"""The operator command ``idp``: database, signing keys, clients, accounts, maintenance, demo, serve.
 
 Every command but serve runs in an application context built by ``idp.create_app()``; a bad
 setting or a refused input ends with a one-line ``Error:`` and exit status 2.
@@ -22,12 +22,11 @@ from .keys import keys
 from .logout import logout
 from .maintenance import maintenance
 from .serve import serve
-from .tokens import tokens
 
 DEMO_SELLER = "demo.seller@example.com"
 
 cli = AppGroup("idp", help="Operate the seller identity provider: database, keys, clients, accounts.")
-for group in (db_commands, keys, clients, accounts, logout, maintenance, tokens, serve):
+for group in (db_commands, keys, clients, accounts, logout, maintenance, serve):
     cli.add_command(group)
 
 

@@ -449,10 +449,10 @@ def test_db_upgrade_creates_the_schema(make_app, tmp_path):
         assert {"account", "client", "grant", "alembic_version"} <= set(inspect(db.engine).get_table_names())
 
 
-# -- tokens ------------------------------------------------------------------------
+# -- maintenance run prune -----------------------------------------------------
 
 
-def test_tokens_prune_deletes_families_ended_past_the_grace(app, idp):
+def test_maintenance_prune_deletes_families_ended_past_the_grace(app, idp):
     from datetime import datetime, timedelta, timezone
 
     from idp.models import RefreshToken
@@ -463,9 +463,11 @@ def test_tokens_prune_deletes_families_ended_past_the_grace(app, idp):
             db.session.add(Grant(id=gid, client_id="rp", scope="openid", expires_at=ended))
             db.session.add(RefreshToken(token_hash=keyed_hash(gid), grant_id=gid, client_id="rp", expires_at=ended))
         db.session.commit()
-    result = idp("tokens", "prune")
+    result = idp("maintenance", "run", "prune")
     assert result.exit_code == 0, result.output
-    assert "deleted 1 ended token family(ies) and 1 of their refresh tokens" in result.output
+    assert result.output.startswith("prune: 1 families, 1 refresh tokens, 0 orphaned refresh tokens, ")
     assert one(app, Grant, id="long-gone") is None and one(app, Grant, id="just-ended") is not None
-    assert idp("tokens", "prune", "--grace-days", "0").output.startswith("deleted 1 ")
+    app.config["PRUNE_GRACE_DAYS"] = 0
+    assert idp("maintenance", "run", "prune").output.startswith("prune: 1 families, ")
     assert one(app, Grant, id="just-ended") is None
+    assert idp("tokens", "prune").exit_code != 0  # gone: the maintenance job does it

@@ -1,4 +1,4 @@
-"""`idp tokens prune` (idp.oauth.prune): ended token families go with their refresh tokens."""
+"""The prune job (idp.oauth.prune, `idp maintenance run prune`): ended token families go with their refresh tokens."""
 
 from datetime import datetime, timedelta, timezone
 
