@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import OAuthError
 from flask import Flask, abort, render_template_string, request, session
 from joserfc.errors import JoseError
@@ -105,7 +106,7 @@ def finish_sign_in(idp, idp_issuer: str, client_id: str) -> dict:
     check_authorization_response_iss(idp_issuer)
     try:
         token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, client_id), leeway=LEEWAY)
-    except (OAuthError, JoseError, requests.RequestException) as exc:
+    except (AuthlibBaseError, JoseError, requests.RequestException) as exc:  # authlib's: a code missing too
         abort(400, f"sign-in failed: {exc}")
     if "userinfo" not in token:  # authlib puts the verified ID token claims there
         abort(400, "sign-in failed: the token response has no ID token")
@@ -123,6 +124,19 @@ def signed_out_note(idp) -> str | None:
         return "Ignored a sign-out response with an unknown state."
 
 
+SESSION_KEY = "local_session"
+
+
+def begin_local_session(sessions: "LocalSessions", data: dict) -> None:
+    """After a sign-in: a new local session, and nothing kept from the browser's session before
+    it (its CSRF token included), so that a value planted before the sign-in is worth nothing
+    after it (session fixation). authlib has already taken its state from the session."""
+    sessions.delete(session.get(SESSION_KEY))
+    session.clear()
+    session[SESSION_KEY] = sessions.create(data)
+    session["csrf"] = secrets.token_urlsafe(24)
+
+
 class LocalSessions:
     """The RP's own sessions, server side: the cookie holds only a random id.
 
@@ -138,7 +152,7 @@ class LocalSessions:
     def create(self, data: dict) -> str:
         local_id = secrets.token_urlsafe(32)
         with self._lock:
-            self._data[local_id] = dict(data, _expires=time.time() + self.ttl)
+            self._data[local_id] = dict(data, _expires=time.time() + self.ttl, _lock=threading.Lock())
         return local_id
 
     def get(self, local_id: str | None) -> dict | None:

@@ -15,7 +15,7 @@ import threading
 import requests
 from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
 from authlib.integrations.flask_oauth2.errors import raise_http_exception
-from authlib.oauth2.rfc6749.errors import MissingAuthorizationError
+from authlib.oauth2.rfc6749.errors import MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import InsufficientScopeError
 from authlib.oauth2.rfc7662 import IntrospectTokenValidator
 from flask import Flask, abort, jsonify
@@ -62,8 +62,9 @@ class Protector(ResourceProtector):
     """authlib's, with the two challenges RFC 6750 §3 words differently."""
 
     def raise_error_response(self, error):
-        if isinstance(error, MissingAuthorizationError):
-            challenge = f'Bearer realm="{REALM}"'  # §3.1: no error code when no token was sent
+        if isinstance(error, (MissingAuthorizationError, UnsupportedTokenTypeError)):
+            # §3.1: no error code when the request carries no bearer token (none, or another scheme)
+            challenge = f'Bearer realm="{REALM}"'
         elif isinstance(error, InsufficientScopeError):
             challenge = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{READ}"'  # which scope would do
         else:

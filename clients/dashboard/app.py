@@ -18,12 +18,12 @@ from authlib.integrations.flask_client import OAuth
 from flask import abort, jsonify, redirect, request, session, url_for
 from joserfc.errors import JoseError
 
-from ..common import (LEEWAY, LocalSessions, Registration, check_csrf, finish_sign_in, id_token_checks, issuer,
-                      load_registrations, new_flask_app, register_oidc, render, signed_out_note)
+from ..common import (LEEWAY, SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf,
+                      finish_sign_in, id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render,
+                      signed_out_note)
 from .backchannel import LogoutTokenError, LogoutTokenVerifier
 
 log = logging.getLogger(__name__)
-SESSION_KEY = "local_session"
 
 INDEX = """
 {% if note %}<p><strong>{{ note }}</strong></p>{% endif %}
@@ -89,16 +89,18 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
             abort(400, f"userinfo failed: {exc}")
         if info.get("sub") != claims["sub"]:  # OIDC Core §5.3.2: else the UserInfo must not be used
             abort(400, "UserInfo is about another subject")
-        sessions.delete(session.pop(SESSION_KEY, None))
-        session[SESSION_KEY] = sessions.create({"claims": claims, "userinfo": info, "token": dict(token),
-                                                "events": []})
+        begin_local_session(sessions, {"claims": claims, "userinfo": info, "token": dict(token), "events": []})
         return redirect(url_for("index"))
 
     @app.post("/api")
     def call_api():
         local = signed_in()
-        resp = requests.get(f"{api_url}/api/orders", timeout=10,
-                            headers={"Authorization": f"Bearer {local['token']['access_token']}"})
+        try:
+            resp = requests.get(f"{api_url}/api/orders", timeout=10,
+                                headers={"Authorization": f"Bearer {local['token']['access_token']}"})
+        except requests.RequestException as exc:
+            local["events"].append(("Seller API: GET /api/orders", f"no answer: {type(exc).__name__}"))
+            return redirect(url_for("index"))
         text = f"HTTP {resp.status_code}\n"
         if "WWW-Authenticate" in resp.headers:
             text += f"WWW-Authenticate: {resp.headers['WWW-Authenticate']}\n"
@@ -108,6 +110,16 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
     @app.post("/refresh")
     def refresh():
         local = signed_in()
+        # One refresh at a time per session: the IdP rotates the refresh token, so a second
+        # request sending the same one (a double click, two tabs) would be taken for a stolen
+        # token's reuse and revoke the whole grant (RFC 9700 §4.14.2). The second one waits,
+        # then refreshes with the token the first one got.
+        with local["_lock"]:
+            return _refresh(local)
+
+    def _refresh(local: dict):
+        if current() is not local:  # signed out (here or by back-channel) while this one waited
+            return redirect(url_for("index"))
         old = local["token"]
         try:
             new = dict(idp.fetch_access_token(grant_type="refresh_token", refresh_token=old["refresh_token"]))
@@ -116,6 +128,10 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
                                             claims_options=id_token_checks(idp_issuer, reg.client_id))
                 if claims["sub"] != local["claims"]["sub"]:
                     raise OAuthError("refresh", "the new ID token is about another subject")
+        except requests.RequestException as exc:  # no answer, or a 5xx: not a refusal, keep the session
+            log.warning("refresh failed: %s", type(exc).__name__)
+            return render("<p id='refresh-failed'>Seller Central did not answer: try again later.</p>"
+                          "<p><a href='/'>Back</a></p>", title="Seller Dashboard"), 503
         except (OAuthError, JoseError, KeyError) as exc:
             sessions.delete(session.pop(SESSION_KEY, None))
             return render("<p id='refresh-failed'>Refresh refused ({{ e }}): sign in again.</p>"

@@ -19,6 +19,7 @@ EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ALGS = ["ES256", "RS256"]  # what the IdP's discovery document says it signs with
 MAX_AGE = 300  # a logout token older than this (by iat) is refused, seconds
 LEEWAY = 60
+REFETCH_EVERY = 10  # an unknown kid refetches the IdP's JWKS at most this often, seconds
 
 
 class LogoutTokenError(ValueError):
@@ -31,12 +32,13 @@ class LogoutTokenVerifier:
         self.fetch_jwks, self.issuer, self.client_id = fetch_jwks, issuer, client_id
         self._seen: dict[str, float] = {}  # jti -> when it can be forgotten
         self._lock = threading.Lock()
+        self._refetched = float("-inf")
 
     def verify(self, token: str | None, now: float | None = None) -> dict:
         now = time.time() if now is None else now
         if not token or len(token) > 8192:
             raise LogoutTokenError("logout_token is missing")
-        decoded = self._decode(token)
+        decoded = self._decode(token, now)
         header, claims = decoded.header, decoded.claims
         # §2.4: explicitly typed, so an ID token can never pass for a logout token.
         if header.get("typ") != "logout+jwt":
@@ -62,11 +64,17 @@ class LogoutTokenVerifier:
         self._once(str(claims["jti"]), now)
         return claims
 
-    def _decode(self, token: str):
+    def _decode(self, token: str, now: float):
         try:
             try:
                 return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks()), algorithms=ALGS)
-            except InvalidKeyIdError:  # signed with a key published after our last fetch
+            except InvalidKeyIdError:  # signed with a key published after our last fetch?
+                # Anyone can post here without credentials: unknown kids must not turn every
+                # request into a fetch from the IdP.
+                with self._lock:
+                    if now - self._refetched < REFETCH_EVERY:
+                        raise
+                    self._refetched = now
                 return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks(force=True)), algorithms=ALGS)
         except (JoseError, ValueError) as exc:
             raise LogoutTokenError(f"signature: {exc.__class__.__name__}") from None

@@ -108,6 +108,8 @@ class NativeApp:
             raise SignInError(f"{params['error']}: {params.get('error_description', '')}")
         if params.get("state") != state:
             raise SignInError("state does not match")
+        if not params.get("code"):
+            raise SignInError("the authorization response has no code")
         token = dict(client.fetch_token(self.metadata["token_endpoint"], code=params["code"], code_verifier=verifier))
         self.claims = self.verify_id_token(token, nonce)
         self.tokens = token
@@ -129,7 +131,10 @@ class NativeApp:
         resp = requests.get(self.metadata["userinfo_endpoint"], timeout=self.timeout,
                             headers={"Authorization": f"Bearer {self.tokens['access_token']}"})
         resp.raise_for_status()
-        return resp.json()
+        info = resp.json()
+        if not isinstance(info, dict) or info.get("sub") != self.claims["sub"]:
+            raise SignInError("UserInfo is about another subject")  # OIDC Core §5.3.2: must not be used
+        return info
 
     def verify_id_token(self, token: dict, nonce: str | None) -> dict:
         """Signature against the JWKS, then OIDC Core §3.1.3.7: iss, aud, exp, iat, nonce, at_hash."""

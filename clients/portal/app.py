@@ -17,11 +17,10 @@ import time
 from authlib.integrations.flask_client import OAuth
 from flask import redirect, session, url_for
 
-from ..common import (LocalSessions, Registration, check_csrf, finish_sign_in, issuer,
-                      load_registrations, new_flask_app, register_oidc, render, signed_out_note)
+from ..common import (SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf, finish_sign_in,
+                      issuer, load_registrations, new_flask_app, register_oidc, render, signed_out_note)
 
 REGIONS = {"na": "portal-na", "eu": "portal-eu", "jp": "portal-jp"}
-SESSION_KEY = "local_session"
 
 INDEX = """
 {% if note %}<p><strong>{{ note }}</strong></p>{% endif %}
@@ -75,8 +74,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
         auth_time = int(claims.get("auth_time", time.time()))
         # Authenticated before we even asked (to the second): the IdP's session answered.
         sso = auth_time < session.pop("login_started", 0)
-        sessions.delete(session.pop(SESSION_KEY, None))
-        session[SESSION_KEY] = sessions.create({
+        begin_local_session(sessions, {
             "claims": claims, "id_token": token["id_token"], "alg": header.get("alg"), "kid": header.get("kid"),
             "sso": sso, "age": int(time.time()) - auth_time,
         })

@@ -1,0 +1,173 @@
+"""The demo relying parties of clients/ (in-process, Flask's test client) against the real
+test IdP: what a browser or a network can throw at them gets a plain answer, never a 500,
+and nothing they do costs the seller the grant.
+
+(The RP processes of clients/run.py are exercised by test_oidc_client_library.py and the
+browser suite; here each RP is built in the test so its state can be looked at.)
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from clients.common import load_registrations
+from clients.dashboard import app as dashboard_app
+from clients.dashboard.backchannel import LogoutTokenError, LogoutTokenVerifier
+from clients.mobile.app import NativeApp, SignInError
+from clients.portal import app as portal_app
+from tests.servers import free_port
+
+from .useragent import UserAgent, query
+
+pytestmark = pytest.mark.e2e
+FORM_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+def regs(idp_server):
+    return load_registrations(idp_server.clients_file)
+
+
+@pytest.fixture
+def dashboard(idp_server, regs):
+    """The dashboard with its seller API nowhere (a closed port): /api must cope."""
+    app = dashboard_app.create_app(regs["seller-dashboard"], idp_server.issuer, f"http://127.0.0.1:{free_port()}")
+    return app
+
+
+def sign_in(rp, client, ua=None):
+    """Run the RP's sign-in with a user agent at the IdP; returns the RP's callback response."""
+    start = client.get("/login")
+    assert start.status_code == 302
+    callback = (ua or UserAgent()).authorize(start.headers["Location"])
+    parts = urlsplit(callback)
+    return client.get(f"{parts.path}?{parts.query}")
+
+
+def form_csrf(client) -> str:
+    return FORM_CSRF.search(client.get("/").get_data(as_text=True)).group(1)
+
+
+@pytest.mark.parametrize("make", ["dashboard", "portal"])
+def test_a_callback_without_a_code_is_a_400(idp_server, regs, make):
+    """A valid state and iss but no code (a truncated redirect): authlib raises its own
+    MissingCodeException, which must not become a 500."""
+    app = (dashboard_app.create_app(regs["seller-dashboard"], idp_server.issuer, "http://127.0.0.1:9")
+           if make == "dashboard" else portal_app.create_app(regs["portal-na"], idp_server.issuer))
+    client = app.test_client()
+    state = query(client.get("/login").headers["Location"])["state"]
+    resp = client.get("/callback", query_string={"iss": idp_server.issuer, "state": state})
+    assert resp.status_code == 400 and b"sign-in failed" in resp.data
+
+
+def test_sign_in_gives_the_browser_a_new_csrf_token(idp_server, dashboard):
+    """A CSRF token planted before the sign-in (cookies ignore ports on 127.0.0.1) is worth
+    nothing after it."""
+    client = dashboard.test_client()
+    client.get("/")  # the signed-out page already gives the browser a CSRF token
+    with client.session_transaction() as planted:
+        before = planted["csrf"]
+    assert sign_in(dashboard, client).status_code == 302
+    after = form_csrf(client)
+    assert after != before
+    assert client.post("/refresh", data={"csrf": before}).status_code == 400
+    assert client.post("/refresh", data={"csrf": after}).status_code == 302
+
+
+def test_two_refreshes_at_once_keep_the_session_and_the_grant(idp_server, dashboard):
+    """A double click on "Refresh": the second request must not send the refresh token the
+    first just spent (the IdP would take it for a stolen one and revoke the grant)."""
+    client = dashboard.test_client()
+    assert sign_in(dashboard, client).status_code == 302
+    csrf = form_csrf(client)
+    cookie = client.get_cookie("dashboard_session").value
+    clients = [dashboard.test_client() for _ in range(2)]
+    for c in clients:
+        c.set_cookie("dashboard_session", cookie, domain="localhost")
+    barrier, answers = threading.Barrier(2), []
+
+    def click(c):
+        barrier.wait()
+        answers.append(c.post("/refresh", data={"csrf": csrf}).status_code)
+
+    threads = [threading.Thread(target=click, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers == [302, 302]
+    (local,) = dashboard.extensions["rp.sessions"]._data.values()
+    assert len([e for e in local["events"] if e[0] == "Tokens refreshed"]) == 2
+    alive = requests.get(idp_server.issuer + "/userinfo", timeout=10,
+                         headers={"Authorization": f"Bearer {local['token']['access_token']}"})
+    assert alive.status_code == 200  # the grant was not revoked as a reuse
+
+
+def test_an_unreachable_api_or_idp_is_said_plainly_and_keeps_the_session(idp_server, regs, dashboard):
+    client = dashboard.test_client()
+    assert sign_in(dashboard, client).status_code == 302
+    csrf = form_csrf(client)
+    assert client.post("/api", data={"csrf": csrf}).status_code == 302  # the API's port is closed
+    assert "no answer: ConnectionError" in client.get("/").get_data(as_text=True)
+
+    idp = dashboard.extensions["authlib.integrations.flask_client"].idp
+    idp.load_server_metadata()["token_endpoint"] = f"http://127.0.0.1:{free_port()}/token"
+    resp = client.post("/refresh", data={"csrf": csrf})
+    assert resp.status_code == 503 and b"did not answer" in resp.data
+    assert "Signed in as" in client.get("/").get_data(as_text=True)
+
+
+def test_the_native_app_refuses_a_response_without_a_code_and_a_foreign_userinfo(idp_server):
+    def lands_without_code(url):
+        params = query(url)
+        redirect = f"{params['redirect_uri']}?state={params['state']}&iss={idp_server.issuer}"
+        assert requests.get(redirect, timeout=10).status_code == 200
+
+    with pytest.raises(SignInError, match="no code"):
+        NativeApp(idp_server.issuer).sign_in(lands_without_code, timeout=30)
+
+    def signs_in(url):
+        ua = UserAgent()
+        assert ua.http.get(ua.authorize(url), timeout=10).status_code == 200
+
+    app = NativeApp(idp_server.issuer)
+    claims = app.sign_in(signs_in, timeout=30)
+    assert app.userinfo()["sub"] == claims["sub"]
+    app.claims = {**claims, "sub": "someone-else"}  # as if the tokens were another account's
+    with pytest.raises(SignInError, match="another subject"):
+        app.userinfo()
+
+
+def test_the_seller_api_challenges_another_scheme_like_no_token(relying_parties):
+    """RFC 6750 §3.1: a request without a bearer token gets no error code."""
+    api = relying_parties.rp_url("api") + "/api/orders"
+    for auth in ("Basic dXNlcjpwYXNz", "Bearer "):
+        resp = requests.get(api, headers={"Authorization": auth}, timeout=10)
+        assert resp.status_code == 401 and resp.headers["WWW-Authenticate"] == 'Bearer realm="seller-api"', auth
+
+
+def test_unknown_kids_do_not_make_every_logout_post_a_jwks_fetch(idp_server):
+    fetched = []
+
+    def fetch_jwks(force=False):
+        fetched.append(force)
+        return requests.get(idp_server.issuer + "/jwks", timeout=10).json()
+
+    verifier = LogoutTokenVerifier(fetch_jwks, idp_server.issuer, "seller-dashboard")
+    stranger = ECKey.generate_key("P-256", parameters={"kid": "not-the-idps"})
+    forged = jwt.encode({"alg": "ES256", "kid": "not-the-idps", "typ": "logout+jwt"}, {"iss": idp_server.issuer},
+                        stranger)
+    for _ in range(5):
+        with pytest.raises(LogoutTokenError, match="signature"):
+            verifier.verify(forged, now=1_000_000)
+    assert fetched.count(True) == 1
+    with pytest.raises(LogoutTokenError):
+        verifier.verify(forged, now=1_000_000 + 11)
+    assert fetched.count(True) == 2
