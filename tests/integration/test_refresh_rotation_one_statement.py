@@ -211,3 +211,18 @@ def test_a_redis_failure_after_the_rotation_leaves_the_token_live_for_the_retry(
     retry = refresh(flow.client, flow.rp, token)
     assert retry.status_code == 200, retry.get_data(as_text=True)
     assert db.session.scalar(select(Grant.revoked_at)) is None
+
+
+def test_a_family_the_store_says_is_revoked_gets_nothing(live, flow):
+    """revoke_grant marks the store first, then the database: if that update failed (a
+    PostgreSQL blip, /revoke answered 503) the row still looks live to the one-statement
+    rotation, but the refresh must be refused as on every other path, and no new ID token
+    given out; the database catches up with the mark."""
+    from idp.extensions import store
+
+    token, grant_id = live
+    store().put(tokens._revoked_key(grant_id), "revoked_by_client", 3600)
+    resp = refresh(flow.client, flow.rp, token)
+    assert error_of(resp) == (400, "invalid_grant") and "id_token" not in resp.get_json()
+    db.session.expire_all()
+    assert db.session.get(Grant, grant_id).revoked_at is not None

@@ -49,7 +49,10 @@ def test_code_is_single_use_and_replay_revokes_tokens(flow):
     assert flow.client.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
-def test_concurrent_redemptions_exactly_one_wins(flow, app):
+def test_concurrent_redemptions_at_most_one_wins(flow, app):
+    """One redemption takes the code; the others are replays (RFC 6749 §4.1.2), which revoke
+    what the code issued: when the winner sees that while it issues, it answers invalid_grant
+    like the rest rather than hand out tokens that are dead (idp.oauth.tokens.issue)."""
     code = flow.login_code()
     results, barrier = [], threading.Barrier(6)
 
@@ -66,7 +69,7 @@ def test_concurrent_redemptions_exactly_one_wins(flow, app):
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(results) == [200] + [400] * 5
+    assert sorted(results) in ([200] + [400] * 5, [400] * 6)
 
 
 def test_code_expires_after_60_seconds(flow):
