@@ -13,7 +13,8 @@ next checks that copy:
   changed, deleted, or its cache entry dropped), the grant deletes the token and
   authenticates again from the shared cache (idp.oauth.client_credentials);
 - the one-statement refresh rotation rotates only if the database still holds the copy's
-  ``version`` (SQLAlchemy's version counter on Client); otherwise it changes nothing and
+  row ``id`` at its ``version`` (SQLAlchemy's version counter on Client, which starts again
+  at 1 for a client removed and registered again); otherwise it changes nothing and
   the request is judged again from the shared cache (idp.oauth.refresh).
 
 No other caller ever sees a copy that was not just read from the shared cache.

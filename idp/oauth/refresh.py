@@ -56,9 +56,9 @@ def _reuse(grant):
     return InvalidGrantError("The refresh token has already been used.")
 
 
-def _version(copy) -> int:
+def _row_and_version(copy) -> tuple[int, int]:
     # 0 matches no row: a copy cached before client.version existed is never trusted.
-    return getattr(copy, "version", 0)
+    return getattr(copy, "id", 0), getattr(copy, "version", 0)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -102,7 +102,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         old_hash, new_hash = keyed_hash(presented), keyed_hash(successor)
         found = refresh_rotation.rotate(old_hash, client.client_id, new_hash,
                                         current_app.config["REFRESH_TOKEN_IDLE_TTL"],
-                                        client_version=None if copy is None else _version(copy))
+                                        client_copy=None if copy is None else _row_and_version(copy))
         if found is None:
             return False
         self._rotated_to = successor

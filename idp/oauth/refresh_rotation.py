@@ -6,7 +6,7 @@ live: issued to this client, not yet rotated, within its idle and absolute lifet
 family not revoked, its account active and not signed out everywhere since (the rule of
 idp.models.account.usable_since, written here in SQL), and, when the
 client was authenticated against this process's copy of its registration, that copy's
-version still the database's (else the caller judges the request again). PostgreSQL
+row and version still the database's (else the caller judges the request again). PostgreSQL
 does all of that in one autocommitted statement (data-modifying CTEs: UPDATE ... FROM
 ... RETURNING, then INSERT ... SELECT), so such a refresh costs one database round trip
 instead of BEGIN, SELECT, UPDATE, INSERT and COMMIT.
@@ -57,7 +57,8 @@ WITH g AS MATERIALIZED (
     WHERE t.token_hash = %(token_hash)s AND t.rotated_at IS NULL AND t.client_id = %(client_id)s
       AND t.expires_at > %(now)s AND g.id = t.grant_id
       AND (%(client_version)s::integer IS NULL OR EXISTS (
-          SELECT FROM client WHERE client_id = %(client_id)s AND version = %(client_version)s))
+          SELECT FROM client WHERE id = %(client_row)s AND client_id = %(client_id)s
+                               AND version = %(client_version)s))
     RETURNING t.scope, t.generation, g.id, g.expires_at, g.sid, g.resource, g.auth_time, g.acr, g.amr,
               a.id AS account_id, a.sub, a.email, a.email_verified
 ), successor AS (
@@ -113,14 +114,18 @@ def available() -> bool:
 
 
 def rotate(token_hash: str, client_id: str, new_hash: str, idle_ttl: int,
-           client_version: int | None = None) -> RefreshLookup | None:
+           client_copy: tuple[int, int] | None = None) -> RefreshLookup | None:
     """Rotate a live token into ``new_hash`` (committed), or None if nothing changed.
 
-    ``client_version``: the client was authenticated against a copy of its registration
-    (idp.oauth.clients); rotate only if the database still holds that version of it."""
+    ``client_copy``: the client was authenticated against a copy of its registration
+    (idp.oauth.clients), whose row id and version these are; rotate only if the database
+    still holds that version of that row. The id matters: a client removed and registered
+    again (after a leaked secret) is a new row whose version starts again at 1."""
+    client_row, client_version = client_copy or (None, None)
     now = datetime.now(timezone.utc)
     params = {"token_hash": token_hash, "client_id": client_id, "new_hash": new_hash, "now": now,
-              "idle_until": now + timedelta(seconds=idle_ttl), "client_version": client_version}
+              "idle_until": now + timedelta(seconds=idle_ttl), "client_row": client_row,
+              "client_version": client_version}
     conn = _connection()
     try:
         row = conn.execute(_ROTATE, params, prepare=True, binary=True).fetchone()

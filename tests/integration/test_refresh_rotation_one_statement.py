@@ -102,7 +102,8 @@ def test_every_row_is_read_by_its_primary_key_however_many_grants(live, app, sel
     token, _ = live
     now = datetime.now(timezone.utc)
     params = {"token_hash": keyed_hash(token), "client_id": "rp-web", "new_hash": keyed_hash(new_token()),
-              "now": now, "idle_until": now + timedelta(seconds=IDLE), "client_version": client.version}
+              "now": now, "idle_until": now + timedelta(seconds=IDLE), "client_row": client.id,
+              "client_version": client.version}
     conn = refresh_rotation._connection()
     with conn.transaction(force_rollback=True):
         (plan,), = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + refresh_rotation._ROTATE, params).fetchone()
@@ -226,3 +227,25 @@ def test_a_family_the_store_says_is_revoked_gets_nothing(live, flow):
     assert error_of(resp) == (400, "invalid_grant") and "id_token" not in resp.get_json()
     db.session.expire_all()
     assert db.session.get(Grant, grant_id).revoked_at is not None
+
+
+def test_a_copy_of_a_removed_registration_does_not_vouch_for_its_successor(live, flow, app):
+    """Removed and registered again (after a leaked secret), a client is a new row whose
+    version starts again at 1: a worker still holding a copy of the old row must not let the
+    old secret refresh the new registration's tokens."""
+    from idp.oauth import clients
+    from tests.conftest import Flow, register_client
+
+    token, _ = live
+    assert _refreshed(flow, token).status_code == 200  # this process now holds a copy
+    held = dict(clients._COPIES)
+    db.session.delete(db.session.execute(select(Client).filter_by(client_id=flow.rp.client_id)).scalar_one())
+    db.session.commit()
+    again = register_client(flow.rp.client_id, secret="the-new-secret")
+    assert again.version == 1
+    new_token_of_new_row = login(Flow(flow.client, again))["refresh_token"]
+    clients._COPIES.clear()
+    clients._COPIES.update(held)  # the request lands on a worker that has not seen the change
+    resp = _refreshed(flow, new_token_of_new_row, secret=flow.rp.secret)
+    assert error_of(resp) == (401, "invalid_client")
+    assert _refreshed(flow, new_token_of_new_row, secret="the-new-secret").status_code == 200
