@@ -46,9 +46,21 @@ def load(signin_id: str) -> SignIn | None:
     return signin
 
 
+def _ttl(signin: SignIn) -> int:
+    return max(1, int(signin.expires_at - time.time()) + 1)
+
+
 def save(signin: SignIn) -> None:
-    ttl = max(1, int(signin.expires_at - time.time()) + 1)
-    store().put(_key(signin.id), signin.to_dict(), ttl)
+    signin.revision += 1
+    store().put(_key(signin.id), signin.to_dict(), _ttl(signin))
+
+
+def claim(signin: SignIn) -> bool:
+    """Take the sign-in as loaded, before a step's POST changes it: of two requests that
+    loaded the same revision (a double submit, two tabs), only one gets True, so one sign-in
+    never opens two sessions or answers with two codes. Called once the step has succeeded
+    (a wrong password leaves the revision free for the next try)."""
+    return store().add(f"signin-claim:{signin.id}:{signin.revision}", 1, _ttl(signin))
 
 
 def context(signin: SignIn, client: Client) -> Context:

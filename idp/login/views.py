@@ -43,6 +43,8 @@ def password(signin_id):
     if not ok or account.status != "active":
         metrics.signin_failed("bad_credentials")
         return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
+    if not flow.claim(signin):  # the same form, posted twice at once: the other one goes on
+        return page_error(EXPIRED, 400)
     if passwords.needs_rehash(account.password_hash):
         account.password_hash = passwords.hash_password(form.password.data)
         db.session.commit()
@@ -61,6 +63,8 @@ def consent(signin_id):
         return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"])
     if not form.validate():
         return page_error("The form expired. Go back to the app and start again.", 400)
+    if not flow.claim(signin):
+        return page_error(EXPIRED, 400)
     if not form.allow.data:
         return flow.deny(signin)
     flow.record_consent(signin, client)

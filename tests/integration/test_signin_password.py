@@ -112,3 +112,43 @@ def test_suspended_account_gets_the_same_answer(flow, seller):
     db.session.commit()
     resp = flow.sign_in(flow.authorize())
     assert resp.status_code == 401 and "Incorrect email or password." in resp.get_data(as_text=True)
+
+
+def test_the_same_form_posted_twice_at_once_signs_in_once(flow, app, seller):
+    """A double submit (or two tabs on one sign-in): both requests check the password, only
+    the one that claims the sign-in goes on; one session, one code."""
+    import threading
+
+    from idp.extensions import db
+    from idp.models import BrowserSession
+
+    url, page = _signin_page(flow)
+    form = {"csrf_token": csrf_token(page), "email": seller.email, "password": PASSWORD}
+    twin = app.test_client()
+    for cookie in flow.client._cookies.values():
+        twin.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
+    answers, barrier = [], threading.Barrier(2)
+
+    def submit(browser):
+        barrier.wait()
+        with app.app_context():
+            resp = browser.post(url, data=form)
+            answers.append((resp.status_code, resp.headers.get("Location", "")))
+
+    threads = [threading.Thread(target=submit, args=(b,)) for b in (flow.client, twin)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(status for status, _ in answers) == [302, 400]
+    (location,) = [loc for status, loc in answers if status == 302]
+    assert "code=" in location
+    assert db.session.scalar(db.select(db.func.count()).select_from(BrowserSession)) == 1
+
+
+def test_a_wrong_password_leaves_the_sign_in_open_for_the_next_try(flow, seller):
+    url, page = _signin_page(flow)
+    token = csrf_token(page)
+    assert flow.client.post(url, data={"csrf_token": token, "email": seller.email, "password": "nope"}).status_code == 401
+    again = flow.client.post(url, data={"csrf_token": token, "email": seller.email, "password": PASSWORD})
+    assert again.status_code == 302 and "code=" in again.headers["Location"]
