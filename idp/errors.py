@@ -86,6 +86,14 @@ def register(app):
             return oauth_error(code, exc.description or exc.name, exc.code)
         return page_error(exc.description or exc.name, exc.code)
 
+    @app.errorhandler(UnicodeDecodeError)
+    def undecodable(exc: UnicodeDecodeError):
+        # Raw bytes that are not UTF-8 in the query string (PEP 3333 lets a server pass them
+        # on): werkzeug refuses to decode them when the view reads request.args.
+        if wants_json():
+            return oauth_error("invalid_request", "the request is not UTF-8", 400)
+        return page_error("This request could not be read: it is not UTF-8.", 400)
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         if isinstance(exc, UNAVAILABLE):

@@ -90,6 +90,12 @@ def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
     return (row, account) if usable_since(account, row.created_at) else None
 
 
+def _user_agent() -> str:
+    """The User-Agent as shown on the seller's list of sessions: printable characters only
+    (PostgreSQL text cannot hold NUL, and some WSGI servers pass control characters on)."""
+    return "".join(c for c in (request.user_agent.string or "")[:300] if c.isprintable())
+
+
 def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None,
           renew: BrowserSession | None = None) -> tuple[BrowserSession, str]:
     """The session of a fresh sign-in: ``renew`` (the browser's live session, this account's)
@@ -102,13 +108,13 @@ def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None
         renew.id_hash = keyed_hash(raw)  # the primary key: the cookie value before finds nothing now
         renew.auth_time, renew.amr, renew.acr = auth_time, list(amr), acr
         renew.last_seen_at, renew.expires_at = now, now + ttl
-        renew.user_agent, renew.ip = (request.user_agent.string or "")[:300], request.remote_addr
+        renew.user_agent, renew.ip = _user_agent(), request.remote_addr
         return renew, raw
     row = BrowserSession(
         id_hash=keyed_hash(raw), sid=secrets.token_urlsafe(16), account_id=account.id, auth_time=auth_time,
         amr=list(amr), acr=acr, created_at=now, last_seen_at=now,
         expires_at=now + ttl,
-        user_agent=(request.user_agent.string or "")[:300], ip=request.remote_addr, clients=[],
+        user_agent=_user_agent(), ip=request.remote_addr, clients=[],
     )
     db.session.add(row)  # committed by the caller, with the rest of its request
     return row, raw

@@ -1,15 +1,16 @@
 """Logout forms (Flask-WTF: the CSRF token is bound to the session cookie)."""
 
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, SubmitField
 from wtforms.validators import Length
 
+from ..web.forms import PostedForm
 
-class LogoutForm(FlaskForm):
+
+class LogoutForm(PostedForm):
     logout_id = HiddenField(validators=[Length(max=64)])
     confirm = SubmitField("Sign out")
     cancel = SubmitField("Stay signed in")
 
 
-class SignOutEverywhereForm(FlaskForm):
+class SignOutEverywhereForm(PostedForm):
     confirm = SubmitField("Sign out everywhere")

@@ -96,3 +96,54 @@ def test_no_request_gets_a_server_error(app, flow, rp):
         if int(status[0][:3]) >= 500:
             failures.append((method, rule, pairs, env.get("HTTP_AUTHORIZATION", "")[:40], status[0], body[:200]))
     assert not failures, failures[:5]
+
+
+JSON_BODIES = [b"[1]", b"1", b'"x"', b"[[1, 2, 3]]", b'{"email": "a@b", "password": {"x": 1}}',
+               b'{"email": ["a", "b"], "password": 5}', b'{"logout_id": 5}', b'{"allow": true}']
+
+
+def test_a_json_body_is_never_taken_for_a_form(app, client, flow, seller, third_party_rp):
+    """Flask-WTF would read a JSON body as the form (the CSRF token from a header): such
+    bodies were 500s, and a JSON object with the right email and password signed in."""
+    from tests.conftest import PASSWORD, Flow, csrf_token
+
+    third = Flow(client, third_party_rp)
+    start = third.authorize()
+    password_url = start.headers["Location"]
+    token = csrf_token(client.get(password_url).get_data(as_text=True))
+    posts = [password_url]
+    consent = third.sign_in(third.authorize())  # signed in now: the consent page of the third party
+    consent_url = consent.headers["Location"]
+    posts += [consent_url, "/logout/confirm", "/account/sign-out-everywhere"]
+    for url in posts:
+        for body in JSON_BODIES:
+            resp = client.post(url, data=body, content_type="application/json", headers={"X-CSRFToken": token})
+            assert 400 <= resp.status_code < 500, (url, body, resp.status_code)
+    fresh = flow.authorize(prompt="login")  # signed in already: ask for the password again
+    url = fresh.headers["Location"]
+    token = csrf_token(client.get(url).get_data(as_text=True))
+    as_json = client.post(url, json={"email": seller.email, "password": PASSWORD}, headers={"X-CSRFToken": token})
+    assert as_json.status_code == 401
+
+
+def test_a_nul_in_the_user_agent_is_not_stored(app, flow, seller):
+    """PostgreSQL text cannot hold NUL; some WSGI servers pass one on in a header."""
+    from idp.models import BrowserSession
+
+    flow.client.environ_base["HTTP_USER_AGENT"] = "Mozilla/5.0\x00 (X11)\x07"
+    resp = flow.sign_in(flow.authorize())
+    assert resp.status_code == 302 and "code=" in resp.headers["Location"]
+    assert db.session.scalar(db.select(BrowserSession.user_agent)) == "Mozilla/5.0 (X11)"
+
+
+def test_raw_bytes_that_are_not_utf8_in_the_query_are_a_400(app):
+    """PEP 3333 lets a server pass the query string's raw bytes on (as latin-1 characters)."""
+    for path in ("/authorize", "/logout"):
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "x=\xff\xfe", "SERVER_NAME": "127.0.0.1",
+               "SERVER_PORT": "5000", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.errors": io.StringIO()}
+        status = []
+        with app.app_context():
+            body = b"".join(app(env, lambda s, h, exc=None: status.append(s)))
+        assert status[0].startswith("400"), (path, status, body[:300])
+        assert b"not UTF-8" in body
