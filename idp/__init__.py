@@ -97,5 +97,9 @@ def create_server_app(overrides: dict | None = None) -> Flask:
         # (`idp db upgrade` before the table exists, `idp keys import` before the keys are
         # moved in) must not.
         app.extensions["idp.keyring"].ensure()
+    from .login import password
+
+    with app.app_context():
+        password.prepare()
     maintenance.start(app)
     return app

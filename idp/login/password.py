@@ -36,6 +36,12 @@ def _dummy_hash(ph: PasswordHasher) -> bytes:
     return ph.hash("dummy password for unknown accounts").encode()
 
 
+def prepare() -> None:
+    """Make this process's dummy hash now (needs an app context): made on first use, it would
+    make the first unknown email a process sees slower than a known one."""
+    _dummy_hash(hasher())
+
+
 def hash_password(password: str) -> str:
     ph = hasher()
     with turns.waiting():
