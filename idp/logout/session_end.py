@@ -29,13 +29,25 @@ def session_grants(sid: str, *, include_offline: bool) -> list[Grant]:
 
 
 def end(row: BrowserSession, account: Account, reason: str = "logout") -> backchannel.Report | None:
-    """End ``row``; None if it had already ended (someone else did the rest)."""
+    """End ``row``; None if it had already ended (someone else did the rest).
+
+    The session and its families end in one transaction: were the families revoked one by
+    one after the session's commit, a failure half-way (the store or the database in an
+    outage: the answer is a 503) would leave the rest live for good, since a retry finds no
+    session to end. The store's half (marks, access tokens) follows; if it fails, the
+    refresh tokens are dead already and the access tokens left expire with ACCESS_TOKEN_TTL."""
+    now = datetime.now(timezone.utc)
     result = db.session.execute(
         update(BrowserSession).where(BrowserSession.id_hash == row.id_hash, BrowserSession.ended_at.is_(None))
-        .values(ended_at=datetime.now(timezone.utc)))
-    db.session.commit()
+        .values(ended_at=now))
     if result.rowcount != 1:
+        db.session.rollback()
         return None
-    for grant in session_grants(row.sid, include_offline=False):
-        tokens.revoke_grant(grant.id, reason, account.id)
+    grants = [grant.id for grant in session_grants(row.sid, include_offline=False)]
+    if grants:
+        db.session.execute(update(Grant).where(Grant.id.in_(grants), Grant.revoked_at.is_(None))
+                           .values(revoked_at=now, revoked_reason=reason))
+    db.session.commit()
+    for grant_id in grants:
+        tokens.kill_access_tokens(grant_id, reason)
     return backchannel.notify(backchannel.targets([(account.sub, row.sid, row.clients)]))

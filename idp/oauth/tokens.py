@@ -298,13 +298,19 @@ def find_refresh_token(token: str) -> RefreshLookup | None:
     return RefreshLookup(_part(row, "t_"), _part(row, "g_"), account)
 
 
-def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:
-    """Kill a whole family: its refresh tokens (database) and access tokens (store)."""
+def kill_access_tokens(grant_id: str, reason: str) -> None:
+    """The store's half of revoking a family: the mark first (a token written after it sees
+    it and deletes itself, idp.oauth.tokens.issue), then the sweep of its access tokens."""
     s = store()
     s.put(_revoked_key(grant_id), reason, int(current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]))
     members = s.smembers(_family_key(grant_id))  # the store keys of the family's access tokens
     if members:
         s.delete(*members)
+
+
+def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:
+    """Kill a whole family: its access tokens (store), then its refresh tokens (database)."""
+    kill_access_tokens(grant_id, reason)
     db.session.execute(
         update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None))
         .values(revoked_at=datetime.now(timezone.utc), revoked_reason=reason)

@@ -263,3 +263,42 @@ def test_logging_out_only_ends_this_browser(app, flow, rp):
 def test_discovery_advertises_the_endpoint(client):
     doc = client.get("/.well-known/openid-configuration").get_json()
     assert doc["end_session_endpoint"] == ISSUER + "/logout"
+
+
+def test_a_store_failure_half_way_through_a_logout_leaves_no_family_live(client, seller, monkeypatch):
+    """The session and its families end in one transaction: a failure while revoking the
+    second family (a Redis blip: 503) used to leave it live for good, since the user's
+    retry finds no session to end."""
+    import re
+
+    import redis.exceptions
+
+    from tests.integration.token_helpers import refresh
+
+    rp = register_client("rp-two", scopes=["openid", "email"])  # first party: refresh tokens, not offline
+    flow = Flow(client, rp)
+    first = flow.redeem(flow.code_from(flow.sign_in(flow.authorize()))).get_json()
+    again = Flow(client, rp)
+    second = again.redeem(again.code_from(again.authorize())).get_json()  # SSO: a second family
+    from idp.extensions import store
+
+    shop, calls = type(store()), []
+    real = shop.put
+
+    def blip_on_the_second_mark(self, key, value, ttl):
+        if key.startswith("grant-revoked:"):
+            calls.append(key)
+            if len(calls) == 2:
+                raise redis.exceptions.ConnectionError("blip")
+        return real(self, key, value, ttl)
+
+    monkeypatch.setattr(shop, "put", blip_on_the_second_mark)
+    page = client.get("/logout").get_data(as_text=True)
+    logout_id = re.search(r'name="logout_id" type="hidden" value="([^"]+)"', page).group(1)
+    resp = client.post("/logout/confirm", data={"csrf_token": csrf_token(page), "logout_id": logout_id,
+                                                "confirm": "Sign out"})
+    assert resp.status_code == 503 and len(calls) == 2
+    monkeypatch.setattr(shop, "put", real)
+    for family in (first, second):
+        assert refresh(client, rp, family["refresh_token"]).status_code == 400
+    assert live_sessions() == []
