@@ -59,7 +59,13 @@ def client_credentials_family(client_row_id: int, at: float) -> str:
 
 
 def _family_key(grant_id):
-    return f"grant-at:{grant_id}"
+    return f"grant-ats:{grant_id}"  # an index (Store.put_indexed) of the family's access tokens
+
+
+def _family_members(s, family: str) -> set[str]:
+    """The store keys of the family's access tokens: its index, and the plain set an earlier
+    release kept under ``grant-at:`` (until its last member expires)."""
+    return s.index_members(_family_key(family)) | s.smembers(f"grant-at:{family}")
 
 
 def _revoked_key(grant_id):
@@ -159,8 +165,7 @@ def issue_client_credentials(client: Client, scope: str, audience: list[str], co
     """
     ttl, now = current_app.config["ACCESS_TOKEN_TTL"], int(time.time())
     family = StoreFamily(id=client_credentials_family(client.id, now))
-    token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, store_family=True,
-                                         copy=copy)
+    token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, copy=copy)
     if stale:
         return None
     metrics.token_issued("client_credentials", "access_token")
@@ -190,15 +195,15 @@ def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generatio
                 created_at=now, expires_at=min(idle, grant.expires_at), generation=generation)
 
 
-def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, store_family=False, copy=None):
+def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, copy=None):
     """(token, store key suffix, why it was deleted at once or None).
 
     The token is written into its family's index in one atomic round trip with a check
     (revoke_grant writes the family's mark, then sweeps the index: no token outlives its
     family). The check is the family's revocation mark (the reason is returned), or, with
     ``copy``, the client's registration in the shared cache, which must still be this
-    process's copy of it (idp.oauth.clients; else "stale_client"). ``store_family``: a
-    client-credentials family (StoreFamily), whose index lives only as long as its tokens.
+    process's copy of it (idp.oauth.clients; else "stale_client"). The index holds only
+    the family's tokens that have not expired (Store.put_indexed).
     """
     cfg = current_app.config
     record = {"client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
@@ -215,8 +220,7 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, store_fa
         key = keyed_hash(token)
     s = store()
     check = _revoked_key(grant.id) if copy is None else clients.cache_key(client.client_id)
-    index_ttl = ttl + 60 if store_family else int(cfg["REFRESH_TOKEN_ABSOLUTE_TTL"])
-    seen = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id), index_ttl, check)
+    seen = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id), check)
     refused = seen if copy is None else (None if clients.matches(copy, seen) else "stale_client")
     if refused:
         s.delete(AT_PREFIX + key)
@@ -303,7 +307,7 @@ def kill_access_tokens(grant_id: str, reason: str) -> None:
     it and deletes itself, idp.oauth.tokens.issue), then the sweep of its access tokens."""
     s = store()
     s.put(_revoked_key(grant_id), reason, int(current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]))
-    members = s.smembers(_family_key(grant_id))  # the store keys of the family's access tokens
+    members = _family_members(s, grant_id)
     if members:
         s.delete(*members)
 
@@ -330,7 +334,7 @@ def revoke_client_credentials(client_row_id: int) -> int:
     for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2):  # a minute's slack for clock skew
         family = client_credentials_family(client_row_id, minute * 60)
         s.put(_revoked_key(family), "client_removed", ttl + 180)
-        members = s.smembers(_family_key(family))
+        members = _family_members(s, family)
         if members:
             s.delete(*members, _family_key(family))
             deleted += len(members)

@@ -141,17 +141,26 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
-        """Atomically, in one round trip: ``put(key)``, ``sadd(index, key)`` and return
-        ``get(check)``.
+    def put_indexed(self, key: str, value: Value, ttl: int, index: str, check: str) -> Value | None:
+        """Atomically, in one round trip: ``put(key)``, add ``key`` to ``index`` until it
+        expires (``ttl``), and return ``get(check)``.
 
         How a token joins its family: the family's revocation writes ``check`` and then
-        deletes every member of ``index``, so either that sweep finds this key or this
-        call sees ``check`` and the caller deletes what it just wrote. ``check`` may also be
-        a value the write was made on the strength of (a process's copy of a client
-        registration): the caller compares it with what it relied on, and deletes its
-        write if they differ.
+        deletes every member of ``index`` (``index_members``), so either that sweep finds
+        this key or this call sees ``check`` and the caller deletes what it just wrote.
+        ``check`` may also be a value the write was made on the strength of (a process's
+        copy of a client registration): the caller compares it with what it relied on, and
+        deletes its write if they differ.
+
+        The index drops members whose time is up at each write and lives as long as its
+        newest member: a family refreshed every few minutes for a month holds the access
+        tokens of the last ``ttl`` seconds, not every one it ever had.
         """
+
+    @abstractmethod
+    def index_members(self, index: str) -> set[str]:
+        """The keys in ``index`` (``put_indexed``); an empty set if absent or expired. Keys
+        whose time is up may still be listed until the next write drops them."""
 
     @abstractmethod
     def smembers(self, key: str) -> set[str]:

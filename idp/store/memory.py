@@ -22,7 +22,7 @@ SWEEP_EVERY = 1000
 class MemoryStore(Store):
     def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
         super().__init__(namespace)
-        # full key -> (expires_at, JSON text | int counter | set of members)
+        # full key -> (expires_at, JSON text | int counter | set of members | index: {member: expires_at})
         self._data: dict[str, tuple[float, object]] = {}
         self._lock = threading.RLock()  # re-entrant: put_indexed holds it across three calls
         self._writes = 0
@@ -48,8 +48,8 @@ class MemoryStore(Store):
     def _value(raw: object) -> Value | None:
         if raw is None or isinstance(raw, int):
             return raw  # counters are stored as ints, like Redis INCR
-        if isinstance(raw, set):
-            raise TypeError("key holds a set; use smembers()")
+        if isinstance(raw, (set, dict)):
+            raise TypeError("key holds a set or an index; use smembers() or index_members()")
         return loads(raw)
 
     def put(self, key: str, value: Value, ttl: int) -> None:
@@ -143,11 +143,29 @@ class MemoryStore(Store):
             self.put(key, value, ttl)
             return True
 
-    def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
+    def put_indexed(self, key: str, value: Value, ttl: int, index: str, check: str) -> Value | None:
+        k, ttl = self._k(index), check_ttl(ttl)
         with self._lock:
             self.put(key, value, ttl)
-            self.sadd(index, key, index_ttl)
+            now = time.time()
+            members = self._live(k, now)
+            if members is None:
+                members = self._data[k] = (now + ttl, {})
+                members = members[1]
+            elif not isinstance(members, dict):
+                raise TypeError("key does not hold an index")
+            for done in [m for m, until in members.items() if until <= now]:
+                del members[done]
+            members[key] = now + ttl
+            self._data[k] = (max(self._data[k][0], now + ttl), members)
             return self.get(check)
+
+    def index_members(self, index: str) -> set[str]:
+        with self._lock:
+            members = self._live(self._k(index), time.time())
+            if members is not None and not isinstance(members, dict):
+                raise TypeError("key does not hold an index")
+            return set(members or ())
 
     def smembers(self, key: str) -> set[str]:
         k = self._k(key)

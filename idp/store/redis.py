@@ -49,11 +49,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-# put_indexed: SET key, SADD index (TTL max as in _SADD), GET check, as one atomic script.
+# put_indexed: SET key; in the index (a sorted set scored by expiry, Redis's own clock) drop
+# the members whose time is up and add key; the index's TTL becomes max(remaining, ttl);
+# GET check. One atomic script.
 _PUT_INDEXED = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[4])
-local ms = tonumber(ARGV[3]) * 1000
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+local ms = tonumber(ARGV[2]) * 1000
 if redis.call('PTTL', KEYS[2]) < ms then
   redis.call('PEXPIRE', KEYS[2], ms)
 end
@@ -152,9 +156,12 @@ class RedisStore(Store):
         keys, args = [self._k(key), self._k(counter)], [dumps(value), check_ttl(ttl), int(expected)]
         return bool(self._script(self._put_if_counter, keys, args))
 
-    def put_indexed(self, key: str, value: Value, ttl: int, index: str, index_ttl: int, check: str) -> Value | None:
+    def put_indexed(self, key: str, value: Value, ttl: int, index: str, check: str) -> Value | None:
         keys = [self._k(key), self._k(index), self._k(check)]
-        return loads(self._script(self._put_indexed, keys, [dumps(value), check_ttl(ttl), check_ttl(index_ttl), key]))
+        return loads(self._script(self._put_indexed, keys, [dumps(value), check_ttl(ttl), key]))
+
+    def index_members(self, index: str) -> set[str]:
+        return {m.decode() for m in self._r.zrange(self._k(index), 0, -1)}
 
     def smembers(self, key: str) -> set[str]:
         return {m.decode() for m in self._r.smembers(self._k(key))}

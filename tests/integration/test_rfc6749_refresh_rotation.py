@@ -78,14 +78,16 @@ def test_concurrent_refresh_never_leaves_two_live_successors(flow, app):
     for t in threads:
         t.join(60)
     statuses = sorted(status for status, _ in results)
-    assert statuses == [200] + [400] * (n - 1), results
+    # The winner too answers invalid_grant when the losers' revocation reaches it while it
+    # issues (idp.oauth.tokens.issue): what it would hand out is dead.
+    assert statuses in ([200] + [400] * (n - 1), [400] * n), results
     assert {body["error"] for status, body in results if status == 400} == {"invalid_grant"}
     rows = _rows(grant_id)
     assert len(rows) == 2  # one successor only
     # the losers were reuse: the family is revoked, so not even the winner's successor lives
-    winner = next(body for status, body in results if status == 200)
-    assert error_of(refresh(flow.client, flow.rp, winner["refresh_token"])) == (400, "invalid_grant")
-    assert _userinfo(flow, winner["access_token"]) == 401
+    for winner in (body for status, body in results if status == 200):
+        assert error_of(refresh(flow.client, flow.rp, winner["refresh_token"])) == (400, "invalid_grant")
+        assert _userinfo(flow, winner["access_token"]) == 401
 
 
 def test_token_is_bound_to_its_client(flow):

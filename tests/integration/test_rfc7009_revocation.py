@@ -77,3 +77,29 @@ def test_confidential_client_cannot_skip_authentication(client, flow, issued):
     resp = client.post("/revoke", data={"token": issued["refresh_token"]}, auth=("rp-web", "wrong"))
     assert error_of(resp) == (401, "invalid_client") and "error=" in resp.headers["WWW-Authenticate"]
     assert active(introspect(client, flow.rp, issued["refresh_token"]))
+
+
+def test_a_familys_index_lives_as_long_as_its_newest_access_token(app, flow, issued):
+    """Not for the family's 30 days: it holds the access tokens still alive (Store.put_indexed)."""
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    grant_id = tokens.find_access_token(issued["access_token"])["grant_id"]
+    later = refresh(flow.client, flow.rp, issued["refresh_token"]).get_json()
+    index = tokens._family_key(grant_id)
+    assert len(store().index_members(index)) == 2
+    assert store().ttl_of(index) <= app.config["ACCESS_TOKEN_TTL"]
+    assert later["access_token"]
+
+
+def test_revocation_sweeps_what_an_earlier_release_indexed(client, api, flow, issued):
+    """An earlier release kept a family's access tokens in a plain set under grant-at:."""
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    grant_id = tokens.find_access_token(issued["access_token"])["grant_id"]
+    key = tokens.AT_PREFIX + tokens.access_token_key(issued["access_token"])
+    store().delete(tokens._family_key(grant_id))
+    store().sadd(f"grant-at:{grant_id}", key, 600)
+    assert revoke(client, flow.rp, issued["refresh_token"]).status_code == 200
+    assert not active(introspect(client, api, issued["access_token"]))

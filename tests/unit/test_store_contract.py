@@ -243,22 +243,43 @@ def test_create_store_rejects_unknown_urls(url: str) -> None:
 
 
 def test_put_indexed_returns_a_check_value_of_any_type(store):
-    assert store.put_indexed("at:c1", {"v": 1}, 60, "cc:fam", 120, "client:x") is None
+    assert store.put_indexed("at:c1", {"v": 1}, 60, "cc:fam", "client:x") is None
     assert store.get("at:c1") == {"v": 1} and store.ttl_of("at:c1") <= 60
     store.put("client:x", {"secret_hash": "h"}, 60)
-    assert store.put_indexed("at:c2", {"v": 2}, 60, "cc:fam", 120, "client:x") == {"secret_hash": "h"}
-    assert store.smembers("cc:fam") == {"at:c1", "at:c2"}
+    assert store.put_indexed("at:c2", {"v": 2}, 60, "cc:fam", "client:x") == {"secret_hash": "h"}
+    assert store.index_members("cc:fam") == {"at:c1", "at:c2"}
 
 
 def test_put_indexed_writes_indexes_and_reads_the_mark(store):
-    assert store.put_indexed("at:1", {"v": 1}, 60, "fam", 120, "fam-revoked") is None
+    assert store.index_members("fam") == set()
+    assert store.put_indexed("at:1", {"v": 1}, 120, "fam", "fam-revoked") is None
     assert store.get("at:1") == {"v": 1}
-    assert store.smembers("fam") == {"at:1"}
+    assert store.index_members("fam") == {"at:1"}
     assert 60 < store.ttl_of("fam") <= 120
     store.put("fam-revoked", "reuse", 60)
-    assert store.put_indexed("at:2", {"v": 2}, 60, "fam", 30, "fam-revoked") == "reuse"
-    assert store.smembers("fam") == {"at:1", "at:2"}
-    assert 60 < store.ttl_of("fam") <= 120  # never shortened
+    assert store.put_indexed("at:2", {"v": 2}, 30, "fam", "fam-revoked") == "reuse"
+    assert store.index_members("fam") == {"at:1", "at:2"}
+    assert 60 < store.ttl_of("fam") <= 120  # as long as its newest member: never shortened
+
+
+def test_an_index_drops_the_members_whose_time_is_up(store):
+    """A family refreshed for a month must not hold every access token it ever had."""
+    if isinstance(store, MemoryStore):
+        with freeze_time() as clock:
+            store.put_indexed("at:old", 1, 60, "fam", "mark")
+            clock.tick(61)
+            store.put_indexed("at:new", 2, 60, "fam", "mark")
+            assert store.index_members("fam") == {"at:new"}
+    else:  # the script reads Redis's own clock: an entry whose time was up long ago
+        store._r.zadd(store._k("fam"), {"at:old": 1})
+        store.put_indexed("at:new", 2, 60, "fam", "mark")
+        assert store.index_members("fam") == {"at:new"}
+
+
+def test_an_index_is_not_a_value(store):
+    store.put_indexed("at:1", 1, 60, "fam", "mark")
+    with pytest.raises(Exception):
+        store.get("fam")
 
 
 def test_put_indexed_against_a_concurrent_sweep(store):
@@ -272,12 +293,12 @@ def test_put_indexed_against_a_concurrent_sweep(store):
 
         def mint():
             barrier.wait()
-            seen["mark"] = store.put_indexed(key, 1, 60, fam, 60, mark)
+            seen["mark"] = store.put_indexed(key, 1, 60, fam, mark)
 
         def sweep():
             barrier.wait()
             store.put(mark, "revoked", 60)
-            members = store.smembers(fam)
+            members = store.index_members(fam)
             if members:
                 store.delete(*members)
 
