@@ -62,8 +62,9 @@ def build(client_id: str, *, name=None, redirect_uris=(), post_logout_redirect_u
                               ("backchannel_logout_uri", backchannel_logout_uri)):
         if value is not None and not isinstance(value, str):
             raise InvalidClient(f"{field_name} must be a string")
-    for field_name, values in (("redirect_uris", redirect_uris), ("post_logout_redirect_uris", post_logout_redirect_uris),
-                               ("grant_types", grant_types), ("scopes", scopes)):
+    lists = (("redirect_uris", redirect_uris), ("post_logout_redirect_uris", post_logout_redirect_uris),
+             ("grant_types", grant_types), ("scopes", scopes))
+    for field_name, values in lists:
         if isinstance(values, str) or not all(isinstance(v, str) for v in values):
             raise InvalidClient(f"{field_name} must be a list of strings")
     if public and auth_method not in (None, "none"):

@@ -41,7 +41,8 @@ class Account(db.Model):
     @classmethod
     def usable_since_sql(cls, created_at):
         """``usable_since`` as a SQL condition over a ``created_at`` column."""
-        return and_(cls.status == "active", or_(cls.sessions_revoked_at.is_(None), cls.sessions_revoked_at < created_at))
+        return and_(cls.status == "active",
+                    or_(cls.sessions_revoked_at.is_(None), cls.sessions_revoked_at < created_at))
 
     @staticmethod
     def normalize_email(email: str) -> str:

@@ -9,9 +9,10 @@ process's copy of the registration, with no round trip at all, because what they
 next checks that copy:
 
 - client credentials writes its token with ``Store.put_indexed``, checking the client's
-  key of the shared cache: it returns the shared cache's registration as of that write; if it differs from the copy (the client was
-  changed, deleted, or its cache entry dropped), the grant deletes the token and
-  authenticates again from the shared cache (idp.oauth.client_credentials);
+  key of the shared cache: it returns the shared cache's registration as of that write; if
+  it differs from the copy (the client was changed, deleted, or its cache entry dropped),
+  the grant deletes the token and authenticates again from the shared cache
+  (idp.oauth.client_credentials);
 - the one-statement refresh rotation rotates only if the database still holds the copy's
   row ``id`` at its ``version`` (SQLAlchemy's version counter on Client, which starts again
   at 1 for a client removed and registered again); otherwise it changes nothing and

@@ -280,7 +280,8 @@ _RT, _GRANT, _ACCOUNT = RefreshToken.__table__, Grant.__table__, Account.__table
 # joined eager loads cost more than PostgreSQL's answer (tokens are looked up by hash).
 _FIND_REFRESH = (
     select(*_columns(_RT, "t_"), *_columns(_GRANT, "g_"), *_columns(_ACCOUNT, "a_", skip={"password_hash"}))
-    .select_from(_RT.join(_GRANT, _GRANT.c.id == _RT.c.grant_id).outerjoin(_ACCOUNT, _ACCOUNT.c.id == _GRANT.c.account_id))
+    .select_from(_RT.join(_GRANT, _GRANT.c.id == _RT.c.grant_id)
+                 .outerjoin(_ACCOUNT, _ACCOUNT.c.id == _GRANT.c.account_id))
     .where(_RT.c.token_hash == bindparam("token_hash"))
 )
 

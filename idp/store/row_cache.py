@@ -11,8 +11,9 @@ fires no mapper event); nothing in idp/ writes these tables otherwise.
 A read can be overtaken: a request misses, reads the row, a change commits and drops the
 entry, and then the request caches what it read, the row as it was before the change (a
 client's old secret, say, working for the TTL). So every change also increments the
-entry's counter (``prefix-v:key``, a name no cached row can have) before dropping the entry, a request reads that counter
-before it reads the row, and it caches the row only if the counter has not moved
+entry's counter (``prefix-v:key``, a name no cached row can have) before dropping the entry,
+a request reads that counter before it reads the row, and it caches the row only if the
+counter has not moved
 (Store.put_if_counter, atomic). That costs a round trip on a miss only.
 
 The embedded store is private to one process, so there the database is always asked.

@@ -149,7 +149,8 @@ def test_the_same_form_posted_twice_at_once_signs_in_once(flow, app, seller):
 def test_a_wrong_password_leaves_the_sign_in_open_for_the_next_try(flow, seller):
     url, page = _signin_page(flow)
     token = csrf_token(page)
-    assert flow.client.post(url, data={"csrf_token": token, "email": seller.email, "password": "nope"}).status_code == 401
+    wrong = flow.client.post(url, data={"csrf_token": token, "email": seller.email, "password": "nope"})
+    assert wrong.status_code == 401
     again = flow.client.post(url, data={"csrf_token": token, "email": seller.email, "password": PASSWORD})
     assert again.status_code == 302 and "code=" in again.headers["Location"]
 
@@ -161,8 +162,8 @@ def test_a_serving_process_makes_its_dummy_hash_before_the_first_request(app, tm
     from idp.extensions import db
     from idp.login import password
 
-    config = {k: app.config[k] for k in ("ISSUER", "DATABASE_URL", "REDIS_URL", "STORE_NAMESPACE", "TESTING", "KEYS_DIR")
-              if k in app.config}
+    keep = ("ISSUER", "DATABASE_URL", "REDIS_URL", "STORE_NAMESPACE", "TESTING", "KEYS_DIR")
+    config = {k: app.config[k] for k in keep if k in app.config}
     config["MAINTENANCE"] = False
     for make, made in ((create_app, 0), (create_server_app, 1)):
         password._dummy_hash.cache_clear()
