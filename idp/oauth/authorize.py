@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from . import resource_indicators
+
 MAX_PARAM = 2048
-PROMPTS = {"none", "login", "consent"}
+# select_account: there is no account chooser; the sign-in page is where the seller says
+# which account, so it is asked for as "login" is (OIDC Core §3.1.2.1).
+PROMPTS = {"none", "login", "consent", "select_account"}
 # RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters of the base64url alphabet.
 S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # used with fullmatch ("$" lets a final newline by)
 # RFC 6749 §3.3: a scope token is NQCHAR (printable ASCII but space, '"' and '\'): only such
@@ -68,7 +72,9 @@ _REQUEST_FIELDS = frozenset(f.name for f in fields(AuthorizationRequest))
 
 def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, object]:
     """``params`` maps a name to the list of its values (werkzeug MultiDict.to_dict(flat=False));
-    ``resources`` the configured resource servers (RFC 8707)."""
+    ``resources`` the configured resource servers (RFC 8707). A parameter sent without a
+    value is treated as omitted (RFC 6749 §3.1)."""
+    params = {name: kept for name, values in params.items() if (kept := [v for v in values if v != ""])}
     client = _check_client(params, find_client)
     redirect_uri, redirect_uri_given = _check_redirect_uri(params, client)
     state = _one(params, "state")
@@ -79,13 +85,17 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
     for name in SINGLE:
         if len(params.get(name, [])) > 1:
             fail("invalid_request", f"'{name}' must not be repeated")
-    for name, values in params.items():
-        if name != "resource" and any(len(v) > MAX_PARAM for v in values):
-            fail("invalid_request", f"'{name}' is too long" if name in SINGLE else "a parameter is too long")
+    # OIDC Core §6.1, §6.2: whatever its length, a request object gets the answer that says
+    # it is not supported.
     if _one(params, "request") is not None:
         fail("request_not_supported", "request objects are not supported")
     if _one(params, "request_uri") is not None:
         fail("request_uri_not_supported", "request_uri is not supported")
+    for name, values in params.items():
+        if name != "resource" and any(len(v) > MAX_PARAM for v in values):
+            fail("invalid_request", f"'{name}' is too long" if name in SINGLE else "a parameter is too long")
+    if _one(params, "response_type") is None:
+        fail("invalid_request", "response_type is required")
     if _one(params, "response_type") != "code":
         fail("unsupported_response_type", "only response_type=code is supported")
     if not client.check_response_type("code"):
@@ -116,6 +126,8 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
         fail("invalid_request", "unsupported prompt value")
     if "none" in prompt and len(prompt) > 1:
         fail("invalid_request", "prompt=none cannot be combined with other values")
+    if "select_account" in prompt:
+        prompt = (prompt - {"select_account"}) | {"login"}
 
     max_age = _one(params, "max_age")
     if max_age is not None:
@@ -125,7 +137,7 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
 
     resource = params.get("resource", [])
     for r in resource:
-        if len(r) > MAX_PARAM or "#" in r or "://" not in r:
+        if not resource_indicators.well_formed(r):
             fail("invalid_target", "resource must be an absolute URI without fragment (RFC 8707)")
         if r not in resources:
             fail("invalid_target", "unknown resource")

@@ -11,9 +11,12 @@ Pure: the configuration is passed in.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
 
 from authlib.oauth2.base import OAuth2Error
+
+# RFC 3986 §4.3: an absolute URI is a scheme, ":" and the rest (a URN has no authority).
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+")
 
 
 class InvalidTargetError(OAuth2Error):
@@ -22,12 +25,9 @@ class InvalidTargetError(OAuth2Error):
     error = "invalid_target"
 
 
-def _well_formed(uri: str) -> bool:
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return False
-    return bool(parts.scheme and parts.netloc) and "#" not in uri and len(uri) <= 2048
+def well_formed(uri: str) -> bool:
+    """An absolute URI without a fragment (RFC 8707 §2)."""
+    return len(uri) <= 2048 and _ABSOLUTE.fullmatch(uri) is not None
 
 
 def select(requested: list[str], granted: list[str] | None, resources: dict) -> list[str]:
@@ -39,7 +39,7 @@ def select(requested: list[str], granted: list[str] | None, resources: dict) -> 
     """
     chosen = list(dict.fromkeys(requested)) if requested else list(granted or [])
     for uri in chosen:
-        if not _well_formed(uri) or uri not in resources:
+        if not well_formed(uri) or uri not in resources:
             raise InvalidTargetError("unknown or malformed resource")
     if requested and granted is not None and not set(chosen) <= set(granted):
         raise InvalidTargetError("resource was not part of the authorization")

@@ -49,7 +49,8 @@ def test_repeated_client_or_redirect_is_a_page(flow, param):
 
 
 REDIRECT_ERRORS = [
-    ("no response_type", {"response_type": None}, "unsupported_response_type"),
+    ("no response_type", {"response_type": None}, "invalid_request"),  # §4.1.2.1: a missing parameter
+    ("token response_type", {"response_type": "token"}, "unsupported_response_type"),
     ("implicit", {"response_type": "token"}, "unsupported_response_type"),
     ("hybrid", {"response_type": "code id_token"}, "unsupported_response_type"),
     ("no challenge", {"code_challenge": None}, "invalid_request"),
@@ -67,6 +68,7 @@ REDIRECT_ERRORS = [
     ("challenge with a final newline", {"code_challenge": "a" * 43 + "\n"}, "invalid_request"),
     ("openid without redirect_uri", {"redirect_uri": None}, "invalid_request"),  # OIDC Core 3.1.2.1
     ("request object", {"request": "eyJ.x.y"}, "request_not_supported"),
+    ("long request object", {"request": "eyJ." + "x" * 3000 + ".y"}, "request_not_supported"),  # Core §6.1
     ("request_uri", {"request_uri": "https://rp.example.com/r"}, "request_uri_not_supported"),
     ("fragment mode", {"response_mode": "fragment"}, "invalid_request"),
     ("oversized nonce", {"nonce": "n" * 5000}, "invalid_request"),
@@ -147,6 +149,29 @@ def test_prompt_login_forces_password(flow):
     flow.login_code()
     resp = flow.authorize(prompt="login")
     assert "/signin/" in resp.headers["Location"]
+
+
+def test_prompt_select_account_asks_who_signs_in(flow):
+    """OIDC Core §3.1.2.1: no account chooser here; the sign-in page is where the seller says."""
+    flow.login_code()
+    assert "/signin/" in flow.authorize(prompt="select_account").headers["Location"]
+
+
+EMPTY = ["max_age", "response_mode", "request", "request_uri", "resource", "prompt", "login_hint", "nonce"]
+
+
+@pytest.mark.parametrize("param", EMPTY)
+def test_a_parameter_without_a_value_is_as_if_omitted(flow, param):
+    """RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if they were omitted"."""
+    resp = flow.authorize(**{param: ""})
+    assert "/signin/" in resp.headers["Location"], resp.headers["Location"]
+
+
+def test_a_urn_is_a_resource_indicator(app, flow):
+    """RFC 8707 §2: an absolute URI; a URN has no authority."""
+    app.config["RESOURCES"] = {"urn:example:orders": {"scopes": ["openid", "email"]}}
+    assert "/signin/" in flow.authorize(resource="urn:example:orders").headers["Location"]
+    assert _redirect_query(flow.authorize(resource="urn:example:orders#x"))["error"] == "invalid_target"
 
 
 def test_max_age_exceeded_forces_password(flow):
