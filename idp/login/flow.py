@@ -7,7 +7,9 @@ database, cookies) and the views only render.
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from flask import current_app, redirect, request, session as flask_session, url_for
@@ -22,6 +24,7 @@ from ..oauth.authorize import AuthorizationRequest
 from . import session as browser_session
 from .pipeline import Context, SignIn, authentication_complete, next_step, session_satisfies
 
+log = logging.getLogger(__name__)
 ACR_PASSWORD = "urn:idp:acr:pwd"
 BROWSER_COOKIE = "idp_browser"
 
@@ -55,12 +58,25 @@ def save(signin: SignIn) -> None:
     store().put(_key(signin.id), signin.to_dict(), _ttl(signin))
 
 
-def claim(signin: SignIn) -> bool:
-    """Take the sign-in as loaded, before a step's POST changes it: of two requests that
-    loaded the same revision (a double submit, two tabs), only one gets True, so one sign-in
-    never opens two sessions or answers with two codes. Called once the step has succeeded
-    (a wrong password leaves the revision free for the next try)."""
-    return store().add(f"signin-claim:{signin.id}:{signin.revision}", 1, _ttl(signin))
+@contextmanager
+def claimed(signin: SignIn):
+    """Take the sign-in as loaded, before a step's POST changes it; yields whether this
+    request has it. Of two requests that loaded the same revision (a double submit, two
+    tabs), one has it, so one sign-in never opens two sessions or answers with two codes.
+    Entered once the step has succeeded (a wrong password leaves the revision free for the
+    next try); a failure inside (a 503) gives it back, so the seller's retry goes through."""
+    key = f"signin-claim:{signin.id}:{signin.revision}"
+    if not store().add(key, 1, _ttl(signin)):
+        yield False
+        return
+    try:
+        yield True
+    except BaseException:
+        try:
+            store().delete(key)
+        except Exception as exc:  # noqa: BLE001  (the store in an outage: the claim expires with the sign-in)
+            log.warning("sign-in claim not given back: %s", type(exc).__name__)
+        raise
 
 
 def context(signin: SignIn, client: Client) -> Context:

@@ -33,7 +33,7 @@ class SignIn:
     browser: str = ""  # keyed hash of the browser-binding cookie that started it
     hint_sub: str | None = None  # the subject of the request's id_token_hint: only they may finish
     expires_at: float = 0.0  # checked on load, whatever the store's own TTL clock says
-    revision: int = 0  # times saved: a step's POST claims the revision it loaded (idp.login.flow.claim)
+    revision: int = 0  # times saved: a step's POST claims the revision it loaded (idp.login.flow.claimed)
 
     @classmethod
     def start(cls, request: dict) -> "SignIn":

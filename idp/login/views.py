@@ -1,6 +1,6 @@
 """Pages of the sign-in steps. Each step: GET renders, POST checks and advances."""
 
-from flask import Blueprint, render_template
+from flask import Blueprint, redirect, render_template, url_for
 
 from ..errors import page_error
 from ..extensions import db
@@ -23,11 +23,19 @@ def _load(signin_id):
     return signin, query_client(signin.request["client_id"])
 
 
+def _taken(step: str, signin):
+    """Another request of this browser took the sign-in at this step (a double submit: the
+    browser shows the second answer): send it where the sign-in is now."""
+    return redirect(url_for(f"login.{step}", signin_id=signin.id), 303)
+
+
 @bp.route("/<signin_id>/password", methods=["GET", "POST"])
 def password(signin_id):
     signin, client = _load(signin_id)
     if signin is None or client is None:
         return page_error(EXPIRED, 400)
+    if "password" in signin.done and signin.sid is not None:  # proved already (a resubmitted form)
+        return flow.advance(signin, client)
     form = PasswordForm()
     if not form.is_submitted():
         form.email.data = signin.request.get("login_hint")
@@ -43,14 +51,15 @@ def password(signin_id):
     if not ok or account.status != "active":
         metrics.signin_failed("bad_credentials")
         return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
-    if not flow.claim(signin):  # the same form, posted twice at once: the other one goes on
-        return page_error(EXPIRED, 400)
-    if passwords.needs_rehash(account.password_hash):
-        account.password_hash = passwords.hash_password(form.password.data)
-        db.session.commit()
-    flow.authenticated(signin, account, ["pwd"])
-    signin.complete("password")
-    return flow.advance(signin, client)
+    with flow.claimed(signin) as ours:
+        if not ours:
+            return _taken("password", signin)
+        if passwords.needs_rehash(account.password_hash):
+            account.password_hash = passwords.hash_password(form.password.data)
+            db.session.commit()
+        flow.authenticated(signin, account, ["pwd"])
+        signin.complete("password")
+        return flow.advance(signin, client)
 
 
 @bp.route("/<signin_id>/consent", methods=["GET", "POST"])
@@ -58,15 +67,18 @@ def consent(signin_id):
     signin, client = _load(signin_id)
     if signin is None or client is None or signin.account_id is None:
         return page_error(EXPIRED, 400)
+    if "consent" in signin.done:  # given already (a resubmitted form)
+        return flow.advance(signin, client)
     form = ConsentForm()
     if not form.is_submitted():
         return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"])
     if not form.validate():
         return page_error("The form expired. Go back to the app and start again.", 400)
-    if not flow.claim(signin):
-        return page_error(EXPIRED, 400)
-    if not form.allow.data:
-        return flow.deny(signin)
-    flow.record_consent(signin, client)
-    signin.complete("consent")
-    return flow.advance(signin, client)
+    with flow.claimed(signin) as ours:
+        if not ours:
+            return _taken("consent", signin)
+        if not form.allow.data:
+            return flow.deny(signin)
+        flow.record_consent(signin, client)
+        signin.complete("consent")
+        return flow.advance(signin, client)

@@ -140,10 +140,55 @@ def test_the_same_form_posted_twice_at_once_signs_in_once(flow, app, seller):
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(status for status, _ in answers) == [302, 400]
+    assert sorted(status for status, _ in answers) == [302, 303]
     (location,) = [loc for status, loc in answers if status == 302]
     assert "code=" in location
+    (taken,) = [loc for status, loc in answers if status == 303]
+    assert taken.endswith(url)  # sent where the sign-in is now: here, finished and gone
+    assert flow.client.get(taken).status_code == 400
     assert db.session.scalar(db.select(db.func.count()).select_from(BrowserSession)) == 1
+
+
+def test_a_resubmitted_form_does_not_sign_in_again(app, client, seller, third_party_rp):
+    """The second click of a double click, answered after the first (consent is next); it
+    left with the cookies of before the first answer. The password was proved for this
+    sign-in, so it goes on to the consent page."""
+    from idp.extensions import db
+    from idp.models import BrowserSession
+    from tests.conftest import Flow
+
+    third = Flow(client, third_party_rp)
+    url, page = _signin_page(third)
+    form = {"csrf_token": csrf_token(page), "email": seller.email, "password": PASSWORD}
+    twin = app.test_client()
+    for cookie in client._cookies.values():
+        twin.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
+    first, second = client.post(url, data=form), twin.post(url, data=form)
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"].endswith("/consent") and second.headers["Location"].endswith("/consent")
+    assert db.session.scalar(db.select(db.func.count()).select_from(BrowserSession)) == 1
+
+
+def test_a_failure_after_the_claim_gives_it_back_for_the_retry(flow, seller, monkeypatch):
+    """A PostgreSQL blip while the session starts (503): the seller's retry signs in."""
+    from sqlalchemy.exc import OperationalError
+
+    from idp.login import flow as signin_flow
+
+    real, calls = signin_flow._start_session, []
+
+    def blip_once(signin):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return real(signin)
+
+    monkeypatch.setattr(signin_flow, "_start_session", blip_once)
+    url, page = _signin_page(flow)
+    form = {"csrf_token": csrf_token(page), "email": seller.email, "password": PASSWORD}
+    assert flow.client.post(url, data=form).status_code == 503
+    retry = flow.client.post(url, data=form)
+    assert retry.status_code == 302 and "code=" in retry.headers["Location"]
 
 
 def test_a_wrong_password_leaves_the_sign_in_open_for_the_next_try(flow, seller):
