@@ -12,6 +12,7 @@ Clearing the cookie is the view's job: this module works without a request.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import update
@@ -20,6 +21,8 @@ from ..extensions import db
 from ..models import Account, BrowserSession, Grant
 from ..oauth import tokens
 from . import backchannel
+
+log = logging.getLogger(__name__)
 
 
 def session_grants(sid: str, *, include_offline: bool) -> list[Grant]:
@@ -35,7 +38,8 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
     one after the session's commit, a failure half-way (the store or the database in an
     outage: the answer is a 503) would leave the rest live for good, since a retry finds no
     session to end. The store's half (marks, access tokens) follows; if it fails, the
-    refresh tokens are dead already and the access tokens left expire with ACCESS_TOKEN_TTL."""
+    refresh tokens are dead already, the access tokens left expire with ACCESS_TOKEN_TTL,
+    and the back-channel logout still goes out (unless the store is down altogether)."""
     now = datetime.now(timezone.utc)
     result = db.session.execute(
         update(BrowserSession).where(BrowserSession.id_hash == row.id_hash, BrowserSession.ended_at.is_(None))
@@ -48,6 +52,10 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
         db.session.execute(update(Grant).where(Grant.id.in_(grants), Grant.revoked_at.is_(None))
                            .values(revoked_at=now, revoked_reason=reason))
     db.session.commit()
-    for grant_id in grants:
-        tokens.kill_access_tokens(grant_id, reason)
+    try:
+        for grant_id in grants:
+            tokens.kill_access_tokens(grant_id, reason)
+    except Exception as exc:  # noqa: BLE001  (the session has ended: the relying parties must still hear it)
+        log.error("logout sid=%s: the store's half of revoking %d family(ies) failed: %s", row.sid, len(grants),
+                  type(exc).__name__)
     return backchannel.notify(backchannel.targets([(account.sub, row.sid, row.clients)]))

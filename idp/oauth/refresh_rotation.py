@@ -24,8 +24,8 @@ grants that made each rotation three times slower.
 
 The family's revocation mark in the store (written by tokens.revoke_grant before its
 database update) is not read here: the access token's own write (put_indexed) reads it,
-and a family revoked between the two gets tokens that are already dead, as on the general
-path when the revocation comes after its checks.
+and a family whose mark is there by then gets invalid_grant (tokens.issue records the
+revocation in the database and gives nothing out), as on the general path.
 """
 
 from __future__ import annotations

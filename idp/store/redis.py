@@ -49,15 +49,16 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-# put_indexed: SET key; in the index (a sorted set scored by expiry, Redis's own clock) drop
-# the members whose time is up and add key; the index's TTL becomes max(remaining, ttl);
-# GET check. One atomic script.
+# put_indexed: SET key; in the index (a sorted set scored by expiry in milliseconds, the clock
+# SET EX expires by: Redis's own) drop the members whose time is up and add key; the index's
+# TTL becomes max(remaining, ttl); GET check. One atomic script.
 _PUT_INDEXED = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-local now = tonumber(redis.call('TIME')[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ms = tonumber(ARGV[2]) * 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + ms, ARGV[3])
 if redis.call('PTTL', KEYS[2]) < ms then
   redis.call('PEXPIRE', KEYS[2], ms)
 end

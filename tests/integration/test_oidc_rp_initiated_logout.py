@@ -267,8 +267,9 @@ def test_discovery_advertises_the_endpoint(client):
 
 def test_a_store_failure_half_way_through_a_logout_leaves_no_family_live(client, seller, monkeypatch):
     """The session and its families end in one transaction: a failure while revoking the
-    second family (a Redis blip: 503) used to leave it live for good, since the user's
-    retry finds no session to end."""
+    second family (a Redis blip) used to answer 503 and leave it live for good, since the
+    user's retry finds no session to end. Now the logout completes; the refresh tokens are
+    dead, and what the blip kept in the store expires with ACCESS_TOKEN_TTL."""
     import re
 
     import redis.exceptions
@@ -297,7 +298,7 @@ def test_a_store_failure_half_way_through_a_logout_leaves_no_family_live(client,
     logout_id = re.search(r'name="logout_id" type="hidden" value="([^"]+)"', page).group(1)
     resp = client.post("/logout/confirm", data={"csrf_token": csrf_token(page), "logout_id": logout_id,
                                                 "confirm": "Sign out"})
-    assert resp.status_code == 503 and len(calls) == 2
+    assert resp.status_code in (200, 303) and len(calls) == 2
     monkeypatch.setattr(shop, "put", real)
     for family in (first, second):
         assert refresh(client, rp, family["refresh_token"]).status_code == 400
