@@ -49,10 +49,10 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         # exp is essential and checked (not past, with the leeway) before this is called.
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-            raise InvalidClientError(description="The client assertion has no numeric exp.")
+            raise AssertionRefused(description="The client assertion has no numeric exp.")
         remaining = int(exp - time.time())
         if remaining > MAX_ASSERTION_LIFETIME:
-            raise InvalidClientError(description="The client assertion expires more than an hour from now.")
+            raise AssertionRefused(description="The client assertion expires more than an hour from now.")
         key = f"jti:{claims['sub']}:{str(jti)[:200]}"
         # A request may authenticate its client twice: the grants judge a request again
         # from the shared registration when this process's copy refused it (idp.oauth.clients).
@@ -70,7 +70,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGS)
         except JoseError as exc:
-            raise InvalidClientError(description=exc.description) from exc
+            raise AssertionRefused(description=exc.description) from exc
         self.verify_claims(token.claims)
         return token.claims
 
@@ -78,13 +78,17 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return KeySet.import_key_set(client.jwks or {"keys": []})
 
 
+class AssertionRefused(InvalidClientError):
+    """A client assertion (private_key_jwt) refused, with what a developer can act on."""
+
+
 class ClientAuthFailed(InvalidClientError):
     """invalid_client with 401; the challenge carries the error only when Basic was tried."""
 
     status_code = 401
 
-    def __init__(self, basic_tried: bool):
-        super().__init__(description="client authentication failed", status_code=401)
+    def __init__(self, basic_tried: bool, description: str = "client authentication failed"):
+        super().__init__(description=description, status_code=401)
         self.basic_tried = basic_tried
 
     def get_headers(self):

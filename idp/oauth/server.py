@@ -22,7 +22,8 @@ from flask import current_app
 
 from ..login import session as browser_session
 from . import clients, codes, params, resource_indicators, tokens
-from .client_auth import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, PrivateKeyJWT  # noqa: F401
+from .client_auth import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, AssertionRefused, ClientAuthFailed,  # noqa: F401
+                          PrivateKeyJWT)
 from .client_credentials import ClientCredentialsGrant
 from .introspection import IntrospectionEndpoint
 from .refresh import RefreshTokenGrant
@@ -124,12 +125,17 @@ class Server(AuthorizationServer):
     def authenticate_client(self, request, methods, endpoint="token"):
         try:
             return super().authenticate_client(request, methods, endpoint)
-        except (UnicodeDecodeError, ValueError, RecursionError, JoseError):
+        except (InvalidClientError, UnicodeDecodeError, ValueError, RecursionError, JoseError) as exc:
             # authlib decodes a Basic header as UTF-8, and a client assertion's JSON (where
             # "[[[[..." nests past Python's limit), without catching the failure; and a
             # registered JWKS it cannot import (registered before idp.cli.client_rules
-            # checked that) fails the client, not the server.
-            raise InvalidClientError(status_code=401, description="malformed client credentials") from None
+            # checked that) fails the client, not the server. Every endpoint answers with
+            # the same challenge (RFC 7617 §2: a Basic challenge has a realm; authlib's
+            # has none and lists every method).
+            basic = request.headers.get("Authorization", "")[:6].lower() == "basic "
+            if isinstance(exc, AssertionRefused):
+                raise ClientAuthFailed(basic, exc.description) from None
+            raise ClientAuthFailed(basic) from None
 
     def create_token_response(self, request=None):
         """RFC 6749 §3.2: no repeated parameters; a missing grant_type is invalid_request."""

@@ -107,7 +107,10 @@ def test_client_authentication_failures(flow, case, kw, status):
         "grant_type": "authorization_code", "code": code, "redirect_uri": flow.rp.redirect_uris[0],
         "code_verifier": flow.verifier})
     assert _error(resp) == (status, "invalid_client")
-    assert resp.headers["WWW-Authenticate"].startswith("Basic")
+    # RFC 7617 §2: a Basic challenge has a realm; the same one as /introspect and /revoke
+    tried = ', error="invalid_client"' if kw["auth"] else ""  # RFC 6750 §3.1's rule, for Basic too
+    assert resp.headers["WWW-Authenticate"] == 'Basic realm="idp"' + tried
+    assert "methods" not in resp.get_json()["error_description"]
 
 
 def test_client_secret_post(client, seller):
