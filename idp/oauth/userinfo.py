@@ -1,4 +1,5 @@
-"""UserInfo endpoint (OIDC Core §5.3); bearer token in the header only (RFC 6750 §2.1).
+"""UserInfo endpoint (OIDC Core §5.3); the bearer token in the header (RFC 6750 §2.1) or in a
+form-encoded POST body (§2.2), never both (§2); not in the query (§2.3: it ends up in logs).
 
 ``respond`` takes the request (idp.oauth.requests) and returns (status, body, headers)
 for idp.oauth.endpoints to write; errors carry the RFC 6750 §3 challenge.
@@ -36,11 +37,26 @@ def claims(account, scopes: list[str]) -> dict:
     return out
 
 
+def _bearer(request) -> tuple[str | None, str | None]:
+    """(the token, or None; an error description when the request is malformed)."""
+    header = request.headers.get("Authorization")
+    in_body = request.form.getlist("access_token")  # a POST's form body only (idp.oauth.requests)
+    if header is not None and in_body or len(in_body) > 1:
+        return None, "send the access token once: in the header or the body"
+    if in_body:
+        return in_body[0].strip() or None, None
+    scheme, _, value = (header or "").partition(" ")
+    return (value.strip() or None if scheme.lower() == "bearer" else None), None
+
+
 def respond(request):
-    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    token, malformed = _bearer(request)
+    if malformed:
+        return 400, {"error": "invalid_request", "error_description": malformed}, [
+            ("WWW-Authenticate", 'Bearer realm="userinfo", error="invalid_request"')]
+    if token is None:
         return _unauthorized(None)
-    record = tokens.find_access_token(value.strip())
+    record = tokens.find_access_token(token)
     if record is None or "sub" not in record:
         return _unauthorized("invalid_token", "the access token is invalid or expired")
     scopes = record["scope"].split()

@@ -87,6 +87,20 @@ def test_userinfo_rejects_bad_tokens(client, case, headers, error):
     assert ('error="invalid_token"' in challenge) == (error == "invalid_token")
 
 
+def test_userinfo_takes_the_token_from_a_form_body_but_only_once(flow, seller):
+    """RFC 6750 §2.2 (the body of a form-encoded POST); §2: never two ways in one request."""
+    token = flow.redeem(flow.login_code()).get_json()["access_token"]
+    resp = flow.client.post("/userinfo", data={"access_token": token})
+    assert resp.status_code == 200 and resp.get_json()["sub"] == seller.sub
+    both = flow.client.post("/userinfo", data={"access_token": token}, headers={"Authorization": f"Bearer {token}"})
+    assert both.status_code == 400 and both.get_json()["error"] == "invalid_request"
+    twice = flow.client.post("/userinfo", data={"access_token": [token, token]})
+    assert twice.status_code == 400
+    assert flow.client.post("/userinfo", data={"access_token": "nope"}).status_code == 401
+    as_json = flow.client.post("/userinfo", json={"access_token": token})  # not a form body
+    assert as_json.status_code == 401
+
+
 def test_userinfo_token_in_query_is_not_accepted(flow):
     token = flow.redeem(flow.login_code()).get_json()["access_token"]
     assert flow.client.get("/userinfo", query_string={"access_token": token}).status_code == 401
