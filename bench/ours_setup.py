@@ -26,8 +26,11 @@ def main(clients_file: str, email: str) -> None:
                 client_id=c["client_id"], name=c["client_id"], secret_hash=keyed_hash(c["client_secret"]),
                 token_endpoint_auth_method=c["token_endpoint_auth_method"], redirect_uris=c["redirect_uris"],
                 grant_types=c["grant_types"], scopes=c["scope"].split(), first_party=True,
+                # as bench/reference/server.mjs registers them (clientDefaults): both sign ES256
+                id_token_signed_response_alg="ES256",
             ))
-        db.session.add(Account(email=email, email_verified=True, password_hash=hash_password(os.environ["BENCH_PASSWORD"])))
+        password_hash = hash_password(os.environ["BENCH_PASSWORD"])
+        db.session.add(Account(email=email, email_verified=True, password_hash=password_hash))
         db.session.commit()
 
 

@@ -38,8 +38,10 @@ DEFAULTS: dict[str, object] = {
     "KEYS_DIR": "keys",
     # The demo clients registered by `make run` and `idp clients load`.
     "CLIENTS_FILE": "config/clients.toml",
-    # Signing algorithm of ID tokens unless a client asks for another (ES256 or RS256).
-    "ID_TOKEN_ALG": "ES256",
+    # Signing algorithm of ID tokens (and logout tokens, JWT access tokens) unless a client
+    # asks for another (ES256 or RS256). RS256 is what a client that registered none expects
+    # (OIDC Core §3.1.3.7 step 7, OIDC Registration §2); ES256 is cheaper to sign.
+    "ID_TOKEN_ALG": "RS256",
     # Lifetimes, in seconds.
     "CODE_TTL": 60,
     "ACCESS_TOKEN_TTL": 600,

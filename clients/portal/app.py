@@ -3,9 +3,10 @@
 Each region is its own client (portal-na, portal-eu, portal-jp) with its own redirect
 URI and secret; what they share is the IdP's browser session, so signing in to one
 portal signs you in to the others without a password (single sign-on). portal-jp is
-registered for RS256 ID tokens; nothing changes here: the algorithm is in the JWS
-header and the key in the JWKS. The third-party integrator (integrator-acme) runs on
-this same code: the only difference, the consent page, is the IdP's business.
+registered for ES256 ID tokens (the others get the IdP's default, RS256); nothing changes
+here: the algorithm is in the JWS header and the key in the JWKS. The third-party
+integrator (integrator-acme) runs on this same code: the only difference, the consent
+page, is the IdP's business.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ redirect_uris = ["http://127.0.0.1:{port}/callback"]
 grant_types = ["authorization_code", "refresh_token"]
 scopes = ["openid", "email", "profile", "offline_access"]
 first_party = true
+id_token_alg = "ES256"
 
 [[clients]]
 client_id = "e2e-rp-rs256"
@@ -39,7 +40,6 @@ redirect_uris = ["http://127.0.0.1:{port}/callback-rs256"]
 grant_types = ["authorization_code", "refresh_token"]
 scopes = ["openid", "email", "profile", "offline_access"]
 first_party = true
-id_token_alg = "RS256"
 """
 
 

@@ -167,7 +167,7 @@ def test_load_registers_the_demo_clients_idempotently(app, idp):
         dashboard = db.session.scalar(select(Client).filter_by(client_id="seller-dashboard"))
         assert dashboard.check_client_secret("demo-only-seller-dashboard-secret")
         portal_jp = db.session.scalar(select(Client).filter_by(client_id="portal-jp"))
-        assert portal_jp.id_token_signed_response_alg == "RS256"
+        assert portal_jp.id_token_signed_response_alg == "ES256"
         mobile = db.session.scalar(select(Client).filter_by(client_id="seller-mobile"))
         assert mobile.is_public and mobile.is_native and mobile.secret_hash is None
         assert not db.session.scalar(select(Client).filter_by(client_id="integrator-acme")).first_party
@@ -303,7 +303,7 @@ def test_keys_rotate_list_and_prune(make_app, tmp_path):
     (es_old, *_), (rs, *_) = keys_table(idp)
     assert keys_table(idp) == [[es_old, "ES256", "active"], [rs, "RS256", "active"]]
 
-    rotated = idp("keys", "rotate", "--now")
+    rotated = idp("keys", "rotate", "--alg", "ES256", "--now")
     assert rotated.exit_code == 0, rotated.output
     es_new = rotated.stdout.split()[3].rstrip(":")
     assert idp("keys", "rotate", "--alg", "RS256").exit_code == 0
@@ -322,9 +322,10 @@ def test_rotate_prunes_keys_no_token_can_need(make_app, tmp_path):
     app = make_app(keys_dir=tmp_path / "keys")
     idp = runner_for(app)
     (es_old, *_), _ = keys_table(idp)
-    assert idp("keys", "rotate", "--now").exit_code == 0  # es_old retires now: tokens may still need it
+    assert idp("keys", "rotate", "--alg", "ES256", "--now").exit_code == 0  # es_old retires: tokens may need it
     app.config.update(ID_TOKEN_TTL=0, ACCESS_TOKEN_TTL=0)
-    second = idp("keys", "rotate", "--now")
+    second = idp("keys", "rotate", "--now")  # ID_TOKEN_ALG's (RS256): prunes the retired ES256 key too
+    assert second.stdout.startswith("new RS256 key ")
     assert f"pruned {es_old}" in second.stdout
     assert es_old not in {row[0] for row in keys_table(idp)}
 

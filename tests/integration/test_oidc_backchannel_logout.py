@@ -65,7 +65,7 @@ def test_rp_receives_a_valid_logout_token(client, seller, receiver):
     assert sent["method"] == "POST" and sent["path"] == "/backchannel-logout"
     assert sent["content_type"] == "application/x-www-form-urlencoded"
     header, claims = verify_with_jwks(receiver.tokens[0])
-    assert header["typ"] == "logout+jwt" and header["alg"] == "ES256" and header["kid"]
+    assert header["typ"] == "logout+jwt" and header["alg"] == "RS256" and header["kid"]
     assert claims["iss"] == id_claims["iss"] and claims["aud"] == "rp-bc"
     assert claims["sub"] == id_claims["sub"] and claims["sid"] == id_claims["sid"]
     assert claims["events"] == {EVENT: {}}

@@ -20,16 +20,18 @@ def _verify(client, token):
 
 
 def test_id_token_claims(flow, seller):
+    """RS256 for a client that registered no algorithm (OIDC Core §3.1.3.7 step 7: the
+    default; OIDC Registration §2)."""
     tokens = flow.redeem(flow.login_code(nonce="n-123")).get_json()
     header, claims = _verify(flow.client, tokens["id_token"])
-    assert header["alg"] == "ES256" and header["kid"]
+    assert header["alg"] == "RS256" and header["kid"]
     assert claims["iss"] == ISSUER and claims["aud"] == "rp-web" and claims["azp"] == "rp-web"
     assert claims["sub"] == seller.sub and claims["sub"] != seller.email
     assert claims["nonce"] == "n-123"
     assert claims["amr"] == ["pwd"] and claims["acr"]
     assert abs(claims["auth_time"] - time.time()) < 30 and claims["exp"] > claims["iat"]
     assert claims["sid"]
-    assert claims["at_hash"] == half_hash(tokens["access_token"], "ES256")
+    assert claims["at_hash"] == half_hash(tokens["access_token"], "RS256")
     assert claims["email"] == "seller@example.com" and claims["email_verified"] is True
 
 
