@@ -174,8 +174,17 @@ def _start_session(signin: SignIn):
     return (row, account), cookie
 
 
+def forget_identity(signin: SignIn) -> None:
+    """Start the sign-in over from who the user is: every step done so far (a consent too)
+    was for the account that proved it, and that proof no longer stands."""
+    signin.account_id = signin.sid = signin.auth_time = None
+    signin.amr, signin.done, signin.consent_given = [], [], False
+
+
 def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
     """Record a successful proof of identity in the sign-in."""
+    if signin.account_id is not None and signin.account_id != account.id:
+        forget_identity(signin)  # another account: nothing done for the first one counts
     signin.account_id = account.id
     signin.auth_time = int(time.time())
     signin.amr = sorted(set(amr))
@@ -193,8 +202,7 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=No
             return _error(req, "access_denied", "the account is not available")
         row = browser_session.by_sid(signin.sid)
         if row is None:  # the session ended while this sign-in was open: prove identity again
-            signin.account_id, signin.sid = None, None
-            signin.done = [k for k in signin.done if k != "password"]
+            forget_identity(signin)
             return advance(signin, client)
     if client.client_id not in (row.clients or []):
         row.clients = [*(row.clients or []), client.client_id]

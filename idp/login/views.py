@@ -7,7 +7,7 @@ from ..extensions import db
 from ..models import Account
 from ..ops import metrics
 from ..oauth.server import query_client
-from . import flow, password as passwords
+from . import flow, password as passwords, session as browser_session
 from .forms import ConsentForm, PasswordForm
 
 bp = Blueprint("login", __name__, url_prefix="/signin")
@@ -71,12 +71,19 @@ def consent(signin_id):
         return flow.advance(signin, client)
     form = ConsentForm()
     if not form.is_submitted():
-        return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"])
+        account = db.session.get(Account, signin.account_id)
+        return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"],
+                               account=account)
     if not form.validate():
         return page_error("The form expired. Go back to the app and start again.", 400)
     with flow.claimed(signin) as ours:
         if not ours:
             return _taken("consent", signin)
+        if browser_session.by_sid(signin.sid) is None:
+            # The session ended while the page was open (signed out everywhere, another
+            # account signed in on this browser): no consent for an account nobody proved.
+            flow.forget_identity(signin)
+            return flow.advance(signin, client)
         if not form.allow.data:
             return flow.deny(signin)
         flow.record_consent(signin, client)

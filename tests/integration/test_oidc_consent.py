@@ -48,3 +48,34 @@ def test_prompt_none_without_consent(third):
 
 def test_first_party_never_sees_consent(flow):
     assert "code" in _query(flow.sign_in(flow.authorize()))
+
+
+def test_a_consent_page_outliving_its_session_grants_nothing(app, client, third_party_rp, seller):
+    """The seller signs out everywhere (another browser) while this browser shows the
+    consent page: Allow must neither record consent for that account nor carry over to
+    whoever signs in next on this browser."""
+    from idp.extensions import db
+    from idp.login.password import hash_password
+    from idp.models import Account, Consent
+    from tests.conftest import PASSWORD
+
+    other = Account(email="other@example.com", email_verified=True, password_hash=hash_password(PASSWORD))
+    db.session.add(other)
+    db.session.commit()
+    here = Flow(client, third_party_rp)
+    consent_url = here.sign_in(here.authorize(prompt="consent")).headers["Location"]
+    page = client.get(consent_url).get_data(as_text=True)
+    assert "seller@example.com" in page  # the page says for whom
+    elsewhere = Flow(app.test_client(), third_party_rp)
+    _consent(elsewhere, elsewhere.sign_in(elsewhere.authorize()), "allow")
+    everywhere = elsewhere.client.get("/account/sign-out-everywhere").get_data(as_text=True)
+    assert elsewhere.client.post("/account/sign-out-everywhere", data={
+        "csrf_token": csrf_token(everywhere), "confirm": "Sign out everywhere"}).status_code in (200, 303)
+    db.session.query(Consent).delete()  # what the other browser allowed is not the question here
+    db.session.commit()
+
+    resp = client.post(consent_url, data={"csrf_token": csrf_token(page), "allow": "Allow"})
+    assert "/password" in resp.headers["Location"]  # prove who you are again
+    assert db.session.query(Consent).count() == 0
+    back = here.sign_in(resp, email="other@example.com")
+    assert "/consent" in back.headers["Location"]  # the other account is asked for itself
