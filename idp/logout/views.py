@@ -110,11 +110,15 @@ def confirm():
 
 
 def _finish(req: rp_initiated.LogoutRequest, current):
-    if current is not None:
-        session_end.end(*current)
     target = rp_initiated.redirect_target(req)
     resp = _no_store(redirect(target, 303) if target else render_template("logout/done.html", req=req))
-    _clear_cookies(resp)
+    if current is not None:
+        session_end.end(*current)
+        _clear_cookies(resp)
+    else:
+        # Nothing ended: keep the browser's Flask session, whose CSRF token a sign-in form
+        # open in another tab needs (a cross-site link to /logout must not break it).
+        browser_session.set_cookie(resp, "idp_session", "", max_age=0)
     return resp
 
 

@@ -303,3 +303,16 @@ def test_a_store_failure_half_way_through_a_logout_leaves_no_family_live(client,
     for family in (first, second):
         assert refresh(client, rp, family["refresh_token"]).status_code == 400
     assert live_sessions() == []
+
+
+def test_a_logout_with_no_session_leaves_an_open_sign_in_alone(flow, seller):
+    """A link to /logout from anywhere, while this browser has a sign-in form open and no
+    session: nothing to end, and the form's CSRF token must still be good."""
+    from tests.conftest import PASSWORD
+
+    start = flow.authorize()
+    page = flow.client.get(start.headers["Location"]).get_data(as_text=True)
+    assert flow.client.get("/logout").status_code == 200
+    resp = flow.client.post(start.headers["Location"], data={
+        "csrf_token": csrf_token(page), "email": seller.email, "password": PASSWORD})
+    assert resp.status_code == 302 and "code=" in resp.headers["Location"]
