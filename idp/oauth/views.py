@@ -3,11 +3,13 @@
 /token, /introspect, /revoke and /userinfo are answered before Flask (idp.oauth.endpoints).
 """
 
-from flask import Blueprint, current_app, redirect, request
+from urllib.parse import urlencode
+
+from flask import Blueprint, current_app, redirect, request, url_for
 
 from ..errors import page_error
 from ..extensions import csrf
-from ..login import flow
+from ..login import flow, session as browser_session
 from . import authorize as authz
 from . import codes
 from .server import query_client
@@ -26,4 +28,10 @@ def authorize():
             return page_error(f"This sign-in link is not valid: {e.description}.", 400)
         return redirect(codes.response_url(e.redirect_uri, {
             "error": e.error, "error_description": e.description, "state": e.state}))
+    if request.method == "POST" and not request.cookies.get(browser_session.cookie_name(flow.BROWSER_COOKIE)):
+        # A cross-site POST carries none of our SameSite=Lax cookies: the sign-in would not
+        # see this browser's session, and a new browser-binding cookie would replace the one
+        # a sign-in open in another tab needs. The same request as a GET carries them.
+        kept = [(name, value) for name in (*authz.SINGLE, "resource") for value in params.get(name, [])]
+        return redirect(url_for("oauth.authorize") + "?" + urlencode(kept), 303)
     return flow.begin(req, client)
