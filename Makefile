@@ -1,6 +1,7 @@
 # make run    the IdP on http://127.0.0.1:$(PORT) with the demo relying parties (clients/)
 # make test   the test suite
-# make serve  the production server (granian); needs IDP_ENV=production and IDP_SECRET_KEY
+# make serve  the production server (granian); needs IDP_ENV=production, IDP_SECRET_KEY (32+
+#             characters), IDP_REDIS_URL and a migrated database (idp db upgrade)
 # make bench  the benchmarks
 PORT ?= 5000
 VENV := .venv

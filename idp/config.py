@@ -62,8 +62,12 @@ DEFAULTS: dict[str, object] = {
     #   "access_token_format": "jwt" | "opaque", "scopes": ["api:read", ...]}}. A `resource`
     # not listed here is invalid_target; "scopes" down-scopes tokens for that audience.
     "RESOURCES": {},
-    # Largest form or query accepted by any endpoint.
+    # Largest request body of the pages (Flask); the API endpoints have their own fixed
+    # limit of the same size (idp.oauth.requests.MAX_BODY).
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    # acr_values_supported in discovery: every sign-in is a password one until a second
+    # factor exists (idp.login.flow.ACR_PASSWORD).
+    "ACR_VALUES": ["urn:idp:acr:pwd"],
     # Back-channel logout: attempts per relying party and the timeout of each.
     "BACKCHANNEL_ATTEMPTS": 3,
     "BACKCHANNEL_TIMEOUT": 2.0,

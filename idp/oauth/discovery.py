@@ -92,8 +92,7 @@ class Documents(PathRoutes):
         cfg = app.config
         super().__init__(wsgi_app)
         self.keyring = app.extensions["idp.keyring"]
-        self.discovery = _encode(metadata(cfg["ISSUER"], cfg.get("EXTRA_SCOPES", ()),
-                                          cfg.get("ACR_VALUES", ["urn:idp:acr:pwd"])))
+        self.discovery = _encode(metadata(cfg["ISSUER"], cfg["EXTRA_SCOPES"], cfg["ACR_VALUES"]))
         self.headers = [*headers.security_headers(cfg["ISSUER"]), ("Access-Control-Allow-Origin", "*"),
                         ("Content-Type", "application/json")]
         self.routes = {
