@@ -66,6 +66,16 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         spent.add(key)
         return True
 
+    def verify_claims(self, claims):
+        # Past the signature check: what is wrong with the claims (aud, exp, a reused jti) is
+        # the client developer's to know, and tells nothing to anyone else.
+        try:
+            super().verify_claims(claims)
+        except AssertionRefused:
+            raise
+        except InvalidClientError as exc:
+            raise AssertionRefused(description=exc.description) from exc
+
     def process_assertion_claims(self, assertion, resolve_key):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGS)
@@ -104,6 +114,8 @@ def authenticate(server, request, methods, endpoint):
     """The authenticated client, or raise ClientAuthFailed (never a 500 on bad credentials)."""
     try:
         return server.authenticate_client(request, methods, endpoint)
+    except ClientAuthFailed:
+        raise  # its challenge and description are already the ones to send
     except InvalidClientError:
         pass
     basic = request.headers.get("Authorization", "")[:6].lower() == "basic "

@@ -192,7 +192,16 @@ def test_private_key_jwt_rejections(client, seller, jwt_rp, case):
         key = ECKey.generate_key("P-256", auto_kid=True)
     extra = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
              "client_assertion": _assertion(key, "rp-jwt", aud, exp_in=exp_in)}
-    assert _error(f.redeem(f.login_code(), **extra))[1] == "invalid_client"
+    resp = f.redeem(f.login_code(), **extra)
+    assert _error(resp)[1] == "invalid_client"
+    # what the developer of the client needs to know (the signature was good, or it is the kid)
+    said = {"wrong audience": "aud", "expired": "expired", "other key": "kid"}[case]
+    assert said in resp.get_json()["error_description"]
+    assertion = _assertion(key, "rp-jwt", ISSUER + "/introspect" if case != "wrong audience" else aud,
+                           exp_in=exp_in)
+    at_introspection = client.post("/introspect", data={
+        "token": "x", "client_assertion_type": extra["client_assertion_type"], "client_assertion": assertion})
+    assert said in at_introspection.get_json()["error_description"]
 
 
 def test_token_endpoint_rejects_get(client):
