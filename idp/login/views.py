@@ -65,9 +65,11 @@ def password(signin_id):
 @bp.route("/<signin_id>/consent", methods=["GET", "POST"])
 def consent(signin_id):
     signin, client = _load(signin_id)
-    if signin is None or client is None or signin.account_id is None:
+    if signin is None or client is None:
         return page_error(EXPIRED, 400)
-    if "consent" in signin.done:  # given already (a resubmitted form)
+    if signin.account_id is None or "consent" in signin.done:
+        # Nobody proved who they are any more (the session ended), or consent was given
+        # already (a resubmitted form): go where the sign-in is.
         return flow.advance(signin, client)
     form = ConsentForm()
     if not form.is_submitted():
@@ -79,13 +81,13 @@ def consent(signin_id):
     with flow.claimed(signin) as ours:
         if not ours:
             return _taken("consent", signin)
+        if not form.allow.data:  # refusing grants nothing: no proof of identity needed
+            return flow.deny(signin)
         if browser_session.by_sid(signin.sid) is None:
             # The session ended while the page was open (signed out everywhere, another
             # account signed in on this browser): no consent for an account nobody proved.
             flow.forget_identity(signin)
             return flow.advance(signin, client)
-        if not form.allow.data:
-            return flow.deny(signin)
         flow.record_consent(signin, client)
         signin.complete("consent")
         return flow.advance(signin, client)

@@ -77,5 +77,21 @@ def test_a_consent_page_outliving_its_session_grants_nothing(app, client, third_
     resp = client.post(consent_url, data={"csrf_token": csrf_token(page), "allow": "Allow"})
     assert "/password" in resp.headers["Location"]  # prove who you are again
     assert db.session.query(Consent).count() == 0
+    again = client.post(consent_url, data={"csrf_token": csrf_token(page), "allow": "Allow"})
+    assert again.headers["Location"] == resp.headers["Location"]  # a resubmit: no dead end
     back = here.sign_in(resp, email="other@example.com")
     assert "/consent" in back.headers["Location"]  # the other account is asked for itself
+
+
+def test_deny_on_a_page_that_outlived_its_session_still_tells_the_client(app, client, third_party_rp, seller):
+    here = Flow(client, third_party_rp)
+    consent_url = here.sign_in(here.authorize(state="st")).headers["Location"]
+    page = client.get(consent_url).get_data(as_text=True)
+    everywhere = client.get("/account/sign-out-everywhere").get_data(as_text=True)
+    client.post("/account/sign-out-everywhere", data={"csrf_token": csrf_token(everywhere),
+                                                      "confirm": "Sign out everywhere"})
+    page = client.get(consent_url)  # the page again, after the sign-out: its form still works
+    denied = client.post(consent_url, data={"csrf_token": csrf_token(page.get_data(as_text=True)), "deny": "Deny"})
+    if "/password" in denied.headers["Location"]:
+        raise AssertionError("Deny asked for a password")
+    assert _query(denied)["error"] == "access_denied" and _query(denied)["state"] == "st"
