@@ -105,12 +105,15 @@ def test_post_is_accepted(flow):
     """A POST without this browser's cookies (cross-site: they are SameSite=Lax) is sent on as
     the same request by GET, which carries them; no binding cookie is replaced meanwhile (a
     sign-in open in another tab keeps its own). With the cookies, a POST is answered as is."""
-    params = {**flow.authorize_params(), "unknown": "not sent on"}
+    params = {**flow.authorize_params(login_hint="seller@example.com"), "unknown": "not kept"}
     resp = flow.client.post("/authorize", data=params)
     assert resp.status_code == 303 and "idp_browser" not in resp.headers.get("Set-Cookie", "")
-    assert "unknown" not in resp.headers["Location"]
+    assert "/authorize/resume/" in resp.headers["Location"] and "seller" not in resp.headers["Location"]
     follow = flow.client.get(resp.headers["Location"])
     assert follow.status_code == 302 and "/signin/" in follow.headers["Location"]
+    page = flow.client.get(follow.headers["Location"]).get_data(as_text=True)
+    assert 'value="seller@example.com"' in page  # the parked request, whole
+    assert flow.client.get(resp.headers["Location"]).status_code == 400  # taken once
     again = flow.client.post("/authorize", data=flow.authorize_params())  # the browser has its cookie now
     assert again.status_code == 302 and "/signin/" in again.headers["Location"]
 
