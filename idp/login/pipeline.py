@@ -77,9 +77,12 @@ def _password_needed(s: SignIn, ctx: Context) -> bool:
 
 
 def _consent_needed(s: SignIn, ctx: Context) -> bool:
-    if ctx.first_party:
-        return False
-    return "consent" in s.request.get("prompt", []) or not s.consent_given
+    # prompt=consent asks even for a first-party client (OIDC Core §3.1.2.1: the server
+    # SHOULD prompt); otherwise a first-party client never asks, by configuration (which is
+    # also what stands in for consent to its offline access, Core §11).
+    if "consent" in s.request.get("prompt", []):
+        return True
+    return not ctx.first_party and not s.consent_given
 
 
 STEPS: tuple[Step, ...] = (

@@ -95,3 +95,13 @@ def test_deny_on_a_page_that_outlived_its_session_still_tells_the_client(app, cl
     if "/password" in denied.headers["Location"]:
         raise AssertionError("Deny asked for a password")
     assert _query(denied)["error"] == "access_denied" and _query(denied)["state"] == "st"
+
+
+def test_prompt_consent_shows_the_page_to_a_first_party_client(flow):
+    """The first-party client asked for it: the seller sees the page, and Allow goes on."""
+    flow.login_code()
+    resp = flow.authorize(prompt="consent")
+    assert "/consent" in resp.headers["Location"]
+    assert "not operated by the marketplace" not in flow.client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "code" in _query(_consent(flow, resp, "allow"))
+    assert "code" in _query(flow.authorize())  # without prompt=consent, never asked

@@ -35,6 +35,12 @@ def test_prompt_consent_asks_even_if_given():
     assert step.key == "consent" and step.prompt_none_error == "consent_required"
 
 
+def test_prompt_consent_asks_a_first_party_client_too():
+    """OIDC Core §3.1.2.1: the server SHOULD prompt; first-party only skips the unasked page."""
+    s = _signin(account_id=1, done=["password"], request={"prompt": ["consent"]})
+    assert next_step(s, Context(first_party=True, now=0)).key == "consent"
+
+
 def test_authentication_not_complete_before_password():
     assert not authentication_complete(_signin(), Context(first_party=True, now=0))
 
