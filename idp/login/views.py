@@ -67,12 +67,10 @@ def consent(signin_id):
     signin, client = _load(signin_id)
     if signin is None or client is None:
         return page_error(EXPIRED, 400)
-    if signin.account_id is None or "consent" in signin.done:
-        # Nobody proved who they are any more (the session ended), or consent was given
-        # already (a resubmitted form): go where the sign-in is.
-        return flow.advance(signin, client)
     form = ConsentForm()
     if not form.is_submitted():
+        if signin.account_id is None or "consent" in signin.done:
+            return flow.advance(signin, client)  # the sign-in is elsewhere: go there
         account = db.session.get(Account, signin.account_id)
         return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"],
                                account=account)
@@ -81,9 +79,11 @@ def consent(signin_id):
     with flow.claimed(signin) as ours:
         if not ours:
             return _taken("consent", signin)
+        if "consent" in signin.done:  # given already (a resubmitted form)
+            return flow.advance(signin, client)
         if not form.allow.data:  # refusing grants nothing: no proof of identity needed
             return flow.deny(signin)
-        if browser_session.by_sid(signin.sid) is None:
+        if signin.account_id is None or browser_session.by_sid(signin.sid) is None:
             # The session ended while the page was open (signed out everywhere, another
             # account signed in on this browser): no consent for an account nobody proved.
             flow.forget_identity(signin)

@@ -80,7 +80,10 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGS)
         except JoseError as exc:
-            raise AssertionRefused(description=exc.description) from exc
+            # Before (or at) the signature check: the same words whatever failed, so nobody
+            # learns which kids a client has registered.
+            raise AssertionRefused(description="the assertion could not be verified with the client's "
+                                               "registered keys") from exc
         self.verify_claims(token.claims)
         return token.claims
 

@@ -134,7 +134,7 @@ class Server(AuthorizationServer):
             # has none and lists every method).
             basic = request.headers.get("Authorization", "")[:6].lower() == "basic "
             if isinstance(exc, AssertionRefused):
-                raise ClientAuthFailed(basic, exc.description) from None
+                raise ClientAuthFailed(basic, exc.description or "client authentication failed") from None
             raise ClientAuthFailed(basic) from None
 
     def create_token_response(self, request=None):

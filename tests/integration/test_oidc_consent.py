@@ -105,3 +105,18 @@ def test_prompt_consent_shows_the_page_to_a_first_party_client(flow):
     assert "not operated by the marketplace" not in flow.client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "code" in _query(_consent(flow, resp, "allow"))
     assert "code" in _query(flow.authorize())  # without prompt=consent, never asked
+
+
+def test_deny_in_a_second_tab_after_allow_in_the_first_went_back_to_the_password(client, third_party_rp, seller):
+    """Two tabs on one consent page, the session ended: Allow in one sends the sign-in back to
+    the password step; Deny in the other still tells the client no."""
+    here = Flow(client, third_party_rp)
+    consent_url = here.sign_in(here.authorize(state="st")).headers["Location"]
+    everywhere = client.get("/account/sign-out-everywhere").get_data(as_text=True)
+    client.post("/account/sign-out-everywhere", data={"csrf_token": csrf_token(everywhere),
+                                                      "confirm": "Sign out everywhere"})
+    token = csrf_token(client.get(consent_url).get_data(as_text=True))
+    allowed = client.post(consent_url, data={"csrf_token": token, "allow": "Allow"})
+    assert "/password" in allowed.headers["Location"]
+    denied = client.post(consent_url, data={"csrf_token": token, "deny": "Deny"})
+    assert _query(denied)["error"] == "access_denied" and _query(denied)["state"] == "st"

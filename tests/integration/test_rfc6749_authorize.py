@@ -101,7 +101,7 @@ def test_unknown_parameters_are_ignored(flow):
     assert "/signin/" in resp.headers["Location"]
 
 
-def test_post_is_accepted(flow):
+def test_post_is_accepted(app, flow):
     """A POST without this browser's cookies (cross-site: they are SameSite=Lax) is sent on as
     the same request by GET, which carries them; no binding cookie is replaced meanwhile (a
     sign-in open in another tab keeps its own). With the cookies, a POST is answered as is."""
@@ -114,6 +114,11 @@ def test_post_is_accepted(flow):
     page = flow.client.get(follow.headers["Location"]).get_data(as_text=True)
     assert 'value="seller@example.com"' in page  # the parked request, whole
     assert flow.client.get(resp.headers["Location"]).status_code == 400  # taken once
+    stranger = app.test_client()  # another browser, no cookies yet
+    parked = stranger.post("/authorize", data=flow.authorize_params())
+    assert parked.status_code == 303
+    assert stranger.head(parked.headers["Location"]).status_code == 302  # a HEAD uses nothing up
+    assert stranger.get(parked.headers["Location"]).status_code == 302
     again = flow.client.post("/authorize", data=flow.authorize_params())  # the browser has its cookie now
     assert again.status_code == 302 and "/signin/" in again.headers["Location"]
 

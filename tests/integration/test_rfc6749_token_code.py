@@ -195,7 +195,7 @@ def test_private_key_jwt_rejections(client, seller, jwt_rp, case):
     resp = f.redeem(f.login_code(), **extra)
     assert _error(resp)[1] == "invalid_client"
     # what the developer of the client needs to know (the signature was good, or it is the kid)
-    said = {"wrong audience": "aud", "expired": "expired", "other key": "kid"}[case]
+    said = {"wrong audience": "aud", "expired": "expired", "other key": "could not be verified"}[case]
     assert said in resp.get_json()["error_description"]
     assertion = _assertion(key, "rp-jwt", ISSUER + "/introspect" if case != "wrong audience" else aud,
                            exp_in=exp_in)
