@@ -1,9 +1,10 @@
 """Client authentication at /token, /introspect and /revoke (RFC 6749 §2.3, RFC 7523).
 
 authlib runs the methods (client_secret_basic, client_secret_post, none, and
-private_key_jwt below); this module says which endpoint accepts which, and turns every
-failure at /introspect and /revoke into 401 invalid_client (RFC 7662 §2.1, RFC 7009 §2.1
-defer to RFC 6749 §5.2: 401, with a WWW-Authenticate challenge for the scheme tried).
+private_key_jwt below); this module says which endpoint accepts which, and defines the
+401 invalid_client that idp.oauth.server.Server.authenticate_client answers every failure
+with, at /token, /introspect and /revoke (RFC 7662 §2.1, RFC 7009 §2.1 defer to RFC 6749
+§5.2: 401, with a WWW-Authenticate challenge for the scheme tried).
 """
 
 import time
@@ -112,14 +113,3 @@ class ClientAuthFailed(InvalidClientError):
         headers.append(("WWW-Authenticate", challenge))
         return headers
 
-
-def authenticate(server, request, methods, endpoint):
-    """The authenticated client, or raise ClientAuthFailed (never a 500 on bad credentials)."""
-    try:
-        return server.authenticate_client(request, methods, endpoint)
-    except ClientAuthFailed:
-        raise  # its challenge and description are already the ones to send
-    except InvalidClientError:
-        pass
-    basic = request.headers.get("Authorization", "")[:6].lower() == "basic "
-    raise ClientAuthFailed(basic)

@@ -104,7 +104,7 @@ class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):
         values = request.payload.data
         params.check(values)
         _prefetch(request)
-        client = client_auth.authenticate(self.server, request, self.CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
+        client = self.server.authenticate_client(request, self.CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
         token = params.single(request.form, "token")
         if token is None:
             raise InvalidRequestError("Missing 'token' in request.")

@@ -48,7 +48,7 @@ class RevocationEndpoint(rfc7009.RevocationEndpoint):
 
     def create_endpoint_response(self, request):
         params.check(request.payload.data)
-        client = client_auth.authenticate(self.server, request, self.CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
+        client = self.server.authenticate_client(request, self.CLIENT_AUTH_METHODS, self.ENDPOINT_NAME)
         token = params.single(request.form, "token")
         if token is None:
             raise InvalidRequestError("Missing 'token' in request.")

@@ -123,6 +123,8 @@ class Server(AuthorizationServer):
         pass  # no one listens: metrics and security events are recorded where they happen
 
     def authenticate_client(self, request, methods, endpoint="token"):
+        """The authenticated client, or ClientAuthFailed (401 with our challenge) at every
+        endpoint; never a 500 for bad credentials."""
         try:
             return super().authenticate_client(request, methods, endpoint)
         except (InvalidClientError, UnicodeDecodeError, ValueError, RecursionError, JoseError) as exc:

@@ -126,16 +126,17 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
         response["refresh_token"] = rt
     aud = audience or resource_indicators.audience(list(grant.resource), client.client_id)
     access_token, key, revoked = _mint_access_token(client, grant, account, scope, now, ttl, aud)
+    if revoked is not None:
+        # The family was revoked while we issued (a replayed code, a reused refresh token, a
+        # sign-out), or before, with the database behind (its update failed, or the family's
+        # row was not committed yet): record it there, and give nothing out, since a new ID
+        # token would tell the client that the seller is signed in. The access token is gone
+        # already (_mint_access_token deleted it).
+        db.session.execute(update(Grant).where(Grant.id == grant.id, Grant.revoked_at.is_(None))
+                           .values(revoked_at=datetime.now(timezone.utc), revoked_reason=str(revoked)[:60]))
+        db.session.commit()
+        raise InvalidGrantError("the grant has been revoked")
     try:
-        if revoked is not None:
-            # The family was revoked while we issued (a replayed code, a reused refresh token, a
-            # sign-out), or before, with the database behind (its update failed, or the family's
-            # row was not committed yet): record it there, and give nothing out, since a new ID
-            # token would tell the client that the seller is signed in.
-            db.session.execute(update(Grant).where(Grant.id == grant.id, Grant.revoked_at.is_(None))
-                               .values(revoked_at=datetime.now(timezone.utc), revoked_reason=str(revoked)[:60]))
-            db.session.commit()
-            raise InvalidGrantError("the grant has been revoked")
         response["access_token"] = access_token
         scopes = (id_scope or scope).split()
         if account is not None and id_token_wanted and "openid" in scopes:

@@ -41,7 +41,7 @@ def _bearer(request) -> tuple[str | None, str | None]:
     """(the token, or None; an error description when the request is malformed)."""
     header = request.headers.get("Authorization")
     in_body = request.form.getlist("access_token")  # a POST's form body only (idp.oauth.requests)
-    if header is not None and in_body or len(in_body) > 1:
+    if (header is not None and in_body) or len(in_body) > 1:
         return None, "send the access token once: in the header or the body"
     if in_body:
         return in_body[0].strip() or None, None

@@ -149,15 +149,11 @@ class MemoryStore(Store):
             self.put(key, value, ttl)
             now = time.time()
             members = self._live(k, now)
-            if members is None:
-                members = self._data[k] = (now + ttl, {})
-                members = members[1]
-            elif not isinstance(members, dict):
+            if members is not None and not isinstance(members, dict):
                 raise TypeError("key does not hold an index")
-            for done in [m for m, until in members.items() if until <= now]:
-                del members[done]
+            members = {m: until for m, until in (members or {}).items() if until > now}
             members[key] = now + ttl
-            self._data[k] = (max(self._data[k][0], now + ttl), members)
+            self._data[k] = (max(self._data.get(k, (0.0,))[0], now + ttl), members)
             return self.get(check)
 
     def index_members(self, index: str) -> set[str]:
