@@ -134,7 +134,7 @@ def begin_local_session(sessions: "LocalSessions", data: dict) -> None:
     sessions.delete(session.get(SESSION_KEY))
     session.clear()
     session[SESSION_KEY] = sessions.create(data)
-    session["csrf"] = secrets.token_urlsafe(24)
+    csrf_token()  # a new one
 
 
 class LocalSessions:
