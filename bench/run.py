@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -227,6 +228,16 @@ def argon2_params() -> dict:
             "parallelism": IDP_DEFAULTS["ARGON2_PARALLELISM"]}
 
 
+def our_verifier() -> str:
+    """What each of our workers chose to verify passwords with, and the start-up timings that
+    chose it (idp.login.password logs them; ours.log holds the last start's output)."""
+    try:
+        text = (TMP / "ours.log").read_text(errors="replace")
+    except OSError:
+        return "not logged"
+    return "; ".join(sorted(set(re.findall(r"password verifier: ([^\n\"]*?\))", text)))) or "not logged"
+
+
 def start_reference(redis_url: str) -> tuple[str, list[int]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -402,8 +413,9 @@ def report(results: dict, mem: dict, args) -> str:
         lines += [f"| {name} | {label} | {mb:.1f} |" for label, mb in rows]
     a = argon2_params()
     lines += ["", "Notes: both IdPs verify an argon2id password hash with the same parameters "
-              f"(m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}; ours with libsodium (PyNaCl), "
-              "the reference with @node-rs/argon2), one verification per login. "
+              f"(m={a['memory_cost']} KiB, t={a['time_cost']}, p={a['parallelism']}; the reference with @node-rs/argon2, "
+              "ours with whichever of libsodium (PyNaCl) and argon2-cffi each worker found faster at start: "
+              f"{our_verifier()}), one verification per login. "
               "Load generator (wrk, Python flow driver) shares the 2 cores with the servers."]
     return "\n".join(lines) + "\n"
 

@@ -56,6 +56,9 @@ DEFAULTS: dict[str, object] = {
     "ARGON2_MEMORY_KIB": 19 * 1024,
     "ARGON2_TIME_COST": 2,
     "ARGON2_PARALLELISM": 1,
+    # Which library verifies passwords: "auto" times both on this process's dummy hash at start
+    # and keeps the faster; "libsodium" or "argon2-cffi" to choose (idp.login.password).
+    "ARGON2_VERIFIER": "auto",
     # API scopes advertised in discovery beside the OpenID ones (clients are still limited to theirs).
     "EXTRA_SCOPES": ["api:read", "api:write"],
     # Resource servers for RFC 8707 resource indicators: {"https://api.example.com": {
@@ -172,6 +175,8 @@ def check(config: dict) -> None:
         raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")
     if config["KEYS_STORE"] not in ("directory", "database"):
         raise ConfigError(f"KEYS_STORE must be directory or database, got {config['KEYS_STORE']!r}")
+    if config["ARGON2_VERIFIER"] not in ("auto", "libsodium", "argon2-cffi"):
+        raise ConfigError(f"ARGON2_VERIFIER must be auto, libsodium or argon2-cffi, got {config['ARGON2_VERIFIER']!r}")
     if config["ID_TOKEN_ALG"] not in ("ES256", "RS256"):
         raise ConfigError("ID_TOKEN_ALG must be ES256 or RS256")
     for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL"):

@@ -1,25 +1,37 @@
 """Password hashing with argon2id (RFC 9106).
 
-Two well-kept libraries, each where it is better:
+Two well-kept libraries:
 
-- **libsodium (PyNaCl) verifies.** Verification runs at every sign-in; libsodium picks an
-  AVX2/AVX-512 block function at run time and took 19-25 ms here for our default cost,
-  against 31-40 ms for argon2-cffi's portable build of the reference code (README, Benchmark).
-  It reads any standard ``$argon2id$v=19$m=..,t=..,p=..$`` string, whatever its lanes.
 - **argon2-cffi hashes and judges the cost.** New hashes take the configured parallelism
   (libsodium only makes p=1), and ``check_needs_rehash`` compares a stored hash's
   parameters with the configured ones, so nothing here parses a hash by hand.
+- **The faster of the two verifies.** Verification runs at every sign-in. Which one is faster
+  depends on how argon2-cffi's C code was built. libsodium (PyNaCl) picks an AVX2/AVX-512
+  block function at run time but maps a fresh 19 MiB for each verification (12-14 ms of user
+  and 6-8 ms of kernel time here); argon2-cffi's PyPI wheel is portable SSE2 code (37 ms), but
+  built for the host's CPU (``make argon2-native``) it takes 13-15 ms and no kernel time, since
+  the C library's memory is reused (README, Benchmark). So with ``ARGON2_VERIFIER = "auto"``
+  each process times both on its dummy hash when it starts and keeps the faster. Both read
+  any standard ``$argon2..$v=19$m=..,t=..,p=..$`` string, whatever its lanes.
+
+Every verification in a process, of a real hash or of the dummy one, goes through the same
+library, so the choice does not tell a registered email from an unknown one.
 """
 
+import logging
+import time
+from collections.abc import Callable
 from functools import lru_cache
 
 import nacl.exceptions
 import nacl.pwhash.argon2id
 from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
 from ..ops import turns
 
+log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=4)
 def _hasher(memory_kib: int, time_cost: int, parallelism: int) -> PasswordHasher:
@@ -36,10 +48,56 @@ def _dummy_hash(ph: PasswordHasher) -> bytes:
     return ph.hash("dummy password for unknown accounts").encode()
 
 
+Verifier = Callable[[bytes, str], bool]  # (stored hash, password) -> whether it matches
+
+
+def _libsodium(encoded: bytes, password: str) -> bool:
+    try:
+        return nacl.pwhash.argon2id.verify(encoded, password.encode("utf-8"))
+    except nacl.exceptions.InvalidkeyError:  # wrong password, or not an argon2 string
+        return False
+
+
+def _argon2_cffi(encoded: bytes, password: str) -> bool:
+    try:  # the type (argon2id, or argon2i imported from elsewhere) is read from the hash
+        return _ANY_COST.verify(encoded, password.encode("utf-8"))
+    except (VerificationError, InvalidHashError):  # wrong password, or not an argon2 string
+        return False
+
+
+_ANY_COST = PasswordHasher()  # verify() takes the cost from the hash, not from the hasher
+VERIFIERS: dict[str, Verifier] = {"libsodium": _libsodium, "argon2-cffi": _argon2_cffi}
+
+
+def _thread_cpu(verify: Verifier, encoded: bytes, rounds: int = 3) -> float:
+    """The least CPU time (user and kernel, this thread only) ``verify`` takes on ``encoded``
+    after one warm-up: a fresh mapping counts, time spent waiting for the CPU does not."""
+    verify(encoded, "warm-up")
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.thread_time()
+        verify(encoded, "calibration")
+        best = min(best, time.thread_time() - start)
+    return best
+
+
+@lru_cache(maxsize=4)
+def _fastest(ph: PasswordHasher) -> str:
+    costs = {name: _thread_cpu(verify, _dummy_hash(ph)) for name, verify in VERIFIERS.items()}
+    name = min(costs, key=costs.__getitem__)
+    log.info("password verifier: %s (%s)", name, ", ".join(f"{n} {c * 1000:.1f} ms" for n, c in costs.items()))
+    return name
+
+
+def verifier() -> Verifier:
+    setting = current_app.config["ARGON2_VERIFIER"]
+    return VERIFIERS[_fastest(hasher()) if setting == "auto" else setting]
+
+
 def prepare() -> None:
-    """Make this process's dummy hash now (needs an app context): made on first use, it would
-    make the first unknown email a process sees slower than a known one."""
-    _dummy_hash(hasher())
+    """Make this process's dummy hash and choose its verifier now (needs an app context): done
+    on first use, they would make the first unknown email a process sees slower than a known one."""
+    verifier()
 
 
 def hash_password(password: str) -> str:
@@ -49,11 +107,9 @@ def hash_password(password: str) -> str:
 
 
 def _verify(encoded: bytes, password: str) -> bool:
-    try:
-        with turns.waiting():  # 15-25 ms in C without the GIL: the worker serves others meanwhile
-            return nacl.pwhash.argon2id.verify(encoded, password.encode("utf-8"))
-    except nacl.exceptions.InvalidkeyError:  # wrong password, or not an argon2id string
-        return False
+    verify = verifier()
+    with turns.waiting():  # 13-40 ms in C without the GIL: the worker serves others meanwhile
+        return verify(encoded, password)
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:

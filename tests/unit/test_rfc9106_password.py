@@ -1,18 +1,23 @@
-"""argon2id passwords (RFC 9106): argon2-cffi hashes, libsodium verifies (idp.login.password)."""
+"""argon2id passwords (RFC 9106): argon2-cffi hashes, libsodium or argon2-cffi verifies,
+whichever is faster here (idp.login.password)."""
+
+import logging
 
 import pytest
 from argon2 import PasswordHasher, Type
 from flask import Flask
 
+from idp.config import ConfigError, load
 from idp.login import password
 
 COST = {"ARGON2_MEMORY_KIB": 8 * 1024, "ARGON2_TIME_COST": 1, "ARGON2_PARALLELISM": 1}
 
 
-@pytest.fixture
-def ctx():
+@pytest.fixture(params=["libsodium", "argon2-cffi", "auto"])
+def ctx(request):
+    """Each test runs once with each verifier, and once with the one chosen by timing."""
     app = Flask(__name__)
-    app.config.update(COST)
+    app.config.update(COST, ARGON2_VERIFIER=request.param)
     with app.app_context():
         yield app
 
@@ -58,3 +63,51 @@ def test_unknown_account_verifies_a_dummy_of_the_same_cost(ctx, monkeypatch):
     monkeypatch.setattr(password, "_verify", lambda encoded, pw: seen.append(encoded) or real(encoded, pw))
     assert password.verify_password(None, "dummy password for unknown accounts") is False
     assert len(seen) == 1 and seen[0].startswith(b"$argon2id$v=19$m=8192,t=1,p=1$")
+
+
+@pytest.fixture
+def fresh_choice():
+    password._fastest.cache_clear()
+    yield
+    password._fastest.cache_clear()
+
+
+def test_auto_keeps_the_verifier_that_costs_less_cpu(monkeypatch, caplog, fresh_choice):
+    """Timed on the dummy hash with this thread's CPU clock, so a second run of argon2 counts
+    and waiting for the CPU would not."""
+    calls = []
+
+    def once(encoded, pw):
+        calls.append("once")
+        return password._argon2_cffi(encoded, pw)
+
+    def twice(encoded, pw):
+        calls.append("twice")
+        return password._argon2_cffi(encoded, pw) or password._argon2_cffi(encoded, pw)
+
+    for verifiers in ({"twice": twice, "once": once}, {"once": once, "twice": twice}):
+        monkeypatch.setattr(password, "VERIFIERS", verifiers)
+        password._fastest.cache_clear()
+        app = Flask(__name__)
+        app.config.update(COST, ARGON2_VERIFIER="auto")
+        with app.app_context(), caplog.at_level(logging.INFO, logger=password.__name__):
+            assert password.verifier() is once
+            assert calls.count("once") == calls.count("twice") == 4  # a warm-up and three timed
+            calls.clear()
+            password.prepare()  # chosen once per process and cost
+            assert calls == []
+    assert "password verifier: once (" in caplog.text
+
+
+def test_a_configured_verifier_is_used_without_timing(monkeypatch, fresh_choice):
+    monkeypatch.setattr(password, "_thread_cpu", lambda *a: pytest.fail("timed a configured verifier"))
+    app = Flask(__name__)
+    app.config.update(COST, ARGON2_VERIFIER="libsodium")
+    with app.app_context():
+        password.prepare()
+        assert password.verifier() is password.VERIFIERS["libsodium"]
+
+
+def test_an_unknown_verifier_is_a_configuration_error(tmp_path):
+    with pytest.raises(ConfigError, match="ARGON2_VERIFIER must be auto, libsodium or argon2-cffi"):
+        load(str(tmp_path), {"ARGON2_VERIFIER": "bcrypt"})
