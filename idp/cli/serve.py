@@ -9,7 +9,7 @@ Threads: THREADS (default 2) request threads per worker, of which one runs Pytho
 time (idp.ops.turns); the other runs while the first waits on a password hash or a
 relying party. Free-running threads only contend for the GIL (granian's default of 256
 was the slowest; two cost the refresh row about 10%), and a single thread leaves every
-request on its worker queued behind a 15-25 ms hash.
+request on its worker queued behind a 13-40 ms hash.
 
 The parent process only reads and checks the configuration and that the database is at
 this release's schema (idp.ops.schema); each worker builds the app,

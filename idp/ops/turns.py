@@ -4,7 +4,7 @@ A worker process of `idp serve` has ``THREADS`` request threads (granian's block
 threads). Python code holds the GIL, so two threads running Python at once only take turns
 at it, and every socket wait (each PostgreSQL or Redis round trip) becomes a handover that
 wakes the other thread: measured on the refresh row, a second free thread cost about 10%
-of throughput. With a single thread, though, a sign-in's password hash (15-25 ms, in C,
+of throughput. With a single thread, though, a sign-in's password hash (13-40 ms, in C,
 without the GIL) or a back-channel logout waiting on a relying party (up to
 BACKCHANNEL_TIMEOUT) holds up every other request queued on that worker, token refreshes
 included.
