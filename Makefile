@@ -40,11 +40,13 @@ serve: $(STAMP)
 # is faster (README, "Password hashing"). The build runs only on CPUs like the one it was made
 # on: build it where it runs, or pass ARGON2_CFLAGS="-O3 -march=x86-64-v3" (any AVX2 CPU).
 ARGON2_CFLAGS ?= -O3 -march=native
-ARGON2_NATIVE := $(VENV)/.argon2-native
+# One stamp per set of flags, so other flags build again.
+ARGON2_NATIVE := $(VENV)/.argon2-native$(shell printf '%s' '$(ARGON2_CFLAGS)' | tr -c 'A-Za-z0-9=.-' '_')
 
 argon2-native: $(ARGON2_NATIVE)
 
 $(ARGON2_NATIVE): $(STAMP)
+	rm -f $(VENV)/.argon2-native*
 	CFLAGS="$(ARGON2_CFLAGS)" $(VENV)/bin/pip install -q --no-cache-dir --force-reinstall --no-deps \
 	    --no-binary argon2-cffi-bindings "argon2-cffi-bindings==$$($(VENV)/bin/python -c \
 	    'from importlib.metadata import version; print(version("argon2-cffi-bindings"))')"
