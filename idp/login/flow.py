@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from flask import current_app, redirect, request, session as flask_session, url_for
+from sqlalchemy.exc import IntegrityError
 
 from ..crypto.keys import InvalidJWT
 from ..crypto.secrets import keyed_hash, new_token, verify_keyed_hash
+from ..errors import page_error
 from ..extensions import db, keyring, store
 from ..models import Account, Client, Consent
 from ..logout import session_end
@@ -26,6 +28,7 @@ from .pipeline import Context, SignIn, authentication_complete, next_step, sessi
 
 log = logging.getLogger(__name__)
 ACR_PASSWORD = "urn:idp:acr:pwd"
+ANSWERED = "This sign-in is already complete. Go back to the app; if it did not sign you in, start again there."
 BROWSER_COOKIE = "idp_browser"
 
 
@@ -139,7 +142,10 @@ def advance(signin: SignIn, client: Client):
         started, cookie = _start_session(signin)
     step = next_step(signin, ctx)
     if step is None:
-        store().delete(_key(signin.id))
+        if signin.revision and store().consume(_key(signin.id)) is None:
+            # Another request of this browser (a second tab, the back button) has answered
+            # this sign-in already: one sign-in, one code.
+            return page_error(ANSWERED, 400)
         resp = finish(signin, req, client, started)
     else:
         db.session.commit()  # the session started above, if any
@@ -204,8 +210,9 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=No
         if row is None:  # the session ended while this sign-in was open: prove identity again
             forget_identity(signin)
             return advance(signin, client)
-    if client.client_id not in (row.clients or []):
-        row.clients = [*(row.clients or []), client.client_id]
+    if not browser_session.add_client(row.sid, client.client_id):
+        forget_identity(signin)  # the session ended since it was read: prove identity again
+        return advance(signin, client)
     db.session.commit()
     code = codes.issue({
         # None when the request named none: then the token request need not (RFC 6749 §4.1.3).
@@ -229,12 +236,24 @@ def _error(req: AuthorizationRequest, error: str, description: str):
 
 
 def record_consent(signin: SignIn, client: Client) -> None:
+    """Add the request's scopes to the account's consent to ``client``. The row is read under
+    its lock (PostgreSQL), so two consents at once (two tabs) add up instead of one writing
+    over the other; when neither found a row, the second insert fails on the unique key and
+    is done again as an update of the first one's row."""
     scopes = signin.request["scope"]
-    consent = db.session.execute(
-        db.select(Consent).filter_by(account_id=signin.account_id, client_id=client.client_id)
-    ).scalar_one_or_none()
-    if consent is None:
+    for _ in range(2):
+        consent = db.session.execute(
+            db.select(Consent).filter_by(account_id=signin.account_id, client_id=client.client_id)
+            .with_for_update().execution_options(populate_existing=True)
+        ).scalar_one_or_none()
+        if consent is not None:
+            consent.scopes = sorted(set(consent.scopes) | set(scopes))
+            db.session.commit()
+            return
         db.session.add(Consent(account_id=signin.account_id, client_id=client.client_id, scopes=sorted(scopes)))
-    else:
-        consent.scopes = sorted(set(consent.scopes) | set(scopes))
-    db.session.commit()
+        try:
+            db.session.commit()
+            return
+        except IntegrityError:
+            db.session.rollback()  # the other consent inserted first: update its row
+    raise RuntimeError("consent could not be recorded")

@@ -16,12 +16,12 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from flask import current_app, request
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 
 from ..config import is_loopback_url
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
-from ..models import Account, BrowserSession
+from ..models import Account, BrowserSession, Client
 from ..models.account import usable_since
 
 
@@ -59,6 +59,7 @@ def by_sid(sid: str | None) -> BrowserSession | None:
 _ACCOUNT_IN_SESSION = (
     select(Account.id, Account.sub, Account.email, Account.email_verified, Account.status)
     .join_from(BrowserSession, Account, Account.id == BrowserSession.account_id)
+    .join(Client, Client.client_id == bindparam("client_id"))
     .where(BrowserSession.sid == bindparam("sid"), BrowserSession.account_id == bindparam("account_id"),
            BrowserSession.ended_at.is_(None), BrowserSession.expires_at > bindparam("now"),
            Account.usable_since_sql(BrowserSession.created_at))
@@ -66,20 +67,43 @@ _ACCOUNT_IN_SESSION = (
     # ending this session waits for the redemption's commit, so the families it then
     # revokes include the one this redemption creates, and a redemption that comes second
     # finds the session ended. Without it, a code redeemed during a sign-out could start a
-    # family the sign-out never saw.
-    .with_for_update(read=True, of=BrowserSession)
+    # family the sign-out never saw. The client's row likewise: `idp clients remove`
+    # deletes it first, so it revokes every family a redemption committed before, and a
+    # redemption after it finds no client.
+    .with_for_update(read=True, of=[BrowserSession, Client])
 )
 
 
-def account_in_session(sid: str | None, account_id: int | None) -> SimpleNamespace | None:
+def account_in_session(sid: str | None, account_id: int | None, client_id: str) -> SimpleNamespace | None:
     """The account (id, sub, email, email_verified, status) if session ``sid`` is live and
-    its own: the rule of ``current`` in one Core SELECT, for the code redemption at the
-    token endpoint (which holds the session row's share lock until it commits)."""
+    its own and ``client_id`` still registered: the rule of ``current`` in one Core SELECT,
+    for the code redemption at the token endpoint (which holds the session's and the client's
+    rows' share locks until it commits)."""
     if sid is None or account_id is None:
         return None
-    row = db.session.execute(_ACCOUNT_IN_SESSION, {"sid": sid, "account_id": account_id,
+    row = db.session.execute(_ACCOUNT_IN_SESSION, {"sid": sid, "account_id": account_id, "client_id": client_id,
                                                    "now": datetime.now(timezone.utc)}).first()
     return None if row is None else SimpleNamespace(**row._mapping)
+
+
+def add_client(sid: str, client_id: str) -> bool:
+    """Record that ``client_id`` receives an ID token in session ``sid``, for back-channel
+    logout; False if the session has ended meanwhile (nothing to answer with a code).
+
+    Read and written under the row's lock (PostgreSQL; SQLite has no row locks): two
+    authorizations to two clients at once would otherwise each write back the list it read,
+    and one relying party would never hear of the logout. By ``sid``, which never changes (a
+    renewal changes the primary key); the caller commits."""
+    found = db.session.execute(
+        select(BrowserSession.clients).where(BrowserSession.sid == sid, BrowserSession.ended_at.is_(None))
+        .with_for_update()).first()
+    if found is None:
+        return False
+    clients = list(found.clients or [])
+    if client_id not in clients:
+        db.session.execute(update(BrowserSession).where(BrowserSession.sid == sid)
+                           .values(clients=[*clients, client_id]).execution_options(synchronize_session=False))
+    return True
 
 
 def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:

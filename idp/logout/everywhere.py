@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from sqlalchemy import update
+
 from ..extensions import db
 from ..models import Account, BrowserSession, Grant, SecurityEvent
 from ..oauth import tokens
@@ -24,12 +26,17 @@ from . import backchannel
 KIND = "sign_out_everywhere"
 
 
-def _live_sessions(account: Account, now: datetime) -> list[BrowserSession]:
-    query = db.select(BrowserSession).where(
+def _end_live_sessions(account: Account, now: datetime) -> list[tuple[str, list]]:
+    """End every live session of ``account`` in one statement; (sid, clients) of each, as the
+    statement found them: a session renewed meanwhile (new primary key) or a client added to
+    one is still ended and told, which rows read first and written by key were not."""
+    query = update(BrowserSession).where(
         BrowserSession.account_id == account.id, BrowserSession.ended_at.is_(None), BrowserSession.expires_at > now)
     if account.sessions_revoked_at is not None:
         query = query.where(BrowserSession.created_at > account.sessions_revoked_at)
-    return list(db.session.execute(query).scalars())
+    ended = db.session.execute(query.values(ended_at=now).returning(BrowserSession.sid, BrowserSession.clients)
+                               .execution_options(synchronize_session=False))
+    return [(sid, list(clients or [])) for sid, clients in ended]
 
 
 def sign_out_everywhere(account: Account, *, actor: str = "seller") -> dict:
@@ -37,11 +44,9 @@ def sign_out_everywhere(account: Account, *, actor: str = "seller") -> dict:
 
     ``actor`` ("seller" or "operator") goes into the SecurityEvent."""
     now = datetime.now(timezone.utc)
-    sessions = _live_sessions(account, now)
-    notify = [(account.sub, s.sid, list(s.clients or [])) for s in sessions]
+    sessions = _end_live_sessions(account, now)
+    notify = [(account.sub, sid, clients) for sid, clients in sessions]
     account.sessions_revoked_at = now
-    for s in sessions:
-        s.ended_at = now
     db.session.commit()
 
     grant_ids = list(db.session.execute(

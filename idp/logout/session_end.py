@@ -1,11 +1,13 @@
 """Ending one browser session: what RP-initiated logout does after the user agreed.
 
-1. Mark the session ended (a conditional UPDATE, so two logouts racing end it once and
-   only the winner notifies anyone);
+1. Mark the session ended (a conditional UPDATE by ``sid``, which a renewal of the session
+   does not change, so two logouts racing end it once and only the winner notifies anyone);
 2. revoke the token families born in this session (``Grant.sid``), except those granted
    with ``offline_access``: offline access is by definition meant to outlive the session
    (OIDC Core §11), and the relying party can revoke it itself (RFC 7009);
-3. tell every client that received an ID token in this session, through back-channel logout.
+3. tell every client that received an ID token in this session, through back-channel logout:
+   the list as the UPDATE found it, not as read before (a sign-in to one more client may
+   have added to it meanwhile; it holds the row's lock, so the UPDATE sees its commit).
 
 Clearing the cookie is the view's job: this module works without a request.
 """
@@ -41,10 +43,11 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
     refresh tokens are dead already, the access tokens left expire with ACCESS_TOKEN_TTL,
     and the back-channel logout still goes out (unless the store is down altogether)."""
     now = datetime.now(timezone.utc)
-    result = db.session.execute(
-        update(BrowserSession).where(BrowserSession.id_hash == row.id_hash, BrowserSession.ended_at.is_(None))
-        .values(ended_at=now))
-    if result.rowcount != 1:
+    ended = db.session.execute(
+        update(BrowserSession).where(BrowserSession.sid == row.sid, BrowserSession.ended_at.is_(None))
+        .values(ended_at=now).returning(BrowserSession.clients)
+        .execution_options(synchronize_session=False)).first()
+    if ended is None:
         db.session.rollback()
         return None
     grants = [grant.id for grant in session_grants(row.sid, include_offline=False)]
@@ -58,4 +61,4 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
     except Exception as exc:  # noqa: BLE001  (the session has ended: the relying parties must still hear it)
         log.error("logout sid=%s: the store's half of revoking %d family(ies) failed: %s", row.sid, len(grants),
                   type(exc).__name__)
-    return backchannel.notify(backchannel.targets([(account.sub, row.sid, row.clients)]))
+    return backchannel.notify(backchannel.targets([(account.sub, row.sid, list(ended.clients or []))]))

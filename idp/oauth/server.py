@@ -70,9 +70,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         pass  # already consumed atomically by query_authorization_code
 
     def authenticate_user(self, authorization_code):
-        # The account, if still active and still in the live session that signed it in:
-        # signed out (here or everywhere) between the code and its redemption refuses.
-        return browser_session.account_in_session(authorization_code.get("sid"), authorization_code["account_id"])
+        # The account, if still active and still in the live session that signed it in, and
+        # the client still registered: signed out (here or everywhere) or the client removed
+        # between the code and its redemption refuses.
+        return browser_session.account_in_session(authorization_code.get("sid"), authorization_code["account_id"],
+                                                  authorization_code["client_id"])
 
     def create_token_response(self):
         client, code = self.request.client, self.request.authorization_code
