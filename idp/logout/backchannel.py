@@ -15,9 +15,12 @@ A delivery that still fails (network error or 5xx; a 4xx is the RP refusing the 
 and like a 3xx is not retried) is recorded as a row of ``backchannel_delivery``
 (idp.models.delivery): in the database, so a Redis restart cannot drop it and leave a relying
 party holding a session the IdP ended. ``retry_pending()`` (the server's ``logout-retry``
-job, or `idp logout retry`, every few minutes) claims the rows atomically (one DELETE ...
-RETURNING: of two concurrent runs, each row goes to one) and delivers a freshly signed token
-(the original one expires after two minutes); after MAX_TRIES deliveries, or PENDING_TTL
+job, or `idp logout retry`, every few minutes) leases the rows atomically (one UPDATE ...
+RETURNING: of two concurrent runs, each row goes to one, for LEASE seconds) and delivers a
+freshly signed token (the original one expires after two minutes); a row is deleted only once
+its delivery is settled (delivered, refused, or failed again and recorded anew), so a run that
+dies half-way (a worker killed, a deploy) leaves its rows to the next run after the lease, at
+the price of a relying party perhaps told twice. After MAX_TRIES deliveries, or PENDING_TTL
 after the first, it gives up. Failures are logged with the client id and the reason, never
 with the token.
 """
@@ -34,7 +37,7 @@ from urllib.parse import urlsplit
 import requests
 from flask import current_app
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, or_, select, update
 
 from ..extensions import db, keyring, store
 from ..models import BackchannelDelivery, Client
@@ -48,6 +51,7 @@ BACKOFF = 0.2  # seconds before the second try, doubled for each further one
 MAX_WORKERS = 4
 PENDING_TTL = 24 * 3600  # how long after the first delivery retry_pending() still tries
 MAX_TRIES = 8  # deliveries (each of BACKCHANNEL_ATTEMPTS tries) before giving up
+LEASE = 3600  # seconds a retry run holds the rows it took: far longer than a run takes
 HOUR = 3600
 _PENDING = BackchannelDelivery.__table__
 
@@ -78,6 +82,7 @@ class Target:
     sid: str | None
     tries: int = 0  # earlier deliveries that failed (retry_pending)
     first_at: int = 0
+    row_id: str | None = None  # the backchannel_delivery row it was leased from (retry_pending)
 
 
 def targets(sessions) -> list[Target]:
@@ -115,11 +120,13 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
         try:
             client = db.session.execute(db.select(Client).filter_by(client_id=target.client_id)).scalar_one_or_none()
             if client is None or not contactable(client.backchannel_logout_uri):
+                _settle(db.engine, target)  # nobody to tell any more
                 continue
             jobs.append((target, client.backchannel_logout_uri, _sign(client, target)))
         except Exception as exc:  # noqa: BLE001  (a logout must finish even if one client cannot be signed for)
             log.error("back-channel logout to client=%s not sent: %s", target.client_id, type(exc).__name__)
             _record(db.engine, target)
+            _settle(db.engine, target)
             report.failed.append(target.client_id)
     if not jobs:
         return report
@@ -150,6 +157,7 @@ def _deliver_or_record(engine, target: Target, uri: str, token: str, timeout: fl
         outcome = deliver(target.client_id, uri, token, timeout=timeout, attempts=attempts)
         if outcome == "retry":
             _record(engine, target)
+        _settle(engine, target)  # after the new row, if any: a crash in between tells twice, not never
         return outcome == "ok"
     except Exception as exc:  # noqa: BLE001  (a thread must never die with an unlogged error)
         log.error("back-channel logout to client=%s crashed: %s", target.client_id, type(exc).__name__)
@@ -195,6 +203,7 @@ def _record(engine, target: Target) -> None:
     if _abandoned(target, now):
         return
     row = {**asdict(target), "id": secrets.token_urlsafe(12), "recorded_at": now}
+    del row["row_id"]
     try:
         with engine.begin() as conn:
             conn.execute(insert(_PENDING).values(row))
@@ -209,19 +218,39 @@ def pending_ids() -> list[str]:
         return list(conn.execute(select(_PENDING.c.id).order_by(_PENDING.c.recorded_at, _PENDING.c.id)).scalars())
 
 
+def _settle(engine, target: Target) -> None:
+    """Delete the row a delivery was leased from, now that it is settled."""
+    if target.row_id is None:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(_PENDING).where(_PENDING.c.id == target.row_id))
+    except Exception as exc:  # noqa: BLE001  (the database in an outage: the next run after the lease tells again)
+        log.error("back-channel logout to client=%s settled but its row not deleted: %s", target.client_id,
+                  type(exc).__name__)
+
+
 def _claim() -> list[Target]:
-    """Take every waiting delivery, atomically (with those an earlier release kept in the store);
-    drop (and log) those given up on."""
+    """Lease every waiting delivery not leased by a live run, atomically (with those an earlier
+    release kept in the store); drop (and log) those given up on."""
+    now = int(time.time())
     columns = [_PENDING.c[f] for f in ("client_id", "sub", "sid", "tries", "first_at")]
     with db.engine.begin() as conn:
-        rows = conn.execute(delete(_PENDING).returning(*columns)).all()
-    claimed = [Target(**row._mapping) for row in rows]
+        rows = conn.execute(
+            update(_PENDING).where(or_(_PENDING.c.leased_until.is_(None), _PENDING.c.leased_until <= now))
+            .values(leased_until=now + LEASE).returning(_PENDING.c.id, *columns)).all()
+    claimed = [Target(**{k: v for k, v in row._mapping.items() if k != "id"}, row_id=row.id) for row in rows]
     try:
         claimed += _claim_from_store()
     except Exception as exc:  # noqa: BLE001  (the rows above are claimed: they must still be delivered)
         log.warning("back-channel logout records of an earlier release not read: %s", type(exc).__name__)
-    now = int(time.time())
-    return [target for target in claimed if not _abandoned(target, now)]
+    kept = []
+    for target in claimed:
+        if _abandoned(target, now):
+            _settle(db.engine, target)
+        else:
+            kept.append(target)
+    return kept
 
 
 def _claim_from_store() -> list[Target]:

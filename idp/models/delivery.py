@@ -21,3 +21,6 @@ class BackchannelDelivery(db.Model):
     tries: Mapped[int] = mapped_column(Integer)  # deliveries that failed so far
     first_at: Mapped[int] = mapped_column(BigInteger)  # Unix time of the first delivery
     recorded_at: Mapped[int] = mapped_column(BigInteger)  # Unix time of the last failure
+    # Unix time until which a retry run holds the row (idp.logout.backchannel._claim); the row
+    # is deleted once its delivery is settled, so a run that dies leaves it for the next one.
+    leased_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

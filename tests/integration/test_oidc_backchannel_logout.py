@@ -223,7 +223,25 @@ def test_two_concurrent_retries_claim_each_delivery_once(app, client, seller):
         t.start()
     for t in threads:
         t.join(30)
-    assert sum(map(len, claimed)) == 3 and backchannel.pending_ids() == []
+    assert sum(map(len, claimed)) == 3
+    assert len(backchannel.pending_ids()) == 3 and backchannel._claim() == []  # leased until settled
+
+
+def test_a_retry_run_that_dies_leaves_its_deliveries_to_the_next_one(app, client, seller, receiver):
+    """A row is deleted once its delivery is settled, not when a run takes it: a worker killed
+    half-way (a deploy) must not lose a relying party's logout."""
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    receiver.status = 503
+    with freeze_time(datetime.now(timezone.utc)) as clock:  # not before the session's signing keys
+        log_out(*signed_in_flow(client, rp_with(receiver.url)))
+        assert len(backchannel.pending_ids()) == 1
+        receiver.status = 200
+        assert len(backchannel._claim()) == 1  # a run takes the row, and its process dies
+        assert backchannel.retry_pending().delivered == []  # leased: nobody else takes it meanwhile
+        clock.tick(backchannel.LEASE + 1)
+        assert backchannel.retry_pending().delivered == ["rp-bc"]
+    assert len(receiver.received) == 2  # the failed delivery at logout, then the retry
+    assert backchannel.pending_ids() == []
 
 
 def test_deliveries_an_earlier_release_kept_in_the_store_are_retried_once(app, client, seller, receiver):
