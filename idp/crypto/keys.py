@@ -167,21 +167,33 @@ class KeyRing:
         self._marker = self._checked_at = None
 
     def _snapshot(self) -> tuple[Key, ...]:
+        """The keys, re-read when their storage's marker changed (checked at most once a second).
+
+        One thread checks; the others go on with the copy meanwhile, and the marker is read
+        outside the lock: a database that stalls would otherwise hold every signature and
+        every JWKS of the process behind that one query."""
         with self._lock:
             now = time.time()
-            if self._checked_at is None or abs(now - self._checked_at) >= 1:
+            due = self._checked_at is None or abs(now - self._checked_at) >= 1
+            if due:
                 self._checked_at = now
-                try:
-                    if self._marker is None or self.storage.marker() != self._marker:
-                        self._load()
-                except (OSError, SQLAlchemyError) as exc:
-                    if not self._keys:
-                        raise
-                    # The database in an outage: go on signing and publishing with the keys
-                    # read before (a rotation shows once it answers again).
-                    log.warning("cannot read the signing keys from %s (%s); using the copy read before",
-                                self.storage.where, type(exc).__name__)
-            return self._keys
+            keys = self._keys
+        if not due and keys:
+            return keys
+        try:
+            marker = self.storage.marker() if keys else None
+            with self._lock:
+                if not keys or self._marker is None or marker != self._marker:
+                    self._load()
+                return self._keys
+        except (OSError, SQLAlchemyError) as exc:
+            if not keys:
+                raise
+            # The database in an outage: go on signing and publishing with the keys read
+            # before (a rotation shows once it answers again).
+            log.warning("cannot read the signing keys from %s (%s); using the copy read before",
+                        self.storage.where, type(exc).__name__)
+            return keys
 
     def _load(self) -> None:
         """Read every record; the marker first, so a change made while reading shows at the
@@ -234,8 +246,9 @@ class KeyRing:
 
     def jwks(self) -> dict:
         """The JWK Set (RFC 7517 §5) of every published key (next, active, retired): public members only."""
+        self._snapshot()  # outside the lock (see _snapshot); _load resets _jwks under it
         with self._lock:
-            keys = self._snapshot()
+            keys = self._keys
             if self._jwks is None:
                 self._jwks = {"keys": [
                     {**{m: v for m, v in k.jwk.as_dict(private=False).items() if m not in PRIVATE_MEMBERS},

@@ -1,13 +1,16 @@
 """Health probes for the orchestrator or load balancer.
 
-- ``GET /healthz`` (liveness): the process answers HTTP. No I/O, so a slow database
-  never gets a healthy worker restarted.
+- ``GET /healthz`` (liveness): the process answers HTTP. No I/O, and it never waits for
+  the worker's turn (idp.ops.turns) behind a request stuck on a slow database, so a slow
+  database never gets a healthy worker restarted.
 - ``GET /readyz`` (readiness): the database answers ``SELECT 1``, the ephemeral store
   answers a ping, and every signing algorithm has a key that signs now (from the key ring's
   copy, which re-reads their storage at most once a second: a KEYS_DIR volume unmounted or
   emptied under a running process leaves it unable to issue an ID token). 200 when all
   hold; 503 naming what did not, so the balancer stops sending traffic here until it
-  recovers. The reason of a failure goes to the log only.
+  recovers. The reason of a failure goes to the log only. The checks give the worker's turn
+  to other requests while they wait: a database that stalls without refusing connections
+  makes this probe slow (the balancer's probe timeout counts it as failed), not the worker.
 
 Both answers are ``no-store``: a cached "ok" would hide an outage.
 """
@@ -21,6 +24,7 @@ from sqlalchemy import text
 
 from ..crypto.keys import ALGS, NoActiveKey
 from ..extensions import db, keyring, store
+from . import turns
 
 bp = Blueprint("ops_health", __name__)
 log = logging.getLogger("idp.ops")
@@ -74,7 +78,8 @@ def keys_ok() -> bool:
 
 @bp.get("/readyz")
 def readyz():
-    checks = {"database": database_ok(), "store": store_ok(), "keys": keys_ok()}
+    with turns.waiting():
+        checks = {"database": database_ok(), "store": store_ok(), "keys": keys_ok()}
     body = {"status": "ok" if all(checks.values()) else "unavailable",
             "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()}}
     return _answer(body, 200 if all(checks.values()) else 503)

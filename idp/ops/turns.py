@@ -17,6 +17,9 @@ pool beside its event loop. Short waits (a database or Redis round trip) keep th
 The turn only orders threads: nothing relies on it for correctness, and outside a request
 (CLI, tests, the development server) ``waiting()`` changes nothing.
 
+``/healthz`` never waits for the turn: the liveness probe does no I/O, and behind a request
+stuck on a stalled database it would time out and get a healthy worker restarted.
+
 A request's arrival is stamped in its environ (``ARRIVED``) before it waits for the turn,
 so the request-duration metric (idp.ops.metrics) counts time queued behind another
 request in the worker, as a client sees it.
@@ -29,6 +32,7 @@ import time
 from contextlib import contextmanager
 
 ARRIVED = "idp.arrived"  # environ key: time.perf_counter() when the request reached the worker
+UNQUEUED = frozenset({"/healthz"})  # paths answered without the turn (idp.ops.health)
 
 
 class _Held(threading.local):
@@ -44,6 +48,8 @@ def middleware(app):
 
     def in_turn(environ, start_response):
         environ[ARRIVED] = time.perf_counter()
+        if environ.get("PATH_INFO") in UNQUEUED:
+            return app(environ, start_response)
         with _turn:
             _local.held = True
             try:

@@ -91,6 +91,19 @@ def test_readyz_503_when_the_database_accepts_and_never_answers(app):
         silent.close()
 
 
+def test_readyz_gives_the_turn_to_other_requests_while_it_checks(app, monkeypatch):
+    """A database that stalls without refusing connections makes the probe slow, not the worker."""
+    from werkzeug.test import EnvironBuilder
+
+    from idp.ops import health
+
+    seen = []
+    check = health.database_ok
+    monkeypatch.setattr(health, "database_ok", lambda: seen.append(turns._local.held) or check())
+    body = b"".join(turns.middleware(app)(EnvironBuilder(path="/readyz").get_environ(), lambda *a: None))
+    assert seen == [False] and b'"database":"ok"' in body.replace(b" ", b"")
+
+
 def test_readyz_503_names_the_keys_when_the_key_directory_is_gone(app, tmp_path, keys_dir):
     """KEYS_DIR unmounted or emptied under a running process: it can no longer sign."""
     import shutil

@@ -133,3 +133,37 @@ def test_a_record_altered_after_it_was_read_is_opened_again_and_refused(sealed_d
     assert doc["kid"] not in {k.kid for k in ring._snapshot()}
     with pytest.raises(KeysUnreadable):
         ring.ensure()
+
+
+def test_a_stalled_storage_check_holds_up_no_signature(sealed_dir):
+    """The check for changed keys (a database query with KEYS_STORE=database) runs outside the
+    ring's lock: while one thread waits on it, the others sign with the copy read before."""
+    import threading
+
+    from idp.crypto.key_storage import DirectoryStorage
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Stalled(DirectoryStorage):
+        stalled = False
+
+        def marker(self):
+            if self.stalled:
+                entered.set()
+                release.wait(15)
+            return super().marker()
+
+    storage = Stalled(sealed_dir)
+    ring = KeyRing(storage, AHEAD, SECRET)
+    ring.jwks()  # read once
+    storage.stalled, ring._checked_at = True, 0  # the next check is due, and its query stalls
+    checker = threading.Thread(target=ring.jwks)
+    checker.start()
+    assert entered.wait(15)
+    signed = {}
+    other = threading.Thread(target=lambda: signed.update(token=ring.sign({"sub": "x"}, "ES256")))
+    other.start()
+    other.join(15)
+    release.set()
+    checker.join(15)
+    assert signed.get("token", "").count(".") == 2

@@ -123,3 +123,18 @@ def test_arrival_is_stamped_before_the_wait_for_the_turn():
         assert stamped.wait(WAIT), "the arrival was not stamped while the turn was taken"
         assert not done.is_set()
     assert done.wait(WAIT)
+
+
+def test_the_liveness_probe_does_not_wait_for_the_turn():
+    """Behind a request stuck on a stalled database (it keeps the turn: a round trip is a short
+    wait), /healthz still answers, so the worker is not restarted for the database's sake."""
+    def app(environ, start_response):
+        return [environ["PATH_INFO"].encode()]
+
+    answered = {}
+    with turns._turn:  # another request holds this worker's turn
+        thread = threading.Thread(target=lambda: answered.update(
+            body=turns.middleware(app)({"PATH_INFO": "/healthz"}, None)))
+        thread.start()
+        thread.join(WAIT)
+    assert answered == {"body": [b"/healthz"]}
