@@ -131,21 +131,25 @@ def _from_environment(environ) -> dict:
         if name.endswith("_FILE") and name[:-5] in DEFAULTS:
             from_files[name[:-5]] = (key, raw)
         else:
-            out[name] = _parse_env(raw)
+            out[name] = _parse_env(raw, name)
     for name, (key, path) in from_files.items():
         if name in out:
             raise ConfigError(f"both IDP_{name} and {key} are set: keep one")
         try:
             with open(path, encoding="utf-8") as fh:
-                out[name] = _parse_env(fh.read().rstrip("\r\n"))
+                out[name] = _parse_env(fh.read().rstrip("\r\n"), name)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{key}: cannot read {path!r} ({type(exc).__name__})") from None
     return out
 
 
-def _parse_env(raw: str):
+def _parse_env(raw: str, name: str = ""):
+    """A number, boolean, list or table written as JSON; else the text. A setting whose default
+    is text stays text (an all-digit SECRET_KEY or password is not a number)."""
     import json
 
+    if isinstance(DEFAULTS.get(name), str):
+        return raw
     try:
         value = json.loads(raw)
     except ValueError:
@@ -168,8 +172,35 @@ def is_whole(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
+# Whole-number settings and their bounds: a value of the wrong type or out of range would
+# fail later, in a request or a maintenance run, with a traceback (a date past year 9999).
+_TEN_YEARS = 10 * 365 * 24 * 3600
+WHOLE = {
+    **{key: (1, _TEN_YEARS, "seconds") for key in (
+        "CODE_TTL", "ACCESS_TOKEN_TTL", "ID_TOKEN_TTL", "REFRESH_TOKEN_IDLE_TTL", "REFRESH_TOKEN_ABSOLUTE_TTL",
+        "LOGIN_TTL", "SESSION_TTL", "LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL",
+        "DATABASE_CONNECT_TIMEOUT")},
+    "KEY_PUBLISH_AHEAD": (0, _TEN_YEARS, "seconds"),
+    **{key: (0, 3650, "days") for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS")},
+    "PROXY_HOPS": (0, 100, "proxies"),
+    "BACKCHANNEL_ATTEMPTS": (1, 100, "tries"),
+    "WORKERS": (1, 1024, "processes"), "THREADS": (1, 1024, "threads"),
+    "ARGON2_MEMORY_KIB": (8, 4 * 1024 * 1024, "KiB"), "ARGON2_TIME_COST": (1, 100, "passes"),
+    "ARGON2_PARALLELISM": (1, 64, "lanes"), "MAX_CONTENT_LENGTH": (1024, 1024 * 1024 * 1024, "bytes"),
+}
+
+
 def check(config: dict) -> None:
-    """Refuse settings that are unsafe in production; say which and why."""
+    """Refuse settings that are unsafe in production or unusable; say which and why."""
+    for key, (low, high, unit) in WHOLE.items():
+        if not is_whole(config[key], low) or config[key] > high:
+            raise ConfigError(f"{key} must be a whole number of {unit} from {low} to {high}, got {config[key]!r}")
+    timeout = config["BACKCHANNEL_TIMEOUT"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise ConfigError(f"BACKCHANNEL_TIMEOUT must be a number of seconds above 0, at most 60, got {timeout!r}")
+    for key in ("SECRET_KEY", "ISSUER", "DATABASE_URL", "REDIS_URL", "KEYS_DIR", "BIND"):
+        if not isinstance(config[key], str):
+            raise ConfigError(f"{key} must be text, got {config[key]!r}")
     issuer = urlsplit(config["ISSUER"])
     if issuer.scheme not in ("http", "https") or not issuer.hostname or issuer.query or issuer.fragment:
         raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")
@@ -179,14 +210,6 @@ def check(config: dict) -> None:
         raise ConfigError(f"ARGON2_VERIFIER must be auto, libsodium or argon2-cffi, got {config['ARGON2_VERIFIER']!r}")
     if config["ID_TOKEN_ALG"] not in ("ES256", "RS256"):
         raise ConfigError("ID_TOKEN_ALG must be ES256 or RS256")
-    for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL"):
-        if not is_whole(config[key], 1):
-            raise ConfigError(f"{key} must be a whole number of seconds, at least 1, got {config[key]!r}")
-    if not is_whole(config["PROXY_HOPS"], 0):
-        raise ConfigError(f"PROXY_HOPS must be a whole number of proxies, at least 0, got {config['PROXY_HOPS']!r}")
-    for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS"):
-        if not is_whole(config[key], 0):
-            raise ConfigError(f"{key} must be a whole number of days, at least 0, got {config[key]!r}")
     rotation = config["KEY_ROTATION_DAYS"] * 24 * 3600
     if rotation and rotation <= config["KEY_PUBLISH_AHEAD"]:
         raise ConfigError("KEY_ROTATION_DAYS must be longer than KEY_PUBLISH_AHEAD (a key is published "

@@ -1,13 +1,18 @@
 """The operator command ``idp``: database, signing keys, clients, accounts, maintenance, demo, serve.
 
 Every command but serve runs in an application context built by ``idp.create_app()``; a bad
-setting or a refused input ends with a one-line ``Error:`` and exit status 2.
+setting, a refused input, or a database or Redis that cannot be reached (or a database not
+migrated yet) ends with a one-line ``Error:`` and exit status 2, never a traceback.
 """
 
 import logging
 import os
+import sys
+import tomllib
 
 import click
+import redis.exceptions
+import sqlalchemy.exc
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 from flask_migrate import upgrade
@@ -15,6 +20,7 @@ from flask_migrate.cli import db as db_commands
 
 from ..crypto.secrets import new_token
 from ..extensions import keyring
+from ..ops.logs import first_line
 from .accounts import accounts, create_account, find
 from .clients import clients, load as load_clients
 from .common import CliError
@@ -58,9 +64,30 @@ def _create_app():
         return create_app()
     except ConfigError as exc:
         raise CliError(f"configuration: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"configuration: the IDP_CONFIG_FILE is not valid TOML ({exc})") from None
     except KeysUnreadable as exc:
         raise CliError(f"signing keys: {exc}") from None
+    except sqlalchemy.exc.ArgumentError:  # its message quotes the URL, password included
+        raise CliError("configuration: DATABASE_URL is not a database URL") from None
+    except (OSError, ValueError) as exc:  # KEYS_DIR a file, a port that is not a number...
+        raise CliError(f"cannot start: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def _unreachable(exc: Exception) -> str:
+    """One line for a database or Redis failure: what, and what to do; never a URL."""
+    text = first_line(exc)
+    if isinstance(exc, sqlalchemy.exc.ProgrammingError | sqlalchemy.exc.OperationalError) and (
+            "does not exist" in text or "no such table" in text):
+        return f"the database is not migrated ({text}): run `idp db upgrade`"
+    if isinstance(exc, redis.exceptions.RedisError):
+        return f"Redis (REDIS_URL) cannot be used: {type(exc).__name__}: {text}"
+    return f"the database (DATABASE_URL) cannot be used: {type(exc).__name__}: {text}"
 
 
 def main():
-    cli.main(prog_name="idp", obj=ScriptInfo(create_app=_create_app, set_debug_flag=False))
+    try:
+        cli.main(prog_name="idp", obj=ScriptInfo(create_app=_create_app, set_debug_flag=False))
+    except (sqlalchemy.exc.SQLAlchemyError, redis.exceptions.RedisError) as exc:
+        click.echo(f"Error: {_unreachable(exc)}", err=True)
+        sys.exit(CliError.exit_code)

@@ -121,9 +121,9 @@ def remove(client_id):
             kill_access_tokens(grant_id, "client_removed")
         swept = revoke_client_credentials(row_id)
     except Exception as exc:  # noqa: BLE001  (the client is gone already: say what is left)
-        raise CliError(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but its access tokens "
-                       f"could not be deleted from the store ({type(exc).__name__}): they expire within "
-                       "ACCESS_TOKEN_TTL") from None
+        raise CliError(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but the store (REDIS_URL) "
+                       f"could not be reached ({type(exc).__name__}): its access tokens were not deleted and "
+                       "expire within ACCESS_TOKEN_TTL") from None
     click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
                f"{swept} client-credentials token(s) deleted)")
 

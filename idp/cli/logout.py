@@ -25,6 +25,9 @@ def everywhere(email):
     click.echo(f"ended {summary['sessions']} session(s), revoked {summary['grants']} token family(ies); "
                f"back-channel logout delivered to {summary['backchannel_delivered']} relying party(ies), "
                f"{summary['backchannel_unconfirmed']} unconfirmed (kept for `idp logout retry`)")
+    if summary["access_tokens_left_to_expire"]:
+        raise CliError("the store (REDIS_URL) could not be reached: the account's access tokens were not deleted "
+                       "and expire within ACCESS_TOKEN_TTL; everything else is done")
 
 
 @logout.command("retry")

@@ -16,6 +16,7 @@ this release's schema (idp.ops.schema); each worker builds the app,
 so prometheus-client is first imported after ``ops.prepare_multiprocess()``.
 """
 
+import ipaddress
 import os
 
 import click
@@ -37,16 +38,16 @@ def settings() -> dict:
 
 
 def _address(bind: str) -> tuple[str, int]:
+    """(IP address, port) of ``HOST:PORT``: granian takes an address, not a name to resolve."""
     host, _, port = bind.rpartition(":")
-    if not host or not port.isdigit():
-        raise CliError(f"--bind must be HOST:PORT, got {bind!r}")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"--bind must be ADDRESS:PORT with a port from 1 to 65535, got {bind!r}")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise CliError(f"--bind takes an IP address (127.0.0.1, 0.0.0.0, [::1]), not a host name: got {host!r}") \
+            from None
     return host.strip("[]"), int(port)
-
-
-def _count(config: dict, key: str) -> int:
-    if not config_mod.is_whole(config[key], 1):
-        raise CliError(f"{key} must be a whole number of at least 1, got {config[key]!r}")
-    return config[key]
 
 
 @click.command("serve")
@@ -61,8 +62,8 @@ def serve(workers, threads, bind, access_log, dev):
     if config["ENV"] != "production" and not dev:
         raise CliError("idp serve is the production server: set IDP_ENV=production (and IDP_SECRET_KEY), "
                        "or pass --dev to serve the development settings locally")
-    workers = workers or _count(config, "WORKERS")
-    threads = threads or _count(config, "THREADS")
+    workers = workers or config["WORKERS"]  # whole numbers from 1 (idp.config.check)
+    threads = threads or config["THREADS"]
     if workers > 1 and str(config["REDIS_URL"]).startswith("memory:"):
         raise CliError(f"REDIS_URL is memory://, which each of the {workers} workers would hold apart "
                        "(a code issued by one is unknown to the others): set IDP_REDIS_URL or use --workers 1")
@@ -80,5 +81,7 @@ def serve(workers, threads, bind, access_log, dev):
             blocking_threads=threads, websockets=False, log_access=access_log, respawn_failed_workers=True,
             workers_kill_timeout=30, log_dictconfig=logs.granian_config(config["LOG_FORMAT"]),
         ).serve()
+    except (OSError, RuntimeError) as exc:  # granian's bind failures (the address in use or not ours)
+        raise CliError(f"cannot serve on {address}:{port}: {logs.first_line(exc)}") from None
     finally:
         ops.cleanup_multiprocess()

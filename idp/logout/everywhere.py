@@ -3,17 +3,20 @@
 Used by the seller (POST /account/sign-out-everywhere) and by the operator (the CLI calls
 ``sign_out_everywhere(account, actor="operator")``). In order:
 
-1. ``Account.sessions_revoked_at = now`` and every live session ended, committed first, so
-   that no browser keeps single sign-on while the rest runs (login.session.current refuses
-   any session created before that instant);
-2. every non-revoked Grant of the account revoked, offline ones included: its refresh
-   tokens die in the database, its access tokens in the store (RFC 7009 §2.1 semantics);
+1. ``Account.sessions_revoked_at = now``, every live session ended and every non-revoked
+   Grant of the account revoked (offline ones included: their refresh tokens die), in one
+   transaction: no browser keeps single sign-on and no family outlives it, whatever fails
+   after (login.session.current refuses any session created before that instant);
+2. the families' access tokens deleted from the store (RFC 7009 §2.1 semantics), best
+   effort: with the store out of reach they expire within ACCESS_TOKEN_TTL, and the rest
+   still runs (a rerun finds nothing left to end, so nothing after this may be lost);
 3. back-channel logout for every client of every session that was live;
 4. a SecurityEvent so the seller and support can see it happened.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import update
@@ -24,6 +27,7 @@ from ..oauth import tokens
 from . import backchannel
 
 KIND = "sign_out_everywhere"
+log = logging.getLogger(__name__)
 
 
 def _end_live_sessions(account: Account, now: datetime) -> list[tuple[str, list]]:
@@ -47,17 +51,26 @@ def sign_out_everywhere(account: Account, *, actor: str = "seller") -> dict:
     sessions = _end_live_sessions(account, now)
     notify = [(account.sub, sid, clients) for sid, clients in sessions]
     account.sessions_revoked_at = now
+    grant_ids = list(db.session.scalars(
+        update(Grant).where(Grant.account_id == account.id, Grant.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=KIND).returning(Grant.id)
+        .execution_options(synchronize_session=False)))
     db.session.commit()
 
-    grant_ids = list(db.session.execute(
-        db.select(Grant.id).where(Grant.account_id == account.id, Grant.revoked_at.is_(None))).scalars())
-    for grant_id in grant_ids:
-        tokens.revoke_grant(grant_id, KIND, account.id)
+    store_failed = False
+    try:
+        for grant_id in grant_ids:
+            tokens.kill_access_tokens(grant_id, KIND)
+    except Exception as exc:  # noqa: BLE001  (all is ended in the database: the relying parties must still hear it)
+        log.error("sign out everywhere: the store's half of revoking %d family(ies) failed: %s", len(grant_ids),
+                  type(exc).__name__)
+        store_failed = True
 
     report = backchannel.notify(backchannel.targets(notify))
     summary = {"actor": actor, "sessions": len(sessions), "grants": len(grant_ids),
                "backchannel_delivered": len(report.delivered),
-               "backchannel_unconfirmed": len(report.failed) + len(report.pending)}
+               "backchannel_unconfirmed": len(report.failed) + len(report.pending),
+               "access_tokens_left_to_expire": store_failed}
     db.session.add(SecurityEvent(account_id=account.id, kind=KIND, detail=summary))
     db.session.commit()
     return summary

@@ -21,6 +21,7 @@ The embedded store is private to one process, so there the database is always as
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from flask import has_app_context
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 from ..extensions import db, store
 from . import prefetch
 
+log = logging.getLogger(__name__)
 _DIRTY = "idp.row_cache_dirty"
 VERSION_TTL = 24 * 3600  # longer than any read between a counter and its fill can take
 
@@ -83,13 +85,21 @@ class RowCache:
 
 @event.listens_for(Session, "after_commit")
 def _invalidate(session):
+    """Drop the changed rows' entries. The commit is done when this runs: with the store out
+    of reach, raising would tell the caller it failed and stop what must follow it (a
+    sign-out's back-channel logout). So say so and go on: an entry left behind lives out its
+    ttl (300 s) if the store comes back with its data, and nobody can read it meanwhile."""
     changed = session.info.pop(_DIRTY, None)
     if changed and has_app_context():
         s = store()
         if s.shared:
-            for key in changed:  # first: a fill from a read made before this commit is refused
-                s.incr(_version_key(key), VERSION_TTL)
-            s.delete(*changed)
+            try:
+                for key in changed:  # first: a fill from a read made before this commit is refused
+                    s.incr(_version_key(key), VERSION_TTL)
+                s.delete(*changed)
+            except Exception as exc:  # noqa: BLE001  (see above)
+                log.error("row cache: %d entry(ies) not dropped after a commit (%s); they expire within their ttl",
+                          len(changed), type(exc).__name__)
 
 
 @event.listens_for(Session, "after_rollback")

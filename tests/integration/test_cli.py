@@ -391,7 +391,7 @@ def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeyp
     assert_refused(idp("serve", "--workers", "2"), "production needs IDP_REDIS_URL")
     monkeypatch.setenv("IDP_REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("IDP_THREADS", "0")
-    assert_refused(idp("serve", "--workers", "1"), "THREADS must be a whole number of at least 1, got 0")
+    assert_refused(idp("serve", "--workers", "1"), "THREADS must be a whole number of threads from 1 to 1024, got 0")
 
 
 def test_serve_refuses_a_database_not_at_this_release_s_schema(idp, monkeypatch, tmp_path, shared):

@@ -316,3 +316,24 @@ def test_an_unreachable_store_does_not_lose_the_deliveries_in_the_database(app, 
         report = backchannel.retry_pending()
         db.engine.dispose()
     assert report.delivered == ["rp-bc"]
+
+
+def test_sign_out_everywhere_still_tells_the_relying_parties_when_the_store_fails(app, seller, receiver,
+                                                                                   monkeypatch):
+    """Sessions and families end in one transaction; the store's half (the access tokens)
+    failing half-way must not lose the back-channel logout: a rerun would find nothing to end."""
+    import redis.exceptions
+
+    from idp.models import Grant
+    from idp.oauth import tokens
+
+    flow, body = signed_in_flow(app.test_client(), rp_with(receiver.url))
+
+    def store_down(*args):
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(tokens, "kill_access_tokens", store_down)
+    summary = sign_out_everywhere(db.session.get(type(seller), seller.id), actor="operator")
+    assert summary["sessions"] == 1 and summary["grants"] == 1 and summary["access_tokens_left_to_expire"]
+    assert len(receiver.received) == 1
+    assert db.session.execute(db.select(Grant.revoked_at)).scalar_one() is not None

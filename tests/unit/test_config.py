@@ -104,6 +104,32 @@ def test_maintenance_settings_are_checked(tmp_path, overrides, reason):
         load(str(tmp_path), overrides)
 
 
+@pytest.mark.parametrize("overrides,reason", [
+    ({"KEY_PUBLISH_AHEAD": "1d"}, "KEY_PUBLISH_AHEAD must be a whole number of seconds"),
+    ({"ID_TOKEN_TTL": "abc"}, "ID_TOKEN_TTL must be a whole number of seconds"),
+    ({"ACCESS_TOKEN_TTL": 0}, "ACCESS_TOKEN_TTL must be"),
+    ({"DATABASE_CONNECT_TIMEOUT": "x"}, "DATABASE_CONNECT_TIMEOUT must be"),
+    ({"BACKCHANNEL_ATTEMPTS": "x"}, "BACKCHANNEL_ATTEMPTS must be"),
+    ({"BACKCHANNEL_TIMEOUT": 0}, "BACKCHANNEL_TIMEOUT must be"),
+    ({"PRUNE_GRACE_DAYS": 1000000}, "PRUNE_GRACE_DAYS must be a whole number of days from 0 to 3650"),
+    ({"SESSION_TTL": 10**12}, "SESSION_TTL must be"),
+    ({"ARGON2_MEMORY_KIB": 4}, "ARGON2_MEMORY_KIB must be"),
+    ({"SECRET_KEY": 12345678901234567890123456789012345}, "SECRET_KEY must be text"),
+])
+def test_settings_that_would_fail_later_are_refused_at_start(tmp_path, overrides, reason):
+    """Each of these gave a traceback later: at a request, an `idp` command or a maintenance run."""
+    with pytest.raises(ConfigError, match=reason):
+        load(str(tmp_path), overrides)
+
+
+def test_a_text_setting_from_the_environment_stays_text(monkeypatch, tmp_path):
+    """An all-digit secret is not a number: it must reach the app as the text it was."""
+    monkeypatch.setenv("IDP_SECRET_KEY", "12345678901234567890123456789012345")
+    monkeypatch.setenv("IDP_ACCESS_TOKEN_TTL", "300")
+    config = load(str(tmp_path))
+    assert config["SECRET_KEY"] == "12345678901234567890123456789012345" and config["ACCESS_TOKEN_TTL"] == 300
+
+
 def test_maintenance_can_be_left_to_cron(monkeypatch, tmp_path):
     monkeypatch.setenv("IDP_MAINTENANCE", "false")
     assert load(str(tmp_path))["MAINTENANCE"] is False
