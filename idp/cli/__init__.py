@@ -61,7 +61,10 @@ def _create_app():
     from ..crypto.keys import KeysUnreadable
 
     try:
-        return create_app()
+        app = create_app()
+        if app.config["KEYS_STORE"] == "database":
+            _refuse_foreign_keys(app)
+        return app
     except ConfigError as exc:
         raise CliError(f"configuration: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -72,6 +75,18 @@ def _create_app():
         raise CliError("configuration: DATABASE_URL is not a database URL") from None
     except (OSError, ValueError) as exc:  # KEYS_DIR a file, a port that is not a number...
         raise CliError(f"cannot start: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def _refuse_foreign_keys(app) -> None:
+    """With the keys in the database, as create_app does for a key directory: refuse to go on
+    under a SECRET_KEY that does not open them. From a shell without the servers' secret,
+    `idp clients add` would print a secret no server accepts (its hash is keyed by
+    SECRET_KEY). A database not migrated yet (no key table) is left to `idp db upgrade`."""
+    with app.app_context():
+        try:
+            keyring().refuse_unreadable()
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass
 
 
 def _unreachable(exc: Exception) -> str:

@@ -160,6 +160,7 @@ class KeyRing:
         self._kek = sealing_key(secret)
         self._clear: set[str] = set()  # kids of files of an earlier release, JWK in clear
         self._foreign: list[str] = []  # files sealed under another SECRET_KEY (or altered)
+        self._unreadable: list[str] = []  # records that are no key at all (truncated, not JSON)
         self._lock = threading.RLock()
         self._keys: tuple[Key, ...] = ()
         self._jwks: dict | None = None  # built once per load
@@ -212,6 +213,7 @@ class KeyRing:
         keys = [k for _, k, _ in read if k]
         self._clear = {k.kid for _, k, how in read if k and how == "clear"}
         self._foreign = [n for n, _, how in read if how == "sealed under another secret"]
+        self._unreadable = [n for n, _, how in read if how == "unreadable"]
         self._keys, self._jwks, self._checked_at, self._marker = _ordered(keys), None, time.time(), marker
 
     def _states(self, now: float | None = None) -> list[tuple[Key, str, int | None]]:
@@ -361,8 +363,13 @@ class KeyRing:
         For the move from KEYS_DIR to the database (`idp keys import`): the keys keep their
         kid, times and serial, hence their states, so relying parties see the same JWKS and
         the same key signing. Refuses (KeysUnreadable) while ``source`` holds keys this
-        SECRET_KEY cannot open: they would be left behind."""
+        SECRET_KEY cannot open, or records that are no key at all: they would be left behind,
+        and relying parties would miss a kid they may still hold."""
         source.refuse_unreadable()
+        if source._unreadable:
+            raise KeysUnreadable(
+                f"{len(source._unreadable)} record(s) in {source.storage.where} are no signing key this release "
+                f"can read ({', '.join(source._unreadable)}): repair or remove them, then import again")
         with self._writing():
             have = {k.kid for k in self._keys}
             added = [k for k in source._keys if k.kid not in have]

@@ -381,6 +381,38 @@ def test_keys_import_moves_a_key_directory_into_the_database(make_app, shared, t
     assert not (tmp_path / "unused").exists()
 
 
+def test_keys_import_refuses_a_directory_with_a_record_it_cannot_read(make_app, shared, tmp_path):
+    """A truncated key file would be left behind, and relying parties miss a kid they may hold."""
+    source = tmp_path / "source"
+    shutil.copytree(shared / "keys", source)
+    victim = sorted(source.glob("*.json"))[0]
+    victim.write_text(victim.read_text()[:40])
+    app = create_app({**_config(tmp_path / "unused", tmp_path / "idp.sqlite3"), "KEYS_STORE": "database"})
+    idp = runner_for(app)
+    assert_refused(idp("keys", "import", str(source)), f"record(s) in {source}")
+    assert keys_table(idp) == []
+
+
+def test_every_command_refuses_a_secret_that_does_not_open_the_database_keys(monkeypatch, tmp_path):
+    """As with a key directory: a shell without the servers' SECRET_KEY would print client
+    secrets that no server accepts."""
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("IDP_KEYS_STORE", "database")
+    monkeypatch.setenv("IDP_SECRET_KEY", "the servers' secret, thirty-two characters or more")
+
+    def run(*args):
+        return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=_create_app))
+
+    assert run("db", "upgrade").exit_code == 0
+    assert run("keys", "rotate", "--now").exit_code == 0
+    assert run("clients", "list").exit_code == 0
+    monkeypatch.setenv("IDP_SECRET_KEY", "another secret, of thirty-two characters or more")
+    result = run("clients", "add", "svc1", "--grant-type", "client_credentials")
+    assert_refused(result, "do not open with this SECRET_KEY")
+    assert "secret" not in result.stdout
+
+
 def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeypatch):
     monkeypatch.setenv("IDP_ENV", "development")
     assert_refused(idp("serve"), "IDP_ENV=production")
