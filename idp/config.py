@@ -173,17 +173,18 @@ def is_whole(value, minimum: int) -> bool:
 
 
 # Whole-number settings and their bounds: a value of the wrong type or out of range would
-# fail later, in a request or a maintenance run, with a traceback (a date past year 9999).
+# fail later, in a request or a maintenance run, with a traceback (a date past year 9999, a
+# wait longer than threading.TIMEOUT_MAX). The jobs' intervals only divide time into slots.
 _TEN_YEARS = 10 * 365 * 24 * 3600
 WHOLE = {
     **{key: (1, _TEN_YEARS, "seconds") for key in (
         "CODE_TTL", "ACCESS_TOKEN_TTL", "ID_TOKEN_TTL", "REFRESH_TOKEN_IDLE_TTL", "REFRESH_TOKEN_ABSOLUTE_TTL",
-        "LOGIN_TTL", "SESSION_TTL", "LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL",
-        "DATABASE_CONNECT_TIMEOUT")},
+        "LOGIN_TTL", "SESSION_TTL", "DATABASE_CONNECT_TIMEOUT")},
+    **{key: (1, 100 * _TEN_YEARS, "seconds") for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL")},
     "KEY_PUBLISH_AHEAD": (0, _TEN_YEARS, "seconds"),
     **{key: (0, 3650, "days") for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS")},
     "PROXY_HOPS": (0, 100, "proxies"),
-    "BACKCHANNEL_ATTEMPTS": (1, 100, "tries"),
+    "BACKCHANNEL_ATTEMPTS": (1, 10, "tries"),  # the backoff doubles: 10 tries wait 205 s in all
     "WORKERS": (1, 1024, "processes"), "THREADS": (1, 1024, "threads"),
     "ARGON2_MEMORY_KIB": (8, 4 * 1024 * 1024, "KiB"), "ARGON2_TIME_COST": (1, 100, "passes"),
     "ARGON2_PARALLELISM": (1, 64, "lanes"), "MAX_CONTENT_LENGTH": (1024, 1024 * 1024 * 1024, "bytes"),

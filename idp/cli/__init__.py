@@ -11,6 +11,7 @@ import sys
 import tomllib
 
 import click
+import psycopg.errors
 import redis.exceptions
 import sqlalchemy.exc
 from flask import current_app
@@ -92,8 +93,9 @@ def _refuse_foreign_keys(app) -> None:
 def _unreachable(exc: Exception) -> str:
     """One line for a database or Redis failure: what, and what to do; never a URL."""
     text = first_line(exc)
-    if isinstance(exc, sqlalchemy.exc.ProgrammingError | sqlalchemy.exc.OperationalError) and (
-            "does not exist" in text or "no such table" in text):
+    missing_table = isinstance(getattr(exc, "orig", None), psycopg.errors.UndefinedTable) or (
+        isinstance(exc, sqlalchemy.exc.OperationalError) and text.startswith("no such table"))
+    if missing_table and sys.argv[1:3] != ["db", "upgrade"]:
         return f"the database is not migrated ({text}): run `idp db upgrade`"
     if isinstance(exc, redis.exceptions.RedisError):
         return f"Redis (REDIS_URL) cannot be used: {type(exc).__name__}: {text}"

@@ -51,7 +51,7 @@ BACKOFF = 0.2  # seconds before the second try, doubled for each further one
 MAX_WORKERS = 4
 PENDING_TTL = 24 * 3600  # how long after the first delivery retry_pending() still tries
 MAX_TRIES = 8  # deliveries (each of BACKCHANNEL_ATTEMPTS tries) before giving up
-LEASE = 3600  # seconds a retry run holds the rows it took: far longer than a run takes
+LEASE = 3600  # seconds a retry run holds the rows it took; it takes no more than it can deliver meanwhile
 HOUR = 3600
 _PENDING = BackchannelDelivery.__table__
 
@@ -230,14 +230,31 @@ def _settle(engine, target: Target) -> None:
                   type(exc).__name__)
 
 
+def _delivery_time() -> float:
+    """The longest one delivery can take: every try timing out, and the backoffs between."""
+    cfg = current_app.config
+    attempts = max(1, int(cfg["BACKCHANNEL_ATTEMPTS"]))
+    return attempts * float(cfg["BACKCHANNEL_TIMEOUT"]) + BACKOFF * 2 ** attempts
+
+
+def per_run() -> int:
+    """How many deliveries one run takes: as many as MAX_WORKERS threads surely settle within
+    the lease (1,888 with the default settings), so no row is leased again while its delivery
+    is still running; the rest wait for the next run."""
+    return MAX_WORKERS * max(1, int(LEASE // _delivery_time()) - 1)
+
+
 def _claim() -> list[Target]:
-    """Lease every waiting delivery not leased by a live run, atomically (with those an earlier
-    release kept in the store); drop (and log) those given up on."""
+    """Lease the oldest waiting deliveries not leased by a live run, at most per_run(),
+    atomically (with those an earlier release kept in the store); drop (and log) those given
+    up on."""
     now = int(time.time())
     columns = [_PENDING.c[f] for f in ("client_id", "sub", "sid", "tries", "first_at")]
+    free = or_(_PENDING.c.leased_until.is_(None), _PENDING.c.leased_until <= now)
+    oldest = select(_PENDING.c.id).where(free).order_by(_PENDING.c.recorded_at, _PENDING.c.id).limit(per_run())
     with db.engine.begin() as conn:
         rows = conn.execute(
-            update(_PENDING).where(or_(_PENDING.c.leased_until.is_(None), _PENDING.c.leased_until <= now))
+            update(_PENDING).where(_PENDING.c.id.in_(oldest.scalar_subquery()), free)
             .values(leased_until=now + LEASE).returning(_PENDING.c.id, *columns)).all()
     claimed = [Target(**{k: v for k, v in row._mapping.items() if k != "id"}, row_id=row.id) for row in rows]
     try:
@@ -266,8 +283,5 @@ def retry_pending() -> Report:
     client is gone or has no URI any more are dropped; a delivery that fails again is
     recorded again with one more try counted."""
     claimed = _claim()
-    cfg = current_app.config
-    attempts = max(1, int(cfg["BACKCHANNEL_ATTEMPTS"]))
-    whole = attempts * float(cfg["BACKCHANNEL_TIMEOUT"]) + BACKOFF * 2 ** attempts  # a batch job can wait
     batches = 1 + len(claimed) // MAX_WORKERS
-    return notify(claimed, max_wait=whole * batches)
+    return notify(claimed, max_wait=_delivery_time() * batches)  # a batch job can wait

@@ -62,6 +62,15 @@ def test_a_database_not_migrated_yet(idp):
     refused(idp("clients", "list"), "not migrated", "idp db upgrade")
 
 
+def test_a_postgresql_database_that_does_not_exist_is_not_called_unmigrated(idp, postgres_url):
+    """Upgrading cannot create a database or a role: the advice would send the operator in a circle."""
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    for args in (("clients", "list"), ("db", "upgrade")):
+        code, output = idp(*args, IDP_DATABASE_URL=missing)
+        refused((code, output), "DATABASE_URL", "no_such_database")
+        assert "not migrated" not in output
+
+
 def test_redis_out_of_reach(idp):
     assert idp("demo")[0] == 0
     refused(idp("clients", "remove", "seller-dashboard", "--yes", IDP_REDIS_URL="redis://127.0.0.1:1/0"),

@@ -227,6 +227,19 @@ def test_two_concurrent_retries_claim_each_delivery_once(app, client, seller):
     assert len(backchannel.pending_ids()) == 3 and backchannel._claim() == []  # leased until settled
 
 
+def test_a_run_takes_no_more_deliveries_than_it_can_settle_within_its_lease(app, client, seller, monkeypatch):
+    """Else a row could be leased again while its first delivery still runs: told twice."""
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    rp = rp_with(closed_port_url())
+    for _ in range(backchannel.MAX_WORKERS + 1):
+        log_out(*signed_in_flow(app.test_client(), rp))
+    monkeypatch.setattr(backchannel, "LEASE", 1)  # shorter than one delivery can take
+    assert backchannel.per_run() == backchannel.MAX_WORKERS
+    with freeze_time(datetime.now(timezone.utc)):  # the second run comes within the first one's lease
+        assert len(backchannel._claim()) == backchannel.MAX_WORKERS
+        assert len(backchannel._claim()) == 1  # the oldest went first; this one waited
+
+
 def test_a_retry_run_that_dies_leaves_its_deliveries_to_the_next_one(app, client, seller, receiver):
     """A row is deleted once its delivery is settled, not when a run takes it: a worker killed
     half-way (a deploy) must not lose a relying party's logout."""

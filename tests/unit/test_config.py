@@ -114,12 +114,19 @@ def test_maintenance_settings_are_checked(tmp_path, overrides, reason):
     ({"PRUNE_GRACE_DAYS": 1000000}, "PRUNE_GRACE_DAYS must be a whole number of days from 0 to 3650"),
     ({"SESSION_TTL": 10**12}, "SESSION_TTL must be"),
     ({"ARGON2_MEMORY_KIB": 4}, "ARGON2_MEMORY_KIB must be"),
+    ({"BACKCHANNEL_ATTEMPTS": 40}, "BACKCHANNEL_ATTEMPTS must be a whole number of tries from 1 to 10"),
     ({"SECRET_KEY": 12345678901234567890123456789012345}, "SECRET_KEY must be text"),
 ])
 def test_settings_that_would_fail_later_are_refused_at_start(tmp_path, overrides, reason):
     """Each of these gave a traceback later: at a request, an `idp` command or a maintenance run."""
     with pytest.raises(ConfigError, match=reason):
         load(str(tmp_path), overrides)
+
+
+def test_a_job_can_be_made_to_run_once_a_lifetime(tmp_path):
+    """The two-process e2e test sets 10**9 so each job runs once: an interval only divides time."""
+    config = load(str(tmp_path), {k: 10**9 for k in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL")})
+    assert config["PRUNE_INTERVAL"] == 10**9
 
 
 def test_a_text_setting_from_the_environment_stays_text(monkeypatch, tmp_path):
