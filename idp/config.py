@@ -180,7 +180,8 @@ WHOLE = {
     **{key: (1, _TEN_YEARS, "seconds") for key in (
         "CODE_TTL", "ACCESS_TOKEN_TTL", "ID_TOKEN_TTL", "REFRESH_TOKEN_IDLE_TTL", "REFRESH_TOKEN_ABSOLUTE_TTL",
         "LOGIN_TTL", "SESSION_TTL", "DATABASE_CONNECT_TIMEOUT")},
-    **{key: (1, 100 * _TEN_YEARS, "seconds") for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL")},
+    **{key: (1, 100 * _TEN_YEARS, "seconds")
+       for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL")},
     "KEY_PUBLISH_AHEAD": (0, _TEN_YEARS, "seconds"),
     **{key: (0, 3650, "days") for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS")},
     "PROXY_HOPS": (0, 100, "proxies"),

@@ -6,13 +6,12 @@ is printed once, when it is made.
 
 import json
 import tomllib
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
@@ -101,7 +100,7 @@ def show(client_id):
 def remove(client_id):
     """Delete a client, revoke its token families and client-credentials tokens, and forget
     its consents."""
-    from ..oauth.tokens import kill_access_tokens, revoke_client_credentials
+    from ..oauth.tokens import kill_families_access_tokens, revoke_client_credentials, revoke_families
 
     client = _get(client_id)
     row_id = client.id
@@ -111,19 +110,18 @@ def remove(client_id):
     # share lock (idp.login.session.account_in_session), so the UPDATE below, in the same
     # transaction, revokes the families they commit, and a redemption after it finds no client.
     db.session.flush()
-    grant_ids = db.session.scalars(
-        update(Grant).where(Grant.client_id == client_id, Grant.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(timezone.utc), revoked_reason="client_removed")
-        .returning(Grant.id).execution_options(synchronize_session=False)).all()
+    grant_ids = revoke_families(Grant.client_id == client_id, "client_removed")
     db.session.commit()  # drops the cached registration: a token written from here on deletes itself
-    try:  # the store's half: the families' access tokens, and the client-credentials tokens
-        for grant_id in grant_ids:
-            kill_access_tokens(grant_id, "client_removed")
-        swept = revoke_client_credentials(row_id)
-    except Exception as exc:  # noqa: BLE001  (the client is gone already: say what is left)
+    swept = None  # the store's half: the families' access tokens, then the client-credentials tokens
+    if kill_families_access_tokens(grant_ids, "client_removed"):
+        try:
+            swept = revoke_client_credentials(row_id)
+        except Exception:  # noqa: BLE001, S110  (said below)
+            pass
+    if swept is None:  # the client is gone already: say what is left
         raise CliError(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but the store (REDIS_URL) "
-                       f"could not be reached ({type(exc).__name__}): its access tokens were not deleted and "
-                       "expire within ACCESS_TOKEN_TTL") from None
+                       "could not be reached: its access tokens were not deleted and expire within "
+                       "ACCESS_TOKEN_TTL")
     click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
                f"{swept} client-credentials token(s) deleted)")
 

@@ -16,7 +16,6 @@ Used by the seller (POST /account/sign-out-everywhere) and by the operator (the 
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import update
@@ -27,7 +26,6 @@ from ..oauth import tokens
 from . import backchannel
 
 KIND = "sign_out_everywhere"
-log = logging.getLogger(__name__)
 
 
 def _end_live_sessions(account: Account, now: datetime) -> list[tuple[str, list]]:
@@ -51,20 +49,9 @@ def sign_out_everywhere(account: Account, *, actor: str = "seller") -> dict:
     sessions = _end_live_sessions(account, now)
     notify = [(account.sub, sid, clients) for sid, clients in sessions]
     account.sessions_revoked_at = now
-    grant_ids = list(db.session.scalars(
-        update(Grant).where(Grant.account_id == account.id, Grant.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=KIND).returning(Grant.id)
-        .execution_options(synchronize_session=False)))
+    grant_ids = tokens.revoke_families(Grant.account_id == account.id, KIND, now)
     db.session.commit()
-
-    store_failed = False
-    try:
-        for grant_id in grant_ids:
-            tokens.kill_access_tokens(grant_id, KIND)
-    except Exception as exc:  # noqa: BLE001  (all is ended in the database: the relying parties must still hear it)
-        log.error("sign out everywhere: the store's half of revoking %d family(ies) failed: %s", len(grant_ids),
-                  type(exc).__name__)
-        store_failed = True
+    store_failed = not tokens.kill_families_access_tokens(grant_ids, KIND)
 
     report = backchannel.notify(backchannel.targets(notify))
     summary = {"actor": actor, "sessions": len(sessions), "grants": len(grant_ids),

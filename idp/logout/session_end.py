@@ -14,7 +14,6 @@ Clearing the cookie is the view's job: this module works without a request.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 
 from sqlalchemy import update
@@ -23,8 +22,6 @@ from ..extensions import db
 from ..models import Account, BrowserSession, Grant
 from ..oauth import tokens
 from . import backchannel
-
-log = logging.getLogger(__name__)
 
 
 def session_grants(sid: str, *, include_offline: bool) -> list[Grant]:
@@ -52,13 +49,7 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
         return None
     grants = [grant.id for grant in session_grants(row.sid, include_offline=False)]
     if grants:
-        db.session.execute(update(Grant).where(Grant.id.in_(grants), Grant.revoked_at.is_(None))
-                           .values(revoked_at=now, revoked_reason=reason))
+        grants = tokens.revoke_families(Grant.id.in_(grants), reason, now)
     db.session.commit()
-    try:
-        for grant_id in grants:
-            tokens.kill_access_tokens(grant_id, reason)
-    except Exception as exc:  # noqa: BLE001  (the session has ended: the relying parties must still hear it)
-        log.error("logout sid=%s: the store's half of revoking %d family(ies) failed: %s", row.sid, len(grants),
-                  type(exc).__name__)
+    tokens.kill_families_access_tokens(grants, reason)
     return backchannel.notify(backchannel.targets([(account.sub, row.sid, list(ended.clients or []))]))

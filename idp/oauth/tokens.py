@@ -16,6 +16,7 @@ store: no Grant row, no refresh token, one store write.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,8 @@ from ..models.grant import new_grant_id
 from ..ops import metrics
 from ..store import prefetch
 from . import clients, id_token, jwt_access_token, resource_indicators
+
+log = logging.getLogger(__name__)
 
 AT_PREFIX = "at:"
 MAX_TOKEN = 512  # opaque tokens are 43 characters
@@ -312,6 +315,31 @@ def kill_access_tokens(grant_id: str, reason: str) -> None:
     members = _family_members(s, grant_id)
     if members:
         s.delete(*members)
+
+
+def revoke_families(condition, reason: str, now: datetime | None = None) -> list[str]:
+    """The database's half of revoking every live family matching ``condition`` (their refresh
+    tokens die), in one UPDATE of the caller's transaction, which commits it; their ids, for
+    kill_families_access_tokens once committed."""
+    return list(db.session.scalars(
+        update(Grant).where(condition, Grant.revoked_at.is_(None))
+        .values(revoked_at=now or datetime.now(timezone.utc), revoked_reason=reason)
+        .returning(Grant.id).execution_options(synchronize_session=False)))
+
+
+def kill_families_access_tokens(grant_ids: list[str], reason: str) -> bool:
+    """The store's half for families revoke_families revoked, best effort: False (logged) if
+    the store failed, and the access tokens not deleted then expire within ACCESS_TOKEN_TTL.
+    For a logout or a removal whose database half is committed: what follows it (telling the
+    relying parties) must still run, since a retry would find nothing left to revoke."""
+    try:
+        for grant_id in grant_ids:
+            kill_access_tokens(grant_id, reason)
+        return True
+    except Exception as exc:  # noqa: BLE001  (see above)
+        log.error("%s: the store's half of revoking %d family(ies) failed: %s", reason, len(grant_ids),
+                  type(exc).__name__)
+        return False
 
 
 def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:
