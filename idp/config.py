@@ -27,6 +27,8 @@ DEFAULTS: dict[str, object] = {
     # Seconds a new PostgreSQL connection may take (a database that accepts and never answers
     # would otherwise hold the request, and /readyz, forever).
     "DATABASE_CONNECT_TIMEOUT": 5,
+    # Seconds /readyz waits for its checks; one still waiting then counts as failed (503).
+    "READY_TIMEOUT": 2,
     # Ephemeral store: memory:// (embedded, one process) or redis://host:port/db (production).
     "REDIS_URL": "memory://",
     # Prefix of every store key (lets several deployments or test runs share one Redis).
@@ -180,6 +182,7 @@ WHOLE = {
     **{key: (1, _TEN_YEARS, "seconds") for key in (
         "CODE_TTL", "ACCESS_TOKEN_TTL", "ID_TOKEN_TTL", "REFRESH_TOKEN_IDLE_TTL", "REFRESH_TOKEN_ABSOLUTE_TTL",
         "LOGIN_TTL", "SESSION_TTL", "DATABASE_CONNECT_TIMEOUT")},
+    "READY_TIMEOUT": (1, 60, "seconds"),
     **{key: (1, 100 * _TEN_YEARS, "seconds")
        for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL")},
     "KEY_PUBLISH_AHEAD": (0, _TEN_YEARS, "seconds"),

@@ -8,9 +8,16 @@
   copy, which re-reads their storage at most once a second: a KEYS_DIR volume unmounted or
   emptied under a running process leaves it unable to issue an ID token). 200 when all
   hold; 503 naming what did not, so the balancer stops sending traffic here until it
-  recovers. The reason of a failure goes to the log only. The checks give the worker's turn
-  to other requests while they wait: a database that stalls without refusing connections
-  makes this probe slow (the balancer's probe timeout counts it as failed), not the worker.
+  recovers. The reason of a failure goes to the log only.
+
+The checks run in their own threads and the probe waits for them at most READY_TIMEOUT
+seconds: a check still running then counts as failed. That is what bounds a database
+that stalls without refusing connections (SIGSTOP, a hung host, a full disk): psycopg
+has no timeout on an established connection, so its ``SELECT 1`` may wait for as long as
+the server stalls. Such a check is not started again while it still waits: a later
+probe counts it failed at once, so every probe of the outage answers 503 within
+READY_TIMEOUT and the stuck threads are at most one per check. Meanwhile the probe
+gives the worker's turn to other requests.
 
 Both answers are ``no-store``: a cached "ok" would hide an outage.
 """
@@ -18,8 +25,10 @@ Both answers are ``no-store``: a cached "ok" would hide an outage.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future, wait
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from ..crypto.keys import ALGS, NoActiveKey
@@ -76,10 +85,52 @@ def keys_ok() -> bool:
         return False
 
 
+def checks() -> dict:
+    return {"database": database_ok, "store": store_ok, "keys": keys_ok}
+
+
+class _Checks:
+    """An app's readiness checks in flight: at most one thread per check. Daemon threads: one
+    stuck on a stalled database must not hold up the worker's exit."""
+
+    def __init__(self):
+        self.running: dict[str, Future] = {}
+        self.lock = threading.Lock()
+
+    def start(self, app) -> dict[str, Future]:
+        with self.lock:  # probes on two threads of a worker start one thread per check
+            for name, check in checks().items():
+                previous = self.running.get(name)
+                if previous is not None and not previous.done():
+                    log.warning("readiness: the %s check of an earlier probe is still waiting", name)
+                    continue
+                future = self.running[name] = Future()
+                threading.Thread(target=_run, args=(app, check, future), name=f"idp-readyz-{name}",
+                                 daemon=True).start()
+            return dict(self.running)
+
+
+def _run(app, check, future: Future) -> None:
+    try:
+        with app.app_context():
+            ok = check()
+    except Exception:  # noqa: BLE001  (the checks catch their own errors; a bug still means "not ready")
+        log.warning("readiness: a check raised", exc_info=True)
+        ok = False
+    future.set_result(ok)
+
+
 @bp.get("/readyz")
 def readyz():
+    app = current_app._get_current_object()
+    timeout = app.config["READY_TIMEOUT"]
     with turns.waiting():
-        checks = {"database": database_ok(), "store": store_ok(), "keys": keys_ok()}
-    body = {"status": "ok" if all(checks.values()) else "unavailable",
-            "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()}}
-    return _answer(body, 200 if all(checks.values()) else 503)
+        futures = app.extensions.setdefault("idp.readyz", _Checks()).start(app)
+        wait(futures.values(), timeout=timeout)
+    results = {name: future.done() and future.result() for name, future in futures.items()}
+    for name, future in futures.items():
+        if not future.done():
+            log.warning("readiness: the %s check did not answer within %s s", name, timeout)
+    body = {"status": "ok" if all(results.values()) else "unavailable",
+            "checks": {name: "ok" if ok else "unavailable" for name, ok in results.items()}}
+    return _answer(body, 200 if all(results.values()) else 503)

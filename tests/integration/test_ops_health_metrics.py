@@ -99,9 +99,79 @@ def test_readyz_gives_the_turn_to_other_requests_while_it_checks(app, monkeypatc
 
     seen = []
     check = health.database_ok
-    monkeypatch.setattr(health, "database_ok", lambda: seen.append(turns._local.held) or check())
+    monkeypatch.setattr(health, "database_ok", lambda: seen.append(turns._turn.locked()) or check())
     body = b"".join(turns.middleware(app)(EnvironBuilder(path="/readyz").get_environ(), lambda *a: None))
     assert seen == [False] and b'"database":"ok"' in body.replace(b" ", b"")
+
+
+class PausableProxy:
+    """A TCP proxy on loopback to a real server; paused, it holds every byte both ways, as a
+    stalled server (SIGSTOP, a hung host) does, with the connections still established."""
+
+    def __init__(self, port: int):
+        self.upstream, self.flowing = port, threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                self.flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def close(self):
+        self.flowing.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+def test_readyz_503_within_its_timeout_when_an_established_database_connection_stalls(app):
+    """psycopg has no timeout on an established connection: the probe's own bound answers 503,
+    a probe during the stall does not start a second check, and readiness returns with the database."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(app.config["DATABASE_URL"])
+    proxy = PausableProxy(url.port)
+    stalled = create_app({**_same_world(app), "DATABASE_URL": url.set(port=proxy.port)
+                          .render_as_string(hide_password=False), "READY_TIMEOUT": 1})
+    client = stalled.test_client()
+    try:
+        assert client.get("/readyz").status_code == 200  # a pooled connection through the proxy
+        proxy.flowing.clear()
+        answers = []
+        probe = threading.Thread(target=lambda: answers.extend(client.get("/readyz") for _ in range(2)), daemon=True)
+        probe.start()
+        probe.join(60)  # a bound on the test itself, not a measurement
+        assert len(answers) == 2, "/readyz still waiting on the stalled database"
+        for resp in answers:
+            assert resp.status_code == 503
+            assert resp.get_json()["checks"] == {"database": "unavailable", "store": "ok", "keys": "ok"}
+        waiting = [t for t in threading.enumerate() if t.name == "idp-readyz-database"]
+        assert len(waiting) == 1, "a second probe started a second database check"
+        proxy.flowing.set()
+        waiting[0].join(60)
+        assert client.get("/readyz").status_code == 200
+    finally:
+        proxy.close()
+        with stalled.app_context():
+            from idp.extensions import db
+            db.engine.dispose()
 
 
 def test_readyz_503_names_the_keys_when_the_key_directory_is_gone(app, tmp_path, keys_dir):
