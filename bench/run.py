@@ -408,6 +408,14 @@ def report(results: dict, mem: dict, args) -> str:
               "CPU per op: median over the rounds of the user + system CPU time each IdP's processes "
               "spent per request (per flow on the last row): server and workers, its redis-server and, "
               "for ours, PostgreSQL; not the load generator. It moves less than req/s on a shared machine.", "",
+              "## CPU per op by process", "",
+              "Median over the rounds of each part (ms per request, per flow on the last row).", "",
+              "| endpoint | ours: server / redis / postgres | ref: server / redis |", "| --- | ---: | ---: |"]
+    for endpoint, by in results.items():
+        cells = [" / ".join(f"{ms:.3f}" for ms in side["split"].values()) if side else "–"
+                 for side in (by.get("ours"), by.get("reference"))]
+        lines.append(f"| {endpoint} | {cells[0]} | {cells[1]} |")
+    lines += ["",
               "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MB) |", "| --- | --- | ---: |"]
     for name, rows in mem.items():
         lines += [f"| {name} | {label} | {mb:.1f} |" for label, mb in rows]
@@ -424,7 +432,8 @@ def median_round(runs: list[dict]) -> dict:
     """The run with the median req/s (its latencies with it), and every round's req/s."""
     ordered = sorted(runs, key=lambda r: r["rps"])
     cpu = sorted(r["cpu_ms"] for r in runs)
-    return {**ordered[len(ordered) // 2], "cpu_ms": cpu[len(cpu) // 2],
+    split = {part: sorted(r["split"][part] for r in runs)[len(runs) // 2] for part in runs[0]["split"]}
+    return {**ordered[len(ordered) // 2], "cpu_ms": cpu[len(cpu) // 2], "split": split,
             "rounds": [{"rps": r["rps"], "errors": r.get("errors")} for r in runs]}
 
 
@@ -461,8 +470,8 @@ def main():
             pg_pids = [pg_pid]
         # CPU per operation is counted over each IdP's own processes: its server (workers
         # included), its redis-server and, for ours, PostgreSQL (postmaster and backends).
-        accounted = {name: [*pids, redis_pid, *(pg_pids if name == "ours" else [])]
-                     for name, (_, pids, redis_pid) in targets.items()}
+        parts = {name: {"server": pids, "redis": [redis_pid], **({"postgres": pg_pids} if name == "ours" else {})}
+                 for name, (_, pids, redis_pid) in targets.items()}
         for name, (base, pids, _) in targets.items():
             print(f"{name}: {base} pids {pids} + workers {[d for p in pids for d in descendants(p)]}", flush=True)
 
@@ -480,12 +489,15 @@ def main():
                     warm_env = warm_env[i] if isinstance(warm_env, list) else warm_env
                     if args.warmup > 0:
                         run_wrk(url, script, env if warm_env is None else warm_env, args.warmup)
-                    before = cpu_seconds(accounted[name])
+                    before = {part: cpu_seconds(group) for part, group in parts[name].items()}
                     r = run_wrk(url, script, env, args.duration)
-                    r["cpu_ms"] = (cpu_seconds(accounted[name]) - before) / max(1, r["requests"]) * 1e3
+                    split = {part: (cpu_seconds(group) - before[part]) / max(1, r["requests"]) * 1e3
+                             for part, group in parts[name].items()}
+                    r["cpu_ms"], r["split"] = sum(split.values()), split
                     rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
                     print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}  "
-                          f"{r['cpu_ms']:.3f} ms CPU/req", flush=True)
+                          f"{r['cpu_ms']:.3f} ms CPU/req ("
+                          + ", ".join(f"{part} {ms:.3f}" for part, ms in split.items()) + ")", flush=True)
 
         for name, (_, user_active) in prepared.items():  # the rows above measured an active token
             check(user_active(), f"{name}: the user's access token expired during the run")
@@ -495,9 +507,11 @@ def main():
             for name in (names if i % 2 == 0 else names[::-1]):
                 base = targets[name][0]
                 web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
-                before = cpu_seconds(accounted[name])
+                before = {part: cpu_seconds(group) for part, group in parts[name].items()}
                 r = flow_driver.run_load(base, web, name, BENCH_PASSWORD, args.duration, args.flow_workers)
-                r["cpu_ms"] = (cpu_seconds(accounted[name]) - before) / max(1, r["flows"]) * 1e3
+                split = {part: (cpu_seconds(group) - before[part]) / max(1, r["flows"]) * 1e3
+                         for part, group in parts[name].items()}
+                r["cpu_ms"], r["split"] = sum(split.values()), split
                 rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
                 print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} flows/s p50/p99 {fmt_lat(r)}  "
                       f"{r['cpu_ms']:.2f} ms CPU/flow"
