@@ -421,5 +421,12 @@ class KeyRing:
 
 
 def max_token_lifetime(config: dict) -> int:
-    """The longest any token signed by a key stays valid: a retired key is kept that long."""
-    return max(config["ID_TOKEN_TTL"], config["ACCESS_TOKEN_TTL"])
+    """How long a retired key is kept (and published): as long as a token it signed may be
+    checked against it. ID and JWT access tokens until they expire, a logout token for its
+    TOKEN_TTL, and an ID token after it expires too: as the id_token_hint of a logout or of
+    a prompt=none request, while the session it came from may last (RP-Initiated Logout 1.0
+    §2: the OP SHOULD accept an expired ID token as a hint). Were the key pruned an hour
+    after a rotation, every relying party signed in before it would lose its hints."""
+    from ..logout.backchannel import TOKEN_TTL as LOGOUT_TOKEN_TTL
+
+    return max(config["ID_TOKEN_TTL"], config["ACCESS_TOKEN_TTL"], config["SESSION_TTL"], LOGOUT_TOKEN_TTL)

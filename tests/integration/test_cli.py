@@ -7,12 +7,14 @@ that rotates them. Commands build their own application context, as from a shell
 import os
 import re
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from flask.cli import ScriptInfo
 from flask_migrate import upgrade
+from freezegun import freeze_time
 from sqlalchemy import func, inspect, select
 
 from idp import create_app
@@ -312,8 +314,12 @@ def test_keys_rotate_list_and_prune(make_app, tmp_path):
     assert [row[1:] for row in table[2:]] == [["RS256", "active"], ["RS256", "next"]]
 
     assert idp("keys", "prune").stdout.strip() == "0 key(s) pruned"  # tokens it signed may still be live
-    app.config.update(ID_TOKEN_TTL=0, ACCESS_TOKEN_TTL=0)
-    assert idp("keys", "prune").stdout.splitlines() == [f"pruned {es_old}", "1 key(s) pruned"]
+    app.config.update(ID_TOKEN_TTL=1, ACCESS_TOKEN_TTL=1, SESSION_TTL=1)
+    with freeze_time(datetime.now(timezone.utc)) as clock:
+        clock.tick(119)  # a logout token it signed is valid 120 s
+        assert idp("keys", "prune").stdout.strip() == "0 key(s) pruned"
+        clock.tick(2)
+        assert idp("keys", "prune").stdout.splitlines() == [f"pruned {es_old}", "1 key(s) pruned"]
     assert es_old not in {row[0] for row in keys_table(idp)}
     assert idp("keys", "rotate", "--alg", "HS256").exit_code == 2
 
@@ -323,8 +329,10 @@ def test_rotate_prunes_keys_no_token_can_need(make_app, tmp_path):
     idp = runner_for(app)
     (es_old, *_), _ = keys_table(idp)
     assert idp("keys", "rotate", "--alg", "ES256", "--now").exit_code == 0  # es_old retires: tokens may need it
-    app.config.update(ID_TOKEN_TTL=0, ACCESS_TOKEN_TTL=0)
-    second = idp("keys", "rotate", "--now")  # ID_TOKEN_ALG's (RS256): prunes the retired ES256 key too
+    app.config.update(ID_TOKEN_TTL=1, ACCESS_TOKEN_TTL=1, SESSION_TTL=1)
+    with freeze_time(datetime.now(timezone.utc)) as clock:
+        clock.tick(121)  # past every token the retired key signed (a logout token lives 120 s)
+        second = idp("keys", "rotate", "--now")  # ID_TOKEN_ALG's (RS256): prunes the retired ES256 key too
     assert second.stdout.startswith("new RS256 key ")
     assert f"pruned {es_old}" in second.stdout
     assert es_old not in {row[0] for row in keys_table(idp)}

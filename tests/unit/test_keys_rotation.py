@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 from joserfc.jwk import import_key
 
-from idp.crypto.keys import PRIVATE_MEMBERS, InvalidJWT, KeyRing
+from idp.crypto.keys import PRIVATE_MEMBERS, InvalidJWT, KeyRing, max_token_lifetime
 
 AHEAD = 24 * 3600
 SECRET = "a test secret key of at least thirty-two characters"
@@ -146,6 +146,19 @@ def test_retired_key_stays_published_until_prune_after_max_lifetime(keys_dir):
         assert old not in {k["kid"] for k in ring.jwks()["keys"]}
         assert not os.path.exists(os.path.join(keys_dir, f"{old}.json"))
         assert sorted(states(ring).values()) == ["active", "next"]
+
+
+def test_a_retired_key_outlives_the_sessions_whose_id_tokens_may_come_back_as_hints():
+    """RP-Initiated Logout 1.0 §2: an expired ID token is still a valid id_token_hint while the
+    session it came from may last; pruning the key an hour after a rotation broke every such hint."""
+    from idp.config import DEFAULTS
+    from idp.logout.backchannel import TOKEN_TTL
+
+    config = {**DEFAULTS, "ID_TOKEN_TTL": 3600, "ACCESS_TOKEN_TTL": 600, "SESSION_TTL": 14 * 24 * 3600}
+    assert max_token_lifetime(config) == 14 * 24 * 3600
+    assert max_token_lifetime({**config, "ID_TOKEN_TTL": 30 * 24 * 3600}) == 30 * 24 * 3600
+    # A logout token lives TOKEN_TTL: its key stays even when every other lifetime is shorter.
+    assert max_token_lifetime({**config, "ID_TOKEN_TTL": 1, "ACCESS_TOKEN_TTL": 1, "SESSION_TTL": 1}) == TOKEN_TTL
 
 
 def test_second_process_sees_rotation_and_prune_without_restart(keys_dir):
