@@ -14,6 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_SECRET_KEY = "dev-only-not-secret"
+# How long a client or a load balancer may cache the JWKS (its Cache-Control max-age): a new
+# key must be published at least this long before it signs (KEY_PUBLISH_AHEAD).
+JWKS_MAX_AGE = 300
 
 DEFAULTS: dict[str, object] = {
     # "development" (make run, tests) or "production" (idp serve): production refuses unsafe settings.
@@ -209,6 +212,14 @@ def check(config: dict) -> None:
     issuer = urlsplit(config["ISSUER"])
     if issuer.scheme not in ("http", "https") or not issuer.hostname or issuer.query or issuer.fragment:
         raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")
+    # The issuer is compared as a string (OIDC Core §3.1.3.7, RFC 8414 §3.3), and cookies, HSTS
+    # and discovery judge it by its "https://" prefix: one spelling only.
+    if not config["ISSUER"].startswith(f"{issuer.scheme}://") or issuer.netloc != issuer.netloc.lower():
+        raise ConfigError(f"ISSUER must have its scheme and host in lower case, got {config['ISSUER']!r}")
+    # Every route is at the root and discovery at /.well-known/openid-configuration, not at
+    # the path-inserted URL an issuer with a path needs (RFC 8414 §3.1).
+    if issuer.path:
+        raise ConfigError(f"ISSUER must be the root of its host, without a path, got {config['ISSUER']!r}")
     if config["KEYS_STORE"] not in ("directory", "database"):
         raise ConfigError(f"KEYS_STORE must be directory or database, got {config['KEYS_STORE']!r}")
     if config["ARGON2_VERIFIER"] not in ("auto", "libsodium", "argon2-cffi"):
@@ -237,6 +248,10 @@ def check(config: dict) -> None:
             f"production issuer {config['ISSUER']!r} is plain http on a non-loopback host: "
             "tokens and cookies would cross the network in clear; use https"
         )
+    if config["KEY_PUBLISH_AHEAD"] < JWKS_MAX_AGE:
+        raise ConfigError(
+            f"production needs KEY_PUBLISH_AHEAD of at least {JWKS_MAX_AGE} s, how long the JWKS may be "
+            "cached: a key that signed sooner would be missing from the copies relying parties hold")
     if urlsplit(str(config["REDIS_URL"])).scheme.lower() not in ("redis", "rediss", "unix"):
         raise ConfigError(
             "production needs IDP_REDIS_URL (redis://, rediss:// or unix://): with the embedded "

@@ -18,6 +18,7 @@ so prometheus-client is first imported after ``ops.prepare_multiprocess()``.
 
 import ipaddress
 import os
+from urllib.parse import urlsplit
 
 import click
 from granian import Granian
@@ -64,7 +65,7 @@ def serve(workers, threads, bind, access_log, dev):
                        "or pass --dev to serve the development settings locally")
     workers = workers or config["WORKERS"]  # whole numbers from 1 (idp.config.check)
     threads = threads or config["THREADS"]
-    if workers > 1 and str(config["REDIS_URL"]).startswith("memory:"):
+    if workers > 1 and urlsplit(str(config["REDIS_URL"])).scheme.lower() == "memory":
         raise CliError(f"REDIS_URL is memory://, which each of the {workers} workers would hold apart "
                        "(a code issued by one is unknown to the others): set IDP_REDIS_URL or use --workers 1")
     address, port = _address(bind or config["BIND"])

@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ..config import JWKS_MAX_AGE
 from ..web import headers
 from .client_auth import ASSERTION_ALGS
 from ..web.routes import PathRoutes
 
 DISCOVERY_MAX_AGE = 3600
-JWKS_MAX_AGE = 300
 BASE_SCOPES = ["openid", "email", "profile", "offline_access"]
 CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
@@ -62,7 +62,7 @@ def metadata(issuer: str, extra_scopes=(), acr_values=("urn:idp:acr:pwd",)) -> d
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "require_request_uri_registration": False,
-        "prompt_values_supported": ["none", "login", "consent"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": True,  # RFC 9207
         "frontchannel_logout_supported": False,
         "backchannel_logout_supported": True,  # OpenID Back-Channel Logout 1.0 §2.1

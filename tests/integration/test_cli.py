@@ -424,6 +424,9 @@ def test_every_command_refuses_a_secret_that_does_not_open_the_database_keys(mon
 def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeypatch):
     monkeypatch.setenv("IDP_ENV", "development")
     assert_refused(idp("serve"), "IDP_ENV=production")
+    for spelling in ("memory://", "MEMORY://"):  # the store's scheme is read in any case
+        monkeypatch.setenv("IDP_REDIS_URL", spelling)
+        assert_refused(idp("serve", "--dev", "--workers", "2"), "which each of the 2 workers would hold apart")
     monkeypatch.setenv("IDP_ENV", "production")
     assert_refused(idp("serve"), "IDP_SECRET_KEY")
     monkeypatch.setenv("IDP_SECRET_KEY", "k" * 40)

@@ -48,6 +48,9 @@ def test_file_overrides(monkeypatch, tmp_path):
     ({}, "IDP_SECRET_KEY"),
     ({"SECRET_KEY": "short"}, "IDP_SECRET_KEY"),
     ({"SECRET_KEY": "x" * 40, "ISSUER": "http://id.example.com"}, "plain http"),
+    # A new key must be in every cached copy of the JWKS before it signs.
+    ({"SECRET_KEY": "x" * 40, "REDIS_URL": "redis://cache:6379/0", "KEY_PUBLISH_AHEAD": 60},
+     "KEY_PUBLISH_AHEAD of at least 300 s"),
 ])
 def test_production_refuses_unsafe_settings(tmp_path, overrides, reason):
     with pytest.raises(ConfigError, match=reason):
@@ -81,7 +84,14 @@ def test_a_database_password_with_braces_is_kept_as_it_is(tmp_path):
     assert load(str(tmp_path))["DATABASE_URL"] == f"sqlite:///{tmp_path}/idp.sqlite3"
 
 
-@pytest.mark.parametrize("issuer", ["ftp://x", "https://id.example.com?x=1", "not a url"])
+@pytest.mark.parametrize("issuer", [
+    "ftp://x", "https://id.example.com?x=1", "not a url",
+    # One spelling: cookies, HSTS and discovery judge the issuer by its "https://" prefix, and
+    # relying parties compare it as a string.
+    "HTTPS://id.example.com", "https://ID.example.com",
+    # Every route is at the root: discovery would not be where RFC 8414 §3.1 puts it.
+    "https://id.example.com/idp",
+])
 def test_bad_issuer(tmp_path, issuer):
     with pytest.raises(ConfigError):
         load(str(tmp_path), {"ISSUER": issuer})
