@@ -1,10 +1,15 @@
 """Authorization codes (RFC 6749 §4.1.2, §10.5; RFC 9700 §4.2.4).
 
 A code is 256 random bits, kept in the store under its keyed hash for CODE_TTL seconds
-and bound to client, redirect URI and PKCE challenge. Redemption is ``store.consume``,
-atomic: of concurrent redemptions exactly one gets the record. At issue time a second
-key remembers which token family the code would start, a little longer than the code
-lives, so that a replayed code can revoke what the first redemption received.
+and bound to client, redirect URI and PKCE challenge. Redemption reads the record
+(``find``), the grant checks the client, the redirect URI and the PKCE verifier against
+it, and only then takes the code (``take``: ``store.consume``, atomic: of concurrent
+redemptions exactly one gets it). A redemption that fails those checks leaves the code
+to its client, as node-oidc-provider does: anyone who saw a code (a log, a Referer,
+history) but lacks the verifier could otherwise destroy it. At issue time a second key
+remembers which token family the code would start (and whose account), a little longer
+than the code lives, so that a replayed code can revoke what the first redemption
+received and record the security event.
 """
 
 from __future__ import annotations
@@ -28,22 +33,32 @@ def issue(record: dict) -> str:
     # The expiry is in the record too: the store's TTL reclaims space, the record decides.
     record = dict(record, grant_id=new_grant_id(), exp=time.time() + current_app.config["CODE_TTL"])
     s = store()
-    s.put(f"code-grant:{h}", record["grant_id"], max(SPENT_TTL, current_app.config["CODE_TTL"] * 2))
+    s.put(f"code-grant:{h}", {"grant_id": record["grant_id"], "account_id": record.get("account_id")},
+          max(SPENT_TTL, current_app.config["CODE_TTL"] * 2))
     s.put(f"code:{h}", record, current_app.config["CODE_TTL"])
     return code
 
 
-def redeem(code: str) -> tuple[dict | None, str | None]:
-    """(record, None) for the one caller that wins the code; (None, grant_id) for a replay
-    of a code that was issued (the family to revoke); (None, None) for an unknown code."""
+def find(code: str) -> tuple[dict | None, dict | None]:
+    """(record, None) for a live code, not yet taken; (None, {"grant_id", "account_id"}) for a
+    replay of a code that was issued (the family to revoke); (None, None) for an unknown or
+    expired code. The record carries its store key for ``take``."""
     if not code or len(code) > 200:
         return None, None
     h = keyed_hash(code)
     s = store()
-    record = s.consume(f"code:{h}")
+    record = s.get(f"code:{h}")
     if record is not None:
-        return (record, None) if record["exp"] > time.time() else (None, None)
-    return None, s.get(f"code-grant:{h}")
+        return (dict(record, key=f"code:{h}"), None) if record["exp"] > time.time() else (None, None)
+    spent = s.get(f"code-grant:{h}")
+    if isinstance(spent, str):  # written by a release before the account was kept with it
+        spent = {"grant_id": spent, "account_id": None}
+    return None, spent
+
+
+def take(record: dict) -> bool:
+    """Use up the code ``find`` returned: True for the one caller that takes it."""
+    return store().consume(record["key"]) is not None
 
 
 def response_url(redirect_uri: str, params: dict) -> str:

@@ -51,7 +51,7 @@ class Endpoints(PathRoutes):
             "/introspect": ("oauth.introspect", (("POST",),
                             lambda req: server.create_endpoint_response("introspection", req))),
             "/revoke": ("oauth.revoke", (("POST",), lambda req: server.create_endpoint_response("revocation", req))),
-            "/userinfo": ("oauth.userinfo", (("GET", "POST"), userinfo.respond)),
+            "/userinfo": ("oauth.userinfo", (("GET", "POST"), lambda req: userinfo.respond(req, self.issuer))),
         }
 
     def answer(self, environ, method, route):

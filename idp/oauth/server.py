@@ -11,6 +11,7 @@ Composition: the authorization code grant (below), refresh with rotation
 (RFC 7662) and revocation (RFC 7009) endpoints; one server per app.
 """
 
+import re
 from datetime import datetime, timezone
 
 from authlib.oauth2 import AuthorizationServer
@@ -21,6 +22,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import current_app
 
 from ..login import session as browser_session
+from ..ops import metrics
 from . import clients, codes, params, resource_indicators, tokens
 from .client_auth import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, AssertionRefused, ClientAuthFailed,  # noqa: F401
                           PrivateKeyJWT)
@@ -56,18 +58,19 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
 
     def query_authorization_code(self, code, client):
-        record, replayed_grant = codes.redeem(code)
+        # Read, not taken: authlib checks the redirect URI and PKCE against it next, and the
+        # code is taken only when all holds (create_token_response; idp.oauth.codes).
+        record, replayed = codes.find(code)
         if record is None:
-            if replayed_grant:
-                # RFC 6749 §4.1.2: a code used twice SHOULD revoke what it produced.
-                tokens.revoke_grant(replayed_grant, "code_reuse")
+            if replayed:
+                _code_reused(replayed)
             return None
         if record["client_id"] != client.client_id:
             return None
         return CodeRecord(record)
 
     def delete_authorization_code(self, authorization_code):
-        pass  # already consumed atomically by query_authorization_code
+        pass  # taken atomically by create_token_response
 
     def authenticate_user(self, authorization_code):
         # The account, if still active and still in the live session that signed it in, and
@@ -78,6 +81,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def create_token_response(self):
         client, code = self.request.client, self.request.authorization_code
+        if not codes.take(code):
+            # Taken since it was read: a concurrent redemption of the same code, a replay.
+            _code_reused(code)
+            raise InvalidGrantError("The authorization code has already been used.")
         started = datetime.now(timezone.utc)  # before the session check: the family's created_at
         account = self.authenticate_user(code)
         if account is None:
@@ -100,6 +107,26 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                              refresh_scope=scope, id_scope=scope, grant_type="authorization_code",
                              audience=resource_indicators.audience(chosen, client.client_id))
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+def _code_reused(spent: dict) -> None:
+    """RFC 6749 §4.1.2: a code used twice SHOULD revoke what it produced; a security event
+    on the seller's account, and the reuse metric, as for a reused refresh token."""
+    tokens.revoke_grant(spent["grant_id"], "code_reuse", spent.get("account_id"))
+    metrics.code_reuse()
+
+
+# RFC 7636 §4.1: 43-128 unreserved characters, the whole value (authlib's re.match with
+# "^...$" lets a final newline through: "$" matches before one).
+_CODE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+
+
+class StrictCodeChallenge(CodeChallenge):
+    def validate_code_verifier(self, grant, result):
+        verifier = grant.request.form.get("code_verifier")
+        if verifier and not _CODE_VERIFIER.fullmatch(verifier):
+            raise InvalidRequestError("Invalid 'code_verifier'")
+        return super().validate_code_verifier(grant, result)
 
 
 class Server(AuthorizationServer):
@@ -128,7 +155,7 @@ class Server(AuthorizationServer):
         """The authenticated client, or ClientAuthFailed (401 with our challenge) at every
         endpoint; never a 500 for bad credentials."""
         try:
-            return super().authenticate_client(request, methods, endpoint)
+            client = super().authenticate_client(request, methods, endpoint)
         except (InvalidClientError, UnicodeDecodeError, ValueError, RecursionError, JoseError) as exc:
             # authlib decodes a Basic header as UTF-8, and a client assertion's JSON (where
             # "[[[[..." nests past Python's limit), without catching the failure; and a
@@ -140,6 +167,13 @@ class Server(AuthorizationServer):
             if isinstance(exc, AssertionRefused):
                 raise ClientAuthFailed(basic, exc.description or "client authentication failed") from None
             raise ClientAuthFailed(basic) from None
+        # A client_id parameter beside other credentials must name the client they proved
+        # (RFC 7521 §4.2 for assertions; for Basic, RFC 6749 §2.3.1 allows one method only).
+        named = request.form.getlist("client_id")
+        if any(value != client.client_id for value in named):
+            basic = request.headers.get("Authorization", "")[:6].lower() == "basic "
+            raise ClientAuthFailed(basic, "client_id does not name the authenticated client")
+        return client
 
     def create_token_response(self, request=None):
         """RFC 6749 §3.2: no repeated parameters; a missing grant_type is invalid_request."""
@@ -155,7 +189,7 @@ class Server(AuthorizationServer):
 def init_app(app):
     server = Server()
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
-    server.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=True)])
+    server.register_grant(AuthorizationCodeGrant, [StrictCodeChallenge(required=True)])
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(IntrospectionEndpoint)

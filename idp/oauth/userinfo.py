@@ -20,12 +20,24 @@ _ACCOUNTS = RowCache(Account, "id", "account-claims", CLAIM_FIELDS, lambda data:
 
 
 def _unauthorized(error: str | None, description: str | None = None):
+    """RFC 6750 §3: 401 (403 for insufficient_scope) with the challenge. A request with no
+    credentials at all gets no error code (§3.1: "SHOULD NOT include an error code")."""
     status = 403 if error == "insufficient_scope" else 401
     challenge = 'Bearer realm="userinfo"'
-    if error:
-        challenge += f', error="{error}"'
-    body = {"error": error or "invalid_request", "error_description": description or "bearer token required"}
-    return status, body, [("WWW-Authenticate", challenge)]
+    if error is None:
+        return status, {"error_description": "bearer token required"}, [("WWW-Authenticate", challenge)]
+    challenge += f', error="{error}"'
+    return status, {"error": error, "error_description": description}, [("WWW-Authenticate", challenge)]
+
+
+def for_userinfo(record: dict, issuer: str) -> bool:
+    """Whether an access token's audience takes in the UserInfo endpoint: a token for the
+    client itself (no resource asked for, idp.oauth.resource_indicators.audience), or for
+    this issuer. A token a client asked for another resource server (RFC 8707) is that
+    server's: at UserInfo it would let the server, or whoever took it from the server,
+    read the seller's claims (RFC 9068 §4: a resource server checks the audience)."""
+    audience = record.get("aud") or []
+    return record.get("client_id") in audience or issuer in audience or issuer + "/userinfo" in audience
 
 
 def claims(account, scopes: list[str]) -> dict:
@@ -49,7 +61,7 @@ def _bearer(request) -> tuple[str | None, str | None]:
     return (value.strip() or None if scheme.lower() == "bearer" else None), None
 
 
-def respond(request):
+def respond(request, issuer: str):
     token, malformed = _bearer(request)
     if malformed:
         return 400, {"error": "invalid_request", "error_description": malformed}, [
@@ -59,6 +71,8 @@ def respond(request):
     record = tokens.find_access_token(token)
     if record is None or "sub" not in record:
         return _unauthorized("invalid_token", "the access token is invalid or expired")
+    if not for_userinfo(record, issuer):
+        return _unauthorized("invalid_token", "the access token was issued for another resource")
     scopes = record["scope"].split()
     if "openid" not in scopes:
         return _unauthorized("insufficient_scope", "the token was not issued for openid")

@@ -1,5 +1,5 @@
 """Prometheus metrics: request latency per endpoint, tokens issued, failed sign-ins,
-refresh-token reuse; exposed at ``GET /metrics`` in the text exposition format.
+refresh-token and authorization-code reuse; exposed at ``GET /metrics`` in the text exposition format.
 
 Every label value comes from a small fixed set, never from the request: the Flask
 endpoint name (not the path: a scanner trying random URLs would otherwise create a
@@ -48,6 +48,8 @@ TOKENS_ISSUED = Counter("idp_tokens_issued", "Tokens issued at the token endpoin
 SIGNIN_FAILURES = Counter("idp_signin_failures", "Sign-in attempts refused.", ["reason"])
 REFRESH_REUSE = Counter("idp_refresh_token_reuse",
                         "Refresh tokens presented again after rotation; each revoked its token family.")
+CODE_REUSE = Counter("idp_authorization_code_reuse",
+                     "Authorization codes presented again after their redemption; each revoked its token family.")
 MAINTENANCE_JOBS = tuple(job.name for job in maintenance.JOBS)
 MAINTENANCE_RUNS = Counter("idp_maintenance_runs", "Maintenance job runs (idp.ops.maintenance), by outcome.",
                            ["job", "outcome"])
@@ -84,6 +86,10 @@ def signin_failed(reason: str) -> None:
 
 def refresh_reuse() -> None:
     REFRESH_REUSE.inc()
+
+
+def code_reuse() -> None:
+    CODE_REUSE.inc()
 
 
 def maintenance_run(job: str, ok: bool) -> None:

@@ -87,6 +87,7 @@ def test_userinfo_rejects_bad_tokens(client, case, headers, error):
     challenge = resp.headers["WWW-Authenticate"]
     assert challenge.startswith("Bearer")
     assert ('error="invalid_token"' in challenge) == (error == "invalid_token")
+    assert resp.get_json().get("error") == error  # no credentials: no error code in the body either
 
 
 def test_userinfo_takes_the_token_from_a_form_body_but_only_once(flow, seller):

@@ -10,6 +10,9 @@ from freezegun import freeze_time
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from idp.extensions import db
+from idp.models import Grant, SecurityEvent
+from idp.ops import metrics
 from tests.conftest import ISSUER, Flow, register_client
 
 
@@ -26,6 +29,9 @@ BAD_REDEMPTIONS = [
     ("wrong verifier", {"code_verifier": "x" * 50}, (400, "invalid_grant")),
     ("missing verifier", {"code_verifier": None}, (400, "invalid_request")),
     ("short verifier", {"code_verifier": "abc"}, (400, "invalid_request")),
+    # RFC 7636 §4.1: the whole value; a regex's "$" would let a final newline through.
+    ("verifier with a final newline", {"code_verifier": "PKCE"}, (400, "invalid_request")),
+    ("verifier of 128 and a newline", {"code_verifier": "a" * 128 + "\n"}, (400, "invalid_request")),
     ("other redirect_uri", {"redirect_uri": "https://rp.example.com/other"}, (400, "invalid_grant")),
     ("missing redirect_uri", {"redirect_uri": None}, (400, "invalid_grant")),
     ("unknown grant type", {"grant_type": "password"}, (400, "unsupported_grant_type")),
@@ -35,6 +41,8 @@ BAD_REDEMPTIONS = [
 @pytest.mark.parametrize("case,override,expected", BAD_REDEMPTIONS, ids=[c for c, _, _ in BAD_REDEMPTIONS])
 def test_bad_redemptions(flow, case, override, expected):
     override = dict(override)
+    if override.get("code_verifier") == "PKCE":
+        override["code_verifier"] = flow.verifier + "\n"
     code = override.pop("code", flow.login_code())
     assert _error(flow.redeem(code, **override)) == expected
 
@@ -47,6 +55,49 @@ def test_code_is_single_use_and_replay_revokes_tokens(flow):
     assert flow.client.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert _error(flow.redeem(code)) == (400, "invalid_grant")
     assert flow.client.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+FAILED_REDEMPTIONS = [
+    ("wrong verifier", {"code_verifier": "x" * 50}),
+    ("other redirect_uri", {"redirect_uri": "https://rp.example.com/other"}),
+]
+
+
+@pytest.mark.parametrize("case,override", FAILED_REDEMPTIONS, ids=[c for c, _ in FAILED_REDEMPTIONS])
+def test_a_failed_redemption_leaves_the_code_to_its_client(flow, case, override):
+    """Whoever saw a code (a log, a Referer) but lacks the verifier cannot destroy it."""
+    code = flow.login_code()
+    assert _error(flow.redeem(code, **override)) == (400, "invalid_grant")
+    assert flow.redeem(code).status_code == 200
+
+
+def test_another_client_cannot_destroy_a_code(flow, client):
+    other = register_client("rp-other", redirect_uris=flow.rp.redirect_uris)
+    code = flow.login_code()
+    assert _error(client.post("/token", auth=("rp-other", other.secret), data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": flow.rp.redirect_uris[0],
+        "code_verifier": flow.verifier})) == (400, "invalid_grant")
+    assert flow.redeem(code).status_code == 200
+
+
+def test_a_replayed_code_is_a_security_event_on_the_account(flow, seller):
+    before = metrics.CODE_REUSE._value.get()
+    code = flow.login_code()
+    assert flow.redeem(code).status_code == 200
+    assert _error(flow.redeem(code)) == (400, "invalid_grant")
+    events = db.session.execute(db.select(SecurityEvent)).scalars().all()
+    assert [(e.kind, e.account_id) for e in events] == [("code_reuse", seller.id)]
+    assert db.session.get(Grant, events[0].detail["grant_id"]).revoked_reason == "code_reuse"
+    assert metrics.CODE_REUSE._value.get() == before + 1
+
+
+def test_client_id_must_name_the_authenticated_client(flow, client):
+    """RFC 7521 §4.2; with Basic, a second client_id naming another client is no credential."""
+    register_client("rp-other", redirect_uris=flow.rp.redirect_uris)
+    code = flow.login_code()
+    resp = flow.redeem(code, client_id="rp-other")
+    assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_client"
+    assert flow.redeem(code, client_id=flow.rp.client_id).status_code == 200  # naming itself is fine
 
 
 def test_concurrent_redemptions_at_most_one_wins(flow, app):

@@ -91,6 +91,20 @@ def test_resource_configured_opaque(client, api, resources, seller):
     assert active(resp) and resp.get_json()["aud"] == ORDERS
 
 
+@pytest.mark.parametrize("resource,scope", [(API, "openid email api:read"), (ORDERS, "openid email")],
+                         ids=["jwt", "opaque, openid in its scope"])
+def test_a_token_for_another_resource_server_is_refused_at_userinfo(client, resources, seller, resource, scope):
+    """RFC 8707 / RFC 9068 §4: the token is the resource server's; at UserInfo it would let that
+    server (or whoever took the token from it) read the seller's claims."""
+    rp = _rp()
+    body = login(Flow(client, rp), scope=scope, resource=resource)
+    resp = client.get("/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert resp.status_code == 401 and 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    # The same client's token for itself (no resource) is UserInfo's.
+    own = login(Flow(client, rp), scope="openid email")
+    assert client.get("/userinfo", headers={"Authorization": f"Bearer {own['access_token']}"}).status_code == 200
+
+
 AT_TOKEN_ENDPOINT = [
     ("subset of the authorized", [API, ORDERS], ORDERS, (200, ORDERS)),
     ("every authorized, none named", [API, ORDERS], None, (200, [API, ORDERS])),
