@@ -9,8 +9,12 @@ only http(s), redirects not followed, no proxy or .netrc credentials from the en
 
 Delivery never holds the user for long: all relying parties are contacted at once by a
 small thread pool and the caller waits at most BACKCHANNEL_TIMEOUT seconds in total. Each
-delivery makes up to BACKCHANNEL_ATTEMPTS tries, each with a BACKCHANNEL_TIMEOUT timeout and
-a short doubling backoff, and keeps going in the background if the caller stopped waiting.
+delivery makes up to BACKCHANNEL_ATTEMPTS tries, each done within BACKCHANNEL_TIMEOUT (the
+connection, the request, the status line and headers of the answer; its body is never read,
+§2.8: the status says it all) and a short doubling backoff, and keeps going in the background
+if the caller stopped waiting. A relying party that answers a byte at a time, or with an
+endless body, holds a delivery thread no longer than that: bounded deliveries keep the pool,
+a worker's exit (which finishes them, so none is lost) and the retry lease below honest.
 A delivery that still fails (network error or 5xx; a 4xx is the RP refusing the token, §2.8,
 and like a 3xx is not retried) is recorded as a row of ``backchannel_delivery``
 (idp.models.delivery): in the database, so a Redis restart cannot drop it and leave a relying
@@ -27,14 +31,19 @@ with the token.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import secrets
+import socket
+import ssl
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
-from urllib.parse import urlsplit
+from functools import lru_cache
+from urllib.parse import urlencode, urlsplit
 
-import requests
+import certifi
 from flask import current_app
 
 from sqlalchemy import delete, insert, or_, select, update
@@ -167,25 +176,73 @@ def _deliver_or_record(engine, target: Target, uri: str, token: str, timeout: fl
 def deliver(client_id: str, uri: str, token: str, *, timeout: float, attempts: int) -> str:
     """POST the token, trying up to ``attempts`` times: "ok" (2xx), "rejected" (any other answer
     below 500: trying again would get the same) or "retry" (5xx or no answer, every time)."""
-    with requests.Session() as http:
-        http.trust_env = False  # no proxy settings or .netrc credentials sent to relying parties
-        for attempt in range(1, attempts + 1):
-            try:
-                resp = http.post(uri, data={"logout_token": token}, timeout=timeout, allow_redirects=False,
-                                 headers={"Cache-Control": "no-store"})
-                if 200 <= resp.status_code < 300:
-                    return "ok"
-                reason = f"HTTP {resp.status_code}"
-                if resp.status_code < 500:  # 4xx: the RP refused the token (§2.8); 3xx: not followed
-                    log.warning("back-channel logout to client=%s refused: %s", client_id, reason)
-                    return "rejected"
-            except requests.RequestException as exc:
-                reason = type(exc).__name__
-            log.warning("back-channel logout to client=%s failed (try %d/%d): %s", client_id, attempt, attempts,
-                        reason)
-            if attempt < attempts:
-                time.sleep(BACKOFF * 2 ** (attempt - 1))
+    body = urlencode({"logout_token": token}).encode()
+    for attempt in range(1, attempts + 1):
+        try:
+            status = post_once(uri, body, timeout)
+            if 200 <= status < 300:
+                return "ok"
+            reason = f"HTTP {status}"
+            if status < 500:  # 4xx: the RP refused the token (§2.8); 3xx: not followed
+                log.warning("back-channel logout to client=%s refused: %s", client_id, reason)
+                return "rejected"
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a port out of range
+            reason = type(exc).__name__
+        log.warning("back-channel logout to client=%s failed (try %d/%d): %s", client_id, attempt, attempts, reason)
+        if attempt < attempts:
+            time.sleep(BACKOFF * 2 ** (attempt - 1))
     return "retry"
+
+
+@lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())  # the CA bundle requests uses elsewhere
+
+
+def post_once(uri: str, body: bytes, timeout: float) -> int:
+    """POST ``body`` (form-encoded) to ``uri`` and return the answer's status, all within
+    ``timeout`` seconds, its body unread.
+
+    requests (and urllib3 under it) bound each socket operation, not the exchange: a relying
+    party sending its headers a byte at a time held a delivery for as long as it liked, and
+    one answering with an endless body grew the process by gigabytes, since requests reads
+    the body whole. So this is http.client, which reads only as far as the headers, with a
+    timer that shuts the socket at the deadline. No proxy or .netrc settings from the
+    environment, no credentials, no redirects followed."""
+    parts = urlsplit(uri)
+    deadline = time.monotonic() + timeout
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=_tls())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.connect()  # bounded by the socket timeout; the rest by the timer
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("connecting took the whole timeout")
+        cut = threading.Event()
+        watchdog = threading.Timer(remaining, _cut, (conn.sock, cut))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"})
+            status = conn.getresponse().status
+        finally:
+            watchdog.cancel()
+        if cut.is_set():  # http.client takes the end of the stream for the end of the headers
+            raise TimeoutError("no whole answer within the timeout")
+        return status
+    finally:
+        conn.close()
+
+
+def _cut(sock: socket.socket, cut: threading.Event) -> None:
+    cut.set()
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+    except OSError:
+        pass
 
 
 def _abandoned(target: Target, now: int) -> bool:

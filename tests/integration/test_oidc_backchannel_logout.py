@@ -128,8 +128,63 @@ def test_unreachable_rp_does_not_fail_the_logout(app, client, seller, caplog):
         resp = log_out(flow, body)
     assert resp.status_code == 303 and flow.client.get_cookie("idp_session") is None
     assert len(backchannel.pending_ids()) == 1
-    assert "rp-bc" in caplog.text and "ConnectionError" in caplog.text
+    assert "rp-bc" in caplog.text and "ConnectionRefusedError" in caplog.text
     assert "eyJ" not in caplog.text  # never the token
+
+
+class RawRP:
+    """A relying party's endpoint speaking raw HTTP: after the request it sends ``head``, then
+    ``drip`` every ``every`` seconds until the IdP hangs up (what requests never did while
+    each read still got a byte within its timeout)."""
+
+    def __init__(self, head: bytes, drip: bytes, every: float):
+        self.head, self.drip, self.every, self.hung_up = head, drip, every, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/bc"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(self.head)
+                while not self.hung_up.wait(self.every):
+                    conn.sendall(self.drip)
+            except OSError:
+                self.hung_up.set()
+
+    def close(self):
+        self.hung_up.set()
+        self.listener.close()
+
+
+def _deliver_in_thread(url):
+    outcome = []
+    t = threading.Thread(target=lambda: outcome.append(
+        backchannel.deliver("rp-slow", url, "t", timeout=0.5, attempts=1)), daemon=True)
+    t.start()
+    t.join(30)  # a bound on the test, not a measurement: unbounded, the delivery never returned
+    return outcome
+
+
+def test_an_rp_answering_a_byte_at_a_time_gets_the_timeout_not_a_thread_for_ever():
+    rp = RawRP(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", every=0.05)
+    try:
+        assert _deliver_in_thread(rp.url) == ["retry"]
+    finally:
+        rp.close()
+
+
+def test_an_endless_answer_body_is_never_read():
+    """§2.8: the status says it all. requests read the body whole: gigabytes, for ever."""
+    rp = RawRP(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"10000\r\n" + b"x" * 65536 + b"\r\n",
+               every=0.001)
+    try:
+        assert _deliver_in_thread(rp.url) == ["ok"]
+        assert rp.hung_up.wait(30), "the IdP kept the connection open"
+    finally:
+        rp.close()
 
 
 def test_a_hanging_rp_does_not_hold_the_user(app, client, seller, receiver):
