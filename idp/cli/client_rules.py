@@ -131,7 +131,13 @@ def check(spec: ClientSpec) -> None:
     for uri in spec.redirect_uris:
         check_redirect_uri(uri, native, "redirect URI")
     for uri in spec.post_logout_redirect_uris:
-        check_redirect_uri(uri, native, "post-logout redirect URI")
+        # /logout sends the browser on to http(s) only (idp.logout.rp_initiated, and the
+        # pages' CSP form-action): a native app's private-use scheme would be accepted here
+        # and then never used, the app left without its state.
+        if native and "." in urlsplit(uri).scheme:
+            raise InvalidClient(f"post-logout redirect URI {uri!r}: private-use schemes are not supported "
+                                "after a logout (use https, or http on a loopback host)")
+        check_redirect_uri(uri, False, "post-logout redirect URI")
     if spec.backchannel_logout_uri:
         check_redirect_uri(spec.backchannel_logout_uri, False, "back-channel logout URI")
 

@@ -127,6 +127,8 @@ def test_add_public_native_client_gets_no_secret(app, idp):
     (["--public", "--native", "--redirect-uri", "https://rp.example/cb#x"], "fragment"),
     (["--post-logout-redirect-uri", "http://rp.example/", "--redirect-uri", "https://rp.example/cb"],
      "post-logout redirect URI"),
+    (["--public", "--native", "--redirect-uri", "com.example.app:/cb", "--post-logout-redirect-uri",
+      "com.example.app:/bye"], "private-use schemes are not supported after a logout"),
     (["--public", "--grant-type", "client_credentials", "--scope", "api:read"], "cannot use client_credentials"),
     (["--native", "--redirect-uri", "http://127.0.0.1/cb"], "native app cannot keep a client secret"),
     (["--scope", "openid"], "needs at least one --redirect-uri"),
