@@ -7,6 +7,7 @@ JWKS, supported algorithms) comes from discovery (OpenID Connect Discovery 1.0 Â
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -22,6 +23,7 @@ from authlib.integrations.base_client import OAuthError
 from flask import Flask, abort, render_template_string, request, session
 from joserfc.errors import JoseError
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ISSUER = "http://127.0.0.1:5000"
 # The acceptance of a verified ID token tolerates this much clock difference, in seconds.
@@ -106,11 +108,23 @@ def finish_sign_in(idp, idp_issuer: str, client_id: str) -> dict:
     check_authorization_response_iss(idp_issuer)
     try:
         token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, client_id), leeway=LEEWAY)
-    except (AuthlibBaseError, JoseError, requests.RequestException) as exc:  # authlib's: a code missing too
+    except (AuthlibBaseError, JoseError, requests.RequestException, ValueError) as exc:
+        # authlib's errors (a code missing too); ValueError: a token answer that is not JSON
         abort(400, f"sign-in failed: {exc}")
     if "userinfo" not in token:  # authlib puts the verified ID token claims there
         abort(400, "sign-in failed: the token response has no ID token")
     return token
+
+
+def start_sign_in(idp, redirect_uri: str):
+    """The redirect to the authorization endpoint (authlib makes state, nonce and the PKCE
+    verifier and keeps them in the session); 503, not a 500, when the IdP's discovery
+    document cannot be had."""
+    try:
+        return idp.authorize_redirect(redirect_uri)
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        log.warning("sign-in could not start: %s", type(exc).__name__)
+        abort(503, "Seller Central cannot be reached: try again in a moment.")
 
 
 def signed_out_note(idp) -> str | None:

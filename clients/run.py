@@ -42,6 +42,9 @@ def build(regs: dict, idp_issuer: str, api_url: str) -> list[tuple[str, int, obj
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # werkzeug's request log line carries the whole URL: at /callback, the authorization code
+    # and state. A relying party's log is no place for them.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     idp_issuer = issuer()
     api_url = os.environ.get("BACKEND_API_URL", "http://127.0.0.1:5006").rstrip("/")
     apps = build(load_registrations(), idp_issuer, api_url)

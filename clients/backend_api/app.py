@@ -4,12 +4,19 @@ An opaque token means nothing to us, so every request asks the IdP about it by t
 introspection (RFC 7662 §2), authenticating as the backend-api client. authlib's
 ResourceProtector does the RFC 6750 part: parse the bearer token, check it is active
 and has the scope, answer 401/403 with WWW-Authenticate (RFC 6750 §3).
+
+Active is not enough: any client the IdP ever gave api:read, for any purpose, holds active
+tokens with that scope. A token is ours only if its audience names us (RFC 9700 §2.3,
+RFC 7662 §4): this API's resource identifier (a client that asked for it with RFC 8707's
+``resource``), or one of the clients this API serves (a token the dashboard got for itself,
+whose audience is the dashboard's client_id); and only if the IdP we asked issued it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 
 import requests
@@ -30,9 +37,9 @@ READ = "api:read"
 class IdPIntrospection(IntrospectTokenValidator):
     """Asks the IdP's introspection_endpoint (from discovery) about each token."""
 
-    def __init__(self, idp_issuer: str, client_id: str, secret: str):
+    def __init__(self, idp_issuer: str, client_id: str, secret: str, audiences: set[str]):
         super().__init__(realm=REALM)
-        self.idp_issuer, self.auth = idp_issuer, (client_id, secret)
+        self.idp_issuer, self.auth, self.audiences = idp_issuer, (client_id, secret), audiences
         self._endpoint: str | None = None
         self._lock = threading.Lock()
 
@@ -55,7 +62,15 @@ class IdPIntrospection(IntrospectTokenValidator):
             log.error("introspection failed: %s", exc)
             abort(503, "the identity provider cannot be asked about the token")
         # RFC 7662 §2.2: "active" is the only required member; anything but true means no.
-        return answer if answer.get("active") is True else {"active": False}
+        if answer.get("active") is not True or not self.for_us(answer):
+            return {"active": False}
+        return answer
+
+    def for_us(self, answer: dict) -> bool:
+        aud = answer.get("aud")
+        aud = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        issued_by = answer.get("iss", self.idp_issuer)  # RFC 7662 §2.2: iss is optional
+        return bool(aud & self.audiences) and issued_by == self.idp_issuer
 
 
 class Protector(ResourceProtector):
@@ -79,11 +94,19 @@ ORDERS = [
 ]
 
 
-def create_app(reg: Registration | None = None, idp_issuer: str | None = None) -> Flask:
+# The clients whose own tokens this API takes (their audience is their client_id).
+SERVED_CLIENTS = ("seller-dashboard",)
+
+
+def create_app(reg: Registration | None = None, idp_issuer: str | None = None,
+               resource: str | None = None, served_clients=SERVED_CLIENTS) -> Flask:
+    """``resource``: this API's RFC 8707 identifier (default: its own URL, BACKEND_API_URL)."""
     reg = reg or load_registrations()["backend-api"]
+    resource = (resource or os.environ.get("BACKEND_API_URL", "http://127.0.0.1:5006")).rstrip("/")
     app = Flask(__name__)
     require = Protector()
-    require.register_token_validator(IdPIntrospection(idp_issuer or issuer(), reg.client_id, reg.secret))
+    require.register_token_validator(IdPIntrospection(idp_issuer or issuer(), reg.client_id, reg.secret,
+                                                      {resource, *served_clients}))
 
     @app.get("/api/orders")
     @require(READ)

@@ -20,7 +20,7 @@ from joserfc.errors import JoseError
 
 from ..common import (LEEWAY, SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf,
                       finish_sign_in, id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render,
-                      signed_out_note)
+                      signed_out_note, start_sign_in)
 from .backchannel import LogoutTokenError, LogoutTokenVerifier
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
 
     @app.get("/login")
     def login():
-        # state, nonce and the PKCE verifier are made by authlib and kept in the session.
-        return idp.authorize_redirect(reg.redirect_uri)
+        return start_sign_in(idp, reg.redirect_uri)
 
     @app.get("/callback")
     def callback():
@@ -123,21 +122,30 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
         old = local["token"]
         try:
             new = dict(idp.fetch_access_token(grant_type="refresh_token", refresh_token=old["refresh_token"]))
-            if "id_token" in new:  # OIDC Core §12.2: same iss and sub, aud us; no nonce to match
+        except requests.RequestException as exc:  # no answer, or a 5xx: not a refusal, keep the session
+            log.warning("refresh failed: %s", type(exc).__name__)
+            return unavailable()
+        except (OAuthError, ValueError, KeyError) as exc:  # ValueError: an answer that is not JSON
+            return refused(exc)
+        # The old refresh token is spent from here (the IdP rotated it): keep the new tokens
+        # before anything else can fail, or a retry would present the spent one, which the IdP
+        # takes for a stolen token's reuse and revokes the grant (RFC 9700 §4.14.2).
+        fresh_id_token = "id_token" in new
+        new.setdefault("refresh_token", old["refresh_token"])  # RFC 6749 §6: the old one stays valid
+        new.setdefault("id_token", old["id_token"])  # §12.2: may be absent; keep one for id_token_hint
+        local["token"] = new
+        if fresh_id_token:  # OIDC Core §12.2: same iss and sub, aud us; no nonce to match
+            try:
                 claims = idp.parse_id_token(new, nonce=None, leeway=LEEWAY,
                                             claims_options=id_token_checks(idp_issuer, reg.client_id))
                 if claims["sub"] != local["claims"]["sub"]:
                     raise OAuthError("refresh", "the new ID token is about another subject")
-        except requests.RequestException as exc:  # no answer, or a 5xx: not a refusal, keep the session
-            log.warning("refresh failed: %s", type(exc).__name__)
-            return render("<p id='refresh-failed'>Seller Central did not answer: try again later.</p>"
-                          "<p><a href='/'>Back</a></p>", title="Seller Dashboard"), 503
-        except (OAuthError, JoseError, KeyError) as exc:
-            sessions.delete(session.pop(SESSION_KEY, None))
-            return render("<p id='refresh-failed'>Refresh refused ({{ e }}): sign in again.</p>"
-                          "<p><a href='/'>Back</a></p>", title="Seller Dashboard", e=str(exc)), 401
-        new.setdefault("refresh_token", old["refresh_token"])  # RFC 6749 §6: the old one stays valid
-        new.setdefault("id_token", old["id_token"])  # §12.2: may be absent; keep one for id_token_hint
+            except requests.RequestException as exc:  # the JWKS out of reach: the tokens are kept
+                log.warning("refresh: the new ID token could not be checked: %s", type(exc).__name__)
+                return unavailable()
+            except (OAuthError, JoseError, KeyError, ValueError) as exc:
+                revoke(new["refresh_token"])  # a grant we will not use: no live refresh token left behind
+                return refused(exc)
         rotated = new["refresh_token"] != old["refresh_token"]
         local["token"] = new
         local["events"].append(("Tokens refreshed", (
@@ -145,6 +153,15 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
             f"refresh token {tail(old['refresh_token'])} -> {tail(new['refresh_token'])}"
             f" ({'rotated: the old one is now spent' if rotated else 'not rotated'})")))
         return redirect(url_for("index"))
+
+    def unavailable():
+        return render("<p id='refresh-failed'>Seller Central did not answer: try again later.</p>"
+                      "<p><a href='/'>Back</a></p>", title="Seller Dashboard"), 503
+
+    def refused(exc):
+        sessions.delete(session.pop(SESSION_KEY, None))
+        return render("<p id='refresh-failed'>Refresh refused ({{ e }}): sign in again.</p>"
+                      "<p><a href='/'>Back</a></p>", title="Seller Dashboard", e=str(exc)), 401
 
     @app.post("/logout")
     def logout():

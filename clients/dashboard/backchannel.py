@@ -48,7 +48,7 @@ class LogoutTokenVerifier:
                 now=int(now), leeway=LEEWAY,
                 iss={"essential": True, "value": self.issuer},
                 aud={"essential": True, "value": self.client_id},
-                iat={"essential": True}, jti={"essential": True},
+                iat={"essential": True}, exp={"essential": True}, jti={"essential": True},  # §2.4: exp REQUIRED
             ).validate(claims)
         except JoseError as exc:
             raise LogoutTokenError(f"claims: {exc}") from None

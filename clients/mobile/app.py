@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
@@ -34,11 +35,17 @@ class SignInError(RuntimeError):
     pass
 
 
+class SignInAgain(SignInError):
+    """The grant is over (the refresh token refused: revoked, expired, signed out everywhere):
+    the tokens are dropped and the seller must sign in again."""
+
+
 class LoopbackReceiver:
     """A one-shot HTTP listener on 127.0.0.1, any free port (RFC 8252 §7.3, §8.3)."""
 
     def __init__(self, path: str = "/callback"):
         self.url: str | None = None
+        self.state: str | None = None  # the request's; set before the browser is opened
         self.received = threading.Event()
         receiver = self
 
@@ -46,6 +53,13 @@ class LoopbackReceiver:
             def do_GET(self):
                 if urlsplit(self.path).path != path or receiver.received.is_set():
                     self.send_error(404)
+                    return
+                # Any local process or web page can reach a loopback port (RFC 8252 §8.3): only
+                # the response carrying our state is the IdP's; anything else is turned away
+                # and the listener waits on for the real one (errors carry state too, §4.1.2.1).
+                state = parse_qs(urlsplit(self.path).query).get("state", [None])[0]
+                if receiver.state is None or state != receiver.state:
+                    self.send_error(400, "not the response to this app's request")
                     return
                 receiver.url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
                 self.send_response(200)
@@ -97,17 +111,18 @@ class NativeApp:
             verifier, nonce = generate_token(48), generate_token(20)
             url, state = client.create_authorization_url(
                 self.metadata["authorization_endpoint"], code_verifier=verifier, nonce=nonce)
+            receiver.state = state
             open_browser(url)
             callback = receiver.wait(timeout)
         finally:
             receiver.close()
         params = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+        if params.get("state") != state:  # the receiver let only ours through; checked first all the same
+            raise SignInError("state does not match")
         if params.get("iss") != self.issuer:  # RFC 9207: a response from another IdP (mix-up)
             raise SignInError("authorization response from an unexpected issuer")
         if "error" in params:
             raise SignInError(f"{params['error']}: {params.get('error_description', '')}")
-        if params.get("state") != state:
-            raise SignInError("state does not match")
         if not params.get("code"):
             raise SignInError("the authorization response has no code")
         token = dict(client.fetch_token(self.metadata["token_endpoint"], code=params["code"], code_verifier=verifier))
@@ -116,15 +131,27 @@ class NativeApp:
         return self.claims
 
     def refresh(self) -> dict:
-        """Use the refresh token; the IdP rotates it, so the old one is dropped at once."""
+        """Use the refresh token. The IdP rotates it, so the new tokens are kept the moment
+        they arrive: were the ID token's check to fail on the network (the JWKS), a retry
+        with the spent token would read as reuse and revoke the grant (RFC 9700 §4.14.2).
+        A refused refresh token (invalid_grant) ends the grant: SignInAgain."""
         old = self.tokens
-        new = dict(self._client().refresh_token(self.metadata["token_endpoint"], refresh_token=old["refresh_token"]))
-        if "id_token" in new:
-            claims = self.verify_id_token(new, None)
-            if claims["sub"] != self.claims["sub"]:  # OIDC Core §12.2
-                raise SignInError("the refreshed ID token is about another subject")
+        try:
+            new = dict(self._client().refresh_token(self.metadata["token_endpoint"],
+                                                    refresh_token=old["refresh_token"]))
+        except OAuthError as exc:
+            if exc.error != "invalid_grant":
+                raise
+            self.tokens = self.claims = None
+            raise SignInAgain(f"the sign-in is over ({exc.description}): sign in again") from exc
+        fresh_id_token = "id_token" in new
         new.setdefault("refresh_token", old["refresh_token"])
         self.tokens = new
+        if fresh_id_token:
+            claims = self.verify_id_token(new, None)
+            if claims["sub"] != self.claims["sub"]:  # OIDC Core §12.2
+                self.tokens = self.claims = None
+                raise SignInAgain("the refreshed ID token is about another subject")
         return new
 
     def userinfo(self) -> dict:

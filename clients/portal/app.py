@@ -19,7 +19,8 @@ from authlib.integrations.flask_client import OAuth
 from flask import redirect, session, url_for
 
 from ..common import (SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf, finish_sign_in,
-                      issuer, load_registrations, new_flask_app, register_oidc, render, signed_out_note)
+                      issuer, load_registrations, new_flask_app, register_oidc, render, signed_out_note,
+                      start_sign_in)
 
 REGIONS = {"na": "portal-na", "eu": "portal-eu", "jp": "portal-jp"}
 
@@ -65,7 +66,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
     @app.get("/login")
     def login():
         session["login_started"] = int(time.time())
-        return idp.authorize_redirect(reg.redirect_uri)
+        return start_sign_in(idp, reg.redirect_uri)
 
     @app.get("/callback")
     def callback():

@@ -124,6 +124,83 @@ def test_an_unreachable_api_or_idp_is_said_plainly_and_keeps_the_session(idp_ser
     assert "Signed in as" in client.get("/").get_data(as_text=True)
 
 
+def test_a_refresh_whose_id_token_cannot_be_checked_keeps_the_rotated_tokens(idp_server, dashboard, monkeypatch):
+    """The IdP rotated the refresh token: keeping the old one (spent) through a JWKS hiccup made
+    the retry read as reuse, and the IdP revoked the grant (RFC 9700 §4.14.2)."""
+    client = dashboard.test_client()
+    assert sign_in(dashboard, client).status_code == 302
+    csrf = form_csrf(client)
+    (local,) = dashboard.extensions["rp.sessions"]._data.values()
+    spent = local["token"]["refresh_token"]
+    idp = dashboard.extensions["authlib.integrations.flask_client"].idp
+
+    def jwks_out_of_reach(*args, **kwargs):
+        raise requests.ConnectionError("the JWKS did not answer")
+
+    with monkeypatch.context() as m:
+        m.setattr(idp, "parse_id_token", jwks_out_of_reach)
+        assert client.post("/refresh", data={"csrf": csrf}).status_code == 503
+    assert local["token"]["refresh_token"] != spent  # the successor, kept
+    assert client.post("/refresh", data={"csrf": csrf}).status_code == 302  # and it works
+    alive = requests.get(idp_server.issuer + "/userinfo", timeout=10,
+                         headers={"Authorization": f"Bearer {local['token']['access_token']}"})
+    assert alive.status_code == 200  # the grant was not revoked as a reuse
+
+
+def test_sign_in_with_the_idp_out_of_reach_is_a_503_page(regs):
+    for app in (dashboard_app.create_app(regs["seller-dashboard"], f"http://127.0.0.1:{free_port()}",
+                                         "http://127.0.0.1:9"),
+                portal_app.create_app(regs["portal-na"], f"http://127.0.0.1:{free_port()}")):
+        resp = app.test_client().get("/login")
+        assert resp.status_code == 503 and b"cannot be reached" in resp.data
+
+
+def test_the_native_app_listens_only_for_the_response_to_its_request():
+    """RFC 8252 §8.3: any local process or web page can reach the loopback port; a forged
+    response (even an error) must neither end the sign-in nor shut the real one out."""
+    from clients.mobile.app import LoopbackReceiver
+
+    receiver = LoopbackReceiver()
+    try:
+        receiver.state = "ours"
+        forged = requests.get(receiver.redirect_uri, params={"state": "forged", "error": "access_denied"}, timeout=10)
+        assert forged.status_code == 400 and not receiver.received.is_set()
+        assert requests.get(receiver.redirect_uri, params={"state": "ours", "code": "c"}, timeout=10).status_code == 200
+        assert "code=c" in receiver.wait(10)
+    finally:
+        receiver.close()
+
+
+def test_the_native_app_asks_to_sign_in_again_once_its_grant_is_over(idp_server):
+    from clients.mobile.app import SignInAgain
+
+    def signs_in(url):
+        ua = UserAgent()
+        assert ua.http.get(ua.authorize(url), timeout=10).status_code == 200
+
+    app = NativeApp(idp_server.issuer)
+    app.sign_in(signs_in, timeout=30)
+    assert requests.post(app.metadata["revocation_endpoint"], timeout=10, data={
+        "token": app.tokens["refresh_token"], "client_id": app.client_id}).status_code == 200
+    with pytest.raises(SignInAgain):
+        app.refresh()
+    assert app.tokens is None and app.claims is None
+
+
+def test_a_logout_token_without_exp_is_refused(idp_server):
+    """Back-Channel Logout 1.0 §2.4 (with its errata): exp is REQUIRED."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "k"})
+    verifier = LogoutTokenVerifier(lambda force=False: {"keys": [key.as_dict(private=False)]}, idp_server.issuer,
+                                   "seller-dashboard")
+    claims = {"iss": idp_server.issuer, "aud": "seller-dashboard", "iat": 1_000_000, "jti": "j", "sid": "s",
+              "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}
+    token = jwt.encode({"alg": "ES256", "kid": "k", "typ": "logout+jwt"}, claims, key)
+    with pytest.raises(LogoutTokenError, match="exp"):
+        verifier.verify(token, now=1_000_001)
+    assert verifier.verify(jwt.encode({"alg": "ES256", "kid": "k", "typ": "logout+jwt"},
+                                      {**claims, "exp": 1_000_120}, key), now=1_000_001)["sid"] == "s"
+
+
 def test_the_native_app_refuses_a_response_without_a_code_and_a_foreign_userinfo(idp_server):
     def lands_without_code(url):
         params = query(url)
@@ -151,6 +228,23 @@ def test_the_seller_api_challenges_another_scheme_like_no_token(relying_parties)
     for auth in ("Basic dXNlcjpwYXNz", "Bearer "):
         resp = requests.get(api, headers={"Authorization": auth}, timeout=10)
         assert resp.status_code == 401 and resp.headers["WWW-Authenticate"] == 'Bearer realm="seller-api"', auth
+
+
+def test_the_seller_api_refuses_an_active_token_that_is_not_for_it(idp_server, regs):
+    """RFC 9700 §2.3: active with the right scope is not enough. A token another client got
+    for itself (here the API's own client_credentials token, audience "backend-api") is not
+    the API's; one for the API's resource identifier, or the dashboard's own, is."""
+    from clients.backend_api import app as backend_app
+
+    api = backend_app.create_app(regs["backend-api"], idp_server.issuer, resource="https://api.example.com")
+    reg = regs["backend-api"]
+    token = requests.post(idp_server.issuer + "/token", auth=(reg.client_id, reg.secret), timeout=10,
+                          data={"grant_type": "client_credentials", "scope": "api:read"}).json()["access_token"]
+    resp = api.test_client().get("/api/orders", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 401 and 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    served = backend_app.create_app(regs["backend-api"], idp_server.issuer, resource="https://api.example.com",
+                                    served_clients=("backend-api",))
+    assert served.test_client().get("/api/orders", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_unknown_kids_do_not_make_every_logout_post_a_jwks_fetch(idp_server):
