@@ -81,10 +81,15 @@ def register(app):
     def http_error(exc: HTTPException):
         if wants_json():
             code = "invalid_request" if exc.code < 500 else "server_error"
-            if exc.code == 405:
-                code = "invalid_request"
-            return oauth_error(code, exc.description or exc.name, exc.code)
-        return page_error(exc.description or exc.name, exc.code)
+            resp = make_response(oauth_error(code, exc.description or exc.name, exc.code))
+        else:
+            resp = make_response(page_error(exc.description or exc.name, exc.code))
+        # RFC 9110 §15.5.6: a 405 MUST say which methods the resource takes (werkzeug's own
+        # response has the header; the page or JSON that replaces it must keep it).
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":
+                resp.headers[name] = value
+        return resp
 
     @app.errorhandler(UnicodeDecodeError)
     def undecodable(exc: UnicodeDecodeError):

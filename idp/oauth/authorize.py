@@ -78,6 +78,10 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
     client = _check_client(params, find_client)
     redirect_uri, redirect_uri_given = _check_redirect_uri(params, client)
     state = _one(params, "state")
+    if isinstance(state, str) and len(state) > MAX_PARAM:
+        # §4.1.2.1 returns state "exactly as received": a redirect carrying 60 kB of it would
+        # pass no proxy. Too long to give back, so the error is told here, not to the client.
+        raise AuthorizeError("invalid_request", "'state' is too long", None, None)
 
     def fail(error, description):
         raise AuthorizeError(error, description, redirect_uri, state if isinstance(state, str) else None)

@@ -3,18 +3,21 @@ exception RFC 8252 §7.3 makes for native apps: on a loopback IP literal redirec
 port is chosen at run time, so only the port may differ from the registered URI.
 """
 
+import re
 from urllib.parse import urlsplit
 
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
 
 
+# A loopback authority: the IP literal and, at most, a port (RFC 8252 §7.3: only the port
+# may differ); "[::1]evil.example" is no such authority.
+_LOOPBACK_AUTHORITY = re.compile(r"(127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?")
+
+
 def _without_port(url: str):
     parts = urlsplit(url)
-    host = parts.netloc
-    if host.startswith("["):
-        host = host[: host.index("]") + 1]
-    else:
-        host = host.split(":", 1)[0]
+    authority = _LOOPBACK_AUTHORITY.fullmatch(parts.netloc)
+    host = authority.group(1) if authority else parts.netloc
     return (parts.scheme, host, parts.path, parts.query, parts.fragment)
 
 

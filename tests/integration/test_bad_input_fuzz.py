@@ -12,6 +12,8 @@ import io
 import random
 from urllib.parse import quote_from_bytes
 
+import pytest
+
 from idp.extensions import db
 from tests.integration.token_helpers import login
 
@@ -124,6 +126,24 @@ def test_a_json_body_is_never_taken_for_a_form(app, client, flow, seller, third_
     token = csrf_token(client.get(url).get_data(as_text=True))
     as_json = client.post(url, json={"email": seller.email, "password": PASSWORD}, headers={"X-CSRFToken": token})
     assert as_json.status_code == 401
+
+
+@pytest.mark.parametrize("field", ["email", "password", "csrf_token"])
+def test_a_file_part_is_never_taken_for_a_form_field(flow, seller, field):
+    """Flask-WTF gave a multipart body's files to the form: a file part named email reached
+    the Length validator as a FileStorage, a 500, through a live sign-in with a valid token."""
+    from tests.conftest import PASSWORD, csrf_token
+
+    url = flow.authorize().headers["Location"]
+    fields = {"csrf_token": csrf_token(flow.client.get(url).get_data(as_text=True)), "email": seller.email,
+              "password": PASSWORD}
+    fields[field] = (io.BytesIO(b"x" * 10), "f.txt")
+    resp = flow.client.post(url, data=fields, content_type="multipart/form-data")
+    assert 400 <= resp.status_code < 500, resp.status_code
+    # The same form as text fields still signs in: multipart itself is fine.
+    fields[field] = {"email": seller.email, "password": PASSWORD}.get(field) or csrf_token(
+        flow.client.get(url).get_data(as_text=True))
+    assert flow.client.post(url, data=fields, content_type="multipart/form-data").status_code == 302
 
 
 def test_a_nul_in_the_user_agent_is_not_stored(app, flow, seller):

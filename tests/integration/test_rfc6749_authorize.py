@@ -269,6 +269,21 @@ def test_a_too_long_parameter_is_named_only_if_it_is_ours(flow):
     assert query["error_description"] == "a parameter is too long"
 
 
+def test_a_state_too_long_to_give_back_is_told_on_a_page(flow):
+    """RFC 6749 §4.1.2.1 returns state exactly as received: 60 kB of it in a Location header
+    would pass no proxy, so the error is shown here instead of redirected."""
+    resp = flow.authorize(state="s" * 60000)
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert "state" in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/authorize", "/signin/x/password", "/authorize/resume/x"])
+def test_a_wrong_method_is_a_405_that_says_which_methods_do(client, path):
+    """RFC 9110 §15.5.6: a 405 MUST carry Allow."""
+    resp = client.put(path)
+    assert resp.status_code == 405 and "GET" in resp.headers["Allow"]
+
+
 def test_without_openid_the_only_redirect_uri_may_be_left_out_at_both_ends(flow, rp):
     """RFC 6749 §3.1.2.3 and §4.1.3: a request naming no redirect_uri gets the client's only
     one, and its token request then need not name it either."""

@@ -21,6 +21,11 @@ CASES = [
     ("https://127.0.0.1:51000/callback", True, False),
     ("http://127.0.0.1:notaport/callback", True, False),
     ("http://user@127.0.0.1:51000/callback", True, False),
+    # Only the port may differ: nothing else after the IP literal.
+    ("http://[::1]evil.example/callback", True, False),
+    ("http://[::1]x:1234/callback", True, False),
+    ("http://[::1]:/callback", True, False),
+    ("http://127.0.0.1.evil.example/callback", True, False),
     ("com.example.seller:/oauth2redirect", True, True),
     ("com.example.seller:/other", True, False),
 ]
