@@ -94,8 +94,9 @@ ORDERS = [
 ]
 
 
-# The clients whose own tokens this API takes (their audience is their client_id).
-SERVED_CLIENTS = ("seller-dashboard",)
+# The clients whose own tokens this API takes (their audience is their client_id): the
+# dashboard's, and the API's own machine token (client_credentials, for its own jobs).
+SERVED_CLIENTS = ("seller-dashboard", "backend-api")
 
 
 def create_app(reg: Registration | None = None, idp_issuer: str | None = None,

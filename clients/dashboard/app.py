@@ -15,13 +15,13 @@ import os
 import requests
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import OAuth
-from flask import abort, jsonify, redirect, request, session, url_for
+from flask import abort, redirect, session, url_for
 from joserfc.errors import JoseError
 
 from ..common import (LEEWAY, SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf,
                       finish_sign_in, id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render,
                       signed_out_note, start_sign_in)
-from .backchannel import LogoutTokenError, LogoutTokenVerifier
+from .. import backchannel
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
     app = new_flask_app(__name__, "dashboard_session")
     idp = register_oidc(OAuth(app), reg, idp_issuer)
     sessions = app.extensions["rp.sessions"] = LocalSessions()
-    logout_tokens = LogoutTokenVerifier(idp.fetch_jwk_set, idp_issuer, reg.client_id)
+    backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions)
 
     def current() -> dict | None:
         return sessions.get(session.get(SESSION_KEY))
@@ -187,18 +187,5 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
                 log.warning("revocation answered %s: %s", resp.status_code, resp.text[:200])
         except requests.RequestException as exc:
             log.warning("revocation failed: %s", exc)
-
-    @app.post("/backchannel-logout")
-    def backchannel_logout():
-        try:
-            claims = logout_tokens.verify(request.form.get("logout_token"))
-        except LogoutTokenError as exc:
-            log.warning("refused a logout token: %s", exc)
-            resp = jsonify(error="invalid_request", error_description=str(exc))
-            resp.status_code = 400
-            return resp
-        ended = sessions.end(sid=claims.get("sid"), sub=claims.get("sub"))
-        log.info("back-channel logout sid=%s: %d local session(s) ended", claims.get("sid"), ended)
-        return "", 200  # Back-Channel Logout §2.8; new_flask_app adds Cache-Control: no-store
 
     return app

@@ -18,6 +18,7 @@ import time
 from authlib.integrations.flask_client import OAuth
 from flask import redirect, session, url_for
 
+from .. import backchannel
 from ..common import (SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf, finish_sign_in,
                       issuer, load_registrations, new_flask_app, register_oidc, render, signed_out_note,
                       start_sign_in)
@@ -54,6 +55,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
     app = new_flask_app(__name__, f"{reg.client_id}_session")
     idp = register_oidc(OAuth(app), reg, idp_issuer)
     sessions = app.extensions["rp.sessions"] = LocalSessions()
+    backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions)
 
     def current() -> dict | None:
         return sessions.get(session.get(SESSION_KEY))

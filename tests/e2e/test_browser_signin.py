@@ -112,6 +112,7 @@ def test_sign_in_single_sign_on_and_sign_out(seller, tmp_path):
     assert seller.password_prompts == 1
 
     seller.sign_out("dashboard")
+    wait_signed_out(seller, "portal_na")  # the IdP told the portal too, server to server
     seller.sign_in("portal_eu")  # the IdP session is over: the password is asked again
     seller.enter_password()
     seller.wait_signed_in("portal_eu")
@@ -127,12 +128,16 @@ def test_back_channel_logout_ends_the_dashboard_session(seller):
     seller.wait_signed_in("portal_na")
 
     seller.sign_out("portal_na")  # the IdP ends its session and tells the dashboard, server to server
+    wait_signed_out(seller, "dashboard")
+
+
+def wait_signed_out(seller, rp):
     deadline = time.monotonic() + 10
     while True:  # delivery may finish just after the redirect: poll, bounded
-        seller.page.goto(seller.url("dashboard"))
+        seller.page.goto(seller.url(rp))
         if seller.page.locator("#signin").count():
             break
-        assert time.monotonic() < deadline, "the dashboard session outlived the IdP session"
+        assert time.monotonic() < deadline, f"the {rp} session outlived the IdP session"
         time.sleep(0.2)
 
 

@@ -19,7 +19,7 @@ from joserfc.jwk import ECKey
 
 from clients.common import load_registrations
 from clients.dashboard import app as dashboard_app
-from clients.dashboard.backchannel import LogoutTokenError, LogoutTokenVerifier
+from clients.backchannel import LogoutTokenError, LogoutTokenVerifier
 from clients.mobile.app import NativeApp, SignInError
 from clients.portal import app as portal_app
 from tests.servers import free_port
@@ -232,11 +232,12 @@ def test_the_seller_api_challenges_another_scheme_like_no_token(relying_parties)
 
 def test_the_seller_api_refuses_an_active_token_that_is_not_for_it(idp_server, regs):
     """RFC 9700 §2.3: active with the right scope is not enough. A token another client got
-    for itself (here the API's own client_credentials token, audience "backend-api") is not
-    the API's; one for the API's resource identifier, or the dashboard's own, is."""
+    for itself (here a client_credentials token of backend-api, audience "backend-api", at an
+    API that serves only the dashboard) is not the API's; a served client's is."""
     from clients.backend_api import app as backend_app
 
-    api = backend_app.create_app(regs["backend-api"], idp_server.issuer, resource="https://api.example.com")
+    api = backend_app.create_app(regs["backend-api"], idp_server.issuer, resource="https://api.example.com",
+                                 served_clients=("seller-dashboard",))
     reg = regs["backend-api"]
     token = requests.post(idp_server.issuer + "/token", auth=(reg.client_id, reg.secret), timeout=10,
                           data={"grant_type": "client_credentials", "scope": "api:read"}).json()["access_token"]

@@ -197,8 +197,12 @@ def test_seller_api_checks_each_token_by_introspection(relying_parties, metadata
     assert ok.status_code == 200, ok.text
     assert ok.json()["client_id"] == "backend-api"
 
-    seller_token = Login(relying_parties, metadata).token["access_token"]  # scopes: openid email profile ...
-    forbidden = call(seller_token)
+    # A token of a client the API does not serve is not for it, whatever its scope (RFC 9700 §2.3).
+    foreign = call(Login(relying_parties, metadata).token["access_token"])
+    assert foreign.status_code == 401 and 'error="invalid_token"' in foreign.headers["WWW-Authenticate"]
+    # The dashboard's, without api:read: for the API, but not enough.
+    dashboard = ("seller-dashboard", relying_parties.rp_url("dashboard") + "/callback")
+    forbidden = call(Login(relying_parties, metadata, client=dashboard, scope="openid email").token["access_token"])
     assert forbidden.status_code == 403
     assert 'error="insufficient_scope"' in forbidden.headers["WWW-Authenticate"]
 

@@ -1,20 +1,26 @@
-"""Verifying a logout token (OpenID Connect Back-Channel Logout 1.0 §2.4, §2.6).
+"""The back-channel logout endpoint of a web RP (OpenID Connect Back-Channel Logout 1.0).
 
 The IdP POSTs ``logout_token`` (a JWT) to our backchannel_logout_uri when a session ends
-there. It arrives without the browser's cookies, so it can only be trusted after these
-checks, in the order of §2.6.
+there. It arrives without the browser's cookies, so it can only be trusted after the
+checks of §2.6, in their order (LogoutTokenVerifier); then every local session of that IdP
+session ends (§2.7). Each web RP here installs it (``install``): signed out at one, a
+seller is signed out at all of them.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Callable
+
+from flask import jsonify, request
 
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
+log = logging.getLogger(__name__)
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ALGS = ["ES256", "RS256"]  # what the IdP's discovery document says it signs with
 MAX_AGE = 300  # a logout token older than this (by iat) is refused, seconds
@@ -86,3 +92,22 @@ class LogoutTokenVerifier:
             if jti in self._seen:
                 raise LogoutTokenError("jti already used")
             self._seen[jti] = now + MAX_AGE + LEEWAY
+
+
+def install(app, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, sessions) -> None:
+    """``POST /backchannel-logout`` on ``app``: ends the local sessions (``sessions``, a
+    common.LocalSessions) of the IdP session a valid logout token names."""
+    verifier = LogoutTokenVerifier(fetch_jwks, issuer, client_id)
+
+    @app.post("/backchannel-logout")
+    def backchannel_logout():
+        try:
+            claims = verifier.verify(request.form.get("logout_token"))
+        except LogoutTokenError as exc:
+            log.warning("refused a logout token: %s", exc)
+            resp = jsonify(error="invalid_request", error_description=str(exc))
+            resp.status_code = 400
+            return resp
+        ended = sessions.end(sid=claims.get("sid"), sub=claims.get("sub"))
+        log.info("back-channel logout sid=%s: %d local session(s) ended", claims.get("sid"), ended)
+        return "", 200  # Back-Channel Logout §2.8; new_flask_app adds Cache-Control: no-store
