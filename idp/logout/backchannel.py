@@ -123,7 +123,8 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
     if not targets_:
         return report
     cfg = current_app.config
-    timeout, attempts = float(cfg["BACKCHANNEL_TIMEOUT"]), max(1, int(cfg["BACKCHANNEL_ATTEMPTS"]))
+    # Both checked when the configuration is read (idp.config): a number in (0, 60], a whole one in [1, 10].
+    timeout, attempts = float(cfg["BACKCHANNEL_TIMEOUT"]), cfg["BACKCHANNEL_ATTEMPTS"]
     jobs = []
     for target in targets_:
         try:
@@ -290,7 +291,7 @@ def _settle(engine, target: Target) -> None:
 def _delivery_time() -> float:
     """The longest one delivery can take: every try timing out, and the backoffs between."""
     cfg = current_app.config
-    attempts = max(1, int(cfg["BACKCHANNEL_ATTEMPTS"]))
+    attempts = cfg["BACKCHANNEL_ATTEMPTS"]  # a whole number from 1 to 10 (idp.config)
     return attempts * float(cfg["BACKCHANNEL_TIMEOUT"]) + BACKOFF * 2 ** attempts
 
 

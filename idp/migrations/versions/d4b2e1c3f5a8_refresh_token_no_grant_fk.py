@@ -6,7 +6,6 @@ Create Date: 2026-11-27 14:00:00
 
 """
 from alembic import op
-import sqlalchemy as sa
 
 
 revision = 'd4b2e1c3f5a8'
