@@ -18,12 +18,13 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from authlib.common.errors import AuthlibBaseError
 from authlib.common.security import generate_token
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError
+from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 CLIENT_ID = "seller-mobile"
@@ -147,12 +148,27 @@ class NativeApp:
         fresh_id_token = "id_token" in new
         new.setdefault("refresh_token", old["refresh_token"])
         self.tokens = new
-        if fresh_id_token:
-            claims = self.verify_id_token(new, None)
-            if claims["sub"] != self.claims["sub"]:  # OIDC Core §12.2
+        if fresh_id_token:  # a network error checking it (the JWKS) propagates, the new tokens kept
+            try:
+                claims = self.verify_id_token(new, None)
+                if claims["sub"] != self.claims["sub"]:  # OIDC Core §12.2
+                    raise SignInError("the refreshed ID token is about another subject")
+            except (JoseError, AuthlibBaseError, SignInError, KeyError) as exc:
+                self._revoke(new["refresh_token"])  # a grant we will not use: no live refresh token left
                 self.tokens = self.claims = None
-                raise SignInAgain("the refreshed ID token is about another subject")
+                raise SignInAgain(f"the refreshed ID token is not valid ({exc}): sign in again") from exc
         return new
+
+    def _revoke(self, refresh_token: str) -> None:
+        """RFC 7009, best effort (a public client names itself)."""
+        endpoint = self.metadata.get("revocation_endpoint")
+        if not endpoint:
+            return
+        try:
+            requests.post(endpoint, timeout=self.timeout, data={
+                "token": refresh_token, "token_type_hint": "refresh_token", "client_id": self.client_id})
+        except requests.RequestException:
+            pass
 
     def userinfo(self) -> dict:
         resp = requests.get(self.metadata["userinfo_endpoint"], timeout=self.timeout,

@@ -10,7 +10,8 @@ only http(s), redirects not followed, no proxy or .netrc credentials from the en
 Delivery never holds the user for long: all relying parties are contacted at once by a
 small thread pool and the caller waits at most BACKCHANNEL_TIMEOUT seconds in total. Each
 delivery makes up to BACKCHANNEL_ATTEMPTS tries, each done within BACKCHANNEL_TIMEOUT (the
-connection, the request, the status line and headers of the answer; its body is never read,
+connection to every address of the host, TLS, the request, the status line and headers of
+the answer; the DNS lookup aside; the answer's body is never read,
 §2.8: the status says it all) and a short doubling backoff, and keeps going in the background
 if the caller stopped waiting. A relying party that answers a byte at a time, or with an
 endless body, holds a delivery thread no longer than that: bounded deliveries keep the pool,
@@ -41,7 +42,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import certifi
 from flask import current_app
@@ -202,40 +203,71 @@ def _tls() -> ssl.SSLContext:
 
 def post_once(uri: str, body: bytes, timeout: float) -> int:
     """POST ``body`` (form-encoded) to ``uri`` and return the answer's status, all within
-    ``timeout`` seconds, its body unread.
+    ``timeout`` seconds (the name's DNS lookup aside), its body unread.
 
     requests (and urllib3 under it) bound each socket operation, not the exchange: a relying
     party sending its headers a byte at a time held a delivery for as long as it liked, and
     one answering with an endless body grew the process by gigabytes, since requests reads
-    the body whole. So this is http.client, which reads only as far as the headers, with a
-    timer that shuts the socket at the deadline. No proxy or .netrc settings from the
-    environment, no credentials, no redirects followed."""
+    the body whole. So this is http.client, which reads only as far as the headers, on a
+    socket connected here address by address within what is left of the timeout, with a
+    timer that shuts it at the deadline (the TLS handshake, the request, the answer). No
+    proxy or .netrc settings from the environment, no credentials, no redirects followed."""
     parts = urlsplit(uri)
+    https = parts.scheme == "https"
+    host, port = parts.hostname, parts.port or (443 if https else 80)
+    # The URI as registered may hold characters a request line cannot: percent-encode them
+    # (keeping what is encoded already), as requests did.
+    target = quote(parts.path or "/", safe=_PATH_SAFE) + (f"?{quote(parts.query, safe=_QUERY_SAFE)}" if parts.query
+                                                          else "")
     deadline = time.monotonic() + timeout
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=_tls())
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    sock = _connect(host, port, deadline)
+    cut = threading.Event()
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (sock, cut))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        conn.connect()  # bounded by the socket timeout; the rest by the timer
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("connecting took the whole timeout")
-        cut = threading.Event()
-        watchdog = threading.Timer(remaining, _cut, (conn.sock, cut))
-        watchdog.daemon = True
-        watchdog.start()
+        if https:
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout)
+            conn.sock = _tls().wrap_socket(sock, server_hostname=host)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn.sock = sock
         try:
-            conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
+            conn.request("POST", target, body=body,
                          headers={"Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"})
             status = conn.getresponse().status
         finally:
-            watchdog.cancel()
-        if cut.is_set():  # http.client takes the end of the stream for the end of the headers
-            raise TimeoutError("no whole answer within the timeout")
-        return status
+            conn.close()
     finally:
-        conn.close()
+        watchdog.cancel()
+        sock.close()
+    if cut.is_set():  # http.client takes the end of the stream for the end of the headers
+        raise TimeoutError("no whole answer within the timeout")
+    return status
+
+
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+def _connect(host: str, port: int, deadline: float) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that answers, each try given what is
+    left until ``deadline`` (socket.create_connection gives every address the whole timeout)."""
+    error: OSError = TimeoutError("no address of the host answered within the timeout")
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(remaining)
+            sock.connect(address)
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
 
 
 def _cut(sock: socket.socket, cut: threading.Event) -> None:

@@ -32,28 +32,31 @@ def issue(record: dict) -> str:
     h = keyed_hash(code)
     # The expiry is in the record too: the store's TTL reclaims space, the record decides.
     record = dict(record, grant_id=new_grant_id(), exp=time.time() + current_app.config["CODE_TTL"])
-    s = store()
-    s.put(f"code-grant:{h}", {"grant_id": record["grant_id"], "account_id": record.get("account_id")},
-          max(SPENT_TTL, current_app.config["CODE_TTL"] * 2))
+    s, spent_ttl = store(), max(SPENT_TTL, current_app.config["CODE_TTL"] * 2)
+    # The family alone, as every release has written it (an older process reading a newer
+    # marker during a rolling upgrade must still find a grant id); whose code it was, apart.
+    s.put(f"code-grant:{h}", record["grant_id"], spent_ttl)
+    s.put(f"code-owner:{h}", {"client_id": record["client_id"], "account_id": record.get("account_id")}, spent_ttl)
     s.put(f"code:{h}", record, current_app.config["CODE_TTL"])
     return code
 
 
 def find(code: str) -> tuple[dict | None, dict | None]:
-    """(record, None) for a live code, not yet taken; (None, {"grant_id", "account_id"}) for a
-    replay of a code that was issued (the family to revoke); (None, None) for an unknown or
+    """(record, None) for a live code, not yet taken; (None, {"grant_id", "client_id",
+    "account_id"}) for a replay of a code that was issued (the family to revoke; client and
+    account None for a code an earlier release issued); (None, None) for an unknown or
     expired code. The record carries its store key for ``take``."""
     if not code or len(code) > 200:
         return None, None
     h = keyed_hash(code)
     s = store()
-    record = s.get(f"code:{h}")
+    record, grant_id, owner = s.get_many([f"code:{h}", f"code-grant:{h}", f"code-owner:{h}"])
     if record is not None:
         return (dict(record, key=f"code:{h}"), None) if record["exp"] > time.time() else (None, None)
-    spent = s.get(f"code-grant:{h}")
-    if isinstance(spent, str):  # written by a release before the account was kept with it
-        spent = {"grant_id": spent, "account_id": None}
-    return None, spent
+    if not isinstance(grant_id, str):
+        return None, None
+    owner = owner if isinstance(owner, dict) else {}
+    return None, {"grant_id": grant_id, "client_id": owner.get("client_id"), "account_id": owner.get("account_id")}
 
 
 def take(record: dict) -> bool:

@@ -62,7 +62,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # code is taken only when all holds (create_token_response; idp.oauth.codes).
         record, replayed = codes.find(code)
         if record is None:
-            if replayed:
+            # A replay by the client the code was for revokes what it produced; anyone else
+            # (any public client_id will "authenticate") only learns the code is no good.
+            if replayed and replayed["client_id"] in (client.client_id, None):
                 _code_reused(replayed)
             return None
         if record["client_id"] != client.client_id:
@@ -129,6 +131,10 @@ class StrictCodeChallenge(CodeChallenge):
         return super().validate_code_verifier(grant, result)
 
 
+def _basic_tried(request) -> bool:
+    return request.headers.get("Authorization", "")[:6].lower() == "basic "
+
+
 class Server(AuthorizationServer):
     """authlib's framework-agnostic server: requests come from idp.oauth.requests and
     responses go out as (status, body, headers) for idp.oauth.endpoints to write."""
@@ -163,16 +169,15 @@ class Server(AuthorizationServer):
             # checked that) fails the client, not the server. Every endpoint answers with
             # the same challenge (RFC 7617 §2: a Basic challenge has a realm; authlib's
             # has none and lists every method).
-            basic = request.headers.get("Authorization", "")[:6].lower() == "basic "
             if isinstance(exc, AssertionRefused):
-                raise ClientAuthFailed(basic, exc.description or "client authentication failed") from None
-            raise ClientAuthFailed(basic) from None
-        # A client_id parameter beside other credentials must name the client they proved
-        # (RFC 7521 §4.2 for assertions; for Basic, RFC 6749 §2.3.1 allows one method only).
-        named = request.form.getlist("client_id")
-        if any(value != client.client_id for value in named):
-            basic = request.headers.get("Authorization", "")[:6].lower() == "basic "
-            raise ClientAuthFailed(basic, "client_id does not name the authenticated client")
+                raise ClientAuthFailed(_basic_tried(request), exc.description or "client authentication failed") \
+                    from None
+            raise ClientAuthFailed(_basic_tried(request)) from None
+        # A client_id parameter beside other credentials, in the body or the query, must name
+        # the client they proved (RFC 7521 §4.2 for assertions; for Basic, RFC 6749 §2.3.1
+        # allows one method only).
+        if any(value != client.client_id for value in request.payload.data.getlist("client_id")):
+            raise ClientAuthFailed(_basic_tried(request), "client_id does not name the authenticated client")
         return client
 
     def create_token_response(self, request=None):

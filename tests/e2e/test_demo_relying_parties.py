@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from clients.common import load_registrations
@@ -185,6 +186,22 @@ def test_the_native_app_asks_to_sign_in_again_once_its_grant_is_over(idp_server)
     with pytest.raises(SignInAgain):
         app.refresh()
     assert app.tokens is None and app.claims is None
+
+
+def test_the_native_app_drops_and_revokes_tokens_whose_new_id_token_fails_its_checks(idp_server, monkeypatch):
+    from clients.mobile.app import SignInAgain
+
+    def signs_in(url):
+        ua = UserAgent()
+        assert ua.http.get(ua.authorize(url), timeout=10).status_code == 200
+
+    app = NativeApp(idp_server.issuer)
+    app.sign_in(signs_in, timeout=30)
+    monkeypatch.setattr(app, "verify_id_token", lambda token, nonce: (_ for _ in ()).throw(
+        JoseError("bad signature")))
+    with pytest.raises(SignInAgain):
+        app.refresh()
+    assert app.tokens is None
 
 
 def test_a_logout_token_without_exp_is_refused(idp_server):

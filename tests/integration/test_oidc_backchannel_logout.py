@@ -187,6 +187,45 @@ def test_an_endless_answer_body_is_never_read():
         rp.close()
 
 
+def test_deliveries_reach_an_ipv6_literal_on_its_default_port_and_a_path_that_is_not_ascii(monkeypatch):
+    """http.client takes the last ':' of a bare IPv6 host for a port separator; and a request
+    line must be ASCII: both were deliverable with requests and must stay so."""
+    import http.server
+
+    paths = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            paths.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    server = V6Server(("::1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    real = socket.getaddrinfo
+    # "http://[::1]/bc" names port 80: send it to the test server's port instead, and check
+    # the address asked for is the whole IPv6 literal on port 80.
+    asked = []
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, p, *a, **k: asked.append((host, p)) or real(host, port, *a, **k))
+    try:
+        assert backchannel.deliver("rp", "http://[::1]/bc", "t", timeout=2, attempts=1) == "ok"
+        assert backchannel.deliver("rp", "http://[::1]/d\u00e9connexion?x=\u00e9", "t", timeout=2, attempts=1) == "ok"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == [("::1", 80), ("::1", 80)]
+    assert paths == ["/bc", "/d%C3%A9connexion?x=%C3%A9"]
+
+
 def test_a_hanging_rp_does_not_hold_the_user(app, client, seller, receiver):
     app.config.update(BACKCHANNEL_TIMEOUT=0.3, BACKCHANNEL_ATTEMPTS=1)
     flow, body = signed_in_flow(client, rp_with(receiver.url))

@@ -91,12 +91,40 @@ def test_a_replayed_code_is_a_security_event_on_the_account(flow, seller):
     assert metrics.CODE_REUSE._value.get() == before + 1
 
 
+def test_a_replay_by_another_client_revokes_nothing(flow, client, native_rp):
+    """Any public client_id "authenticates": whoever saw a spent code must not be able to revoke
+    what it produced (nor fill the seller's security events)."""
+    spent = flow.login_code()
+    assert flow.redeem(spent).status_code == 200
+    resp = client.post("/token", data={"grant_type": "authorization_code", "code": spent,
+                                       "client_id": native_rp.client_id, "redirect_uri": native_rp.redirect_uris[0],
+                                       "code_verifier": "x" * 43})
+    assert _error(resp) == (400, "invalid_grant")
+    assert db.session.execute(db.select(SecurityEvent)).scalars().all() == []
+    assert db.session.execute(db.select(Grant).where(Grant.revoked_at.is_not(None))).scalars().all() == []
+    assert _error(flow.redeem(spent)) == (400, "invalid_grant")  # its own client's replay still revokes
+    assert db.session.execute(db.select(Grant.revoked_reason)).scalars().all() == ["code_reuse"]
+
+
+def test_the_spent_code_marker_stays_a_grant_id_for_older_processes(flow):
+    """During a rolling upgrade an older process reads code-grant: as the family's id."""
+    from idp.crypto.secrets import keyed_hash
+    from idp.extensions import store
+
+    code = flow.login_code()
+    assert isinstance(store().get(f"code-grant:{keyed_hash(code)}"), str)
+
+
 def test_client_id_must_name_the_authenticated_client(flow, client):
     """RFC 7521 §4.2; with Basic, a second client_id naming another client is no credential."""
     register_client("rp-other", redirect_uris=flow.rp.redirect_uris)
     code = flow.login_code()
     resp = flow.redeem(code, client_id="rp-other")
     assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_client"
+    in_query = flow.client.post("/token?client_id=rp-other", auth=(flow.rp.client_id, flow.rp.secret), data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": flow.rp.redirect_uris[0],
+        "code_verifier": flow.verifier})
+    assert in_query.status_code == 401 and in_query.get_json()["error"] == "invalid_client"
     assert flow.redeem(code, client_id=flow.rp.client_id).status_code == 200  # naming itself is fine
 
 
