@@ -221,8 +221,11 @@ def post_once(uri: str, body: bytes, timeout: float) -> int:
                                                           else "")
     deadline = time.monotonic() + timeout
     sock = _connect(host, port, deadline)
-    cut = threading.Event()
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (sock, cut))
+    # The timer shuts the connection through a duplicate of the socket: wrapping it in TLS
+    # detaches the original (the handshake runs on a new socket object), and shutdown(2) acts
+    # on the connection whichever descriptor names it.
+    cutter, cut = sock.dup(), threading.Event()
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (cutter, cut))
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -240,6 +243,7 @@ def post_once(uri: str, body: bytes, timeout: float) -> int:
             conn.close()
     finally:
         watchdog.cancel()
+        cutter.close()
         sock.close()
     if cut.is_set():  # http.client takes the end of the stream for the end of the headers
         raise TimeoutError("no whole answer within the timeout")

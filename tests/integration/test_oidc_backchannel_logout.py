@@ -176,6 +176,61 @@ def test_an_rp_answering_a_byte_at_a_time_gets_the_timeout_not_a_thread_for_ever
         rp.close()
 
 
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and a client context that trusts it (the CA bundle's stand-in)."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return server, ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+
+
+def test_an_rp_answering_a_byte_at_a_time_over_tls_gets_the_timeout(tmp_path, monkeypatch):
+    """After the handshake the connection is a new socket object (wrapping detaches the one
+    connected): the deadline must reach it too."""
+    server_tls, client_tls = _self_signed(tmp_path)
+    monkeypatch.setattr(backchannel, "_tls", lambda: client_tls)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        raw, _ = listener.accept()
+        with server_tls.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not stop.wait(0.05):
+                    conn.sendall(b"a")
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        assert _deliver_in_thread(f"https://127.0.0.1:{listener.getsockname()[1]}/bc") == ["retry"]
+    finally:
+        stop.set()
+        listener.close()
+
+
 def test_an_endless_answer_body_is_never_read():
     """§2.8: the status says it all. requests read the body whole: gigabytes, for ever."""
     rp = RawRP(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"10000\r\n" + b"x" * 65536 + b"\r\n",
