@@ -36,6 +36,13 @@ cli = AppGroup("idp", help="Operate the seller identity provider: database, keys
 for group in (db_commands, keys, clients, accounts, logout, maintenance, serve):
     cli.add_command(group)
 
+# Flask-Migrate's downgrade and stamp take every account, client and token with them, or make
+# the schema lie about itself: each asks first (--yes to skip, for scripts).
+for _name in ("downgrade", "stamp"):
+    click.confirmation_option(
+        prompt=f"`idp db {_name}` can drop tables or make the recorded schema version wrong; continue?",
+        help="Do not ask.")(db_commands.commands[_name])
+
 
 @cli.command("demo")
 @click.pass_context
@@ -93,10 +100,11 @@ def _refuse_foreign_keys(app) -> None:
 def _unreachable(exc: Exception) -> str:
     """One line for a database or Redis failure: what, and what to do; never a URL."""
     text = first_line(exc)
-    missing_table = isinstance(getattr(exc, "orig", None), psycopg.errors.UndefinedTable) or (
-        isinstance(exc, sqlalchemy.exc.OperationalError) and text.startswith("no such table"))
-    if missing_table and sys.argv[1:3] != ["db", "upgrade"]:
-        return f"the database is not migrated ({text}): run `idp db upgrade`"
+    # A table or a column missing: a database not migrated, or at an older release's schema.
+    behind = isinstance(getattr(exc, "orig", None), (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)) \
+        or (isinstance(exc, sqlalchemy.exc.OperationalError) and text.startswith(("no such table", "no such column")))
+    if behind and sys.argv[1:3] != ["db", "upgrade"]:
+        return f"the database is not migrated to this release ({text}): run `idp db upgrade`"
     if isinstance(exc, redis.exceptions.RedisError):
         return f"Redis (REDIS_URL) cannot be used: {type(exc).__name__}: {text}"
     return f"the database (DATABASE_URL) cannot be used: {type(exc).__name__}: {text}"

@@ -73,7 +73,7 @@ def build(client_id: str, *, name=None, redirect_uris=(), post_logout_redirect_u
         raise InvalidClient("a client id is 1-100 letters, digits, '.', '_', '~' or '-'")
     spec = ClientSpec(
         client_id=client_id,
-        name=(name or client_id).strip(),
+        name=(name or "").strip() or client_id,
         redirect_uris=_unique(redirect_uris),
         post_logout_redirect_uris=_unique(post_logout_redirect_uris),
         grant_types=_unique(grant_types) or ["authorization_code"],

@@ -17,7 +17,7 @@ from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import Client, Consent, Grant
 from . import client_rules as rules
-from .common import CliError, table
+from .common import CliError, table, warn_if_store_is_private
 
 clients = AppGroup("clients", help="Register and inspect relying parties (OAuth clients).")
 
@@ -94,6 +94,24 @@ def show(client_id):
             click.echo(f"{key}: {value}")
 
 
+@clients.command("rotate-secret")
+@click.argument("client_id")
+def rotate_secret(client_id):
+    """Give a client a new secret, printed once; the old one stops working at once.
+
+    For a leaked secret: the client's sellers keep their sign-ins, tokens and consents, which
+    removing and registering the client again would all end. Its registration's version
+    changes, so every server's copy of it is judged again (idp.oauth.clients)."""
+    client = _get(client_id)
+    if client.is_public or client.token_endpoint_auth_method == "private_key_jwt":
+        raise CliError(f"client {client_id!r} has no secret (it authenticates with "
+                       f"{client.token_endpoint_auth_method})")
+    secret = _new_secret(client)
+    db.session.commit()  # drops the cached registration on every server (idp.store.row_cache)
+    click.echo(f"new secret for client {client_id}; the old one no longer works")
+    _print_secret(client_id, secret)
+
+
 @clients.command("remove")
 @click.argument("client_id")
 @click.confirmation_option(prompt="Remove the client and revoke every token it holds?")
@@ -124,6 +142,7 @@ def remove(client_id):
                        "ACCESS_TOKEN_TTL")
     click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
                f"{swept} client-credentials token(s) deleted)")
+    warn_if_store_is_private()
 
 
 @clients.command("load")
@@ -140,6 +159,8 @@ def load(file):
             tables = tomllib.load(fh).get("clients", [])
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
+    if not isinstance(tables, list) or not all(isinstance(entry, dict) for entry in tables):
+        raise CliError(f"{path}: clients must be an array of tables ([[clients]] ...)")
     loaded = [_from_table(entry, path) for entry in tables]  # check them all before writing any
     ids = [spec.client_id for spec, _ in loaded]
     if len(set(ids)) != len(ids):
@@ -189,6 +210,8 @@ def _from_table(entry: dict, path: Path) -> tuple[rules.ClientSpec, str | None]:
         raise CliError(f"{path}: client {client_id}: unknown field(s) {', '.join(sorted(unknown))}")
     options = {k: v for k, v in entry.items() if k not in ("client_id", "secret", "jwks_file")}
     if "jwks_file" in entry:
+        if not isinstance(entry["jwks_file"], str):
+            raise CliError(f"{path}: client {client_id}: jwks_file must be a file name")
         options["jwks"] = _read_jwks(path.parent / entry["jwks_file"])
     spec = _build(client_id, **options)
     secret = entry.get("secret")

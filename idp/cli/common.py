@@ -26,3 +26,15 @@ def table(rows: list[tuple], headers: tuple) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def warn_if_store_is_private() -> None:
+    """After a revocation from the shell: with REDIS_URL memory:// (the embedded default) this
+    command had a store of its own, so a running server's access tokens were not touched."""
+    from ..extensions import store
+
+    if not store().shared:
+        click.secho("Note: REDIS_URL is memory://, a store private to each process: a running server's "
+                    "access tokens are not deleted by this command and stay valid until they expire "
+                    "(ACCESS_TOKEN_TTL); restart the server to drop them now. With Redis they go at once.",
+                    fg="yellow", err=True)

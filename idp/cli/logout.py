@@ -4,7 +4,7 @@ import click
 from flask.cli import AppGroup
 
 from .accounts import find
-from .common import CliError
+from .common import CliError, warn_if_store_is_private
 
 # The logout modules import the token code, which imports prometheus-client; `idp serve`
 # must choose its multiprocess mode before that happens, so they are imported in the commands.
@@ -25,6 +25,7 @@ def everywhere(email):
     click.echo(f"ended {summary['sessions']} session(s), revoked {summary['grants']} token family(ies); "
                f"back-channel logout delivered to {summary['backchannel_delivered']} relying party(ies), "
                f"{summary['backchannel_unconfirmed']} unconfirmed (kept for `idp logout retry`)")
+    warn_if_store_is_private()
     if summary["access_tokens_left_to_expire"]:
         raise CliError("the store (REDIS_URL) could not be reached: the account's access tokens were not deleted "
                        "and expire within ACCESS_TOKEN_TTL; everything else is done")

@@ -158,6 +158,55 @@ def test_remove_deletes_the_client_and_revokes_its_grants(app, idp):
     assert one(app, Grant, id="g1").revoked_reason == "client_removed"
     assert_refused(idp("clients", "show", "gone"), "no client 'gone'")
     assert_refused(idp("clients", "remove", "gone", "--yes"), "no client 'gone'")
+    # memory:// (this test's store) is private to each process: a running server's tokens stay.
+    assert "memory://, a store private to each process" in result.stderr
+
+
+def test_rotate_secret_replaces_a_leaked_secret_and_keeps_the_grants(app, idp):
+    added = idp("clients", "add", "svc", "--grant-type", "client_credentials", "--scope", "api:read")
+    (_, old), = SECRET_LINE.findall(added.stdout)
+    with app.app_context():
+        db.session.add(Grant(id="g-svc", client_id="svc", scope="api:read"))
+        db.session.commit()
+    http = app.test_client()
+
+    def token(secret):
+        return http.post("/token", auth=("svc", secret), data={"grant_type": "client_credentials"}).status_code
+
+    assert token(old) == 200  # and this server now holds a copy of the registration
+    rotated = idp("clients", "rotate-secret", "svc")
+    assert rotated.exit_code == 0, rotated.output
+    (_, new), = SECRET_LINE.findall(rotated.stdout)
+    assert new != old and token(old) == 401 and token(new) == 200
+    assert one(app, Grant, id="g-svc").revoked_at is None  # the sellers' grants stay
+    idp("clients", "add", "app", "--public", "--native", "--redirect-uri", "http://127.0.0.1/cb")
+    assert_refused(idp("clients", "rotate-secret", "app"), "has no secret")
+    assert_refused(idp("clients", "rotate-secret", "nobody"), "no client 'nobody'")
+
+
+@pytest.mark.parametrize("text,message", [
+    ('clients = "abc"\n', "clients must be an array of tables"),
+    ("clients = [1, 2]\n", "clients must be an array of tables"),
+    ('[clients]\nclient_id = "x"\n', "clients must be an array of tables"),
+    ('[[clients]]\nclient_id = "x"\njwks_file = 5\nredirect_uris = ["https://a/cb"]\n', "jwks_file must be a file name"),
+])
+def test_load_refuses_a_badly_shaped_file_with_one_line(idp, tmp_path, text, message):
+    path = tmp_path / "clients.toml"
+    path.write_text(text)
+    result = idp("clients", "load", str(path))
+    assert_refused(result, message)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_blank_name_falls_back_to_the_client_id(app, idp):
+    assert idp("clients", "add", "named", "--redirect-uri", "https://a/cb", "--name", "   ").exit_code == 0
+    assert one(app, Client, client_id="named").name == "named"
+
+
+def test_db_downgrade_and_stamp_ask_first(idp):
+    for name in ("downgrade", "stamp"):
+        result = idp("db", name, "base", input="n\n")
+        assert result.exit_code != 0 and "continue?" in result.output, result.output
 
 
 def test_load_registers_the_demo_clients_idempotently(app, idp):

@@ -62,6 +62,12 @@ def test_a_database_not_migrated_yet(idp):
     refused(idp("clients", "list"), "not migrated", "idp db upgrade")
 
 
+def test_a_database_at_an_older_schema_says_to_upgrade(idp):
+    """A column missing (an older release's schema) is the same advice as a table missing."""
+    assert idp("db", "upgrade", "b200cf09a41d")[0] == 0  # the first release's schema
+    refused(idp("clients", "list"), "not migrated to this release", "idp db upgrade")
+
+
 def test_a_postgresql_database_that_does_not_exist_is_not_called_unmigrated(idp, postgres_url):
     """Upgrading cannot create a database or a role: the advice would send the operator in a circle."""
     missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
