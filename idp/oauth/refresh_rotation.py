@@ -31,6 +31,7 @@ revocation in the database and gives nothing out), as on the general path.
 from __future__ import annotations
 
 import os
+import select
 import threading
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -88,6 +89,11 @@ def _connection() -> psycopg.Connection:
     """
     url = db.engine.url
     conn, key = getattr(_local, "conn", None), (os.getpid(), url)
+    if conn is not None and not conn.closed and _local.key == key and _said_something(conn):
+        # Idle between statements, the connection has nothing to read unless the server spoke
+        # first: a restart's termination notice, or the end of the stream. Its statement was
+        # never sent, so opening another and sending it there is safe (unlike a resend).
+        conn.close()
     if conn is None or conn.closed or _local.key != key:
         if conn is not None and not conn.closed and _local.key[0] == key[0]:
             conn.close()
@@ -96,6 +102,13 @@ def _connection() -> psycopg.Connection:
                                              connect_timeout=int(current_app.config["DATABASE_CONNECT_TIMEOUT"]))
         _local.key = key
     return conn
+
+
+def _said_something(conn: psycopg.Connection) -> bool:
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.Error):  # no socket any more: as good as dead
+        return True
 
 
 # Undo a rotation whose response never reached the client: the successor goes (if nobody

@@ -249,3 +249,27 @@ def test_a_copy_of_a_removed_registration_does_not_vouch_for_its_successor(live,
     resp = _refreshed(flow, new_token_of_new_row, secret=flow.rp.secret)
     assert error_of(resp) == (401, "invalid_client")
     assert _refreshed(flow, new_token_of_new_row, secret="the-new-secret").status_code == 200
+
+
+def test_a_connection_the_server_ended_is_replaced_before_the_statement_is_sent(live, flow):
+    """A PostgreSQL restart (or an administrator's pg_terminate_backend) ends this thread's idle
+    connection: the next refresh must open another, not fail with a 503 (each thread once,
+    whenever it next refreshed, perhaps minutes later)."""
+    import select
+    import time
+
+    from sqlalchemy import text
+
+    token, _ = live
+    first = refresh(flow.client, flow.rp, token)
+    assert first.status_code == 200
+    pid = refresh_rotation._connection().info.backend_pid
+    db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    db.session.commit()
+    deadline = time.monotonic() + 10  # the termination notice reaches the socket asynchronously
+    while not select.select([refresh_rotation._local.conn.fileno()], [], [], 0)[0]:
+        assert time.monotonic() < deadline, "the server's termination never reached the connection"
+        time.sleep(0.01)
+    again = refresh(flow.client, flow.rp, first.get_json()["refresh_token"])
+    assert again.status_code == 200, again.get_json()
+    assert refresh_rotation._connection().info.backend_pid != pid
