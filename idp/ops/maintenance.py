@@ -120,6 +120,7 @@ def run(app, job: Job) -> str | None:
 def tick(app, jobs=JOBS, now: float | None = None) -> dict[str, str | None]:
     """Run every job whose current slot this process claims: {name: summary, or None if it failed}."""
     from ..extensions import store
+    from . import metrics
 
     now = time.time() if now is None else now
     ran = {}
@@ -130,6 +131,8 @@ def tick(app, jobs=JOBS, now: float | None = None) -> dict[str, str | None]:
                 claimed = store().add(slot_key(job, interval, now), {"pid": os.getpid()}, interval)
         except Exception as exc:  # the store is unreachable: /readyz says so; try at the next tick
             log.error("maintenance job %s: cannot claim its slot: %s", job.name, type(exc).__name__)
+            # Counted as a failure (README: alert on any): a job that cannot claim does not run.
+            metrics.maintenance_run(job.name, ok=False)
             continue
         if claimed:
             ran[job.name] = run(app, job)

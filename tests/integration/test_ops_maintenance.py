@@ -77,9 +77,14 @@ def test_an_unreachable_store_skips_the_tick(caplog, keys_dir, tmp_path):
     down = create_app({"KEYS_DIR": keys_dir, "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
                        "REDIS_URL": f"redis://127.0.0.1:{port}/0"})
     job = Counting("count")
+    from idp.ops import metrics
+
+    failed = metrics.MAINTENANCE_RUNS.labels("other", "failed")  # "count" is no job of ours: "other"
+    before = failed._value.get()
     with caplog.at_level(logging.ERROR, "idp.maintenance"):
         assert maintenance.tick(down, [job.job], now=T0.timestamp()) == {}
     assert job.runs == 0 and "maintenance job count: cannot claim its slot: ConnectionError" in caplog.text
+    assert failed._value.get() == before + 1  # the failures README says to alert on
 
 
 def test_the_scheduler_thread_looks_at_start_and_stops_when_told(app):
