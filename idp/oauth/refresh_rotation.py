@@ -39,6 +39,7 @@ from types import SimpleNamespace
 import psycopg
 from flask import current_app
 
+from .. import pg_connect_args
 from ..extensions import db
 from .tokens import RefreshLookup
 
@@ -98,8 +99,7 @@ def _connection() -> psycopg.Connection:
         if conn is not None and not conn.closed and _local.key[0] == key[0]:
             conn.close()
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = _local.conn = psycopg.connect(dsn, autocommit=True,
-                                             connect_timeout=int(current_app.config["DATABASE_CONNECT_TIMEOUT"]))
+        conn = _local.conn = psycopg.connect(dsn, autocommit=True, **pg_connect_args(current_app.config))
         _local.key = key
     return conn
 

@@ -1,8 +1,9 @@
 """Health probes for the orchestrator or load balancer.
 
-- ``GET /healthz`` (liveness): the process answers HTTP. No I/O, and it never waits for
-  the worker's turn (idp.ops.turns) behind a request stuck on a slow database, so a slow
-  database never gets a healthy worker restarted.
+- ``GET /healthz`` (liveness): the process answers HTTP. No I/O, and it does not wait for
+  the worker's turn (idp.ops.turns) behind a request stuck on a slow database. It still needs
+  a free request thread: a worker all of whose THREADS wait on a stalled database answers
+  nothing (README, Probes).
 - ``GET /readyz`` (readiness): the database answers ``SELECT 1``, the ephemeral store
   answers a ping, and every signing algorithm has a key that signs now (from the key ring's
   copy, which re-reads their storage at most once a second: a KEYS_DIR volume unmounted or

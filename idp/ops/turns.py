@@ -12,7 +12,10 @@ included.
 So a request runs while it holds its worker's turn (``middleware``), and code about to wait
 a long time without touching Python objects gives the turn back meanwhile (``waiting()``):
 the next request runs during the hash, as node-oidc-provider runs argon2 on libuv's thread
-pool beside its event loop. Short waits (a database or Redis round trip) keep the turn.
+pool beside its event loop. Short waits (a database or Redis round trip) keep the turn; a
+round trip that does not come back (a database that stalls without refusing connections)
+would keep it for as long, so a request waits for the turn at most MAX_WAIT and then runs
+without it.
 
 The turn only orders threads: nothing relies on it for correctness, and outside a request
 (CLI, tests, the development server) ``waiting()`` changes nothing.
@@ -32,6 +35,9 @@ import time
 from contextlib import contextmanager
 
 ARRIVED = "idp.arrived"  # environ key: time.perf_counter() when the request reached the worker
+# Seconds a request waits for the turn before it runs without it. A turn is held for a request's
+# Python work and its short round trips: milliseconds, unless something stalls.
+MAX_WAIT = 1.0
 UNQUEUED = frozenset({"/healthz"})  # paths answered without the turn (idp.ops.health)
 
 
@@ -50,12 +56,17 @@ def middleware(app):
         environ[ARRIVED] = time.perf_counter()
         if environ.get("PATH_INFO") in UNQUEUED:
             return app(environ, start_response)
-        with _turn:
-            _local.held = True
-            try:
-                return app(environ, start_response)
-            finally:
-                _local.held = False
+        if not _turn.acquire(timeout=MAX_WAIT):
+            # The turn's holder is stuck: a database or Redis that stalls without refusing
+            # keeps a round trip's turn as long as it stalls. Run without it, as a free thread
+            # would: the turn orders requests, it protects nothing.
+            return app(environ, start_response)
+        _local.held = True
+        try:
+            return app(environ, start_response)
+        finally:
+            _local.held = False
+            _turn.release()
 
     return in_turn
 

@@ -273,3 +273,11 @@ def test_a_connection_the_server_ended_is_replaced_before_the_statement_is_sent(
     again = refresh(flow.client, flow.rp, first.get_json()["refresh_token"])
     assert again.status_code == 200, again.get_json()
     assert refresh_rotation._connection().info.backend_pid != pid
+
+
+def test_every_postgresql_connection_finds_a_peer_that_went_away(live, app):
+    """tcp_user_timeout and keepalives on the pool's connections and the refresh grant's own."""
+    pooled = db.session.connection().connection.dbapi_connection.info.get_parameters()
+    own = refresh_rotation._connection().info.get_parameters()
+    for params in (pooled, own):
+        assert params.get("tcp_user_timeout") == "15000" and params.get("keepalives") == "1", params

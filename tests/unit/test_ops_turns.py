@@ -63,6 +63,22 @@ def test_a_request_that_keeps_its_turn_holds_up_the_next(gated):
     assert slow.wait(WAIT) and fast.wait(WAIT)
 
 
+def test_a_turn_held_by_a_stuck_request_holds_up_the_next_for_max_wait_only(gated, monkeypatch):
+    """A round trip to a stalled database keeps its turn as long as the stall: the worker's
+    other requests (a probe, discovery) must not wait for it."""
+    monkeypatch.setattr(turns, "MAX_WAIT", 0.3, raising=False)
+    app, entered, release = gated
+    stuck = _request(app, "/slow-holding")
+    assert entered.wait(WAIT)
+    fast = _request(app, "/fast")
+    assert fast.wait(WAIT), "the request waited for the stuck one's turn"
+    assert not stuck.is_set()
+    release.set()
+    assert stuck.wait(WAIT)
+    assert turns._turn.acquire(blocking=False), "the turn was not given back"
+    turns._turn.release()
+
+
 def test_waiting_outside_a_request_changes_nothing():
     with turns.waiting():
         assert turns._turn.acquire(blocking=False), "waiting() released a turn nobody held"
