@@ -8,7 +8,7 @@ from ..crypto.keys import ALGS, KeyRing, KeysUnreadable, max_token_lifetime
 from ..extensions import keyring
 from .common import CliError, table, when
 
-keys = AppGroup("keys", help="Rotate, list, prune, seal and import the signing keys.")
+keys = AppGroup("keys", help="Rotate, list, prune, withdraw, seal and import the signing keys.")
 
 
 def _ring():
@@ -38,6 +38,25 @@ def rotate(alg, immediate):
     click.echo(f"new {key['alg']} key {key['kid']}: published now, signs from {when(key['not_before'])}")
     for kid in ring.prune(max_token_lifetime(current_app.config)):
         click.echo(f"pruned {kid}")
+    for later in ring.list():  # keys are ordered by when they sign: a pending one takes over then
+        if later["alg"] == key["alg"] and later["state"] == "next" and later["not_before"] > key["not_before"]:
+            click.echo(f"note: key {later['kid']}, rotated earlier, takes over from {when(later['not_before'])}")
+
+
+@keys.command("withdraw")
+@click.argument("kid")
+@click.confirmation_option(prompt="Withdraw the key? Every token it signed stops verifying at once.")
+def withdraw(kid):
+    """Delete a leaked key from the JWKS at once (not waiting for its tokens to expire).
+
+    For a leaked active key: `idp keys rotate --now` first, then withdraw the old one."""
+    try:
+        key = _ring().withdraw(kid)
+    except KeyError:
+        raise CliError(f"no key {kid!r}") from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"withdrew {key['state']} {key['alg']} key {kid}")
 
 
 @keys.command("list")

@@ -386,6 +386,21 @@ class KeyRing:
         with self._writing():
             return self._create(alg, int(time.time()) + (0 if immediate else self.publish_ahead))
 
+    def withdraw(self, kid: str) -> dict:
+        """Delete a key at once, whatever its age: for a leaked one (after `rotate --now` made
+        another sign). Every token it signed stops verifying. The key that signs now is
+        refused: withdrawn, its algorithm would have none."""
+        with self._writing():
+            for key, state, _ in self._states():
+                if key.kid != kid:
+                    continue
+                if state == "active":
+                    raise ValueError(f"{kid} is the {key.alg} key that signs now: rotate with --now first")
+                self.storage.delete(kid)
+                log.warning("withdrew %s %s key kid=%s", state, key.alg, kid)
+                return {"kid": kid, "alg": key.alg, "state": state}
+        raise KeyError(kid)
+
     def rotate_aged(self, max_age: int) -> list[dict]:
         """Rotate each alg whose newest key (active or next) is ``max_age`` seconds old or more:
         the scheduled rotation (idp.ops.maintenance). Judged again under the lock, so processes

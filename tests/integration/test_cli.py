@@ -20,7 +20,7 @@ from sqlalchemy import func, inspect, select
 from idp import create_app
 from idp.cli import _create_app, cli
 from idp.crypto.secrets import keyed_hash, verify_keyed_hash
-from idp.extensions import db
+from idp.extensions import db, keyring
 from idp.models import Account, Client, Grant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -373,6 +373,29 @@ def test_keys_rotate_list_and_prune(make_app, tmp_path):
         assert idp("keys", "prune").stdout.splitlines() == [f"pruned {es_old}", "1 key(s) pruned"]
     assert es_old not in {row[0] for row in keys_table(idp)}
     assert idp("keys", "rotate", "--alg", "HS256").exit_code == 2
+
+
+def test_a_leaked_key_is_withdrawn_at_once(make_app, tmp_path):
+    """rotate --now, then withdraw the old key: gone from the JWKS, its tokens no longer verify."""
+    from idp.crypto.keys import InvalidJWT
+
+    app = make_app(keys_dir=tmp_path / "keys")
+    idp = runner_for(app)
+    (es_old, *_), _ = keys_table(idp)
+    with app.app_context():
+        forged_with_leak = keyring().sign({"iss": "x", "sub": "y"}, "ES256")
+    assert_refused(idp("keys", "withdraw", es_old, "--yes"), "signs now: rotate with --now first")
+    pending = idp("keys", "rotate", "--alg", "ES256")  # a scheduled rotation, pending
+    assert idp("keys", "rotate", "--alg", "ES256", "--now").stdout.count("takes over from") == 1  # said
+    withdrawn = idp("keys", "withdraw", es_old, "--yes")
+    assert withdrawn.exit_code == 0 and f"withdrew retired ES256 key {es_old}" in withdrawn.stdout
+    assert es_old not in {row[0] for row in keys_table(idp)}
+    with app.app_context():
+        assert es_old not in {k["kid"] for k in keyring().jwks()["keys"]}
+        with pytest.raises(InvalidJWT):
+            keyring().verify(forged_with_leak)
+    assert_refused(idp("keys", "withdraw", "nope", "--yes"), "no key 'nope'")
+    assert pending.exit_code == 0
 
 
 def test_rotate_prunes_keys_no_token_can_need(make_app, tmp_path):
