@@ -78,14 +78,16 @@ class MemoryStore(Store):
         with self._lock:
             now = time.time()
             raws = [self._live(k, now) for k in ks]
-        return [self._value(raw) for raw in raws]
+        # Redis's MGET answers nil for a key of another type: a set or an index reads as missing.
+        return [None if isinstance(raw, (set, dict)) else self._value(raw) for raw in raws]
 
     def consume(self, key: str) -> Value | None:
         k = self._k(key)
         with self._lock:
             raw = self._live(k, time.time())
+            value = self._value(raw)  # a set or an index raises here, and stays (as GETDEL refuses)
             self._data.pop(k, None)
-        return self._value(raw)
+        return value
 
     def delete(self, *keys: str) -> None:
         ks = [self._k(key) for key in keys]

@@ -293,6 +293,18 @@ def test_an_index_is_not_a_value(store):
         store.get("fam")
 
 
+def test_a_set_or_an_index_is_refused_by_consume_and_left_in_place(store):
+    """As Redis's GETDEL refuses another type (WRONGTYPE) and deletes nothing; MGET reads it
+    as missing."""
+    store.sadd("members", "a", 60)
+    store.put_indexed("at:1", 1, 60, "fam", "mark")
+    for key in ("members", "fam"):
+        with pytest.raises(Exception):
+            store.consume(key)
+    assert store.smembers("members") == {"a"} and store.index_members("fam") == {"at:1"}
+    assert store.get_many(["members", "fam", "at:1"]) == [None, None, 1]
+
+
 def test_put_indexed_against_a_concurrent_sweep(store):
     """Either the sweep deletes the new key, or put_indexed sees the mark: never neither."""
     import threading
