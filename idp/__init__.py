@@ -13,19 +13,23 @@ def engine_options(config) -> dict:
     # values, which can be password hashes, keyed token hashes or an email address.
     options: dict = {"pool_pre_ping": False, "hide_parameters": True}
     if str(config["DATABASE_URL"]).startswith("postgresql"):
-        options["connect_args"] = pg_connect_args(config)
+        from sqlalchemy.engine import make_url
+
+        options["connect_args"] = pg_connect_args(config, make_url(config["DATABASE_URL"]))
     return options
 
 
-def pg_connect_args(config) -> dict:
+def pg_connect_args(config, url) -> dict:
     """libpq settings of every PostgreSQL connection (the pool's and the refresh grant's own):
     a bounded connect, and a peer that went away found: a request whose bytes stay
     unacknowledged for 15 s (a host gone, a network partition) fails its connection
     (tcp_user_timeout; Linux's default retransmissions last about 15 minutes), and an idle
     connection whose keepalives go unanswered is dropped. A server that stalls but whose
-    kernel still acknowledges (a frozen process) is not found this way: see README, Probes."""
-    return {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"]), "keepalives": 1, "keepalives_idle": 30,
-            "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 15000}
+    kernel still acknowledges (a frozen process) is not found this way: see README, Probes.
+    A setting in the DATABASE_URL's query (``?keepalives_idle=300``) wins over these."""
+    defaults = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"]), "keepalives": 1, "keepalives_idle": 30,
+                "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 15000}
+    return {key: value for key, value in defaults.items() if key not in url.query}
 
 
 def create_app(overrides: dict | None = None) -> Flask:

@@ -221,14 +221,16 @@ def post_once(uri: str, body: bytes, timeout: float) -> int:
                                                           else "")
     deadline = time.monotonic() + timeout
     sock = _connect(host, port, deadline)
-    # The timer shuts the connection through a duplicate of the socket: wrapping it in TLS
-    # detaches the original (the handshake runs on a new socket object), and shutdown(2) acts
-    # on the connection whichever descriptor names it.
-    cutter, cut = sock.dup(), threading.Event()
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (cutter, cut))
-    watchdog.daemon = True
-    watchdog.start()
+    cutter = watchdog = None
+    cut = threading.Event()
     try:
+        # The timer shuts the connection through a duplicate of the socket: wrapping it in
+        # TLS detaches the original (the handshake runs on a new socket object), and
+        # shutdown(2) acts on the connection whichever descriptor names it.
+        cutter = sock.dup()
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (cutter, cut))
+        watchdog.daemon = True
+        watchdog.start()
         if https:
             conn = http.client.HTTPSConnection(host, port, timeout=timeout)
             conn.sock = _tls().wrap_socket(sock, server_hostname=host)
@@ -242,8 +244,10 @@ def post_once(uri: str, body: bytes, timeout: float) -> int:
         finally:
             conn.close()
     finally:
-        watchdog.cancel()
-        cutter.close()
+        if watchdog is not None:
+            watchdog.cancel()
+        if cutter is not None:
+            cutter.close()
         sock.close()
     if cut.is_set():  # http.client takes the end of the stream for the end of the headers
         raise TimeoutError("no whole answer within the timeout")

@@ -99,16 +99,19 @@ def _connection() -> psycopg.Connection:
         if conn is not None and not conn.closed and _local.key[0] == key[0]:
             conn.close()
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = _local.conn = psycopg.connect(dsn, autocommit=True, **pg_connect_args(current_app.config))
+        conn = _local.conn = psycopg.connect(dsn, autocommit=True, **pg_connect_args(current_app.config, url))
         _local.key = key
     return conn
 
 
 def _said_something(conn: psycopg.Connection) -> bool:
     try:
-        return bool(select.select([conn.fileno()], [], [], 0)[0])
-    except (OSError, ValueError, psycopg.Error):  # no socket any more: as good as dead
+        fd = conn.fileno()
+    except psycopg.Error:  # no socket any more: as good as dead
         return True
+    poller = select.poll()  # not select(): it refuses descriptors from 1024 on
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 # Undo a rotation whose response never reached the client: the successor goes (if nobody

@@ -65,8 +65,9 @@ def middleware(app):
         try:
             return app(environ, start_response)
         finally:
+            if _local.held:  # waiting() may have come back without it (MAX_WAIT)
+                _turn.release()
             _local.held = False
-            _turn.release()
 
     return in_turn
 
@@ -84,5 +85,5 @@ def waiting():
     try:
         yield
     finally:
-        _turn.acquire()
-        _local.held = True
+        # Back for the turn, as long as a new request would wait for it: then on without it.
+        _local.held = _turn.acquire(timeout=MAX_WAIT)

@@ -281,3 +281,12 @@ def test_every_postgresql_connection_finds_a_peer_that_went_away(live, app):
     own = refresh_rotation._connection().info.get_parameters()
     for params in (pooled, own):
         assert params.get("tcp_user_timeout") == "15000" and params.get("keepalives") == "1", params
+
+
+def test_libpq_settings_in_the_database_url_win(app):
+    from sqlalchemy.engine import make_url
+
+    from idp import pg_connect_args
+
+    args = pg_connect_args(app.config, make_url("postgresql+psycopg://u@h/db?keepalives_idle=300&sslmode=require"))
+    assert "keepalives_idle" not in args and args["tcp_user_timeout"] == 15000

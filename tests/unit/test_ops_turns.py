@@ -154,3 +154,32 @@ def test_the_liveness_probe_does_not_wait_for_the_turn():
         thread.start()
         thread.join(WAIT)
     assert answered == {"body": [b"/healthz"]}
+
+
+def test_coming_back_from_waiting_waits_for_the_turn_max_wait_only(monkeypatch):
+    """A request back from a password hash must not wait for the turn behind a request stuck
+    on a stalled database any longer than a new request would."""
+    monkeypatch.setattr(turns, "MAX_WAIT", 0.3)
+    stuck_in, release, hashed = threading.Event(), threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/hash":
+            with turns.waiting():
+                assert stuck_in.wait(WAIT)  # the other request takes the turn meanwhile
+            hashed.set()
+        else:
+            stuck_in.set()
+            assert release.wait(WAIT)
+        return [b""]
+
+    app = turns.middleware(app)
+    hashing = _request(app, "/hash")
+    stuck = _request(app, "/stuck")
+    try:
+        assert hashed.wait(WAIT) and hashing.wait(WAIT), "back from waiting(), it waited for the stuck request"
+        assert not stuck.is_set()
+    finally:
+        release.set()
+    assert stuck.wait(WAIT)
+    assert turns._turn.acquire(blocking=False), "the turn was not given back"
+    turns._turn.release()
