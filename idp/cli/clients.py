@@ -103,7 +103,7 @@ def rotate_secret(client_id):
     removing and registering the client again would all end. Its registration's version
     changes, so every server's copy of it is judged again (idp.oauth.clients)."""
     client = _get(client_id)
-    if client.is_public or client.token_endpoint_auth_method == "private_key_jwt":
+    if client.token_endpoint_auth_method not in rules.SECRET_METHODS:
         raise CliError(f"client {client_id!r} has no secret (it authenticates with "
                        f"{client.token_endpoint_auth_method})")
     secret = _new_secret(client)

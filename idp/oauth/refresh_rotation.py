@@ -90,12 +90,10 @@ def _connection() -> psycopg.Connection:
     """
     url = db.engine.url
     conn, key = getattr(_local, "conn", None), (os.getpid(), url)
-    if conn is not None and not conn.closed and _local.key == key and _said_something(conn):
-        # Idle between statements, the connection has nothing to read unless the server spoke
-        # first: a restart's termination notice, or the end of the stream. Its statement was
-        # never sent, so opening another and sending it there is safe (unlike a resend).
-        conn.close()
-    if conn is None or conn.closed or _local.key != key:
+    # An idle connection has nothing to read unless the server spoke first (a restart's
+    # termination notice, or the end of the stream): replaced then, which is safe since the
+    # statement was never sent on it (unlike a resend).
+    if conn is None or conn.closed or _local.key != key or _said_something(conn):
         if conn is not None and not conn.closed and _local.key[0] == key[0]:
             conn.close()
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -98,20 +98,19 @@ class _Checks:
         self.running: dict[str, Future] = {}
         self.lock = threading.Lock()
 
-    def start(self, app) -> tuple[dict[str, Future], list[str]]:
-        """(the checks started now, the names of those an earlier probe's thread still runs)."""
-        started, stuck = {}, []
+    def start(self, app) -> dict[str, Future]:
+        """The checks started now; one an earlier probe's thread still runs is not among them."""
+        started = {}
         with self.lock:  # probes on two threads of a worker start one thread per check
             for name, check in checks().items():
                 previous = self.running.get(name)
                 if previous is not None and not previous.done():
                     log.warning("readiness: the %s check of an earlier probe is still waiting", name)
-                    stuck.append(name)
                     continue
                 future = self.running[name] = started[name] = Future()
                 threading.Thread(target=_run, args=(app, check, future), name=f"idp-readyz-{name}",
                                  daemon=True).start()
-        return started, stuck
+        return started
 
 
 def _run(app, check, future: Future) -> None:
@@ -129,12 +128,10 @@ def readyz():
     app = current_app._get_current_object()
     timeout = app.config["READY_TIMEOUT"]
     with turns.waiting():
-        futures, stuck = app.extensions.setdefault("idp.readyz", _Checks()).start(app)
-        if futures:
-            wait(futures.values(), timeout=timeout)
-    results = {name: future.done() and future.result() for name, future in futures.items()}
-    results.update(dict.fromkeys(stuck, False))  # still stuck since an earlier probe: failed, at once
-    results = {name: results[name] for name in checks()}  # the checks' own order
+        futures = app.extensions.setdefault("idp.readyz", _Checks()).start(app)
+        wait(futures.values(), timeout=timeout)
+    # A check not started now (still stuck since an earlier probe) has failed, at once.
+    results = {name: name in futures and futures[name].done() and futures[name].result() for name in checks()}
     for name, future in futures.items():
         if not future.done():
             log.warning("readiness: the %s check did not answer within %s s", name, timeout)
