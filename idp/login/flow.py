@@ -133,14 +133,16 @@ def advance(signin: SignIn, client: Client):
         signin.consent_given = consent is not None and consent.covers(req.scope)
     ctx = context(signin, client)
     cookie = started = None
+    step = next_step(signin, ctx)  # the session's own sid plays no part in which step is next
     if signin.sid is None and authentication_complete(signin, ctx):
         if signin.hint_sub is not None and db.session.get(Account, signin.account_id).sub != signin.hint_sub:
             # OIDC Core §3.1.2.1: the relying party asked for the user its id_token_hint
             # names; someone else proved who they are. No session for them here: an error.
             store().delete(_key(signin.id))
             return _error(req, "login_required", "the user who signed in is not the one id_token_hint names")
-        started, cookie = _start_session(signin)
-    step = next_step(signin, ctx)
+        # With no step left, this request answers the client with a code: a new session
+        # starts with the client on its list (idp.login.session.start).
+        started, cookie = _start_session(signin, client.client_id if step is None else None)
     if step is None:
         if signin.revision and store().consume(_key(signin.id)) is None:
             # Another request of this browser (a second tab, the back button) has answered
@@ -160,11 +162,12 @@ def advance(signin: SignIn, client: Client):
     return resp
 
 
-def _start_session(signin: SignIn):
+def _start_session(signin: SignIn, client_id: str | None):
     """A fresh proof of identity: new session, new id (no fixation), new CSRF token.
 
-    Returns ((row, account), cookie value); the row is added, not yet committed: the
-    caller commits it with whatever else the request changes."""
+    Returns ((row, account), cookie value); the row is written, not yet committed: the
+    caller commits it with whatever else the request changes. ``client_id``: the client a
+    new session records at once (the one this request answers with a code)."""
     account = db.session.get(Account, signin.account_id)
     flask_session.clear()
     current, renew = browser_session.current(), None
@@ -175,7 +178,8 @@ def _start_session(signin: SignIn):
         # logout (its relying parties told, its tokens revoked), not silently.
         session_end.end(*current, reason="another_account_signed_in")
     row, cookie = browser_session.start(
-        account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD, renew=renew)
+        account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD, renew=renew,
+        clients=[client_id] if client_id is not None and renew is None else [])
     signin.sid = row.sid
     return (row, account), cookie
 
@@ -210,7 +214,9 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=No
         if row is None:  # the session ended while this sign-in was open: prove identity again
             forget_identity(signin)
             return advance(signin, client)
-    if not browser_session.add_client(row.sid, client.client_id):
+    # A session this request wrote has the client on its list already, and nobody else sees it yet.
+    recorded = started is not None and row not in db.session and client.client_id in row.clients
+    if not recorded and not browser_session.add_client(row.sid, client.client_id):
         forget_identity(signin)  # the session ended since it was read: prove identity again
         return advance(signin, client)
     db.session.commit()

@@ -177,11 +177,11 @@ def test_a_failure_after_the_claim_gives_it_back_for_the_retry(flow, seller, mon
 
     real, calls = signin_flow._start_session, []
 
-    def blip_once(signin):
+    def blip_once(signin, client_id):
         calls.append(1)
         if len(calls) == 1:
             raise OperationalError("INSERT", {}, Exception("server closed the connection"))
-        return real(signin)
+        return real(signin, client_id)
 
     monkeypatch.setattr(signin_flow, "_start_session", blip_once)
     url, page = _signin_page(flow)
