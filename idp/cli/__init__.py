@@ -37,11 +37,23 @@ for group in (db_commands, keys, clients, accounts, logout, maintenance, serve):
     cli.add_command(group)
 
 # Flask-Migrate's downgrade and stamp take every account, client and token with them, or make
-# the schema lie about itself: each asks first (--yes to skip, for scripts).
+# the schema lie about itself: each asks first (--yes to skip, for scripts). The question goes
+# to stderr, and with --sql (offline: the SQL is printed, nothing is run) none is asked, so
+# `idp db downgrade --sql > undo.sql` is the SQL alone.
+def _ask_first(name: str):
+    def callback(ctx, param, yes):
+        # --sql comes first when given: click takes given options in command-line order.
+        if yes or ctx.params.get("sql"):
+            return
+        if not click.confirm(f"`idp db {name}` can drop tables or make the recorded schema version wrong; "
+                             "continue?", err=True):
+            ctx.abort()
+
+    return click.option("--yes", is_flag=True, expose_value=False, callback=callback, help="Do not ask.")
+
+
 for _name in ("downgrade", "stamp"):
-    click.confirmation_option(
-        prompt=f"`idp db {_name}` can drop tables or make the recorded schema version wrong; continue?",
-        help="Do not ask.")(db_commands.commands[_name])
+    _ask_first(_name)(db_commands.commands[_name])
 
 
 @cli.command("demo")

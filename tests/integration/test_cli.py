@@ -203,10 +203,23 @@ def test_a_blank_name_falls_back_to_the_client_id(app, idp):
     assert one(app, Client, client_id="named").name == "named"
 
 
-def test_db_downgrade_and_stamp_ask_first(idp):
+def test_db_downgrade_and_stamp_ask_first(app, idp):
     for name in ("downgrade", "stamp"):
         result = idp("db", name, "base", input="n\n")
-        assert result.exit_code != 0 and "continue?" in result.output, result.output
+        assert result.exit_code != 0 and "continue?" in result.stderr and "continue?" not in result.stdout, \
+            result.output
+    with app.app_context():  # nothing was dropped
+        assert "client" in inspect(db.engine).get_table_names()
+
+
+def test_offline_sql_is_printed_without_a_question(idp):
+    """--sql runs nothing: no question, and stdout is the SQL alone (to redirect to a file)."""
+    # (SQLite's batch migrations need a live database: the last one's downgrade needs none.)
+    for name, revision, sql in (("downgrade", "head:-1", "ALTER TABLE backchannel_delivery DROP COLUMN leased_until"),
+                                ("stamp", "head", "INSERT INTO alembic_version")):
+        result = idp("db", name, "--sql", revision, input="")
+        assert result.exit_code == 0, result.output
+        assert "continue?" not in result.output and sql in result.stdout, result.output
 
 
 def test_load_registers_the_demo_clients_idempotently(app, idp):
