@@ -167,8 +167,9 @@ class KeyRing:
         self._opened: dict[str, tuple[str, Key]] = {}  # kid -> (stored form, key): see _open
         self._marker = self._checked_at = None
 
-    def _snapshot(self) -> tuple[Key, ...]:
+    def _snapshot(self, report: bool = True) -> tuple[Key, ...]:
         """The keys, re-read when their storage's marker changed (checked at most once a second).
+        ``report``: log each key that does not open (False: the caller refuses, naming them).
 
         One thread checks; the others go on with the copy meanwhile, and the marker is read
         outside the lock: a database that stalls would otherwise hold every signature and
@@ -185,7 +186,7 @@ class KeyRing:
             marker = self.storage.marker() if keys else None
             with self._lock:
                 if not keys or self._marker is None or marker != self._marker:
-                    self._load()
+                    self._load(report)
                 return self._keys
         except (OSError, SQLAlchemyError) as exc:
             if not keys:
@@ -196,13 +197,13 @@ class KeyRing:
                         self.storage.where, type(exc).__name__)
             return keys
 
-    def _load(self) -> None:
+    def _load(self, report: bool = True) -> None:
         """Read every record; the marker first, so a change made while reading shows at the
         next check. A None marker (storage.marker: not to be trusted yet) reads again then."""
         marker, read, opened = self.storage.marker(), [], {}
         for name, record in self.storage.records():
             key, how = _open(record, self._kek, self._opened)
-            if how == "sealed under another secret":
+            if how == "sealed under another secret" and report:
                 log.error("signing key %s does not open with this SECRET_KEY (sealed under another, or altered)", name)
             elif how == "unreadable" and record is not None:
                 log.error("ignoring unreadable signing key %s", name)
@@ -327,8 +328,9 @@ class KeyRing:
         return {k.alg for k, state, _ in self._states() if state == "active"}
 
     def refuse_unreadable(self) -> None:
-        """Raise KeysUnreadable if the storage holds keys this SECRET_KEY cannot open."""
-        self._snapshot()
+        """Raise KeysUnreadable if the storage holds keys this SECRET_KEY cannot open (its
+        message names them: no log line per key besides)."""
+        self._snapshot(report=False)
         self._refuse_foreign()
 
     def _refuse_foreign(self) -> None:

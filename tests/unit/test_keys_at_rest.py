@@ -69,6 +69,31 @@ def test_another_secret_refuses_to_start_and_writes_nothing(sealed_dir, tmp_path
     assert _docs(keys_dir) == before  # no new key beside them, none rewritten
 
 
+def test_the_refusal_names_the_keys_once(sealed_dir, tmp_path, caplog):
+    """Refusing to start says which keys do not open in its one message, with no log line
+    per key before it (the CLI printed each name twice)."""
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    with pytest.raises(KeysUnreadable):
+        KeyRing(keys_dir, AHEAD, OTHER).ensure()
+    assert not [r for r in caplog.records if "does not open" in r.getMessage()]
+
+
+def test_a_running_ring_logs_a_key_that_appears_and_does_not_open(sealed_dir, tmp_path, caplog):
+    """Past the start, nobody raises: a key written under another secret (a server with
+    another SECRET_KEY rotating into the same directory) is logged when it is read."""
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    ring = KeyRing(keys_dir, AHEAD, SECRET)
+    assert ring.ensure() == []
+    foreign = tmp_path / "foreign"
+    KeyRing(str(foreign), AHEAD, OTHER).rotate("ES256")
+    for name, doc in _docs(foreign).items():
+        with open(os.open(os.path.join(keys_dir, name), os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:
+            json.dump(doc, fh)
+    ring._checked_at = None  # due for the check now rather than in a second
+    ring._snapshot()
+    assert [r for r in caplog.records if r.levelname == "ERROR" and "does not open" in r.getMessage()]
+
+
 def test_a_sealed_key_moved_under_another_kid_does_not_open(sealed_dir, tmp_path):
     """The kid is the AEAD's associated data: swapping sealed blobs between files fails."""
     keys_dir = _copy(sealed_dir, tmp_path / "keys")
