@@ -130,9 +130,9 @@ def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None
     client this same request will answer with a code) already in its list: a row no other
     request can see yet needs no locked read-and-append (``add_client``). It is a Core
     INSERT: the ORM's unit of work cost about 0.5 ms of a sign-in's CPU for this one row.
-    The returned row is a detached copy of what was written, for its attributes. A renewed
-    session is the persistent row, changed; its list is another request's to append to as
-    well, so the caller appends under the lock."""
+    The returned row is a transient copy of what was written (not in the ORM session), for
+    its attributes. A renewed session is the persistent row, changed; its list is another
+    request's to append to as well, so the caller appends under the lock."""
     now = datetime.now(timezone.utc)
     raw = new_token(32)
     ttl = timedelta(seconds=current_app.config["SESSION_TTL"])
