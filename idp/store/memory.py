@@ -9,10 +9,15 @@ use Redis as soon as more than one worker serves requests.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 
 from .base import DEFAULT_NAMESPACE, Store, Value, check_ttl, dumps, loads
+
+#: What Redis INCR counts on from: the decimal text of a signed 64-bit integer (what put()
+#: stores for a JSON int), nothing else (no sign, space or leading zero).
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 
 #: Sweep all expired keys after this many writes, so keys that are never read
 #: again (an abandoned authorization code) do not accumulate.
@@ -103,6 +108,8 @@ class MemoryStore(Store):
             if current is None:
                 self._set(k, 1, now + ttl, now)
                 return 1
+            if isinstance(current, str) and _INTEGER.fullmatch(current) and -2 ** 63 <= int(current) < 2 ** 63:
+                current = int(current)  # put(key, 5): Redis INCR counts on from it
             if not isinstance(current, int):
                 raise TypeError("key does not hold a counter")
             self._data[k] = (self._data[k][0], current + 1)  # keep the window

@@ -128,6 +128,19 @@ def test_incr_keeps_the_first_ttl(store: Store) -> None:
     assert 0 < store.ttl_of("hits") <= 100
 
 
+def test_incr_counts_on_from_an_integer_put_and_refuses_anything_else(store: Store) -> None:
+    """As Redis INCR: a value put() as a JSON integer is counted on (its TTL kept); any other
+    value (a JSON string, even of digits, a float, a boolean, an object) is refused and left."""
+    store.put("n", 41, 100)
+    assert store.incr("n", 5) == 42 and store.get("n") == 42
+    assert 90 <= store.ttl_of("n") <= 100
+    for value in ("5", 1.5, True, {"a": 1}, [1], 2 ** 63):
+        store.put("v", value, 60)
+        with pytest.raises(Exception):
+            store.incr("v", 60)
+        assert store.get("v") == value
+
+
 def test_concurrent_incr_loses_no_update(store: Store) -> None:
     results = race(lambda: store.incr("hits", 60))
     assert sorted(results) == list(range(1, THREADS + 1))
