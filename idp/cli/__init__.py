@@ -5,6 +5,7 @@ setting, a refused input, or a database or Redis that cannot be reached (or a da
 migrated yet) ends with a one-line ``Error:`` and exit status 2, never a traceback.
 """
 
+import functools
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ import psycopg.errors
 import redis.exceptions
 import sqlalchemy.exc
 from flask import current_app
-from flask.cli import AppGroup, ScriptInfo
+from flask.cli import AppGroup, ScriptInfo, with_appcontext
 from flask_migrate import upgrade
 from flask_migrate.cli import db as db_commands
 
@@ -54,6 +55,30 @@ def _ask_first(name: str):
 
 for _name in ("downgrade", "stamp"):
     _ask_first(_name)(db_commands.commands[_name])
+
+
+# `idp db upgrade` against a database a newer release migrated: Alembic's "Can't locate
+# revision" says nothing of what to do; the same one line as `idp serve` does.
+def _known_revisions_only(callback):
+    @functools.wraps(callback)
+    @with_appcontext
+    def checked(*args, **kwargs):
+        if not kwargs.get("sql"):
+            from ..ops import schema
+
+            try:
+                current = schema.database_heads(current_app.config)
+            except sqlalchemy.exc.SQLAlchemyError:
+                current = set()  # unreachable: the upgrade itself says so
+            unknown = current - schema.known_revisions()
+            if unknown:
+                raise CliError(schema.unknown_revision_message(unknown))
+        return callback(*args, **kwargs)
+
+    return checked
+
+
+db_commands.commands["upgrade"].callback = _known_revisions_only(db_commands.commands["upgrade"].callback)
 
 
 @cli.command("demo")

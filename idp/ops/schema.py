@@ -30,6 +30,15 @@ def release_heads() -> set[str]:
     return set(ScriptDirectory(MIGRATIONS).get_heads())
 
 
+def known_revisions() -> set[str]:
+    return {rev.revision for rev in ScriptDirectory(MIGRATIONS).walk_revisions()}
+
+
+def unknown_revision_message(unknown: set[str]) -> str:
+    return (f"the database is at revision {', '.join(sorted(unknown))}, which this release does not "
+            "know (a newer release migrated it): run that release")
+
+
 def database_heads(config: dict) -> set[str]:
     from .. import engine_options  # the app's own: connect timeout, no quoted parameters
 
@@ -47,14 +56,12 @@ def check(config: dict) -> None:
         current = database_heads(config)
     except SQLAlchemyError as exc:
         raise SchemaError(f"cannot read the database schema ({type(exc).__name__}: {first_line(exc)})") from None
-    script = ScriptDirectory(MIGRATIONS)
-    heads = set(script.get_heads())
+    heads = release_heads()
     if current == heads:
         return
-    unknown = current - {rev.revision for rev in script.walk_revisions()}
+    unknown = current - known_revisions()
     if unknown:
-        raise SchemaError(f"the database is at revision {', '.join(sorted(unknown))}, which this "
-                          "release does not know (a newer release migrated it): run that release")
+        raise SchemaError(unknown_revision_message(unknown))
     at = ", ".join(sorted(current)) or "no revision (an empty database)"
     raise SchemaError(f"the database is at {at}; this release needs {', '.join(sorted(heads))}: "
                       "run `idp db upgrade` first")

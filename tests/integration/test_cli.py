@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from flask.cli import ScriptInfo
 from flask_migrate import upgrade
 from freezegun import freeze_time
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from idp import create_app
 from idp.cli import _create_app, cli
@@ -209,6 +209,28 @@ def test_db_downgrade_and_stamp_ask_first(app, idp):
         assert result.exit_code != 0 and "continue?" in result.stderr and "continue?" not in result.stdout, \
             result.output
     with app.app_context():  # nothing was dropped
+        assert "client" in inspect(db.engine).get_table_names()
+
+
+def test_db_upgrade_of_a_database_a_newer_release_migrated_says_so(app, idp):
+    """Alembic's own answer ("Can't locate revision") says nothing of what to do."""
+    with app.app_context():
+        db.session.execute(text("UPDATE alembic_version SET version_num = 'f00dfeedcafe'"))
+        db.session.commit()
+    result = idp("db", "upgrade")
+    assert_refused(result, "the database is at revision f00dfeedcafe, which this release does not know")
+    assert "run that release" in result.stderr
+
+
+def test_db_upgrade_still_upgrades(make_app, tmp_path):
+    fresh = make_app()
+    with fresh.app_context():
+        db.session.execute(text("DROP TABLE alembic_version"))
+        db.drop_all()
+        db.session.commit()
+    result = runner_for(fresh)("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    with fresh.app_context():
         assert "client" in inspect(db.engine).get_table_names()
 
 
