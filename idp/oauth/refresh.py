@@ -107,7 +107,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return False
         self._rotated_to = successor
         self._rotation = (old_hash, new_hash, found.token.rotated_at)
-        self._prepare(client, found, found.token.scope.split(), [])
+        try:
+            self._prepare(client, found, found.token.scope.split(), [])
+        except Exception:
+            # The rotation is committed: a refusal here (RESOURCES changed since the family was
+            # issued: its resource gone, or none of its scopes left to it) must leave the token
+            # as it was, or the client's next try would read as reuse and revoke the family.
+            self._undo_rotation()
+            self._rotated_to = None
+            raise
         return True
 
     def _validate(self, presented: str, form, requested: list[str]):

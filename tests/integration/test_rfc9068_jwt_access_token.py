@@ -145,6 +145,28 @@ def test_resource_at_refresh_must_be_within_the_grant(client, api, resources, se
     assert introspect(client, api, resp.get_json()["access_token"]).get_json()["aud"] == expected[1]
 
 
+CHANGED = [
+    ("the resource removed", {ORDERS: {"access_token_format": "opaque"}}, "invalid_target"),
+    ("none of its scopes left", {API: {"access_token_format": "jwt", "scopes": ["other"]}}, "invalid_scope"),
+]
+
+
+@pytest.mark.parametrize("case,changed,error", CHANGED, ids=[c[0] for c in CHANGED])
+def test_a_refresh_refused_after_a_resource_change_spends_nothing(app, client, api, resources, seller, case,
+                                                                  changed, error):
+    """RESOURCES changed since the family was issued: the refresh is refused, and the token is
+    not spent (on PostgreSQL the rotation commits in one statement before these checks), so
+    the next try is no reuse and the family stays."""
+    rp = _rp()
+    body = login(Flow(client, rp), scope="openid api:read offline_access", resource=API)
+    saved = app.config["RESOURCES"]
+    app.config["RESOURCES"] = changed
+    assert error_of(refresh(client, rp, body["refresh_token"])) == (400, error)
+    app.config["RESOURCES"] = saved
+    assert refresh(client, rp, body["refresh_token"]).status_code == 200
+    assert active(introspect(client, api, body["access_token"]))
+
+
 def test_client_credentials_for_a_jwt_resource(client, api, resources):
     resp = client.post("/token", data={"grant_type": "client_credentials", "resource": API}, auth=auth_of(api))
     body = resp.get_json()
