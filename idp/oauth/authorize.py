@@ -139,7 +139,9 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
             fail("invalid_request", "max_age must be a non-negative integer")
         max_age = int(max_age)
 
-    resource = params.get("resource", [])
+    resource = list(dict.fromkeys(params.get("resource", [])))  # a repeat names one target (RFC 8707 §2)
+    if len(resource) > resource_indicators.MAX_RESOURCES:
+        fail("invalid_request", f"at most {resource_indicators.MAX_RESOURCES} resource values")
     for r in resource:
         if not resource_indicators.well_formed(r):
             fail("invalid_target", "resource must be an absolute URI without fragment (RFC 8707)")

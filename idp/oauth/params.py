@@ -10,6 +10,8 @@ import re
 
 from authlib.oauth2.rfc6749 import InvalidRequestError
 
+from .resource_indicators import MAX_RESOURCES
+
 MAX_VALUE = 4096  # a client assertion (RFC 7523) is the largest legitimate value
 REPEATABLE = frozenset({"resource"})
 # Credentials are judged by their handler: an oversized code or refresh token is simply not
@@ -31,7 +33,7 @@ def check(values) -> None:
             raise InvalidRequestError(f"{_name(name)} must not be repeated")
         if name not in CREDENTIALS and any(len(v) > MAX_VALUE for v in items):
             raise InvalidRequestError(f"{_name(name)} is too long")
-    if len(values.getlist("resource")) > 10:
+    if len(values.getlist("resource")) > MAX_RESOURCES:
         raise InvalidRequestError("too many 'resource' values")
 
 

@@ -15,6 +15,10 @@ import re
 
 from authlib.oauth2.base import OAuth2Error
 
+# The most resource values one request may name: each is an audience of every access token
+# the grant issues, and an access token must stay within what a resource server accepts.
+MAX_RESOURCES = 10
+
 # RFC 3986 §4.3: an absolute URI is a scheme, ":" and the rest (a URN has no authority).
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^#\s]+")
 
@@ -37,7 +41,9 @@ def select(requested: list[str], granted: list[str] | None, resources: dict) -> 
     may be asked for (client_credentials). With nothing requested the grant's resources
     are the audience; every one of them must still be configured.
     """
-    chosen = list(dict.fromkeys(requested)) if requested else list(granted or [])
+    # Without repeats: a value names a target service (§2), twice names it once (grants
+    # authorized before /authorize dropped repeats may still hold some).
+    chosen = list(dict.fromkeys(requested or granted or []))
     for uri in chosen:
         if not well_formed(uri) or uri not in resources:
             raise InvalidTargetError("unknown or malformed resource")

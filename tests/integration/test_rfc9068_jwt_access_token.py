@@ -2,6 +2,7 @@
 
 import base64
 import json
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from joserfc import jwt
@@ -125,6 +126,24 @@ def test_resource_at_code_redemption(client, api, resources, seller, case, autho
         return
     at = resp.get_json()["access_token"]
     assert introspect(client, api, at).get_json()["aud"] == expected[1]
+
+
+@pytest.mark.parametrize("copies", [2, 400])
+def test_a_resource_named_again_at_authorize_is_one_audience(client, api, resources, seller, copies):
+    """RFC 8707 §2: a value names a target service; naming it again adds nothing. Kept
+    repeated, 400 copies made a JWT access token over the length the IdP itself accepts."""
+    f = Flow(client, _rp())
+    code = f.login_code(scope="openid api:read", resource=[API] * copies)
+    at = f.redeem(code).get_json()["access_token"]
+    info = introspect(client, api, at).get_json()
+    assert info["active"] is True and info["aud"] == API
+
+
+def test_authorize_names_at_most_ten_resources(client, resources, seller):
+    f = Flow(client, _rp())
+    resp = f.authorize(resource=[f"https://r{i}.example.com" for i in range(11)])
+    query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    assert query["error"] == ["invalid_request"] and "resource" in query["error_description"][0]
 
 
 REFRESH = [
