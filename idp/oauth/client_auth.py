@@ -51,9 +51,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
             raise AssertionRefused(description="The client assertion has no numeric exp.")
-        remaining = int(exp - time.time())
-        if remaining > MAX_ASSERTION_LIFETIME:
+        now = time.time()
+        # Compared before any arithmetic: an int exp of hundreds of digits overflows a float.
+        if exp > now + MAX_ASSERTION_LIFETIME:
             raise AssertionRefused(description="The client assertion expires more than an hour from now.")
+        remaining = int(exp - now)
         key = f"jti:{claims['sub']}:{str(jti)[:200]}"
         # A request may authenticate its client twice: the grants judge a request again
         # from the shared registration when this process's copy refused it (idp.oauth.clients).
@@ -89,11 +91,31 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return token.claims
 
     def resolve_client_public_key(self, client):
-        return KeySet.import_key_set(client.jwks or {"keys": []})
+        try:
+            return KeySet.import_key_set(client.jwks or {"keys": []})
+        except (TypeError, ValueError, KeyError, JoseError) as exc:
+            # A registration written around idp.cli.client_rules (a list, not a JWK Set):
+            # the client cannot authenticate; the server goes on.
+            raise AssertionRefused(description="the client's registered keys cannot be read") from exc
 
 
 class AssertionRefused(InvalidClientError):
     """A client assertion (private_key_jwt) refused, with what a developer can act on."""
+
+
+def mechanisms(request) -> list[str]:
+    """The client authentication methods a request's credentials use (RFC 6749 §2.3: the
+    client "MUST NOT use more than one"): a Basic Authorization header, a client_secret in
+    the body, a client assertion. A client_id alone (a public client) is none of them."""
+    used = []
+    scheme = request.headers.get("Authorization", "").split(None, 1)
+    if scheme and scheme[0].lower() == "basic":
+        used.append("client_secret_basic")
+    if request.form.get("client_secret"):
+        used.append("client_secret_post")
+    if request.form.get("client_assertion") or request.form.get("client_assertion_type"):
+        used.append("private_key_jwt")
+    return used
 
 
 class ClientAuthFailed(InvalidClientError):

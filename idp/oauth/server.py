@@ -23,7 +23,7 @@ from flask import current_app
 
 from ..login import session as browser_session
 from ..ops import metrics
-from . import clients, codes, params, resource_indicators, tokens
+from . import client_auth, clients, codes, params, resource_indicators, tokens
 from .client_auth import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, AssertionRefused, ClientAuthFailed,  # noqa: F401
                           PrivateKeyJWT)
 from .client_credentials import ClientCredentialsGrant
@@ -132,7 +132,7 @@ class StrictCodeChallenge(CodeChallenge):
 
 
 def _basic_tried(request) -> bool:
-    return request.headers.get("Authorization", "")[:6].lower() == "basic "
+    return "client_secret_basic" in client_auth.mechanisms(request)
 
 
 class Server(AuthorizationServer):
@@ -159,10 +159,24 @@ class Server(AuthorizationServer):
 
     def authenticate_client(self, request, methods, endpoint="token"):
         """The authenticated client, or ClientAuthFailed (401 with our challenge) at every
-        endpoint; never a 500 for bad credentials."""
+        endpoint; never a 500 for bad credentials.
+
+        The credentials sent choose the method: authlib alone tries each method in turn and
+        takes the first that succeeds, so a request with a failed Basic header went on as the
+        public client its client_id named, and one with a secret and another client's
+        assertion was judged on the secret. RFC 6749 §5.2: more than one mechanism is
+        invalid_request."""
+        used = client_auth.mechanisms(request)
+        if len(used) > 1:
+            raise InvalidRequestError("The request uses more than one client authentication method.")
+        if used:
+            methods = [m for m in methods if m == used[0]]
         try:
+            if not methods:
+                raise InvalidClientError()
             client = super().authenticate_client(request, methods, endpoint)
-        except (InvalidClientError, UnicodeDecodeError, ValueError, RecursionError, JoseError) as exc:
+        except (InvalidClientError, UnicodeDecodeError, ValueError, RecursionError, OverflowError,
+                JoseError) as exc:
             # authlib decodes a Basic header as UTF-8, and a client assertion's JSON (where
             # "[[[[..." nests past Python's limit), without catching the failure; and a
             # registered JWKS it cannot import (registered before idp.cli.client_rules

@@ -399,3 +399,73 @@ def test_a_registered_jwks_that_cannot_be_imported_fails_the_client_not_the_serv
     resp = f.redeem(f.login_code(), client_assertion_type=JWT_BEARER,
                     client_assertion=_assertion(jwt_rp.key, "rp-jwt", ISSUER + "/token"))
     assert _error(resp)[1] == "invalid_client"
+
+
+# -- one client authentication method per request (RFC 6749 §2.3, §5.2) ------------------------
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _cc(client, auth=None, **data):
+    return client.post("/token", auth=auth, data={"grant_type": "client_credentials", **data})
+
+
+def test_two_authentication_methods_in_one_request_are_invalid_request(client, jwt_rp):
+    """authlib takes the first method that succeeds: a good Basic header beside a wrong secret,
+    or beside another client's assertion, was a token for the Basic client."""
+    svc = register_client("svc", grant_types=["client_credentials"], scopes=["api:read"])
+    post = register_client("svc-post", grant_types=["client_credentials"], scopes=["api:read"],
+                           token_endpoint_auth_method="client_secret_post")
+    assertion = _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/token")
+    for auth, data in (
+            (("svc", svc.secret), {"client_id": "svc", "client_secret": "wrong"}),
+            (("svc", svc.secret), {"client_assertion_type": JWT_BEARER, "client_assertion": assertion}),
+            (("svc", "wrong"), {"client_id": "svc-post", "client_secret": post.secret}),
+            (None, {"client_id": "svc-post", "client_secret": post.secret, "client_assertion_type": JWT_BEARER,
+                    "client_assertion": assertion})):
+        resp = _cc(client, auth, **data)
+        assert _error(resp) == (400, "invalid_request") and "more than one" in resp.get_json()["error_description"]
+    # The assertion was not spent by those requests: alone, it authenticates its client.
+    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER,
+                                            "client_assertion": _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/introspect")})
+    assert resp.status_code == 200
+
+
+def test_a_failed_basic_header_is_not_passed_over_for_a_public_client_id(client, native_rp, seller):
+    """RFC 6749 §5.2: a client that tried the Authorization header and failed gets 401; the
+    request did not go on as the public client its client_id named."""
+    resp = client.post("/token", auth=("rp-native", "wrong"), data={
+        "grant_type": "refresh_token", "client_id": "rp-native", "refresh_token": "x"})
+    assert _error(resp) == (401, "invalid_client")
+    assert resp.headers["WWW-Authenticate"] == 'Basic realm="idp", error="invalid_client"'
+
+
+def test_the_credentials_sent_choose_the_method(client, jwt_rp):
+    """A private_key_jwt client's assertion beside nothing else authenticates; the same client
+    presenting a secret in Basic is refused (not its registered method)."""
+    resp = client.post("/introspect", auth=("rp-jwt", "anything"), data={"token": "x"})
+    assert _error(resp) == (401, "invalid_client")
+
+
+def test_an_assertion_exp_of_hundreds_of_digits_is_refused_not_a_500(client, jwt_rp):
+    now = int(time.time())
+    claims = {"iss": "rp-jwt", "sub": "rp-jwt", "aud": ISSUER + "/introspect", "iat": now,
+              "exp": 10 ** 400, "jti": str(uuid.uuid4())}
+    assertion = jwt.encode({"alg": "ES256", "kid": jwt_rp.key.kid}, claims, jwt_rp.key)
+    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER,
+                                            "client_assertion": assertion})
+    assert _error(resp) == (401, "invalid_client") and "more than an hour" in resp.get_json()["error_description"]
+
+
+def test_a_registration_whose_jwks_is_not_a_key_set_fails_the_client_not_the_server(client, app):
+    """Written around the CLI's checks (a list where a JWK Set belongs)."""
+    from idp.extensions import db
+    from idp.models import Client
+
+    rp = register_client("rp-badjwks", token_endpoint_auth_method="private_key_jwt", jwks={"keys": []})
+    db.session.execute(db.update(Client).where(Client.client_id == rp.client_id).values(jwks=[1]))
+    db.session.commit()
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER,
+                                            "client_assertion": _assertion(key, "rp-badjwks", ISSUER + "/introspect")})
+    assert _error(resp) == (401, "invalid_client")
