@@ -426,8 +426,8 @@ def test_two_authentication_methods_in_one_request_are_invalid_request(client, j
         resp = _cc(client, auth, **data)
         assert _error(resp) == (400, "invalid_request") and "more than one" in resp.get_json()["error_description"]
     # The assertion was not spent by those requests: alone, it authenticates its client.
-    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER,
-                                            "client_assertion": _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/introspect")})
+    alone = _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/introspect")
+    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER, "client_assertion": alone})
     assert resp.status_code == 200
 
 
@@ -466,6 +466,7 @@ def test_a_registration_whose_jwks_is_not_a_key_set_fails_the_client_not_the_ser
     db.session.execute(db.update(Client).where(Client.client_id == rp.client_id).values(jwks=[1]))
     db.session.commit()
     key = ECKey.generate_key("P-256", auto_kid=True)
+    assertion = _assertion(key, "rp-badjwks", ISSUER + "/introspect")
     resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER,
-                                            "client_assertion": _assertion(key, "rp-badjwks", ISSUER + "/introspect")})
+                                            "client_assertion": assertion})
     assert _error(resp) == (401, "invalid_client")
