@@ -403,9 +403,6 @@ def test_a_registered_jwks_that_cannot_be_imported_fails_the_client_not_the_serv
 
 # -- one client authentication method per request (RFC 6749 §2.3, §5.2) ------------------------
 
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
 def _cc(client, auth=None, **data):
     return client.post("/token", auth=auth, data={"grant_type": "client_credentials", **data})
 
@@ -427,7 +424,8 @@ def test_two_authentication_methods_in_one_request_are_invalid_request(client, j
         assert _error(resp) == (400, "invalid_request") and "more than one" in resp.get_json()["error_description"]
     # The assertion was not spent by those requests: alone, it authenticates its client.
     alone = _assertion(jwt_rp.key, "rp-jwt", ISSUER + "/introspect")
-    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER, "client_assertion": alone})
+    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER,
+                                            "client_assertion": alone})
     assert resp.status_code == 200
 
 
