@@ -5,6 +5,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ..crypto.keys import ALGS, KeyRing, KeysUnreadable, max_token_lifetime
+from ..login.session import oldest_live_start
 from ..extensions import keyring
 from .common import CliError, table, when
 
@@ -36,7 +37,7 @@ def rotate(alg, immediate):
     ring = _ring()
     key = ring.rotate(alg or current_app.config["ID_TOKEN_ALG"], immediate=immediate)
     click.echo(f"new {key['alg']} key {key['kid']}: published now, signs from {when(key['not_before'])}")
-    for kid in ring.prune(max_token_lifetime(current_app.config)):
+    for kid in ring.prune(max_token_lifetime(current_app.config), live_since=oldest_live_start):
         click.echo(f"pruned {kid}")
     for later in ring.list():  # keys are ordered by when they sign: a pending one takes over then
         if later["alg"] == key["alg"] and later["state"] == "next" and later["not_before"] > key["not_before"]:
@@ -70,7 +71,7 @@ def list_():
 @keys.command("prune")
 def prune():
     """Delete retired keys once every token they signed has expired."""
-    removed = _ring().prune(max_token_lifetime(current_app.config))
+    removed = _ring().prune(max_token_lifetime(current_app.config), live_since=oldest_live_start)
     for kid in removed:
         click.echo(f"pruned {kid}")
     click.echo(f"{len(removed)} key(s) pruned")

@@ -418,19 +418,26 @@ class KeyRing:
             now = time.time()
             return [self._create(alg, int(now) + self.publish_ahead) for alg in aged(now)]
 
-    def prune(self, max_token_lifetime: int) -> list[str]:
-        """Delete retired keys older than any unexpired token they signed; return their kids."""
+    def prune(self, max_token_lifetime: int, live_since=None) -> list[str]:
+        """Delete retired keys older than any unexpired token they signed; return their kids.
 
-        def prunable(now: float) -> bool:
-            return any(state == "retired" and retired_at + max_token_lifetime <= now
-                       for _, state, retired_at in self._states(now))
+        ``live_since``: when the oldest live browser session began (None: none is live), or a
+        function returning it, asked only when some key is otherwise due. A key that retired
+        after that may have signed an ID token some relying party of the session still holds
+        as its id_token_hint, and a session renewed by a new sign-in keeps its sid past any
+        fixed retention: such a key is kept while the session lives."""
 
-        if not prunable(time.time()):
+        def aged(now: float) -> list[tuple[Key, int]]:
+            return [(key, retired_at) for key, state, retired_at in self._states(now)
+                    if state == "retired" and retired_at + max_token_lifetime <= now]
+
+        if not aged(time.time()):
             return []  # no lock, no write: every process would read the keys again after one
+        since = live_since() if callable(live_since) else live_since
         now, removed = time.time(), []
         with self._writing():
-            for key, state, retired_at in self._states(now):
-                if state == "retired" and retired_at + max_token_lifetime <= now:
+            for key, retired_at in aged(now):
+                if since is None or retired_at <= since:
                     self.storage.delete(key.kid)
                     removed.append(key.kid)
                     log.info("pruned retired %s key kid=%s", key.alg, key.kid)
@@ -443,7 +450,8 @@ def max_token_lifetime(config: dict) -> int:
     TOKEN_TTL, and an ID token after it expires too: as the id_token_hint of a logout or of
     a prompt=none request, while the session it came from may last (RP-Initiated Logout 1.0
     §2: the OP SHOULD accept an expired ID token as a hint). Were the key pruned an hour
-    after a rotation, every relying party signed in before it would lose its hints."""
+    after a rotation, every relying party signed in before it would lose its hints. A session
+    renewed past that is covered by ``KeyRing.prune``'s ``live_since``."""
     from ..logout.backchannel import TOKEN_TTL as LOGOUT_TOKEN_TTL
 
     return max(config["ID_TOKEN_TTL"], config["ACCESS_TOKEN_TTL"], config["SESSION_TTL"], LOGOUT_TOKEN_TTL)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from flask import current_app, request
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from ..config import is_loopback_url
 from ..crypto.secrets import keyed_hash, new_token
@@ -104,6 +104,14 @@ def add_client(sid: str, client_id: str) -> bool:
         db.session.execute(update(BrowserSession).where(BrowserSession.sid == sid)
                            .values(clients=[*clients, client_id]).execution_options(synchronize_session=False))
     return True
+
+
+def oldest_live_start() -> float | None:
+    """When the oldest live session began (epoch seconds), or None: signing keys that retired
+    since may have signed the hints its relying parties hold (idp.crypto.keys.KeyRing.prune)."""
+    oldest = db.session.execute(select(func.min(BrowserSession.created_at)).where(
+        BrowserSession.ended_at.is_(None), BrowserSession.expires_at > datetime.now(timezone.utc))).scalar()
+    return None if oldest is None else oldest.timestamp()
 
 
 def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:

@@ -74,10 +74,11 @@ def _prune(config: dict) -> str:
 def _keys(config: dict) -> str:
     from ..crypto.keys import max_token_lifetime
     from ..extensions import keyring
+    from ..login import session as browser_session
 
     ring, days = keyring(), config["KEY_ROTATION_DAYS"]
     made = ring.rotate_aged(days * 24 * 3600) if days else []
-    pruned = ring.prune(max_token_lifetime(config))
+    pruned = ring.prune(max_token_lifetime(config), live_since=browser_session.oldest_live_start)
     return f"{len(made)} keys rotated, {len(pruned)} retired keys pruned"
 
 

@@ -7,7 +7,7 @@ that rotates them. Commands build their own application context, as from a shell
 import os
 import re
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -431,6 +431,37 @@ def test_a_leaked_key_is_withdrawn_at_once(make_app, tmp_path):
             keyring().verify(forged_with_leak)
     assert_refused(idp("keys", "withdraw", "nope", "--yes"), "no key 'nope'")
     assert pending.exit_code == 0
+
+
+def test_prune_keeps_a_key_a_live_session_may_hold_hints_from(make_app, tmp_path):
+    """A session that began before the key retired, renewed past SESSION_TTL, still lives:
+    its relying parties' ID tokens (hints) need the key. Once it ends, the key goes."""
+    from idp.models import Account, BrowserSession
+
+    app = make_app(keys_dir=tmp_path / "keys")
+    idp = runner_for(app)
+    app.config.update(ID_TOKEN_TTL=1, ACCESS_TOKEN_TTL=1, SESSION_TTL=1)
+    began = datetime.now(timezone.utc)
+    with app.app_context():
+        account = Account(email="s@example.com", email_verified=True, password_hash="x")
+        db.session.add(account)
+        db.session.flush()
+        db.session.add(BrowserSession(id_hash="h" * 64, sid="S", account_id=account.id, auth_time=began, amr=["pwd"],
+                                      created_at=began, last_seen_at=began, expires_at=began + timedelta(days=30),
+                                      clients=["rp-a"]))
+        db.session.commit()
+    (es_old, *_), _ = keys_table(idp)
+    with freeze_time(began) as clock:
+        clock.tick(10)
+        assert idp("keys", "rotate", "--alg", "ES256", "--now").exit_code == 0
+        clock.tick(3600)
+        assert idp("keys", "prune").stdout.strip() == "0 key(s) pruned"
+        assert idp("maintenance", "run", "keys").exit_code == 0
+        assert es_old in {row[0] for row in keys_table(idp)}
+        with app.app_context():
+            db.session.execute(db.update(BrowserSession).values(ended_at=datetime.now(timezone.utc)))
+            db.session.commit()
+        assert idp("keys", "prune").stdout.splitlines() == [f"pruned {es_old}", "1 key(s) pruned"]
 
 
 def test_rotate_prunes_keys_no_token_can_need(make_app, tmp_path):

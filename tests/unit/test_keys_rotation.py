@@ -6,6 +6,7 @@ import hmac
 import json
 import os
 import threading
+import time
 
 import pytest
 from freezegun import freeze_time
@@ -159,6 +160,25 @@ def test_a_retired_key_outlives_the_sessions_whose_id_tokens_may_come_back_as_hi
     assert max_token_lifetime({**config, "ID_TOKEN_TTL": 30 * 24 * 3600}) == 30 * 24 * 3600
     # A logout token lives TOKEN_TTL: its key stays even when every other lifetime is shorter.
     assert max_token_lifetime({**config, "ID_TOKEN_TTL": 1, "ACCESS_TOKEN_TTL": 1, "SESSION_TTL": 1}) == TOKEN_TTL
+
+
+def test_a_key_retired_after_a_live_session_began_is_kept_for_its_hints(keys_dir):
+    """A session renewed by a new sign-in keeps its sid past any fixed retention: a relying
+    party of it may still hold an ID token the retired key signed, as its id_token_hint."""
+    with freeze_time(T0) as clock:
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
+        ring.ensure()
+        session_began = time.time()
+        hint = ring.sign({"sub": "s1", "sid": "S"}, "ES256")  # an RP of session S holds this
+        old = ring.active("ES256").kid
+        clock.tick(10)
+        ring.rotate("ES256", immediate=True)  # retires the old key now, after S began
+        clock.tick(MAX_LIFETIME)
+        assert ring.prune(MAX_LIFETIME, live_since=session_began) == []
+        assert ring.prune(MAX_LIFETIME, live_since=lambda: session_began) == []
+        assert ring.verify(hint)["sid"] == "S"
+        # Session S ended (no live session, or only ones that began after the retirement).
+        assert ring.prune(MAX_LIFETIME, live_since=lambda: None) == [old]
 
 
 def test_second_process_sees_rotation_and_prune_without_restart(keys_dir):
