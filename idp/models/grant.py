@@ -45,9 +45,10 @@ class RefreshToken(db.Model):
     # the grant row FOR KEY SHARE) cost more than the rest of a rotation together (about
     # 0.13-0.39 ms of server CPU against 0.07). Integrity holds by construction: a token is
     # only ever inserted from its grant's row, in the statement or transaction that reads
-    # or inserts that row (tokens.issue, refresh_rotation), and the IdP deletes no grant.
-    # Were one deleted by hand (say with its account), its tokens would stay as rows no
-    # request can use: every lookup joins the grant.
+    # or inserts that row (tokens.issue, refresh_rotation). The IdP deletes a grant only
+    # PRUNE_GRACE_DAYS after its family ended (idp.oauth.prune), with its tokens; a token a
+    # rotation wrote into a family deleted meanwhile, or a grant deleted by hand, leaves rows
+    # no request can use (every lookup joins the grant), which prune's orphan sweep removes.
     grant_id: Mapped[str] = mapped_column(String(40), index=True)
     client_id: Mapped[str] = mapped_column(String(100))
     scope: Mapped[str] = mapped_column(String(1000), default="")
