@@ -147,7 +147,6 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
                 revoke(new["refresh_token"])  # a grant we will not use: no live refresh token left behind
                 return refused(exc)
         rotated = new["refresh_token"] != old["refresh_token"]
-        local["token"] = new
         local["events"].append(("Tokens refreshed", (
             f"access token  {tail(old['access_token'])} -> {tail(new['access_token'])}\n"
             f"refresh token {tail(old['refresh_token'])} -> {tail(new['refresh_token'])}"

@@ -12,6 +12,7 @@ callable, so a test can play the browser.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Callable
@@ -30,6 +31,12 @@ from joserfc.jwk import KeySet
 CLIENT_ID = "seller-mobile"
 SCOPE = "openid email profile offline_access"
 DONE_PAGE = b"<!doctype html><title>Seller App</title><p>Signed in. You can close this tab and go back to the app."
+
+
+def _same_state(received: str | None, sent: str | None) -> bool:
+    """The response's state is the request's, compared in constant time (it is the secret that
+    binds the response to this app's request)."""
+    return received is not None and sent is not None and secrets.compare_digest(received, sent)
 
 
 class SignInError(RuntimeError):
@@ -59,7 +66,7 @@ class LoopbackReceiver:
                 # the response carrying our state is the IdP's; anything else is turned away
                 # and the listener waits on for the real one (errors carry state too, §4.1.2.1).
                 state = parse_qs(urlsplit(self.path).query).get("state", [None])[0]
-                if receiver.state is None or state != receiver.state:
+                if not _same_state(state, receiver.state):
                     self.send_error(400, "not the response to this app's request")
                     return
                 receiver.url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
@@ -118,7 +125,7 @@ class NativeApp:
         finally:
             receiver.close()
         params = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
-        if params.get("state") != state:  # the receiver let only ours through; checked first all the same
+        if not _same_state(params.get("state"), state):  # the receiver let only ours through; checked all the same
             raise SignInError("state does not match")
         if params.get("iss") != self.issuer:  # RFC 9207: a response from another IdP (mix-up)
             raise SignInError("authorization response from an unexpected issuer")

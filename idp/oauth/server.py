@@ -131,10 +131,6 @@ class StrictCodeChallenge(CodeChallenge):
         return super().validate_code_verifier(grant, result)
 
 
-def _basic_tried(request) -> bool:
-    return "client_secret_basic" in client_auth.mechanisms(request)
-
-
 class Server(AuthorizationServer):
     """authlib's framework-agnostic server: requests come from idp.oauth.requests and
     responses go out as (status, body, headers) for idp.oauth.endpoints to write."""
@@ -167,6 +163,7 @@ class Server(AuthorizationServer):
         assertion was judged on the secret. RFC 6749 §5.2: more than one mechanism is
         invalid_request."""
         used = client_auth.mechanisms(request)
+        basic = "client_secret_basic" in used
         if len(used) > 1:
             raise InvalidRequestError("The request uses more than one client authentication method.")
         if used:
@@ -184,14 +181,13 @@ class Server(AuthorizationServer):
             # the same challenge (RFC 7617 §2: a Basic challenge has a realm; authlib's
             # has none and lists every method).
             if isinstance(exc, AssertionRefused):
-                raise ClientAuthFailed(_basic_tried(request), exc.description or "client authentication failed") \
-                    from None
-            raise ClientAuthFailed(_basic_tried(request)) from None
+                raise ClientAuthFailed(basic, exc.description or "client authentication failed") from None
+            raise ClientAuthFailed(basic) from None
         # A client_id parameter beside other credentials, in the body or the query, must name
         # the client they proved (RFC 7521 §4.2 for assertions; for Basic, RFC 6749 §2.3.1
         # allows one method only).
         if any(value != client.client_id for value in request.payload.data.getlist("client_id")):
-            raise ClientAuthFailed(_basic_tried(request), "client_id does not name the authenticated client")
+            raise ClientAuthFailed(basic, "client_id does not name the authenticated client")
         return client
 
     def create_token_response(self, request=None):
