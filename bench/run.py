@@ -378,12 +378,20 @@ def fmt_lat(r):
     return "–" if r is None else f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms"
 
 
+def interpreter() -> str:
+    """The interpreter our server runs on, and whether libpython is a shared library (pyenv's
+    default build; README, Production, "Interpreter"): a clue when our side alone is slower."""
+    exe = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    linked = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
+    return exe + (", libpython shared" if "libpython" in linked else "")
+
+
 def report(results: dict, mem: dict, args) -> str:
     lines = [
         "# IdP benchmark: ours vs panva/node-oidc-provider",
         "",
         f"{datetime.datetime.now().isoformat(timespec='seconds')} · {os.cpu_count()} cores · "
-        f"{platform.python_version()} Python · node {subprocess.run(['node', '-v'], capture_output=True, text=True).stdout.strip()}"
+        f"Python {platform.python_version()} ({interpreter()}) · node {subprocess.run(['node', '-v'], capture_output=True, text=True).stdout.strip()}"
         f" · oidc-provider {json.loads((REF_DIR / 'node_modules/oidc-provider/package.json').read_text())['version']}"
         f" · {WORKERS} workers each · wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s (+{args.warmup}s warm-up)"
         f" · flow: {args.flow_workers} Python threads · load avg at start {LOAD_AT_START}"
