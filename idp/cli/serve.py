@@ -6,7 +6,7 @@ beat gunicorn sync on every endpoint (discovery 4241 vs 3260 req/s, JWKS 4946 vs
 introspection 1753 vs 1249, userinfo 946 vs 825, p99 as good or better).
 
 Threads: THREADS (default 2) request threads per worker, of which one runs Python at a
-time (idp.ops.turns); the other runs while the first waits on a password hash or a
+time (idp.ops.turns); the other runs while the first waits on Redis, a password hash or a
 relying party. Free-running threads only contend for the GIL (granian's default of 256
 was the slowest; two cost the refresh row about 10%), and a single thread leaves every
 request on its worker queued behind a 13-40 ms hash.

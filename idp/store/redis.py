@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..ops import turns
 from .base import DEFAULT_NAMESPACE, Store, Value, check_ttl, dumps, loads
 
 # Expire only on creation: a fixed rate-limit window that increments cannot
@@ -103,13 +104,17 @@ class RedisStore(Store):
         # hiredis packs the command in C: redis-py's own packing, which encodes every argument
         # in Python first, cost 9 us of a 9-argument EVALSHA here against hiredis's 0.8.
         packed = [hiredis.pack_command(command)]
-        try:
-            conn.send_packed_command(packed)
-            return conn.read_response()
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            conn.disconnect()
-            conn.send_packed_command(packed)
-            return conn.read_response()
+        # The round trip hands the worker's turn on (idp.ops.turns): the other request thread
+        # runs Python meanwhile instead of the core idling. Held through the round trip, the
+        # turn left 11-16% of the machine idle under load (the reference 3-5%).
+        with turns.waiting():
+            try:
+                conn.send_packed_command(packed)
+                return conn.read_response()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                conn.disconnect()
+                conn.send_packed_command(packed)
+                return conn.read_response()
 
     def put(self, key: str, value: Value, ttl: int) -> None:
         self._call("SET", self._k(key), dumps(value), "EX", check_ttl(ttl))

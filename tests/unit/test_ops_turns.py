@@ -183,3 +183,29 @@ def test_coming_back_from_waiting_waits_for_the_turn_max_wait_only(monkeypatch):
     assert stuck.wait(WAIT)
     assert turns._turn.acquire(blocking=False), "the turn was not given back"
     turns._turn.release()
+
+
+def test_a_request_runs_while_another_waits_on_a_redis_round_trip(redis_url, monkeypatch):
+    """A Redis round trip hands the turn on: the worker's other thread runs meanwhile."""
+    from idp.store.redis import RedisStore
+
+    monkeypatch.setattr(turns, "MAX_WAIT", 60)  # a turn held through the round trip would block /wake
+    store = RedisStore(redis_url, namespace="turns-round-trip:")
+    key = store._k("wake")
+    store.clear()
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/blocked":
+            entered.set()
+            store._call("BLPOP", key, "4")  # answers once /wake has pushed (or after 4 s: nil)
+        else:
+            store._call("RPUSH", key, "x")
+        return [b""]
+
+    app = turns.middleware(app)
+    blocked = _request(app, "/blocked")
+    assert entered.wait(WAIT)
+    wake = _request(app, "/wake")
+    assert wake.wait(2), "the second request waited for the first one's Redis round trip"
+    assert blocked.wait(WAIT)
