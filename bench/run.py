@@ -391,7 +391,8 @@ def report(results: dict, mem: dict, args) -> str:
         "# IdP benchmark: ours vs panva/node-oidc-provider",
         "",
         f"{datetime.datetime.now().isoformat(timespec='seconds')} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()} ({interpreter()}) · node {subprocess.run(['node', '-v'], capture_output=True, text=True).stdout.strip()}"
+        f"Python {platform.python_version()} ({interpreter()}) · "
+        f"node {subprocess.run(['node', '-v'], capture_output=True, text=True).stdout.strip()}"
         f" · oidc-provider {json.loads((REF_DIR / 'node_modules/oidc-provider/package.json').read_text())['version']}"
         f" · {WORKERS} workers each · wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s (+{args.warmup}s warm-up)"
         f" · flow: {args.flow_workers} Python threads · load avg at start {LOAD_AT_START}"
