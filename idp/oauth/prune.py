@@ -41,9 +41,9 @@ def prune_ended_families(before: datetime, batch: int = 1000) -> dict:
         tokens += db.session.execute(delete(RefreshToken).where(RefreshToken.grant_id.in_(ids))).rowcount
         families += db.session.execute(delete(Grant).where(Grant.id.in_(ids))).rowcount
         db.session.commit()
-    orphans = db.session.execute(
-        delete(RefreshToken).where(~exists().where(Grant.id == RefreshToken.grant_id))).rowcount
-    db.session.commit()
+    # Batched too: after a family was deleted by hand there may be many, and one statement
+    # would hold their row locks (and the rotations that wait on them) until all are gone.
+    orphans = _delete_in_batches(RefreshToken.token_hash, ~exists().where(Grant.id == RefreshToken.grant_id), batch)
     return {"families": families, "refresh_tokens": tokens, "orphaned_refresh_tokens": orphans}
 
 

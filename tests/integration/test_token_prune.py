@@ -46,3 +46,26 @@ def test_a_family_within_its_grace_is_kept(app, flow):
     end = db.session.get(Grant, grant_id).expires_at
     assert prune_ended_families(end - timedelta(seconds=1))["families"] == 0
     assert prune_ended_families(end + timedelta(seconds=1))["families"] == 1
+
+
+def test_orphaned_tokens_go_a_batch_per_transaction(app, flow):
+    from sqlalchemy import event
+
+    now = datetime.now(timezone.utc)
+    db.session.execute(insert(RefreshToken), [  # families deleted by hand left these behind
+        dict(token_hash=keyed_hash(f"orphan-{i}"), grant_id="deleted-by-hand", client_id=flow.rp.client_id,
+             scope="openid", created_at=now, expires_at=now, generation=0) for i in range(5)])
+    db.session.commit()
+    commits, session = [], db.session()
+
+    def count(s):
+        commits.append(s)
+
+    event.listen(session, "after_commit", count)
+    try:
+        counts = prune_ended_families(now, batch=2)
+    finally:
+        event.remove(session, "after_commit", count)
+    assert counts["orphaned_refresh_tokens"] == 5
+    assert _tokens_of("deleted-by-hand") == 0
+    assert len(commits) >= 3  # 2 + 2 + 1: no transaction held the locks of all five
