@@ -60,8 +60,9 @@ def middleware(app):
         if environ.get("PATH_INFO") in UNQUEUED:
             return app(environ, start_response)
         if not _turn.acquire(timeout=MAX_WAIT):
-            # The turn's holder is stuck: a database or Redis that stalls without refusing
-            # keeps a round trip's turn as long as it stalls. Run without it, as a free thread
+            # The turn's holder is stuck: a database that stalls without refusing (or Redis, on
+            # a command outside the store's hot paths, which hand the turn on) keeps a round
+            # trip's turn as long as it stalls. Run without it, as a free thread
             # would: the turn orders requests, it protects nothing.
             return app(environ, start_response)
         _local.held = True
