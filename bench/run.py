@@ -254,23 +254,25 @@ def start_reference(redis_url: str) -> tuple[str, list[int]]:
     return base, [proc.pid]
 
 
-def start_ours(redis_url: str, database_url: str) -> tuple[str, list[int]]:
-    """Our IdP as in production: `idp serve` (granian, WORKERS workers) on PostgreSQL and Redis."""
+def start_ours(redis_url: str, database_url: str, python: str = sys.executable, root: Path = ROOT,
+               extra_env: dict | None = None) -> tuple[str, list[int]]:
+    """Our IdP as in production: `idp serve` (granian, WORKERS workers) on PostgreSQL and Redis.
+    ``python``, ``root`` (the source tree) and ``extra_env``: what bench/ab.py compares."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         "IDP_ENV": "production", "IDP_SECRET_KEY": secrets.token_urlsafe(32), "IDP_ISSUER": base,
         "IDP_DATABASE_URL": database_url.replace("postgresql://", "postgresql+psycopg://", 1),
         "IDP_REDIS_URL": redis_url, "IDP_KEYS_DIR": str(TMP / "ours-keys"), "IDP_INSTANCE_PATH": str(TMP / "ours"),
-        "BENCH_PASSWORD": BENCH_PASSWORD, "PYTHONPATH": str(ROOT),
+        "BENCH_PASSWORD": BENCH_PASSWORD, "PYTHONPATH": str(root),
         # The reference's default access token lifetime (1 h) instead of our 10 min, so the
         # token the introspection and userinfo rows use outlives a run of many rounds.
-        "IDP_ACCESS_TOKEN_TTL": "3600",
+        "IDP_ACCESS_TOKEN_TTL": "3600", **(extra_env or {}),
     }
-    subprocess.run([sys.executable, str(ROOT / "bench" / "ours_setup.py"), str(CLIENTS_FILE), BENCH_EMAIL],
-                   env={**os.environ, **env}, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    proc = spawn("ours", [sys.executable, "-c", "from idp.cli import main; main()", "serve",
-                          "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"], env=env, cwd=ROOT)
+    subprocess.run([python, str(root / "bench" / "ours_setup.py"), str(CLIENTS_FILE), BENCH_EMAIL],
+                   env={**os.environ, **env}, cwd=root, check=True, stdout=subprocess.DEVNULL)
+    proc = spawn("ours", [python, "-c", "from idp.cli import main; main()", "serve",
+                          "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"], env=env, cwd=root)
     # Each granian worker binds its own SO_REUSEPORT socket once it has built the app: until
     # all have, every connection opened goes to the ones that have (and keep-alive keeps it there).
     wait_until(lambda: requests.get(base + "/.well-known/openid-configuration", timeout=2).ok
