@@ -61,12 +61,9 @@ def mixed(target: dict, duration: float) -> dict:
     t = threading.Thread(target=lambda: flows.update(
         R.flow_driver.run_load(target["base"], web, "ours", R.BENCH_PASSWORD, duration, 6)))
     t.start()
-    saved = R.CONNECTIONS
-    R.CONNECTIONS = 4
     try:
-        r = R.run_wrk(url, script, env, duration)
+        r = R.run_wrk(url, script, env, duration, connections=4)
     finally:
-        R.CONNECTIONS = saved
         t.join()
     return {"rps": r["rps"], "p99_ms": r["p99_ms"], "requests": r["requests"] + flows.get("flows", 0),
             "flows_per_s": flows.get("rps", 0.0)}

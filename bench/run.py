@@ -287,8 +287,8 @@ def basic(client: dict) -> str:
     return "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
 
 
-def run_wrk(url: str, script: str, env: dict, duration: float) -> dict:
-    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", "--latency",
+def run_wrk(url: str, script: str, env: dict, duration: float, connections: int = CONNECTIONS) -> dict:
+    cmd = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
            "-s", str(DRIVERS / script), url]
     out = subprocess.run(cmd, env={**os.environ, **env, "BENCH_THREADS": str(THREADS)},
                          capture_output=True, text=True, timeout=duration + 60)
