@@ -8,8 +8,11 @@ redemptions exactly one gets it). A redemption that fails those checks leaves th
 to its client, as node-oidc-provider does: anyone who saw a code (a log, a Referer,
 history) but lacks the verifier could otherwise destroy it. At issue time a second key
 remembers which token family the code would start (and whose account), a little longer
-than the code lives, so that a replayed code can revoke what the first redemption
-received and record the security event.
+than the code lives, and taking the code leaves a mark that it was used (in the same
+atomic step): a code presented again after it was used revokes what the first redemption
+received and records the security event (§4.1.2: the server SHOULD revoke the tokens
+issued from it). A code that expired unused is only an invalid grant: a slow client's
+late redemption is no attack, and must not alarm the seller.
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ from ..models.grant import new_grant_id
 SPENT_TTL = 600
 
 
+def _spent_ttl() -> int:
+    """How long after its issue a code's family is remembered, and after its use that it was used."""
+    return max(SPENT_TTL, current_app.config["CODE_TTL"] * 2)
+
+
 def issue(record: dict) -> str:
     """Store a code for ``record`` (client_id, redirect_uri, code_challenge, account, ...)."""
     code = new_token(32)
     h = keyed_hash(code)
     # The expiry is in the record too: the store's TTL reclaims space, the record decides.
     record = dict(record, grant_id=new_grant_id(), exp=time.time() + current_app.config["CODE_TTL"])
-    s, spent_ttl = store(), max(SPENT_TTL, current_app.config["CODE_TTL"] * 2)
+    s, spent_ttl = store(), _spent_ttl()
     # The family alone, as every release has written it (an older process reading a newer
     # marker during a rolling upgrade must still find a grant id); whose code it was, apart.
     s.put(f"code-grant:{h}", record["grant_id"], spent_ttl)
@@ -43,25 +51,28 @@ def issue(record: dict) -> str:
 
 def find(code: str) -> tuple[dict | None, dict | None]:
     """(record, None) for a live code, not yet taken; (None, {"grant_id", "client_id",
-    "account_id"}) for a replay of a code that was issued (the family to revoke; client and
-    account None for a code an earlier release issued); (None, None) for an unknown or
-    expired code. The record carries its store key for ``take``."""
+    "account_id"}) for a replay of a code that was used (the family to revoke; client and
+    account None for a code an earlier release issued); (None, None) for an unknown code,
+    or one that expired unused. The record carries its store key for ``take``."""
     if not code or len(code) > 200:
         return None, None
     h = keyed_hash(code)
     s = store()
-    record, grant_id, owner = s.get_many([f"code:{h}", f"code-grant:{h}", f"code-owner:{h}"])
+    record, grant_id, owner, spent = s.get_many([f"code:{h}", f"code-grant:{h}", f"code-owner:{h}",
+                                                 f"code-spent:{h}"])
     if record is not None:
         return (dict(record, key=f"code:{h}"), None) if record["exp"] > time.time() else (None, None)
-    if not isinstance(grant_id, str):
+    if not isinstance(grant_id, str) or spent is None:
         return None, None
     owner = owner if isinstance(owner, dict) else {}
     return None, {"grant_id": grant_id, "client_id": owner.get("client_id"), "account_id": owner.get("account_id")}
 
 
 def take(record: dict) -> bool:
-    """Use up the code ``find`` returned: True for the one caller that takes it."""
-    return store().consume(record["key"]) is not None
+    """Use up the code ``find`` returned: True for the one caller that takes it, which
+    leaves the mark that the code was used."""
+    spent = "code-spent:" + record["key"].removeprefix("code:")
+    return store().consume_leaving(record["key"], spent, 1, _spent_ttl()) is not None
 
 
 def response_url(redirect_uri: str, params: dict) -> str:

@@ -102,6 +102,16 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def consume_leaving(self, key: str, mark: str, value: Value, ttl: int) -> Value | None:
+        """``consume``; the caller that receives the value also sets ``mark`` to ``value`` for
+        ``ttl`` seconds, in the same atomic step.
+
+        A single-use secret that remembers it was used: an authorization code, whose replay
+        must be told apart from a code that expired unused (RFC 6749 §4.1.2). Set apart, by
+        a second write, a replay between the two would find neither the code nor the mark.
+        """
+
+    @abstractmethod
     def delete(self, *keys: str) -> None:
         """Delete the given keys; missing keys are ignored."""
 

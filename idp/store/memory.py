@@ -94,6 +94,16 @@ class MemoryStore(Store):
             self._data.pop(k, None)
         return value
 
+    def consume_leaving(self, key: str, mark: str, value: Value, ttl: int) -> Value | None:
+        k, m, ttl, raw_mark = self._k(key), self._k(mark), check_ttl(ttl), dumps(value)
+        with self._lock:
+            now = time.time()
+            taken = self._value(self._live(k, now))
+            self._data.pop(k, None)
+            if taken is not None:
+                self._set(m, raw_mark, now + ttl, now)
+        return taken
+
     def delete(self, *keys: str) -> None:
         ks = [self._k(key) for key in keys]
         with self._lock:

@@ -51,6 +51,16 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
+# consume_leaving: GETDEL the key; only if there was a value, SET the mark. Nothing to undo:
+# a script runs whole or not at all.
+_CONSUME_LEAVING = """
+local v = redis.call('GETDEL', KEYS[1])
+if v then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+return v
+"""
+
 # put_indexed: SET key; in the index (a sorted set scored by expiry in milliseconds, the clock
 # SET EX expires by: Redis's own) drop the members whose time is up and add key; the index's
 # TTL becomes max(remaining, ttl); GET check. One atomic script.
@@ -84,6 +94,7 @@ class RedisStore(Store):
         self._sadd = self._r.register_script(_SADD)
         self._put_indexed = self._r.register_script(_PUT_INDEXED)
         self._put_if_counter = self._r.register_script(_PUT_IF_COUNTER)
+        self._consume_leaving = self._r.register_script(_CONSUME_LEAVING)
         self._local = threading.local()
 
     def _call(self, *command):
@@ -132,6 +143,12 @@ class RedisStore(Store):
 
     def consume(self, key: str) -> Value | None:
         return loads(self._r.getdel(self._k(key)))
+
+    def consume_leaving(self, key: str, mark: str, value: Value, ttl: int) -> Value | None:
+        # Through redis-py's client, as consume: never through _call's resend, since a second
+        # GETDEL after a first one whose answer was lost would read as a replay.
+        keys, args = [self._k(key), self._k(mark)], [dumps(value), check_ttl(ttl)]
+        return loads(self._consume_leaving(keys=keys, args=args))
 
     def delete(self, *keys: str) -> None:
         if keys:

@@ -106,6 +106,39 @@ def test_a_replay_by_another_client_revokes_nothing(flow, client, native_rp):
     assert db.session.execute(db.select(Grant.revoked_reason)).scalars().all() == ["code_reuse"]
 
 
+@pytest.mark.parametrize("how", ["past its exp", "its key reclaimed"])
+def test_a_code_that_expired_unused_is_no_replay(flow, how):
+    """§4.1.2 revokes what a code issued when it is used twice. A code never used that expired
+    is only invalid_grant: a slow client's late redemption revokes nothing and raises no alarm
+    for the seller. "Its key reclaimed": the store's own TTL (Redis's clock, which freezegun
+    does not move), while the code's family is still remembered."""
+    from idp.crypto.secrets import keyed_hash
+    from idp.extensions import store
+
+    before = metrics.CODE_REUSE._value.get()
+    with freeze_time() as clock:
+        code = flow.login_code()
+        if how == "past its exp":
+            clock.tick(61)
+        else:
+            store().delete(f"code:{keyed_hash(code)}")
+        assert _error(flow.redeem(code)) == (400, "invalid_grant")
+    assert db.session.execute(db.select(SecurityEvent)).scalars().all() == []
+    assert db.session.execute(db.select(Grant)).scalars().all() == []
+    assert metrics.CODE_REUSE._value.get() == before
+
+
+def test_a_used_code_presented_after_it_expired_still_revokes(flow, seller):
+    with freeze_time() as clock:
+        code = flow.login_code()
+        assert flow.redeem(code).status_code == 200
+        clock.tick(300)
+        assert _error(flow.redeem(code)) == (400, "invalid_grant")
+    assert db.session.execute(db.select(Grant.revoked_reason)).scalars().all() == ["code_reuse"]
+    events = db.session.execute(db.select(SecurityEvent)).scalars().all()
+    assert [(e.kind, e.account_id) for e in events] == [("code_reuse", seller.id)]
+
+
 def test_the_spent_code_marker_stays_a_grant_id_for_older_processes(flow):
     """During a rolling upgrade an older process reads code-grant: as the family's id."""
     from idp.crypto.secrets import keyed_hash

@@ -109,6 +109,24 @@ def test_concurrent_consume_has_exactly_one_winner(store: Store) -> None:
         assert [r for r in results if r is not None] == [{"round": round_}]
 
 
+def test_consume_leaving_marks_only_a_value_it_took(store: Store) -> None:
+    store.put("code", {"sub": "u1"}, 60)
+    assert store.consume_leaving("code", "spent", 1, 60) == {"sub": "u1"}
+    assert store.get("spent") == 1 and 0 < store.ttl_of("spent") <= 60
+    store.delete("spent")
+    assert store.consume_leaving("code", "spent", 1, 60) is None  # taken already: no mark again
+    assert store.consume_leaving("never", "spent2", 1, 60) is None
+    assert store.get_many(["code", "spent", "spent2"]) == [None, None, None]
+
+
+def test_concurrent_consume_leaving_has_exactly_one_winner_and_leaves_its_mark(store: Store) -> None:
+    for round_ in range(5):
+        store.put(f"code{round_}", {"round": round_}, 60)
+        results = race(lambda: store.consume_leaving(f"code{round_}", f"spent{round_}", round_, 60))
+        assert [r for r in results if r is not None] == [{"round": round_}]
+        assert store.get(f"spent{round_}") == round_
+
+
 def test_concurrent_add_has_exactly_one_winner(store: Store) -> None:
     for round_ in range(5):
         results = race(lambda: store.add(f"nonce{round_}", "seen", 60))
