@@ -139,6 +139,10 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
             _record(db.engine, target)
             _settle(db.engine, target)
             report.failed.append(target.client_id)
+    # These lookups began a transaction (every caller has committed its own): end it before
+    # waiting on relying parties, or its pooled connection sits "idle in transaction" for up
+    # to BACKCHANNEL_TIMEOUT, one for each logout in flight.
+    db.session.commit()
     if not jobs:
         return report
     engine = db.engine

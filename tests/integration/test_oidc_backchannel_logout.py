@@ -293,6 +293,22 @@ def test_a_hanging_rp_does_not_hold_the_user(app, client, seller, receiver):
     assert elapsed < 2.5  # bounded by BACKCHANNEL_TIMEOUT, not by the RP
 
 
+def test_no_database_transaction_is_held_while_relying_parties_answer(app, client, seller, receiver, monkeypatch):
+    """The logout waits up to BACKCHANNEL_TIMEOUT on relying parties: meanwhile its pooled
+    database connection must not sit idle in a transaction (held from the pool, and on
+    PostgreSQL holding back vacuum). Observed at the wait itself, in the request's context."""
+    seen, real_wait = [], backchannel.wait
+
+    def watching_wait(*args, **kwargs):
+        seen.append(db.session().in_transaction())
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(backchannel, "wait", watching_wait)
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    assert log_out(flow, body).status_code == 303
+    assert len(receiver.received) == 1 and seen == [False]
+
+
 @pytest.mark.parametrize("uri", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://127.0.0.1:70/",
                                  "/relative", "http:///nohost", "https://rp.example.com/cb#frag"])
 def test_only_http_uris_are_contacted(client, seller, uri):
