@@ -15,11 +15,15 @@ the answer; the DNS lookup aside; the answer's body is never read,
 §2.8: the status says it all) and a short doubling backoff, and keeps going in the background
 if the caller stopped waiting. A relying party that answers a byte at a time, or with an
 endless body, holds a delivery thread no longer than that: bounded deliveries keep the pool,
-a worker's exit (which finishes them, so none is lost) and the retry lease below honest.
-A delivery that still fails (network error or 5xx; a 4xx is the RP refusing the token, §2.8,
-and like a 3xx is not retried) is recorded as a row of ``backchannel_delivery``
-(idp.models.delivery): in the database, so a Redis restart cannot drop it and leave a relying
-party holding a session the IdP ended. ``retry_pending()`` (the server's ``logout-retry``
+a worker's exit (which finishes them) and the leases below honest.
+Every delivery is a row of ``backchannel_delivery`` (idp.models.delivery) before it starts,
+leased for as long as its process can take to settle it: in the database, so neither a
+Redis restart nor a worker killed half-way (SIGKILL, out of memory, a shutdown's kill
+timeout) can drop it and leave a relying party holding a session the IdP ended. Its row goes
+once it is delivered or refused; a delivery that still fails (network error or 5xx; a 4xx is
+the RP refusing the token, §2.8, and like a 3xx is not retried) leaves a row for a retry
+instead, and one whose process died is one once its lease is over. ``retry_pending()``
+(the server's ``logout-retry``
 job, or `idp logout retry`, every few minutes) leases the rows atomically (one UPDATE ...
 RETURNING: of two concurrent runs, each row goes to one, for LEASE seconds) and delivers a
 freshly signed token (the original one expires after two minutes); a row is deleted only once
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import math
 import secrets
 import socket
 import ssl
@@ -139,10 +144,10 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
             _record(db.engine, target)
             _settle(db.engine, target)
             report.failed.append(target.client_id)
-    # These lookups began a transaction (every caller has committed its own): end it before
-    # waiting on relying parties, or its pooled connection sits "idle in transaction" for up
-    # to BACKCHANNEL_TIMEOUT, one for each logout in flight.
-    db.session.commit()
+    # These lookups began a transaction (every caller has committed its own): ended with the
+    # rows written ahead, before waiting on relying parties, or its pooled connection would sit
+    # "idle in transaction" for up to BACKCHANNEL_TIMEOUT, one for each logout in flight.
+    jobs = _write_ahead(jobs)
     if not jobs:
         return report
     engine = db.engine
@@ -156,6 +161,33 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
         (report.delivered if future.result() else report.failed).append(futures[future].client_id)
     report.pending.extend(futures[f].client_id for f in not_done)
     return report
+
+
+def _write_ahead(jobs: list) -> list:
+    """Give each delivery about to start without a row (a retry's has its lease) a row of its
+    own, leased for as long as this process can take to settle them all, and commit. A worker
+    killed before they settle (SIGKILL, out of memory, a shutdown's kill timeout) leaves them
+    to retry_pending() once the lease is over, rather than to nobody. The row goes when its
+    delivery settles (``_settle``), a failed one leaving a new row with one more try."""
+    now = int(time.time())
+    lease = now + math.ceil(_delivery_time() * math.ceil(len(jobs) / MAX_WORKERS)) + 1
+    rows, out = [], []
+    for target, uri, token in jobs:
+        if target.row_id is None:
+            target = replace(target, first_at=target.first_at or now, row_id=secrets.token_urlsafe(12))
+            row = {**asdict(target), "id": target.row_id, "recorded_at": now, "leased_until": lease}
+            del row["row_id"]
+            rows.append(row)
+        out.append((target, uri, token))
+    try:
+        if rows:
+            db.session.execute(insert(_PENDING), rows)
+        db.session.commit()
+    except Exception as exc:  # noqa: BLE001  (the database in an outage: deliver anyway, unrecorded)
+        db.session.rollback()
+        log.error("back-channel logout deliveries not written ahead: %s", type(exc).__name__)
+        return jobs
+    return out
 
 
 def _sign(client: Client, target: Target) -> str:

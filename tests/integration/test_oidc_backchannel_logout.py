@@ -422,6 +422,31 @@ def test_a_retry_run_that_dies_leaves_its_deliveries_to_the_next_one(app, client
     assert backchannel.pending_ids() == []
 
 
+def test_a_delivery_whose_worker_died_before_it_settled_is_retried_after_its_lease(
+        app, client, seller, receiver, monkeypatch):
+    """Every delivery is written ahead, leased for as long as it can take: a worker killed
+    before it settles (SIGKILL, out of memory, a shutdown's kill timeout) leaves it to the next
+    retry run once the lease is over. Not before: meanwhile the delivery may still be running."""
+    deliver = backchannel._deliver_or_record
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    with freeze_time(datetime.now(timezone.utc)) as clock:
+        monkeypatch.setattr(backchannel, "_deliver_or_record", lambda *args: False)  # dies before sending
+        assert log_out(flow, body).status_code == 303
+        assert receiver.received == [] and len(backchannel.pending_ids()) == 1
+        monkeypatch.setattr(backchannel, "_deliver_or_record", deliver)
+        assert backchannel.retry_pending().delivered == []  # leased to the dead worker
+        clock.tick(backchannel._delivery_time() + 2)
+        assert backchannel.retry_pending().delivered == ["rp-bc"]
+    assert len(receiver.tokens) == 1 and backchannel.pending_ids() == []
+    assert verify_with_jwks(receiver.tokens[0])[1]["sid"] == keyring().verify(body["id_token"])["sid"]
+
+
+def test_a_settled_delivery_leaves_no_row(app, client, seller, receiver):
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    assert log_out(flow, body).status_code == 303
+    assert len(receiver.tokens) == 1 and backchannel.pending_ids() == []
+
+
 def test_deliveries_an_earlier_release_kept_in_the_store_are_retried_once(app, client, seller, receiver):
     flow, body = signed_in_flow(client, rp_with(receiver.url))
     sid = keyring().verify(body["id_token"])["sid"]
