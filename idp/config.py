@@ -109,12 +109,34 @@ class ConfigError(RuntimeError):
     """The configuration cannot be used; the message says why."""
 
 
+# IDP_* variables read by something other than load(): not settings, so never refused.
+_NOT_SETTINGS = frozenset({"CONFIG_FILE", "INSTANCE_PATH", "DEMO_PASSWORD"})
+_NOT_SETTINGS_PREFIX = "TEST_"  # the test suite's own (tests/servers.py)
+# Settings whose default is None but whose value is text, never JSON: a METRICS_TOKEN of
+# 12e3 is those four characters, not the number 12000.0 (nor "0" no token at all).
+_TEXT = frozenset({"METRICS_TOKEN"})
+
+
+def _unknown(where: str, name: str) -> ConfigError:
+    """A setting nobody reads: a typo would otherwise leave the default in place unnoticed
+    (IDP_PROXY_HOP=1 trusting no proxy, IDP_METRIC_TOKEN leaving /metrics off)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, DEFAULTS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(f"{where}: no such setting{hint}; the settings are those of idp/config.py")
+
+
 def load(instance_path: str, overrides: dict | None = None) -> dict:
     config = dict(DEFAULTS)
     path = Path(os.environ.get("IDP_CONFIG_FILE", "config/idp.toml"))
     if path.is_file():
         with path.open("rb") as fh:
-            config.update({k.upper(): v for k, v in tomllib.load(fh).items()})
+            from_file = {k.upper(): v for k, v in tomllib.load(fh).items()}
+        for name in from_file:
+            if name not in DEFAULTS:
+                raise _unknown(f"{path}: {name.lower()}", name)
+        config.update(from_file)
     config.update(_from_environment(os.environ))
     config.update(overrides or {})
     # replace, not format: a password may hold braces
@@ -130,13 +152,17 @@ def _from_environment(environ) -> dict:
     environment variable that every child process and crash dump sees)."""
     out, from_files = {}, {}
     for key, raw in environ.items():
-        if not key.startswith("IDP_") or key == "IDP_CONFIG_FILE":
+        if not key.startswith("IDP_"):
             continue
         name = key[4:]
+        if name in _NOT_SETTINGS or name.startswith(_NOT_SETTINGS_PREFIX):
+            continue
         if name.endswith("_FILE") and name[:-5] in DEFAULTS:
             from_files[name[:-5]] = (key, raw)
-        else:
+        elif name in DEFAULTS:
             out[name] = _parse_env(raw, name)
+        else:
+            raise _unknown(key, name)
     for name, (key, path) in from_files.items():
         if name in out:
             raise ConfigError(f"both IDP_{name} and {key} are set: keep one")
@@ -153,7 +179,7 @@ def _parse_env(raw: str, name: str = ""):
     is text stays text (an all-digit SECRET_KEY or password is not a number)."""
     import json
 
-    if isinstance(DEFAULTS.get(name), str):
+    if isinstance(DEFAULTS.get(name), str) or name in _TEXT:
         return raw
     try:
         value = json.loads(raw)
@@ -198,6 +224,36 @@ WHOLE = {
 }
 
 
+def _names(value) -> bool:
+    """A list of scope-like names: RFC 6749 §3.3 scope tokens (printable ASCII, no space,
+    double quote or backslash), the form acr values take too."""
+    return isinstance(value, list) and all(
+        isinstance(v, str) and v and all("!" <= c <= "~" and c not in '"\\' for c in v) for v in value)
+
+
+_RESOURCE_FIELDS = {"access_token_format", "scopes"}
+
+
+def _check_resources(resources) -> None:
+    """RESOURCES: {absolute URI: {"access_token_format": "jwt"|"opaque", "scopes": [...]}},
+    both fields optional (idp.oauth.resource_indicators)."""
+    from .oauth.resource_indicators import well_formed
+
+    example = '{"https://api.example.com": {"access_token_format": "jwt", "scopes": ["api:read"]}}'
+    if not isinstance(resources, dict):
+        raise ConfigError(f"RESOURCES must be a table of resource URIs, e.g. {example}")
+    for uri, spec in resources.items():
+        if not well_formed(uri):
+            raise ConfigError(f"RESOURCES: {uri!r} is not an absolute URI without a fragment (RFC 8707 §2)")
+        if not isinstance(spec, dict) or not set(spec) <= _RESOURCE_FIELDS:
+            raise ConfigError(f"RESOURCES[{uri!r}] must be a table of access_token_format and scopes, "
+                              f"got {spec!r}; e.g. {example}")
+        if spec.get("access_token_format", "opaque") not in ("jwt", "opaque"):
+            raise ConfigError(f"RESOURCES[{uri!r}].access_token_format must be jwt or opaque")
+        if "scopes" in spec and not _names(spec["scopes"]):
+            raise ConfigError(f"RESOURCES[{uri!r}].scopes must be a list of scope names, got {spec['scopes']!r}")
+
+
 def check(config: dict) -> None:
     """Refuse settings that are unsafe in production or unusable; say which and why."""
     for key, (low, high, unit) in WHOLE.items():
@@ -207,8 +263,19 @@ def check(config: dict) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
         raise ConfigError(f"BACKCHANNEL_TIMEOUT must be a number of seconds above 0, at most 60, got {timeout!r}")
     for key in ("SECRET_KEY", "ISSUER", "DATABASE_URL", "REDIS_URL", "KEYS_DIR", "BIND"):
-        if not isinstance(config[key], str):
-            raise ConfigError(f"{key} must be text, got {config[key]!r}")
+        if not isinstance(config[key], str):  # its type only: the value may be a secret or hold a password
+            raise ConfigError(f"{key} must be text, got a value of type {type(config[key]).__name__}")
+    token = config["METRICS_TOKEN"]
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ConfigError(f"METRICS_TOKEN must be text (or unset), got a value of type {type(token).__name__}")
+    if config["ARGON2_MEMORY_KIB"] < 8 * config["ARGON2_PARALLELISM"]:  # RFC 9106 §3.1: m >= 8 * p
+        raise ConfigError(f"ARGON2_MEMORY_KIB must be at least 8 KiB per lane of ARGON2_PARALLELISM "
+                          f"({8 * config['ARGON2_PARALLELISM']}), got {config['ARGON2_MEMORY_KIB']}")
+    for key in ("EXTRA_SCOPES", "ACR_VALUES"):
+        if not _names(config[key]):
+            raise ConfigError(f'{key} must be a list of names without spaces or quotes (JSON: ["a", "b"]), '
+                              f"got {config[key]!r}")
+    _check_resources(config["RESOURCES"])
     issuer = urlsplit(config["ISSUER"])
     if issuer.scheme not in ("http", "https") or not issuer.hostname or issuer.query or issuer.fragment:
         raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")

@@ -150,3 +150,81 @@ def test_a_text_setting_from_the_environment_stays_text(monkeypatch, tmp_path):
 def test_maintenance_can_be_left_to_cron(monkeypatch, tmp_path):
     monkeypatch.setenv("IDP_MAINTENANCE", "false")
     assert load(str(tmp_path))["MAINTENANCE"] is False
+
+
+@pytest.mark.parametrize("variable,expected", [
+    ("IDP_PROXY_HOP", "IDP_PROXY_HOP: no such setting (did you mean PROXY_HOPS?)"),
+    ("IDP_METRIC_TOKEN", "IDP_METRIC_TOKEN: no such setting (did you mean METRICS_TOKEN?)"),
+    ("IDP_NOTHING_LIKE_IT", "IDP_NOTHING_LIKE_IT: no such setting;"),
+    ("IDP_SESION_TTL_FILE", "IDP_SESION_TTL_FILE: no such setting"),
+])
+def test_an_unknown_setting_is_refused_with_the_closest_name(monkeypatch, tmp_path, variable, expected):
+    """A typo would otherwise leave the default in place without a word."""
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(ConfigError) as refused:
+        load(str(tmp_path))
+    assert expected in str(refused.value)
+
+
+def test_the_variables_that_are_not_settings_are_left_alone(monkeypatch, tmp_path):
+    for name in ("IDP_INSTANCE_PATH", "IDP_DEMO_PASSWORD", "IDP_TEST_REDIS_URL", "IDP_CONFIG_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "x"))
+    cfg = load(str(tmp_path))
+    assert not {"INSTANCE_PATH", "DEMO_PASSWORD", "TEST_REDIS_URL", "CONFIG_FILE"} & set(cfg)
+
+
+def test_an_unknown_key_in_the_file_is_refused(monkeypatch, tmp_path):
+    f = tmp_path / "idp.toml"
+    f.write_text("code_tl = 30\n")
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(f))
+    with pytest.raises(ConfigError, match=r"code_tl: no such setting \(did you mean CODE_TTL\?\)"):
+        load(str(tmp_path))
+
+
+@pytest.mark.parametrize("raw", ["12e3", "0", "true", "1e999"])
+def test_the_metrics_token_is_text_as_written(monkeypatch, tmp_path, raw):
+    monkeypatch.setenv("IDP_METRICS_TOKEN", raw)
+    assert load(str(tmp_path))["METRICS_TOKEN"] == raw
+
+
+@pytest.mark.parametrize("key,raw,reason", [
+    ("EXTRA_SCOPES", "api:read", "EXTRA_SCOPES must be a list of names"),
+    ("EXTRA_SCOPES", '["api read"]', "EXTRA_SCOPES must be a list of names"),
+    ("EXTRA_SCOPES", '[1]', "EXTRA_SCOPES must be a list of names"),
+    ("ACR_VALUES", "urn:x", "ACR_VALUES must be a list of names"),
+    ("RESOURCES", '["https://api.example.com"]', "RESOURCES must be a table"),
+    ("RESOURCES", '{"https://api.example.com": "jwt"}', "must be a table of access_token_format and scopes"),
+    ("RESOURCES", '{"https://api.example.com": {"format": "jwt"}}', "must be a table of access_token_format"),
+    ("RESOURCES", '{"https://api.example.com": {"access_token_format": "JWT"}}', "must be jwt or opaque"),
+    ("RESOURCES", '{"https://api.example.com": {"scopes": "api:read"}}', "scopes must be a list of scope"),
+    ("RESOURCES", '{"api.example.com": {}}', "is not an absolute URI"),
+    ("RESOURCES", '{"https://api.example.com#x": {}}', "is not an absolute URI"),
+    ("ARGON2_PARALLELISM", "4", "ARGON2_MEMORY_KIB must be at least 8 KiB per lane"),
+])
+def test_lists_tables_and_argon2_lanes_are_checked_at_start(monkeypatch, tmp_path, key, raw, reason):
+    """Each of these was accepted and failed later: discovery listing a scope per character,
+    a 500 on every request naming the resource, every worker dying at its first hash."""
+    monkeypatch.setenv(f"IDP_{key}", raw)
+    if key == "ARGON2_PARALLELISM":
+        monkeypatch.setenv("IDP_ARGON2_MEMORY_KIB", "16")
+    with pytest.raises(ConfigError, match=reason):
+        load(str(tmp_path))
+
+
+def test_well_formed_lists_and_resources_are_accepted(monkeypatch, tmp_path):
+    monkeypatch.setenv("IDP_EXTRA_SCOPES", '["api:read", "orders.write"]')
+    monkeypatch.setenv("IDP_RESOURCES", '{"https://api.example.com": {"access_token_format": "jwt", '
+                                        '"scopes": ["api:read"]}, "urn:example:orders": {}}')
+    cfg = load(str(tmp_path))
+    assert cfg["EXTRA_SCOPES"] == ["api:read", "orders.write"] and set(cfg["RESOURCES"]) == {
+        "https://api.example.com", "urn:example:orders"}
+
+
+def test_a_secret_of_the_wrong_type_is_not_echoed(monkeypatch, tmp_path):
+    f = tmp_path / "idp.toml"
+    f.write_text("secret_key = 123456789012345678901234567890123\n")
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(f))
+    with pytest.raises(ConfigError) as refused:
+        load(str(tmp_path))
+    message = str(refused.value)
+    assert "SECRET_KEY must be text, got a value of type int" in message and "12345" not in message
