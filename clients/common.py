@@ -218,7 +218,8 @@ def csrf_token() -> str:
 
 def check_csrf() -> None:
     sent = request.form.get("csrf", "")
-    if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
+    # As bytes: compare_digest refuses str holding anything but ASCII (a TypeError, a 500).
+    if not sent or not secrets.compare_digest(sent.encode(), session.get("csrf", "").encode()):
         abort(400, "stale form: reload the page")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,7 +36,8 @@ DONE_PAGE = b"<!doctype html><title>Seller App</title><p>Signed in. You can clos
 def _same_state(received: str | None, sent: str | None) -> bool:
     """The response's state is the request's, compared in constant time (it is the secret that
     binds the response to this app's request)."""
-    return received is not None and sent is not None and secrets.compare_digest(received, sent)
+    # As bytes: compare_digest refuses str holding anything but ASCII (?state=%C3%A9).
+    return received is not None and sent is not None and secrets.compare_digest(received.encode(), sent.encode())
 
 
 class SignInError(RuntimeError):
@@ -55,9 +56,14 @@ class LoopbackReceiver:
         self.url: str | None = None
         self.state: str | None = None  # the request's; set before the browser is opened
         self.received = threading.Event()
+        self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Any local process can open a connection and send nothing (RFC 8252 §8.3): each
+            # connection has its own thread (ThreadingHTTPServer) and this long to ask.
+            timeout = 5
+
             def do_GET(self):
                 if urlsplit(self.path).path != path or receiver.received.is_set():
                     self.send_error(404)
@@ -69,7 +75,11 @@ class LoopbackReceiver:
                 if not _same_state(state, receiver.state):
                     self.send_error(400, "not the response to this app's request")
                     return
-                receiver.url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
+                with receiver.lock:  # two copies of the real response: the first one counts
+                    if receiver.url is not None:
+                        self.send_error(404)
+                        return
+                    receiver.url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Cache-Control", "no-store")
@@ -80,7 +90,7 @@ class LoopbackReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)  # loopback IP literal, not "localhost" (§8.3)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # loopback IP literal, not "localhost" (§8.3)
         self.redirect_uri = f"http://127.0.0.1:{self.server.server_port}{path}"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()

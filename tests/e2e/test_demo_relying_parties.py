@@ -82,6 +82,15 @@ def test_sign_in_gives_the_browser_a_new_csrf_token(idp_server, dashboard):
     assert client.post("/refresh", data={"csrf": after}).status_code == 302
 
 
+def test_a_form_token_that_is_not_ascii_is_a_400_not_a_500(idp_server, dashboard):
+    """compare_digest refuses str with anything but ASCII in it: the check compares bytes."""
+    client = dashboard.test_client()
+    assert sign_in(dashboard, client).status_code == 302
+    form_csrf(client)
+    for sent in ("é", "\u0101" * 32):
+        assert client.post("/refresh", data={"csrf": sent}).status_code == 400
+
+
 def test_two_refreshes_at_once_keep_the_session_and_the_grant(idp_server, dashboard):
     """A double click on "Refresh": the second request must not send the refresh token the
     first just spent (the IdP would take it for a stolen one and revoke the grant)."""
@@ -169,6 +178,37 @@ def test_the_native_app_listens_only_for_the_response_to_its_request():
         assert requests.get(receiver.redirect_uri, params={"state": "ours", "code": "c"}, timeout=10).status_code == 200
         assert "code=c" in receiver.wait(10)
     finally:
+        receiver.close()
+
+
+def test_the_native_app_turns_away_a_state_that_is_not_ascii():
+    from clients.mobile.app import LoopbackReceiver
+
+    receiver = LoopbackReceiver()
+    try:
+        receiver.state = "ours"
+        assert requests.get(receiver.redirect_uri + "?state=%C3%A9&code=c", timeout=10).status_code == 400
+        assert requests.get(receiver.redirect_uri, params={"state": "ours", "code": "c"}, timeout=10).status_code == 200
+        assert "code=c" in receiver.wait(10)
+    finally:
+        receiver.close()
+
+
+def test_an_idle_local_connection_does_not_hold_up_the_native_apps_sign_in():
+    """RFC 8252 §8.3: any local process can connect to the loopback port. One that connects
+    and sends nothing must not keep the IdP's redirect waiting behind it."""
+    import socket
+
+    from clients.mobile.app import LoopbackReceiver
+
+    receiver = LoopbackReceiver()
+    idle = socket.create_connection(("127.0.0.1", receiver.server.server_port), timeout=10)
+    try:
+        receiver.state = "ours"
+        assert requests.get(receiver.redirect_uri, params={"state": "ours", "code": "c"}, timeout=3).status_code == 200
+        assert "code=c" in receiver.wait(3)
+    finally:
+        idle.close()
         receiver.close()
 
 
