@@ -70,7 +70,7 @@ class AuthorizationRequest:
 _REQUEST_FIELDS = frozenset(f.name for f in fields(AuthorizationRequest))
 
 
-def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, object]:
+def validate(params, find_client, resources=(), understood=frozenset()) -> tuple[AuthorizationRequest, object]:
     """``params`` maps a name to the list of its values (werkzeug MultiDict.to_dict(flat=False));
     ``resources`` the configured resource servers (RFC 8707). A parameter sent without a
     value is treated as omitted (RFC 6749 §3.1)."""
@@ -107,12 +107,18 @@ def validate(params, find_client, resources=()) -> tuple[AuthorizationRequest, o
     if _one(params, "response_mode") not in (None, "query"):
         fail("invalid_request", "only response_mode=query is supported")
 
-    scope = (_one(params, "scope") or "").split()
-    if not scope:
+    requested = (_one(params, "scope") or "").split()
+    if not requested:
         fail("invalid_scope", "scope is required")
-    unknown = [s for s in scope if s not in client.scopes]
-    if unknown:
-        named = " ".join(unknown[:5]) if all(SCOPE_TOKEN.fullmatch(s) for s in unknown[:5]) else ""
+    # OIDC Core §3.1.2.1: scope values not understood SHOULD be ignored (an SDK's own, another
+    # provider's). One this IdP understands (``understood``: its own and its resources') that
+    # the client may not have is refused, as node-oidc-provider does.
+    scope = [s for s in requested if s in client.scopes or s in understood]
+    if not scope:
+        fail("invalid_scope", "none of the requested scopes is known here")
+    refused = [s for s in scope if s not in client.scopes]
+    if refused:
+        named = " ".join(refused[:5]) if all(SCOPE_TOKEN.fullmatch(s) for s in refused[:5]) else ""
         fail("invalid_scope", "scope not allowed for this client" + (f": {named}" if named else ""))
     if "openid" in scope and not redirect_uri_given:
         fail("invalid_request", "redirect_uri is required (OpenID Connect Core 3.1.2.1)")

@@ -25,6 +25,13 @@ BASE_SCOPES = ["openid", "email", "profile", "offline_access"]
 CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
+def understood_scopes(extra_scopes=(), resources=None) -> frozenset:
+    """Every scope this IdP knows: what discovery lists, and the scopes of its resource
+    servers. An authorization request ignores any other (idp.oauth.authorize). Pure."""
+    of_resources = {s for spec in (resources or {}).values() for s in spec.get("scopes", ())}
+    return frozenset(BASE_SCOPES) | frozenset(extra_scopes) | of_resources
+
+
 def metadata(issuer: str, extra_scopes=(), acr_values=("urn:idp:acr:pwd",)) -> dict:
     """The discovery document for ``issuer`` (pure: no request, no app)."""
     scopes = BASE_SCOPES + [s for s in extra_scopes if s not in BASE_SCOPES]

@@ -10,7 +10,7 @@ from ..errors import page_error
 from ..extensions import csrf, store
 from ..login import flow, session as browser_session
 from . import authorize as authz
-from . import codes
+from . import codes, discovery
 from .server import query_client
 
 bp = Blueprint("oauth", __name__)
@@ -38,7 +38,9 @@ def resume(parked):
 
 def _answer(params: dict, parking_allowed: bool):
     try:
-        req, client = authz.validate(params, query_client, current_app.config["RESOURCES"])
+        cfg = current_app.config
+        req, client = authz.validate(params, query_client, cfg["RESOURCES"],
+                                     discovery.understood_scopes(cfg["EXTRA_SCOPES"], cfg["RESOURCES"]))
     except authz.AuthorizeError as e:
         if e.redirect_uri is None:
             return page_error(f"This sign-in link is not valid: {e.description}.", 400)
