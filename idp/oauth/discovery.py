@@ -100,7 +100,8 @@ class Documents(PathRoutes):
         super().__init__(wsgi_app)
         self.keyring = app.extensions["idp.keyring"]
         self.discovery = _encode(metadata(cfg["ISSUER"], cfg["EXTRA_SCOPES"], cfg["ACR_VALUES"]))
-        self.headers = [*headers.security_headers(cfg["ISSUER"]), ("Access-Control-Allow-Origin", "*"),
+        self.fallback_headers = headers.security_headers(cfg["ISSUER"])
+        self.headers = [*self.fallback_headers, ("Access-Control-Allow-Origin", "*"),
                         ("Content-Type", "application/json")]
         self.routes = {
             "/.well-known/openid-configuration": ("discovery.openid_configuration",

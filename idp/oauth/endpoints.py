@@ -43,8 +43,8 @@ class Endpoints(PathRoutes):
         self.app, self.issuer = app, app.config["ISSUER"]
         # authlib's transport rule (https, or http on loopback), judged once on the issuer.
         self.insecure = not is_secure_transport(self.issuer + "/token")
-        self.base_headers = [*security.security_headers(self.issuer), ("Cache-Control", "no-store"),
-                             ("Pragma", "no-cache")]
+        self.fallback_headers = security.security_headers(self.issuer)
+        self.base_headers = [*self.fallback_headers, ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
         server = app.extensions["idp.authorization_server"]
         self.routes = {
             "/token": ("oauth.token", (("POST",), server.create_token_response)),

@@ -8,9 +8,11 @@ it in the same metric as a Flask request (idp.ops.metrics).
 
 from __future__ import annotations
 
+import json
 import time
 from http import HTTPStatus
 
+from .. import errors
 from ..ops import metrics, turns
 
 
@@ -23,6 +25,8 @@ def _phrase(status: int) -> str:
 
 class PathRoutes:
     routes: dict[str, tuple[str, object]]  # path -> (endpoint name, route data)
+    # The security headers of a subclass's answers, for the 500 of an error it did not expect.
+    fallback_headers: list[tuple[str, str]] = []
 
     def __init__(self, wsgi_app):
         self.next = wsgi_app
@@ -38,9 +42,18 @@ class PathRoutes:
         started = environ.get(turns.ARRIVED) or time.perf_counter()
         endpoint, route = found
         method = environ.get("REQUEST_METHOD", "GET")
-        status, headers, body = self.answer(environ, method, route)
+        try:
+            status, headers, body = self.answer(environ, method, route)
+        except Exception:  # a bug, or key storage gone bad: a JSON 500 with a request id, never to the server
+            status, headers, body = self._unexpected(environ)
         # RFC 9110 §8.6: no Content-Length on a 304 (it would describe the body not sent)
         length = [] if status == 304 else [("Content-Length", str(len(body)))]
         start_response(f"{status} {_phrase(status)}", [*headers, *length])
         metrics.observe(endpoint, method, status, time.perf_counter() - started)
         return [b""] if method == "HEAD" else [body]
+
+    def _unexpected(self, environ) -> tuple[int, list[tuple[str, str]], bytes]:
+        request_id = errors.log_unexpected(environ.get("PATH_INFO", ""))
+        body = {"error": "server_error", "error_description": errors.unexpected_description(request_id)}
+        return 500, [*self.fallback_headers, ("Content-Type", "application/json"), ("Cache-Control", "no-store")], \
+            json.dumps(body, separators=(",", ":")).encode()

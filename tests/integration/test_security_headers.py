@@ -40,3 +40,25 @@ def test_sign_in_and_logout_pages_are_never_cached(flow):
     assert page.status_code == 200 and "seller@example.com" in page.get_data(as_text=True)
     for resp in (page, flow.client.get("/signin/nope/password"), flow.client.get("/logout")):
         assert resp.headers.get("Cache-Control") == "no-store", resp.request.path
+
+
+def test_an_unexpected_error_before_flask_is_a_json_500_with_the_headers(app, client, caplog):
+    """The discovery documents and the API endpoints are answered before Flask: a failure there
+    (here the key storage gone bad under /jwks) must not reach the server as an exception,
+    which would answer without our headers and log the traceback past our filter."""
+    ring = app.extensions["idp.keyring"]
+
+    def broken():
+        raise RuntimeError("key storage unreadable")
+
+    ring.version = broken
+    try:
+        resp = client.get("/jwks")
+    finally:
+        del ring.version
+    assert resp.status_code == 500 and resp.headers["Cache-Control"] == "no-store"
+    body = resp.get_json()
+    assert body["error"] == "server_error" and "request id" in body["error_description"]
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert "unhandled error request_id=" in caplog.text and "key storage unreadable" not in resp.get_data(as_text=True)
+    assert client.get("/jwks").status_code == 200
