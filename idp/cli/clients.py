@@ -102,14 +102,28 @@ def rotate_secret(client_id):
     For a leaked secret: the client's sellers keep their sign-ins, tokens and consents, which
     removing and registering the client again would all end. Its registration's version
     changes, so every server's copy of it is judged again (idp.oauth.clients)."""
+    from ..oauth.tokens import credentials_mark, revoke_client_credentials
+
     client = _get(client_id)
     if client.token_endpoint_auth_method not in rules.SECRET_METHODS:
         raise CliError(f"client {client_id!r} has no secret (it authenticates with "
                        f"{client.token_endpoint_auth_method})")
+    row_id, leaked = client.id, credentials_mark(client)
     secret = _new_secret(client)
     db.session.commit()  # drops the cached registration on every server (idp.store.row_cache)
+    # Whoever has the old secret may have got client-credentials tokens with it: those go,
+    # the tokens of the new secret (in families of their own) stay.
+    try:
+        swept = revoke_client_credentials(row_id, leaked, "secret_rotated")
+    except Exception:  # noqa: BLE001  (said below)
+        swept = None
     click.echo(f"new secret for client {client_id}; the old one no longer works")
     _print_secret(client_id, secret)
+    if swept is None:
+        raise CliError("the store (REDIS_URL) could not be reached: client-credentials tokens got with the old "
+                       "secret were not deleted and expire within ACCESS_TOKEN_TTL")
+    click.echo(f"{swept} client-credentials token(s) got with the old secret deleted")
+    warn_if_store_is_private()
 
 
 @clients.command("remove")
@@ -118,10 +132,10 @@ def rotate_secret(client_id):
 def remove(client_id):
     """Delete a client, revoke its token families and client-credentials tokens, and forget
     its consents."""
-    from ..oauth.tokens import kill_families_access_tokens, revoke_client_credentials, revoke_families
+    from ..oauth.tokens import credentials_mark, kill_families_access_tokens, revoke_client_credentials, revoke_families
 
     client = _get(client_id)
-    row_id = client.id
+    row_id, credentials = client.id, credentials_mark(client)
     db.session.execute(delete(Consent).filter_by(client_id=client_id))
     db.session.delete(client)
     # The client's row goes first: its DELETE waits for the code redemptions holding the row's
@@ -133,7 +147,7 @@ def remove(client_id):
     swept = None  # the store's half: the families' access tokens, then the client-credentials tokens
     if kill_families_access_tokens(grant_ids, "client_removed"):
         try:
-            swept = revoke_client_credentials(row_id)
+            swept = revoke_client_credentials(row_id, credentials)
         except Exception:  # noqa: BLE001, S110  (said below)
             pass
     if swept is None:  # the client is gone already: say what is left

@@ -45,11 +45,13 @@ MAX_TOKEN = 512  # opaque tokens are 43 characters
 class StoreFamily:
     """A family that lives only in the store (client_credentials); quacks like a Grant.
 
-    A client's client-credentials tokens are grouped by the minute they were issued in
-    (``cc:<the client's row id>:<minute>``: the registration's, so a client registered
-    again under the same client_id starts clean), so removing the client can revoke them all
-    (revoke_client_credentials) without an index that grows with every token of a busy
-    client forever: each minute's index expires with the tokens it lists."""
+    A client's client-credentials tokens are grouped by the credentials they were issued
+    against and the minute (``cc:<the client's row id>:<credentials>:<minute>``: the
+    registration's row, so a client registered again under the same client_id starts clean;
+    its secret, so a new secret starts clean too), so removing the client or replacing a
+    leaked secret can revoke them all (revoke_client_credentials) without an index that grows
+    with every token of a busy client forever: each minute's index expires with the tokens
+    it lists."""
 
     id: str  # client_credentials_family()
     resource: list = field(default_factory=list)
@@ -57,8 +59,18 @@ class StoreFamily:
     amr: tuple = ()
 
 
-def client_credentials_family(client_row_id: int, at: float) -> str:
-    return f"cc:{client_row_id}:{int(at) // 60}"
+def client_credentials_family(client_row_id: int, at: float, credentials: str | None) -> str:
+    """``credentials``: credentials_mark() of the registration; None names the family an earlier
+    release wrote (``cc:<row id>:<minute>``), which revocation still sweeps."""
+    minute = int(at) // 60
+    return f"cc:{client_row_id}:{minute}" if credentials is None else f"cc:{client_row_id}:{credentials}:{minute}"
+
+
+def credentials_mark(client) -> str:
+    """Which credentials a client-credentials token was issued against: a mark of the secret's
+    hash (itself keyed, so nothing to learn from it), "-" for a client without a secret."""
+    secret_hash = getattr(client, "secret_hash", None)
+    return keyed_hash(secret_hash)[:16] if secret_hash else "-"
 
 
 def _family_key(grant_id):
@@ -168,7 +180,7 @@ def issue_client_credentials(client: Client, scope: str, audience: list[str], co
     a copy, None means the client was removed while this request ran.
     """
     ttl, now = current_app.config["ACCESS_TOKEN_TTL"], int(time.time())
-    family = StoreFamily(id=client_credentials_family(client.id, now))
+    family = StoreFamily(id=client_credentials_family(client.id, now, credentials_mark(client)))
     token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, copy=copy)
     if stale:
         return None
@@ -354,20 +366,23 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
     db.session.commit()
 
 
-def revoke_client_credentials(client_row_id: int) -> int:
+def revoke_client_credentials(client_row_id: int, credentials: str, reason: str = "client_removed") -> int:
     """Delete every live client-credentials access token of the client registration
-    ``client_row_id`` (Client.id: it is being removed); the number deleted. Each minute
-    family that may still hold a live token is revoked as revoke_grant does it: the mark
-    first (a token written after it sees it and deletes itself), then the sweep."""
+    ``client_row_id`` (Client.id) issued against ``credentials`` (credentials_mark(): the
+    client is being removed, or its secret replaced); the number deleted. Each minute family
+    that may still hold a live token is revoked as revoke_grant does it: the mark first (a
+    token written after it sees it and deletes itself), then the sweep. Tokens issued against
+    other credentials (a new secret) are left alone."""
     s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
     deleted = 0
     for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2):  # a minute's slack for clock skew
-        family = client_credentials_family(client_row_id, minute * 60)
-        s.put(_revoked_key(family), "client_removed", ttl + 180)
-        members = _family_members(s, family)
-        if members:
-            s.delete(*members, _family_key(family))
-            deleted += len(members)
+        for marked in (credentials, None):
+            family = client_credentials_family(client_row_id, minute * 60, marked)
+            s.put(_revoked_key(family), reason, ttl + 180)
+            members = _family_members(s, family)
+            if members:
+                s.delete(*members, _family_key(family))
+                deleted += len(members)
     return deleted
 
 

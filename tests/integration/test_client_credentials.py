@@ -163,12 +163,37 @@ def test_removing_the_client_deletes_its_client_credentials_tokens(app, client, 
     from idp.oauth import tokens
 
     issued = [_cc(client, api).get_json()["access_token"] for _ in range(3)]
+    mark = tokens.credentials_mark(api)
     resource_server = backend("rs")
     assert all(active(introspect(client, resource_server, t)) for t in issued)
     result = app.test_cli_runner().invoke(cli, ["clients", "remove", api.client_id, "--yes"])
     assert result.exit_code == 0, result.output
     assert "3 client-credentials token(s) deleted" in result.output
     assert not any(active(introspect(client, resource_server, t)) for t in issued)
-    assert tokens.revoke_client_credentials(api.id) == 0  # nothing left
+    assert tokens.revoke_client_credentials(api.id, mark) == 0  # nothing left
     again = backend(api.client_id)  # registered anew under the same id: starts clean
     assert _cc(client, again).status_code == 200
+
+
+def test_replacing_a_leaked_secret_revokes_the_tokens_got_with_it(app, client, api):
+    """`idp clients rotate-secret` is for a leaked secret: whoever has it may have got
+    client-credentials tokens with it, and those go; the new secret's tokens are not held back
+    by their revocation (they form families of their own)."""
+    import re
+    from types import SimpleNamespace
+
+    from idp.cli import cli
+
+    leaked = [_cc(client, api).get_json()["access_token"] for _ in range(2)]
+    resource_server = backend("rs")
+    assert all(active(introspect(client, resource_server, t)) for t in leaked)
+    result = app.test_cli_runner().invoke(cli, ["clients", "rotate-secret", api.client_id])
+    assert result.exit_code == 0, result.output
+    assert "2 client-credentials token(s) got with the old secret deleted" in result.output
+    assert not any(active(introspect(client, resource_server, t)) for t in leaked)
+    assert error_of(_cc(client, api)) == (401, "invalid_client")  # the old secret
+    renewed = SimpleNamespace(client_id=api.client_id, secret=re.search(r"client_secret for \S+: (\S+)",
+                                                                        result.output).group(1))
+    fresh = _cc(client, renewed)
+    assert fresh.status_code == 200, fresh.get_json()
+    assert active(introspect(client, resource_server, fresh.get_json()["access_token"]))
