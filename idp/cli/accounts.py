@@ -20,6 +20,7 @@ from .common import CliError
 MIN_PASSWORD = 8  # NIST SP 800-63B §5.1.1.2
 MAX_PASSWORD = 1024  # argon2 takes any length; a bound keeps a typo'd file from being hashed
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+MAX_EMAIL, MAX_NAME = 320, 200  # their columns' (idp.models.account)
 
 accounts = AppGroup("accounts", help="Create seller accounts.")
 
@@ -32,8 +33,11 @@ accounts = AppGroup("accounts", help="Create seller accounts.")
 def create(email, name, verified, password_stdin):
     """Create an account with a password."""
     email = Account.normalize_email(email)
-    if not EMAIL.fullmatch(email):
-        raise CliError(f"{email!r} is not an email address")
+    if not EMAIL.fullmatch(email) or len(email) > MAX_EMAIL:
+        raise CliError(f"{email!r} is not an email address" if len(email) <= MAX_EMAIL
+                       else f"an email address is at most {MAX_EMAIL} characters (RFC 5321 §4.5.3.1)")
+    if name is not None and len(name) > MAX_NAME:
+        raise CliError(f"the name is longer than {MAX_NAME} characters")
     if find(email) is not None:
         raise CliError(f"an account with email {email} already exists")
     if password_stdin:

@@ -90,7 +90,16 @@ def build(client_id: str, *, name=None, redirect_uris=(), post_logout_redirect_u
     return spec
 
 
+# The longest each text may be: its column's (idp.models.client); longer would reach the
+# database as an error that names the database, not the input.
+MAX_NAME, MAX_URI = 200, 500
+
+
 def check(spec: ClientSpec) -> None:
+    if len(spec.name) > MAX_NAME:
+        raise InvalidClient(f"the name is longer than {MAX_NAME} characters")
+    if spec.backchannel_logout_uri and len(spec.backchannel_logout_uri) > MAX_URI:
+        raise InvalidClient(f"the back-channel logout URI is longer than {MAX_URI} characters")
     _one_of("auth method", spec.auth_method, AUTH_METHODS)
     _one_of("ID token alg", spec.id_token_alg, (None, *ID_TOKEN_ALGS))
     _one_of("access token format", spec.access_token_format, ACCESS_TOKEN_FORMATS)

@@ -12,6 +12,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
@@ -54,7 +55,11 @@ def add(client_id, jwks_file, **options):
     _apply(client, spec)
     secret = _new_secret(client) if spec.uses_secret else None
     db.session.add(client)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # added by someone else since the check above
+        db.session.rollback()
+        raise CliError(f"client {client_id!r} already exists (remove it first, or use `idp clients load`)") from None
     click.echo(f"added client {client_id} ({_kind(client)})")
     if secret:
         _print_secret(client_id, secret)
@@ -208,7 +213,10 @@ def load(file):
 
 def _build(client_id, **options) -> rules.ClientSpec:
     scopes = options.get("scopes") or ()
-    options["scopes"] = [s for group in ([scopes] if isinstance(scopes, str) else scopes) for s in group.split()]
+    groups = [scopes] if isinstance(scopes, str) else scopes
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, str) for g in groups):
+        raise CliError(f"{client_id}: scopes must be a list of strings")
+    options["scopes"] = [s for group in groups for s in group.split()]
     try:
         return rules.build(client_id, **options)
     except rules.InvalidClient as exc:

@@ -288,6 +288,10 @@ def test_load_refuses_file_secrets_in_production(app, idp):
     ("public", '"false"', "public must be true or false"),
     ("name", "42", "name must be a string"),
     ("redirect_uris", '["https://rp.example/cb", 7]', "redirect_uris must be a list of strings"),
+    ("scopes", "[1]", "scopes must be a list of strings"),
+    ("scopes", "5", "scopes must be a list of strings"),
+    ("name", '"' + "n" * 201 + '"', "the name is longer than 200 characters"),
+    ("backchannel_logout_uri", '"https://rp.example/' + "b" * 500 + '"', "longer than 500 characters"),
 ])
 def test_load_refuses_values_of_the_wrong_type(app, idp, tmp_path, field, value, message):
     """A quoted "false" is true to Python: it must not make a client first-party or public."""
@@ -296,6 +300,15 @@ def test_load_refuses_values_of_the_wrong_type(app, idp, tmp_path, field, value,
     path.write_text('[[clients]]\nclient_id = "typed"\n' + "".join(f"{k} = {v}\n" for k, v in fields.items()))
     assert_refused(idp("clients", "load", str(path)), message)
     assert one(app, Client, client_id="typed") is None
+
+
+def test_an_account_whose_email_or_name_is_too_long_is_refused_as_such(app, idp):
+    """Said of the input, not as a database that "cannot be used" (the column's length)."""
+    long_email = "a" * 320 + "@example.com"
+    assert_refused(idp("accounts", "create", long_email, "--password-stdin", input="pw-123456789\n"),
+                   "an email address is at most 320 characters")
+    assert_refused(idp("accounts", "create", "n@example.com", "--name", "n" * 201, "--password-stdin",
+                       input="pw-123456789\n"), "the name is longer than 200 characters")
 
 
 def test_a_jwks_that_cannot_be_imported_is_refused(idp, tmp_path):
