@@ -24,5 +24,9 @@ def upgrade():
 
 
 def downgrade():
+    # Since this revision a token may outlive its family until prune sweeps it (the model's
+    # docstring): the key put back would refuse such rows, and the whole downgrade with them.
+    op.execute('DELETE FROM refresh_token WHERE NOT EXISTS '
+               '(SELECT 1 FROM "grant" WHERE "grant".id = refresh_token.grant_id)')
     with op.batch_alter_table('refresh_token', naming_convention=NAMING) as batch_op:
         batch_op.create_foreign_key('refresh_token_grant_id_fkey', 'grant', ['grant_id'], ['id'], ondelete='CASCADE')
