@@ -77,6 +77,10 @@ class DirectoryStorage:
     def write(self, record: dict) -> None:
         kid = record["kid"]
         tmp = os.path.join(self.path, f".tmp-{kid}")
+        # Written under locked(): a temporary file already there is a crashed writer's (sealed
+        # data, nothing to keep), which O_EXCL would otherwise trip over for this kid for good.
+        with suppress(FileNotFoundError):
+            os.remove(tmp)
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
             json.dump(record, fh)
             fh.flush()

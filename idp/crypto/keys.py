@@ -310,7 +310,14 @@ class KeyRing:
                 # the wrong secret (an operator's shell without IDP_SECRET_KEY running
                 # `idp keys rotate`) would be one no server can sign with.
                 self._refuse_foreign()
-                yield
+                committed = self._keys
+                try:
+                    yield
+                finally:
+                    # The keys written here count once the storage has committed them: this
+                    # ring's lock is let go first, and another thread signing meanwhile must
+                    # not use a key a failed commit would leave unpublished (the read below).
+                    self._keys = committed
         finally:
             with self._lock:
                 self._load()

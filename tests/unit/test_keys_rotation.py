@@ -283,3 +283,37 @@ def test_scheduled_rotation_replaces_each_key_once_it_is_old_enough(keys_dir):
         assert other.rotate_aged(age) == [] and ring.rotate_aged(age) == []  # the newest key is new
         clock.tick(AHEAD)
         assert {ring.active(alg).kid for alg in old} == {k["kid"] for k in made}
+
+
+def test_a_key_whose_write_fails_to_commit_never_signs(fresh):
+    """The ring's lock is let go before the storage commits (the storage's lock is taken
+    first): a thread signing in between must still sign with a committed key, or a failed
+    commit would leave tokens signed by a key never published."""
+    from contextlib import contextmanager
+
+    real_locked, before = fresh.storage.locked, fresh.active("ES256").kid
+    signed = []
+
+    @contextmanager
+    def failing_commit():
+        with real_locked():
+            yield
+            # The ring's lock is free here; the commit comes next, and fails.
+            signed.append(fresh.sign({"sub": "x"}, "ES256"))
+            raise OSError("the commit failed")
+
+    fresh.storage.locked = failing_commit
+    with pytest.raises(OSError):
+        fresh.rotate("ES256", immediate=True)
+    header = json.loads(base64.urlsafe_b64decode(signed[0].split(".")[0] + "=="))
+    assert header["kid"] == before
+
+
+def test_a_crashed_writers_temporary_file_does_not_block_the_key_for_good(fresh, keys_dir):
+    kid = fresh.active("ES256").kid
+    record = json.load(open(os.path.join(keys_dir, f"{kid}.json")))
+    with open(os.path.join(keys_dir, f".tmp-{kid}"), "w") as fh:
+        fh.write("half a record")
+    fresh.storage.write(record)  # as `idp keys seal` rewrites a key
+    assert not os.path.exists(os.path.join(keys_dir, f".tmp-{kid}"))
+    assert json.load(open(os.path.join(keys_dir, f"{kid}.json"))) == record
