@@ -29,13 +29,22 @@ def _taken(step: str, signin):
     return redirect(url_for(f"login.{step}", signin_id=signin.id), 303)
 
 
+def _advance(step: str, signin, client):
+    """Move on a sign-in this page has nothing to do for. Claimed as a step's POST is: the
+    sign-in was read before, and a request of this browser may have answered it since (a
+    consent allowed in another tab); advancing the copy read would write it back and let
+    it answer a second time."""
+    with flow.claimed(signin) as ours:
+        return flow.advance(signin, client) if ours else _taken(step, signin)
+
+
 @bp.route("/<signin_id>/password", methods=["GET", "POST"])
 def password(signin_id):
     signin, client = _load(signin_id)
     if signin is None or client is None:
         return page_error(EXPIRED, 400)
     if "password" in signin.done and signin.sid is not None:  # proved already (a resubmitted form)
-        return flow.advance(signin, client)
+        return _advance("password", signin, client)
     form = PasswordForm()
     if not form.is_submitted():
         form.email.data = signin.request.get("login_hint")
@@ -70,7 +79,7 @@ def consent(signin_id):
     form = ConsentForm()
     if not form.is_submitted():
         if signin.account_id is None or "consent" in signin.done:
-            return flow.advance(signin, client)  # the sign-in is elsewhere: go there
+            return _advance("consent", signin, client)  # the sign-in is elsewhere: go there
         account = db.session.get(Account, signin.account_id)
         return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"],
                                account=account)

@@ -120,3 +120,31 @@ def test_deny_in_a_second_tab_after_allow_in_the_first_went_back_to_the_password
     assert "/password" in allowed.headers["Location"]
     denied = client.post(consent_url, data={"csrf_token": token, "deny": "Deny"})
     assert _query(denied)["error"] == "access_denied" and _query(denied)["state"] == "st"
+
+
+def test_a_page_read_before_the_consent_was_given_cannot_answer_the_sign_in_again(
+        client, third_party_rp, seller, monkeypatch):
+    """prompt=consent asks every time. A request of this browser that read the sign-in just
+    before Allow answered it (the password page reloaded in another tab) must not write it
+    back: a second Allow would then answer with a second code. One sign-in, one code."""
+    from idp.extensions import store
+    from idp.login import flow as signin_flow
+    from idp.login.pipeline import SignIn
+
+    third = Flow(client, third_party_rp)
+    at_consent = third.sign_in(third.authorize(prompt="consent"))
+    consent_url = at_consent.headers["Location"]
+    signin_id = consent_url.split("/")[-2]
+    page = client.get(consent_url)
+    read_before = SignIn.from_dict(store().get(f"signin:{signin_id}"))
+    allowed = client.post(consent_url, data={"csrf_token": csrf_token(page.get_data(as_text=True)),
+                                             "allow": "Allow"})
+    assert "code" in _query(allowed)
+
+    real_load = signin_flow.load
+    monkeypatch.setattr(signin_flow, "load", lambda sid: read_before)  # what that other request holds
+    late = client.get(f"/signin/{signin_id}/password")
+    monkeypatch.setattr(signin_flow, "load", real_load)
+    assert late.status_code == 303 and store().get(f"signin:{signin_id}") is None
+    again = client.get(consent_url)
+    assert again.status_code == 400 and "code" not in again.headers.get("Location", "")
