@@ -151,6 +151,8 @@ def advance(signin: SignIn, client: Client):
         resp = finish(signin, req, client, started)
     else:
         db.session.commit()  # the session started above, if any
+        if started is not None:
+            end_others_in_browser(signin)
         if "none" in req.prompt:
             store().delete(_key(signin.id))
             resp = _error(req, step.prompt_none_error, f"user interaction required ({step.key})")
@@ -179,9 +181,21 @@ def _start_session(signin: SignIn, client_id: str | None):
         session_end.end(*current, reason="another_account_signed_in")
     row, cookie = browser_session.start(
         account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD, renew=renew,
-        clients=[client_id] if client_id is not None and renew is None else [])
+        clients=[client_id] if client_id is not None and renew is None else [], browser=signin.browser)
     signin.sid = row.sid
     return (row, account), cookie
+
+
+def end_others_in_browser(signin: SignIn) -> None:
+    """After the commit of a session this sign-in started: end any other live session of this
+    browser. Ended before by the cookie (_start_session), unless two sign-ins of one browser
+    (two tabs, two accounts or one) ran at once and neither request carried the other's new
+    cookie: the browser keeps one cookie, and the other session would live on unseen until
+    SESSION_TTL, its relying parties never told at a logout here. Whichever request looks
+    second sees the other's committed session (both may, and then both end: closed, not open).
+    Ended as a logout is: its families revoked, its relying parties told."""
+    for row, account in browser_session.others_in_browser(signin.browser, signin.sid):
+        session_end.end(row, account, reason="another_sign_in_in_this_browser")
 
 
 def forget_identity(signin: SignIn) -> None:
@@ -220,6 +234,8 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=No
         forget_identity(signin)  # the session ended since it was read: prove identity again
         return advance(signin, client)
     db.session.commit()
+    if started is not None:
+        end_others_in_browser(signin)
     code = codes.issue({
         # None when the request named none: then the token request need not (RFC 6749 §4.1.3).
         "client_id": client.client_id, "redirect_uri": req.redirect_uri if req.redirect_uri_given else None,

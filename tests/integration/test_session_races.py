@@ -247,3 +247,34 @@ def test_two_first_consents_to_one_client_add_up(app, client, seller, monkeypatc
     db.session.expire_all()
     scopes = db.session.execute(db.select(Consent.scopes)).scalar_one()
     assert sorted(scopes) == ["email", "openid", "profile"]
+
+
+@pytest.mark.parametrize("second", ["another seller", "the same seller"])
+def test_two_sign_ins_posted_at_once_in_one_browser_leave_one_live_session(app, client, seller, rp, second):
+    """Two tabs post their password forms at once: neither request carries the session cookie
+    the other is about to set, so neither ends the other's session by the cookie. The browser
+    keeps one cookie; the other session must not live on unseen (until SESSION_TTL, its
+    relying parties never told at a logout in this browser)."""
+    from idp.login.password import hash_password
+    from tests.conftest import PASSWORD
+
+    email = seller.email
+    if second == "another seller":
+        email = "bob@example.com"
+        db.session.add(Account(email=email, email_verified=True, name="Bob", password_hash=hash_password(PASSWORD)))
+        db.session.commit()
+    flow = Flow(client, rp)
+    first_url, second_url = (flow.authorize().headers["Location"] for _ in range(2))
+    first_page, second_page = (client.get(u).get_data(as_text=True) for u in (first_url, second_url))
+    cookies_before = dict(client._cookies)  # werkzeug's jar: no public way to copy it whole
+    first = client.post(first_url, data={"csrf_token": csrf_token(first_page), "email": seller.email,
+                                         "password": PASSWORD})
+    client._cookies = cookies_before  # sent at the same moment: without the first answer's cookie
+    later = client.post(second_url, data={"csrf_token": csrf_token(second_page), "email": email,
+                                          "password": PASSWORD})
+    assert first.status_code == later.status_code == 302
+    db.session.expire_all()
+    live = db.session.execute(db.select(BrowserSession).where(BrowserSession.ended_at.is_(None))).scalars().all()
+    assert len(live) == 1
+    assert live[0].account_id == (seller.id if second == "the same seller" else
+                                  db.session.execute(db.select(Account.id).filter_by(email=email)).scalar())
