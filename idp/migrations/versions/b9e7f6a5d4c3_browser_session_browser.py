@@ -25,5 +25,4 @@ def upgrade():
 
 def downgrade():
     op.drop_index('ix_browser_session_browser', table_name='browser_session')
-    with op.batch_alter_table('browser_session') as batch_op:
-        batch_op.drop_column('browser')
+    op.drop_column('browser_session', 'browser')  # SQLite 3.35+ drops a column in place
