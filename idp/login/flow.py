@@ -181,21 +181,24 @@ def _start_session(signin: SignIn, client_id: str | None):
         session_end.end(*current, reason="another_account_signed_in")
     row, cookie = browser_session.start(
         account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD, renew=renew,
-        clients=[client_id] if client_id is not None and renew is None else [], browser=signin.browser)
+        clients=[client_id] if client_id is not None and renew is None else [])
     signin.sid = row.sid
     return (row, account), cookie
 
 
 def end_others_in_browser(signin: SignIn) -> None:
-    """After the commit of a session this sign-in started: end any other live session of this
-    browser. Ended before by the cookie (_start_session), unless two sign-ins of one browser
-    (two tabs, two accounts or one) ran at once and neither request carried the other's new
-    cookie: the browser keeps one cookie, and the other session would live on unseen until
-    SESSION_TTL, its relying parties never told at a logout here. Whichever request looks
-    second sees the other's committed session (both may, and then both end: closed, not open).
-    Ended as a logout is: its families revoked, its relying parties told."""
-    for row, account in browser_session.others_in_browser(signin.browser, signin.sid):
-        session_end.end(row, account, reason="another_sign_in_in_this_browser")
+    """After the commit of a session this sign-in started: a browser holds one session. The
+    one before was ended through its cookie (_start_session), unless two sign-ins of one
+    browser (two tabs, two accounts or one) ran at once and neither request carried the
+    other's new cookie: the browser keeps one cookie, and the other session would live on
+    unseen until SESSION_TTL, its relying parties never told at a logout here. So the store
+    keeps each browser's session (by the keyed hash of its binding cookie), swapped in one
+    atomic step: whichever sign-in swaps second finds the other's and ends it, as a logout
+    does. One store round trip; the database only when there is another session to end."""
+    ttl = int(current_app.config["SESSION_TTL"])
+    before = store().swap(f"browser-session:{signin.browser}", signin.sid, ttl)
+    if before is not None and before != signin.sid and (row := browser_session.by_sid(before)) is not None:
+        session_end.end(row, db.session.get(Account, row.account_id), reason="another_sign_in_in_this_browser")
 
 
 def forget_identity(signin: SignIn) -> None:

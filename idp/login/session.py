@@ -114,18 +114,6 @@ def oldest_live_start() -> float | None:
     return None if oldest is None else oldest.timestamp()
 
 
-def others_in_browser(browser: str | None, sid: str) -> list[tuple[BrowserSession, Account]]:
-    """The live sessions of the browser ``browser`` (the keyed hash of its binding cookie)
-    other than ``sid``: a browser holds one session, so any other is one a concurrent sign-in
-    in the same browser started (idp.login.flow.end_others_in_browser)."""
-    if browser is None:
-        return []
-    rows = db.session.execute(select(BrowserSession).where(
-        BrowserSession.browser == browser, BrowserSession.sid != sid, BrowserSession.ended_at.is_(None),
-        BrowserSession.expires_at > datetime.now(timezone.utc))).scalars().all()
-    return [(row, db.session.get(Account, row.account_id)) for row in rows]
-
-
 def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
     now = datetime.now(timezone.utc)
     if row is None or row.ended_at is not None or row.expires_at <= now:
@@ -141,11 +129,9 @@ def _user_agent() -> str:
 
 
 def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None,
-          renew: BrowserSession | None = None, clients: list[str] = (),
-          browser: str | None = None) -> tuple[BrowserSession, str]:
+          renew: BrowserSession | None = None, clients: list[str] = ()) -> tuple[BrowserSession, str]:
     """The session of a fresh sign-in: ``renew`` (the browser's live session, this account's)
     under a new cookie value, else a new one (the caller has ended any other account's).
-    ``browser``: the keyed hash of the browser's binding cookie.
     Returns (row, cookie value); nothing is committed here.
 
     A new session is written at once, in the request's transaction, with ``clients`` (the
@@ -163,12 +149,11 @@ def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None
         renew.auth_time, renew.amr, renew.acr = auth_time, list(amr), acr
         renew.last_seen_at, renew.expires_at = now, now + ttl
         renew.user_agent, renew.ip = _user_agent(), request.remote_addr
-        renew.browser = browser or renew.browser
         return renew, raw
     values = dict(
         id_hash=keyed_hash(raw), sid=secrets.token_urlsafe(16), account_id=account.id, auth_time=auth_time,
         amr=list(amr), acr=acr, created_at=now, last_seen_at=now, expires_at=now + ttl, ended_at=None,
-        user_agent=_user_agent(), ip=request.remote_addr, clients=list(clients), browser=browser,
+        user_agent=_user_agent(), ip=request.remote_addr, clients=list(clients),
     )
     db.session.connection().execute(_INSERT_SESSION, values)  # committed by the caller, with the rest
     return BrowserSession(**values), raw

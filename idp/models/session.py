@@ -29,6 +29,3 @@ class BrowserSession(db.Model):
     ip: Mapped[str | None] = mapped_column(String(64))
     # client_ids that received an ID token in this session (for back-channel logout).
     clients: Mapped[list] = mapped_column(JSONList, default=list)
-    # The keyed hash of the browser's binding cookie (idp.login.flow): a browser holds one
-    # session, and a sign-in that raced another in it ends the other (idp.login.flow).
-    browser: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -112,6 +112,12 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def swap(self, key: str, value: Value, ttl: int) -> Value | None:
+        """Set ``key`` to ``value`` for ``ttl`` seconds and return what it held before (None
+        if absent), in one atomic step (``SET ... GET``): of two callers at once, the second
+        gets the first's value."""
+
+    @abstractmethod
     def delete(self, *keys: str) -> None:
         """Delete the given keys; missing keys are ignored."""
 

@@ -94,6 +94,14 @@ class MemoryStore(Store):
             self._data.pop(k, None)
         return value
 
+    def swap(self, key: str, value: Value, ttl: int) -> Value | None:
+        k, ttl, raw = self._k(key), check_ttl(ttl), dumps(value)
+        with self._lock:
+            now = time.time()
+            before = self._value(self._live(k, now))
+            self._set(k, raw, now + ttl, now)
+        return before
+
     def consume_leaving(self, key: str, mark: str, value: Value, ttl: int) -> Value | None:
         k, m, ttl, raw_mark = self._k(key), self._k(mark), check_ttl(ttl), dumps(value)
         with self._lock:

@@ -144,6 +144,10 @@ class RedisStore(Store):
     def consume(self, key: str) -> Value | None:
         return loads(self._r.getdel(self._k(key)))
 
+    def swap(self, key: str, value: Value, ttl: int) -> Value | None:
+        # SET ... GET (Redis >= 6.2). Resent after a lost answer, it reads back its own value.
+        return loads(self._call("SET", self._k(key), dumps(value), "EX", check_ttl(ttl), "GET"))
+
     def consume_leaving(self, key: str, mark: str, value: Value, ttl: int) -> Value | None:
         # Through redis-py's client, as consume: never through _call's resend, since a second
         # GETDEL after a first one whose answer was lost would read as a replay.

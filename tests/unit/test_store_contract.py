@@ -127,6 +127,29 @@ def test_concurrent_consume_leaving_has_exactly_one_winner_and_leaves_its_mark(s
         assert store.get(f"spent{round_}") == round_
 
 
+def test_swap_sets_and_gives_back_what_was_there(store: Store) -> None:
+    assert store.swap("current", "a", 60) is None
+    assert store.swap("current", "b", 60) == "a"
+    assert store.get("current") == "b" and 0 < store.ttl_of("current") <= 60
+
+
+def test_concurrent_swaps_each_see_another_ones_value(store: Store) -> None:
+    """Of callers at once, exactly one finds nothing and every other finds a value one of them
+    set: none is lost between a read and a write."""
+    values = iter(range(THREADS))
+    lock = threading.Lock()
+
+    def one():
+        with lock:
+            mine = next(values)
+        return mine, store.swap("slot", mine, 60)
+
+    results = race(one)
+    befores = [before for _, before in results]
+    assert befores.count(None) == 1
+    assert sorted([*(b for b in befores if b is not None), store.get("slot")]) == sorted(m for m, _ in results)
+
+
 def test_concurrent_add_has_exactly_one_winner(store: Store) -> None:
     for round_ in range(5):
         results = race(lambda: store.add(f"nonce{round_}", "seen", 60))
