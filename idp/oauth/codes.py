@@ -43,9 +43,11 @@ def issue(record: dict) -> str:
     s, spent_ttl = store(), _spent_ttl()
     # The family alone, as every release has written it (an older process reading a newer
     # marker during a rolling upgrade must still find a grant id); whose code it was, apart.
-    s.put(f"code-grant:{h}", record["grant_id"], spent_ttl)
-    s.put(f"code-owner:{h}", {"client_id": record["client_id"], "account_id": record.get("account_id")}, spent_ttl)
-    s.put(f"code:{h}", record, current_app.config["CODE_TTL"])
+    s.put_many([  # one round trip
+        (f"code-grant:{h}", record["grant_id"], spent_ttl),
+        (f"code-owner:{h}", {"client_id": record["client_id"], "account_id": record.get("account_id")}, spent_ttl),
+        (f"code:{h}", record, current_app.config["CODE_TTL"]),
+    ])
     return code
 
 

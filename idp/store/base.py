@@ -77,6 +77,11 @@ class Store(ABC):
         """Set ``key`` to ``value`` for ``ttl`` seconds, replacing any old value."""
 
     @abstractmethod
+    def put_many(self, entries: list[tuple[str, Value, int]]) -> None:
+        """``put`` for each (key, value, ttl), in one round trip (pipelined SETs; each is
+        atomic, the set of them is not)."""
+
+    @abstractmethod
     def add(self, key: str, value: Value, ttl: int) -> bool:
         """Set ``key`` only if it is absent (atomic, like ``SET NX EX``).
 

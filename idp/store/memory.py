@@ -63,6 +63,13 @@ class MemoryStore(Store):
             now = time.time()
             self._set(k, raw, now + ttl, now)
 
+    def put_many(self, entries: list[tuple[str, Value, int]]) -> None:
+        prepared = [(self._k(key), dumps(value), check_ttl(ttl)) for key, value, ttl in entries]
+        with self._lock:
+            now = time.time()
+            for k, raw, ttl in prepared:
+                self._set(k, raw, now + ttl, now)
+
     def add(self, key: str, value: Value, ttl: int) -> bool:
         k, ttl, raw = self._k(key), check_ttl(ttl), dumps(value)
         with self._lock:

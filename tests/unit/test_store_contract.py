@@ -127,6 +127,29 @@ def test_concurrent_consume_leaving_has_exactly_one_winner_and_leaves_its_mark(s
         assert store.get(f"spent{round_}") == round_
 
 
+def test_put_many_writes_each_with_its_ttl(store: Store) -> None:
+    store.put_many([("one", {"a": 1}, 60), ("two", "b", 5)])
+    assert store.get_many(["one", "two"]) == [{"a": 1}, "b"]
+    assert 5 < store.ttl_of("one") <= 60 and 0 < store.ttl_of("two") <= 5
+    store.put_many([])
+    with pytest.raises(ValueError):
+        store.put_many([("three", 3, 0)])
+
+
+def test_a_pipelined_error_leaves_the_connection_in_step(redis_url: str) -> None:
+    """Every answer of a pipeline is read even when one is an error: left unread, it would be
+    taken for the next command's answer."""
+    s = RedisStore(redis_url, namespace=f"pipe{threading.get_ident()}:")
+    try:
+        s.put("set", "x", 60)
+        with pytest.raises(Exception):
+            s._send([("INCR", s._k("set")), ("GET", s._k("set"))])  # INCR of a string: an error
+        assert s.get("absent") is None and s.get("set") == "x"
+    finally:
+        s.clear()
+        s.close()
+
+
 def test_swap_sets_and_gives_back_what_was_there(store: Store) -> None:
     assert store.swap("current", "a", 60) is None
     assert store.swap("current", "b", 60) == "a"
