@@ -76,7 +76,11 @@ class RowCache:
 
     def _query(self, value):
         column = getattr(self.model, self.key_column)
-        return db.session.execute(db.select(self.model).where(column == value)).scalar_one_or_none()
+        # populate_existing: a row this session loaded before would otherwise come back with
+        # the values it had then, whatever the SELECT read (SQLAlchemy's identity map), and be
+        # cached as current after another process changed it (a rotated secret) meanwhile.
+        return db.session.execute(db.select(self.model).where(column == value)
+                                  .execution_options(populate_existing=True)).scalar_one_or_none()
 
     def _remember(self, mapper, connection, target):
         dirty = Session.object_session(target).info.setdefault(_DIRTY, set())

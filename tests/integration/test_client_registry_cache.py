@@ -74,3 +74,23 @@ def test_a_client_id_ending_in_colon_v_is_just_unknown(app, client):
     assert clients.find("rp-count:v") is None
     resp = client.post("/token", data={"grant_type": "client_credentials"}, auth=("rp-count:v", "x"))
     assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_client"
+
+
+def test_a_row_read_earlier_in_the_transaction_is_not_cached_over_a_newer_one(app):
+    """A request that read a client (cache miss) and misses again later in the same
+    transaction, after another process changed it (a rotated secret) and dropped the cache
+    entry: the new read must be the database's, not the session's copy from before, or the
+    old secret goes back into the shared cache for its TTL."""
+    from sqlalchemy.orm import Session
+
+    rp = register_client("rp-stale")
+    db.session.expire_all()
+    before = clients._CACHE.find(rp.client_id).secret_hash  # a miss (shared store), or the row itself
+    with Session(db.engine) as other_process:
+        row = other_process.execute(db.select(Client).filter_by(client_id=rp.client_id)).scalar_one()
+        row.secret_hash = "rotated"
+        other_process.commit()  # its after_commit drops the cache entry, bumps the version
+    again = clients._CACHE.find(rp.client_id)  # in the same transaction as the first read
+    assert before != "rotated" and again.secret_hash == "rotated"
+    if store().shared:
+        assert store().get(f"client:{rp.client_id}")["secret_hash"] == "rotated"
