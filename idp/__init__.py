@@ -52,10 +52,12 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     from . import errors, extensions, models  # noqa: F401  (models registers the tables)
     from .crypto.keys import KeyRing
+    from .ops import transactions
     from .store import create_store
     from .web import headers
 
     extensions.db.init_app(app)
+    transactions.register(app, extensions.db)  # after init_app: runs before its session teardown
     extensions.migrate.init_app(app, extensions.db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     extensions.csrf.init_app(app)
     app.extensions["idp.store"] = create_store(app.config["REDIS_URL"], app.config["STORE_NAMESPACE"])
