@@ -88,7 +88,11 @@ class WSGIRequest(OAuth2Request):
         args = _parse(query.encode("latin-1", "replace").decode("utf-8", "replace")) if query else []
         form = read_form(environ) if method == "POST" else []
         self._args, self._form = MultiDict(args), MultiDict(form)
-        self.payload = Payload(MultiDict(args + form) if args and form else (self._form if form else self._args))
+        # The parameters of a POST are its body alone (RFC 6749 §3.2, RFC 7662 §2.1,
+        # RFC 7009 §2.1), as in oidc-provider: a query on /token is ignored, not merged
+        # as werkzeug's request.values would, so no parameter (a scope, a secret) is
+        # taken from a URL that ends up in access logs, and each is read from one place.
+        self.payload = Payload(self._form if method == "POST" else self._args)
 
     @property
     def args(self) -> MultiDict:

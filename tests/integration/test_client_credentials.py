@@ -46,6 +46,15 @@ def test_registered_oidc_scopes_are_not_given_by_default(client):
     assert error_of(_cc(client, only_oidc)) == (400, "invalid_scope")
 
 
+def test_a_query_on_the_token_endpoint_is_not_read(client, api):
+    """RFC 6749 §3.2: the parameters are the body's. A scope in the URL is not taken."""
+    resp = client.post("/token?scope=api:write", data={"grant_type": "client_credentials", "scope": "api:read"},
+                       auth=auth_of(api))
+    assert resp.get_json()["scope"] == "api:read"
+    resp = client.post("/token?grant_type=client_credentials", auth=auth_of(api))
+    assert error_of(resp) == (400, "invalid_request")  # no grant_type in the body
+
+
 def test_client_secret_post(client):
     poster = backend("backend-post", token_endpoint_auth_method="client_secret_post")
     assert _cc(client, poster, auth="post").status_code == 200

@@ -23,11 +23,18 @@ def test_form_args_and_payload():
     assert req.form.getlist("resource") == ["a", "b"]
     assert req.form.get("empty") == ""  # blank values kept, as werkzeug does
     assert req.args.get("x") == "1" and "x" not in req.form
-    assert req.payload.data.getlist("resource") == ["a", "b"] and req.payload.data.get("x") == "1"
+    assert req.payload.data.getlist("resource") == ["a", "b"] and "x" not in req.payload.data
     assert req.payload.datalist["resource"] == ["a", "b"]
     assert req.payload.grant_type == "refresh_token"
     assert req.headers.get("Authorization") == "Basic eDp5"
     assert req.uri == ISSUER + "/token"  # the issuer's URL, whatever scheme the worker saw
+
+
+def test_a_posts_parameters_are_its_body_alone():
+    """A query on a POST is not merged into its parameters (RFC 6749 §3.2): one place each."""
+    req = WSGIRequest(environ(b"grant_type=client_credentials", query="scope=admin&client_secret=s"), ISSUER)
+    assert req.payload.scope is None and "client_secret" not in req.payload.data
+    assert WSGIRequest(environ(method="GET", query="scope=a"), ISSUER).payload.scope == "a"
 
 
 @pytest.mark.parametrize("ctype", ["application/json", "text/plain", "multipart/form-data; boundary=x", ""])
