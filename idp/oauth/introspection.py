@@ -7,7 +7,8 @@ live token the caller may see (unknown, expired, revoked, garbage, oversized, an
 client's refresh token) is exactly ``{"active": false}`` (§2.2), so the answer says
 nothing about why.
 
-``token_type_hint`` only changes the order of the lookups (§2.1). An opaque access token
+``token_type_hint`` only changes the order of the lookups (§2.1). The caller
+authenticates before any token's signature is checked. An access token, opaque or JWT,
 costs one store round trip; nothing about tokens is cached in the process, because
 revocation deletes the store record and must take effect at once.
 """
@@ -92,7 +93,13 @@ def _prefetch(request) -> None:
     except (UnicodeDecodeError, ValueError):  # malformed: client authentication will refuse it
         client_id = None
     token = request.form.get("token")
-    at_key = tokens.access_token_key(token)
+    # No signature is checked before the caller has authenticated: a JWT's record is
+    # fetched by the jti it claims, and access_token_body verifies it after authentication.
+    if isinstance(token, str) and jwt_access_token.looks_like_jwt(token):
+        jti = jwt_access_token.unverified_jti(token)
+        at_key = "jwt:" + jti if jti else None
+    else:
+        at_key = tokens.access_token_key(token)
     prefetch.prefetch([clients.cache_key(client_id or request.form.get("client_id")),
                        tokens.AT_PREFIX + at_key if at_key else None])
 

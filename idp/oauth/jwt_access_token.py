@@ -52,15 +52,28 @@ def sign(issuer: str, record: dict, jti: str, alg: str) -> str:
     return keyring().sign(claims(issuer, record, jti), alg, typ=TYP)
 
 
-def _header(token: str) -> dict | None:
-    segment = token.split(".", 1)[0]
-    if len(segment) > MAX_HEADER:
-        return None
+def _segment(segment: str) -> dict | None:
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's limit
         return None
-    return header if isinstance(header, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def _header(token: str) -> dict | None:
+    segment = token.split(".", 1)[0]
+    return None if len(segment) > MAX_HEADER else _segment(segment)
+
+
+def unverified_jti(token: str) -> str | None:
+    """The jti a token claims, its signature NOT checked: only to fetch its store record
+    ahead (idp.oauth.introspection), before the caller has authenticated. Nothing may be
+    decided on it; jti_of is the verified one."""
+    if len(token) > MAX_LENGTH or not looks_like_jwt(token):
+        return None
+    body = _segment(token.split(".", 2)[1])
+    jti = body.get("jti") if body else None
+    return jti if isinstance(jti, str) and 0 < len(jti) <= 100 else None
 
 
 def jti_of(token: str) -> str | None:

@@ -77,6 +77,25 @@ def test_tampered_jwt_is_inactive(client, api, seller):
     assert not active(introspect(client, api, f"{header}.{forged}.{sig}"))
 
 
+def test_no_signature_is_checked_before_the_introspecting_caller_authenticates(client, api, seller, monkeypatch):
+    """An unauthenticated caller gets 401 without costing us a signature check (RFC 7662 §2.1:
+    authenticate first); the same token from the resource server is verified and active."""
+    from idp.oauth import jwt_access_token
+
+    token = login(Flow(client, _rp(access_token_format="jwt")))["access_token"]
+    ring, verified = jwt_access_token.keyring, []
+
+    class Spy:
+        def verify(self, *args, **kwargs):
+            verified.append(1)
+            return ring().verify(*args, **kwargs)
+
+    monkeypatch.setattr(jwt_access_token, "keyring", Spy)
+    resp = client.post("/introspect", data={"token": token}, auth=(api.client_id, "wrong"))
+    assert resp.status_code == 401 and verified == []
+    assert active(introspect(client, api, token)) and verified == [1]
+
+
 def test_resource_configured_for_jwt_with_down_scoping(client, api, resources, seller):
     body = login(Flow(client, _rp()), scope="openid api:read", resource=API)
     assert body["scope"] == "api:read" and "id_token" in body  # the ID token still follows openid
