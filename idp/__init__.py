@@ -54,7 +54,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from .crypto.keys import KeyRing
     from .ops import transactions
     from .store import create_store
-    from .web import headers
+    from .web import headers, methods
 
     extensions.db.init_app(app)
     transactions.register(app, extensions.db)  # after init_app: runs before its session teardown
@@ -76,6 +76,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.register_blueprint(bp)
     errors.register(app)
     headers.register(app)
+    methods.register(app)  # HEAD only where a GET changes nothing
     ops.init_app(app)  # /healthz, /readyz, /metrics, request timing
     app.wsgi_app = endpoints.Endpoints(app, app.wsgi_app)  # /token, /introspect, /revoke, /userinfo
     app.wsgi_app = discovery.Documents(app, app.wsgi_app)  # discovery and JWKS answered before Flask

@@ -130,7 +130,7 @@ def test_post_is_accepted(app, flow):
     stranger = app.test_client()  # another browser, no cookies yet
     parked = stranger.post("/authorize", data=flow.authorize_params())
     assert parked.status_code == 303
-    assert stranger.head(parked.headers["Location"]).status_code == 302  # a HEAD uses nothing up
+    assert stranger.head(parked.headers["Location"]).status_code == 405  # a HEAD uses nothing up
     assert stranger.get(parked.headers["Location"]).status_code == 302
     again = flow.client.post("/authorize", data=flow.authorize_params())  # the browser has its cookie now
     assert again.status_code == 302 and "/signin/" in again.headers["Location"]
