@@ -4,7 +4,11 @@
    does not change, so two logouts racing end it once and only the winner notifies anyone);
 2. revoke the token families born in this session (``Grant.sid``), except those granted
    with ``offline_access``: offline access is by definition meant to outlive the session
-   (OIDC Core §11), and the relying party can revoke it itself (RFC 7009);
+   (OIDC Core §11), and the relying party can revoke it itself (RFC 7009). Those keep
+   their tokens but lose the session's ``sid``: a refresh then gives no ID token
+   (idp.oauth.refresh; OIDC Core §12.2 lets it), which would tell the client the seller is
+   signed in, under a sid whose logout token has gone out already, so that no logout could
+   reach a session the client opened from it (Back-Channel Logout 1.0 §2.4);
 3. tell every client that received an ID token in this session, through back-channel logout:
    the list as the UPDATE found it, not as read before (a sign-in to one more client may
    have added to it meanwhile; it holds the row's lock, so the UPDATE sees its commit).
@@ -50,6 +54,8 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
     grants = [grant.id for grant in session_grants(row.sid, include_offline=False)]
     if grants:
         grants = tokens.revoke_families(Grant.id.in_(grants), reason, now)
+    db.session.execute(update(Grant).where(Grant.sid == row.sid, Grant.revoked_at.is_(None)).values(sid=None)
+                       .execution_options(synchronize_session=False))
     db.session.commit()
     tokens.kill_families_access_tokens(grants, reason)
     return backchannel.notify(backchannel.targets([(account.sub, row.sid, list(ended.clients or []))]))

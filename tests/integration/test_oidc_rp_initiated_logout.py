@@ -12,6 +12,7 @@ from joserfc.jwk import ECKey
 from idp.extensions import db, keyring
 from idp.models import BrowserSession, Grant
 from idp.oauth import tokens
+from tests.integration.token_helpers import refresh
 from tests.conftest import ISSUER, Flow, csrf_token, register_client
 
 BYE = "https://rp.example.com/bye"
@@ -158,6 +159,19 @@ def test_offline_access_family_survives_logout(flow):
     assert live_sessions() == []
     assert tokens.find_access_token(body["access_token"]) is not None
     assert db.session.execute(db.select(Grant)).scalar_one().revoked_at is None
+
+
+def test_a_refresh_after_logout_gives_no_id_token(flow):
+    """The offline family lives on, but the session it was born in has ended and its logout
+    token has gone out: an ID token now would say the seller is signed in, under a sid no
+    logout can reach any more (OIDC Core §12.2 lets the refresh answer leave it out)."""
+    body = sign_in(flow, scope="openid offline_access")
+    before = refresh(flow.client, flow.rp, body["refresh_token"]).get_json()
+    assert claims_of(before["id_token"])["sid"]  # while the session lives, as before
+    flow.client.get("/logout", query_string={"id_token_hint": body["id_token"]})
+    after = refresh(flow.client, flow.rp, before["refresh_token"])
+    assert after.status_code == 200 and "id_token" not in after.get_json()
+    assert after.get_json()["access_token"] and after.get_json()["refresh_token"]
 
 
 def test_expired_hint_is_accepted(flow):
