@@ -22,7 +22,8 @@ Redis restart nor a worker killed half-way (SIGKILL, out of memory, a shutdown's
 timeout) can drop it and leave a relying party holding a session the IdP ended. Its row goes
 once it is delivered or refused; a delivery that still fails (network error or 5xx; a 4xx is
 the RP refusing the token, §2.8, and like a 3xx is not retried) leaves a row for a retry
-instead, and one whose process died is one once its lease is over. ``retry_pending()``
+instead, taken no sooner than RETRY_WAIT later (doubled after each further failure), and one
+whose process died is one once its lease is over. ``retry_pending()``
 (the server's ``logout-retry``
 job, or `idp logout retry`, every few minutes) leases the rows atomically (one UPDATE ...
 RETURNING: of two concurrent runs, each row goes to one, for LEASE seconds) and delivers a
@@ -66,6 +67,10 @@ BACKOFF = 0.2  # seconds before the second try, doubled for each further one
 MAX_WORKERS = 4
 PENDING_TTL = 24 * 3600  # how long after the first delivery retry_pending() still tries
 MAX_TRIES = 8  # deliveries (each of BACKCHANNEL_ATTEMPTS tries) before giving up
+# A delivery that failed waits this long before a retry run takes it again, doubled after
+# each further failure: 5 min, 10, 20 ... 320, so the 8 deliveries span about 10.5 hours and a
+# relying party down for a deploy or a maintenance window is still told once it is back.
+RETRY_WAIT = 300
 LEASE = 3600  # seconds a retry run holds the rows it took; it takes no more than it can deliver meanwhile
 HOUR = 3600
 _PENDING = BackchannelDelivery.__table__
@@ -163,22 +168,40 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
     return report
 
 
-def _write_ahead(jobs: list) -> list:
-    """Give each delivery about to start without a row (a retry's has its lease) a row of its
-    own, leased for as long as this process can take to settle them all, and commit. A worker
-    killed before they settle (SIGKILL, out of memory, a shutdown's kill timeout) leaves them
-    to retry_pending() once the lease is over, rather than to nobody. The row goes when its
-    delivery settles (``_settle``), a failed one leaving a new row with one more try."""
+def _leased(targets_: list[Target]) -> tuple[list[Target], list[dict]]:
+    """Each target without a row (a retry's has its lease) with the row it gets: leased for
+    as long as this process can take to settle them all. A worker killed before they settle
+    (SIGKILL, out of memory, a shutdown's kill timeout) leaves them to retry_pending() once
+    the lease is over, rather than to nobody. The row goes when its delivery settles
+    (``_settle``), a failed one leaving a new row with one more try."""
     now = int(time.time())
-    lease = now + math.ceil(_delivery_time() * math.ceil(len(jobs) / MAX_WORKERS)) + 1
+    lease = now + math.ceil(_delivery_time() * math.ceil(len(targets_) / MAX_WORKERS)) + 1
     rows, out = [], []
-    for target, uri, token in jobs:
+    for target in targets_:
         if target.row_id is None:
             target = replace(target, first_at=target.first_at or now, row_id=secrets.token_urlsafe(12))
             row = {**asdict(target), "id": target.row_id, "recorded_at": now, "leased_until": lease}
             del row["row_id"]
             rows.append(row)
-        out.append((target, uri, token))
+        out.append(target)
+    return out, rows
+
+
+def written_ahead(targets_: list[Target]) -> list[Target]:
+    """The deliveries a logout is about to make, their rows added to the caller's transaction:
+    committed with the session's end, or not at all. A failure or a killed worker between
+    that commit and notify() would otherwise leave a relying party untold for good, since a
+    second logout finds the session ended already. Pass the result to notify()."""
+    out, rows = _leased(targets_)
+    if rows:
+        db.session.execute(insert(_PENDING), rows)
+    return out
+
+
+def _write_ahead(jobs: list) -> list:
+    """Rows for the deliveries about to start that have none (notify's callers other than a
+    logout), and commit."""
+    targets_, rows = _leased([target for target, _, _ in jobs])
     try:
         if rows:
             db.session.execute(insert(_PENDING), rows)
@@ -187,7 +210,7 @@ def _write_ahead(jobs: list) -> list:
         db.session.rollback()
         log.error("back-channel logout deliveries not written ahead: %s", type(exc).__name__)
         return jobs
-    return out
+    return [(target, uri, token) for target, (_, uri, token) in zip(targets_, jobs)]
 
 
 def _sign(client: Client, target: Target) -> str:
@@ -336,7 +359,9 @@ def _record(engine, target: Target) -> None:
     target = replace(target, tries=target.tries + 1, first_at=target.first_at or now)
     if _abandoned(target, now):
         return
-    row = {**asdict(target), "id": secrets.token_urlsafe(12), "recorded_at": now}
+    # Not leased, but not to be taken before its wait is over (_claim reads both alike).
+    row = {**asdict(target), "id": secrets.token_urlsafe(12), "recorded_at": now,
+           "leased_until": now + RETRY_WAIT * 2 ** (target.tries - 1)}
     del row["row_id"]
     try:
         with engine.begin() as conn:

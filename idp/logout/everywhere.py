@@ -10,7 +10,8 @@ Used by the seller (POST /account/sign-out-everywhere) and by the operator (the 
 2. the families' access tokens deleted from the store (RFC 7009 §2.1 semantics), best
    effort: with the store out of reach they expire within ACCESS_TOKEN_TTL, and the rest
    still runs (a rerun finds nothing left to end, so nothing after this may be lost);
-3. back-channel logout for every client of every session that was live;
+3. back-channel logout for every client of every session that was live (each delivery's
+   row written in step 1's transaction, so none is lost to a failure in between);
 4. a SecurityEvent so the seller and support can see it happened.
 """
 
@@ -50,10 +51,11 @@ def sign_out_everywhere(account: Account, *, actor: str = "seller") -> dict:
     notify = [(account.sub, sid, clients) for sid, clients in sessions]
     account.sessions_revoked_at = now
     grant_ids = tokens.revoke_families(Grant.account_id == account.id, KIND, now)
+    targets = backchannel.written_ahead(backchannel.targets(notify))  # told even if what follows fails
     db.session.commit()
     store_failed = not tokens.kill_families_access_tokens(grant_ids, KIND)
 
-    report = backchannel.notify(backchannel.targets(notify))
+    report = backchannel.notify(targets)
     summary = {"actor": actor, "sessions": len(sessions), "grants": len(grant_ids),
                "backchannel_delivered": len(report.delivered),
                "backchannel_unconfirmed": len(report.failed) + len(report.pending),

@@ -11,7 +11,9 @@
    reach a session the client opened from it (Back-Channel Logout 1.0 §2.4);
 3. tell every client that received an ID token in this session, through back-channel logout:
    the list as the UPDATE found it, not as read before (a sign-in to one more client may
-   have added to it meanwhile; it holds the row's lock, so the UPDATE sees its commit).
+   have added to it meanwhile; it holds the row's lock, so the UPDATE sees its commit). The
+   deliveries' rows are written in the same transaction (backchannel.written_ahead), so an
+   ended session always leaves its relying parties to be told.
 
 Clearing the cookie is the view's job: this module works without a request.
 """
@@ -56,6 +58,7 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
         grants = tokens.revoke_families(Grant.id.in_(grants), reason, now)
     db.session.execute(update(Grant).where(Grant.sid == row.sid, Grant.revoked_at.is_(None)).values(sid=None)
                        .execution_options(synchronize_session=False))
+    targets = backchannel.written_ahead(backchannel.targets([(account.sub, row.sid, list(ended.clients or []))]))
     db.session.commit()
     tokens.kill_families_access_tokens(grants, reason)
-    return backchannel.notify(backchannel.targets([(account.sub, row.sid, list(ended.clients or []))]))
+    return backchannel.notify(targets)

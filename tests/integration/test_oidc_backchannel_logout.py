@@ -23,7 +23,10 @@ EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
+    """No waits between tries nor before a retry run takes a failed delivery: the tests call
+    retry_pending() at once. test_failed_deliveries_wait_longer_after_each_failure keeps them."""
     monkeypatch.setattr(backchannel, "BACKOFF", 0.0)
+    monkeypatch.setattr(backchannel, "RETRY_WAIT", 0)
 
 
 def rp_with(uri, client_id="rp-bc", **fields):
@@ -370,6 +373,27 @@ def test_pending_deliveries_are_abandoned_a_day_after_the_first(app, client, sel
     assert "client=rp-bc abandoned after 2 deliveries" in caplog.text
 
 
+def test_failed_deliveries_wait_longer_after_each_failure(app, client, seller, receiver, monkeypatch):
+    """A relying party down for longer than a few retry runs (a deploy) is still told: the
+    retries are spaced out, 5 min after the first failure, 10 after the second, and so on.
+    (The failure is recorded by a delivery thread, which freezegun leaves on the real clock:
+    the wait is read from the row, and its end brought forward to now.)"""
+    monkeypatch.setattr(backchannel, "RETRY_WAIT", 300)
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    receiver.status = 503
+    log_out(*signed_in_flow(client, rp_with(receiver.url)))
+    waits = []
+    for _ in range(backchannel.MAX_TRIES - 1):
+        row = db.session.execute(db.select(backchannel._PENDING)).one()
+        waits.append(row.leased_until - row.recorded_at)
+        assert backchannel.retry_pending().failed == []  # not before its wait is over
+        db.session.execute(db.update(backchannel._PENDING).values(leased_until=int(time.time()) - 1))
+        db.session.commit()
+        assert backchannel.retry_pending().failed == ["rp-bc"]
+    assert waits == [300, 600, 1200, 2400, 4800, 9600, 19200]
+    assert len(receiver.received) == backchannel.MAX_TRIES and backchannel.pending_ids() == []  # given up
+
+
 def test_two_concurrent_retries_claim_each_delivery_once(app, client, seller):
     app.config["BACKCHANNEL_ATTEMPTS"] = 1
     rp = rp_with(closed_port_url())
@@ -438,6 +462,31 @@ def test_a_delivery_whose_worker_died_before_it_settled_is_retried_after_its_lea
         clock.tick(backchannel._delivery_time() + 2)
         assert backchannel.retry_pending().delivered == ["rp-bc"]
     assert len(receiver.tokens) == 1 and backchannel.pending_ids() == []
+    assert verify_with_jwks(receiver.tokens[0])[1]["sid"] == keyring().verify(body["id_token"])["sid"]
+
+
+@pytest.mark.parametrize("ending", ["logout", "everywhere"])
+def test_a_worker_dying_right_after_the_session_ended_leaves_its_deliveries(app, client, seller, receiver,
+                                                                             monkeypatch, ending):
+    """The deliveries' rows are committed with the session's end: a failure or a killed worker
+    before notify() starts leaves them to the retry run. A second logout could not tell the
+    relying party: it finds the session ended already."""
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+
+    def dies(targets_, max_wait=None):
+        raise RuntimeError("the worker is killed here")
+
+    with freeze_time(datetime.now(timezone.utc)) as clock:
+        with monkeypatch.context() as patched:
+            patched.setattr(backchannel, "notify", dies)
+            if ending == "logout":
+                assert log_out(flow, body).status_code == 500
+            else:
+                with pytest.raises(RuntimeError):
+                    sign_out_everywhere(seller)
+        assert receiver.received == [] and len(backchannel.pending_ids()) == 1
+        clock.tick(backchannel._delivery_time() + 2)
+        assert backchannel.retry_pending().delivered == ["rp-bc"]
     assert verify_with_jwks(receiver.tokens[0])[1]["sid"] == keyring().verify(body["id_token"])["sid"]
 
 
