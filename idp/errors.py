@@ -54,9 +54,12 @@ def unexpected_description(request_id: str) -> str:
 
 # A dependency that cannot be reached, or gave up on us: connection refused or lost, a
 # timeout, a server shutting down (SQLAlchemy's OperationalError wraps the driver's, also
-# for a pool that ran dry). What the client sent cannot cause these.
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, sqlalchemy.exc.OperationalError,
-               sqlalchemy.exc.TimeoutError, psycopg.OperationalError)
+# for a pool that ran dry); Redis answering that it cannot write now: a primary turned
+# replica by a failover (READONLY), out of memory (OOM), busy (TRYAGAIN), its cluster down or
+# its primary gone (CLUSTERDOWN, MASTERDOWN). What the client sent cannot cause these.
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError,
+               redis.exceptions.OutOfMemoryError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
+               sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError, psycopg.OperationalError)
 RETRY_AFTER = "5"  # seconds: Retry-After of a 503
 
 

@@ -8,6 +8,7 @@ separated (a crash in between would leave a key that never expires).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -16,7 +17,7 @@ import threading
 import hiredis
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ops import turns
@@ -139,12 +140,16 @@ class RedisStore(Store):
         # turn left 11-16% of the machine idle under load (the reference 3-5%).
         with turns.waiting():
             try:
-                conn.send_packed_command(packed)
-                return _answers(conn, len(packed))
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                conn.disconnect()
-                conn.send_packed_command(packed)
-                return _answers(conn, len(packed))
+                try:
+                    conn.send_packed_command(packed)
+                    return _answers(conn, len(packed))
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    conn.disconnect()
+                    conn.send_packed_command(packed)
+                    return _answers(conn, len(packed))
+            except ReadOnlyError:
+                conn.disconnect()  # see _reconnect_on_readonly
+                raise
 
     def put(self, key: str, value: Value, ttl: int) -> None:
         self._call("SET", self._k(key), dumps(value), "EX", check_ttl(ttl))
@@ -168,8 +173,9 @@ class RedisStore(Store):
         return loads(self._r.getdel(self._k(key)))
 
     def swap(self, key: str, value: Value, ttl: int) -> Value | None:
-        # SET ... GET (Redis >= 6.2). Resent after a lost answer, it reads back its own value.
-        return loads(self._call("SET", self._k(key), dumps(value), "EX", check_ttl(ttl), "GET"))
+        # SET ... GET (Redis >= 6.2), through redis-py's client (no retry) and never _call's
+        # resend: sent again after an answer lost on the way, it would read back its own value.
+        return loads(self._r.set(self._k(key), dumps(value), ex=check_ttl(ttl), get=True))
 
     def consume_leaving(self, key: str, mark: str, value: Value, ttl: int) -> Value | None:
         # Through redis-py's client, as consume: never through _call's resend, since a second
@@ -242,3 +248,23 @@ class RedisStore(Store):
         if conn is not None:
             conn.disconnect()
         self._r.close()
+
+
+def _reconnect_on_readonly(method):
+    """After a failover the old primary answers writes with READONLY (a replica now) on the
+    connections still open to it, for as long as they stay open: those are dropped, so the
+    next command connects again, to wherever the URL's name now points. The error itself is
+    an outage (idp.errors.UNAVAILABLE: 503, Retry-After)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ReadOnlyError:
+            self._r.connection_pool.disconnect(inuse_connections=False)
+            raise
+    return wrapper
+
+
+# The writes that go through redis-py's pool (those through _send drop their own connection).
+for _name in ("add", "consume", "consume_leaving", "swap", "delete", "incr", "sadd", "_script"):
+    setattr(RedisStore, _name, _reconnect_on_readonly(getattr(RedisStore, _name)))

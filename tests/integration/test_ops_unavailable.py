@@ -84,3 +84,39 @@ def test_a_bug_is_still_a_500(app, backend, monkeypatch):
                                   headers=_basic(backend))
     assert resp.status_code == 500 and resp.get_json()["error"] == "server_error"
     assert "Retry-After" not in resp.headers
+
+
+@pytest.fixture
+def replica_redis(tmp_path, monkeypatch):
+    """A Redis of this test's own, turned into a replica (of nobody) as a failover turns the
+    old primary: it still answers, but every write is refused with READONLY."""
+    import redis
+
+    from tests.servers import start_redis
+
+    monkeypatch.delenv("IDP_TEST_REDIS_URL", raising=False)  # never the suite's shared server
+    url, stop = start_redis(tmp_path)
+    admin = redis.Redis.from_url(url)
+    admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+    yield url, admin
+    admin.close()
+    stop()
+
+
+def test_a_redis_that_refuses_writes_is_an_outage_and_its_connections_are_dropped(app, backend, rp,
+                                                                                   replica_redis):
+    url, admin = replica_redis
+    other = create_app(_same_world(app, REDIS_URL=url))
+    client = other.test_client()
+    cc = {"grant_type": "client_credentials", "scope": "api:read"}
+    _assert_unavailable_json(client.post("/token", data=cc, headers=_basic(backend)))
+    page = client.get("/authorize", query_string={
+        "response_type": "code", "client_id": rp.client_id, "redirect_uri": rp.redirect_uris[0], "scope": "openid",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256"})
+    assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+    store = other.extensions["idp.store"]
+    conn = getattr(store._local, "conn", None)
+    assert conn is None or conn._sock is None  # the thread's connection to the replica is closed
+    assert all(c._sock is None for c in store._r.connection_pool._available_connections)
+    admin.execute_command("REPLICAOF", "NO", "ONE")  # a primary again: the next request goes through
+    assert client.post("/token", data=cc, headers=_basic(backend)).status_code == 200

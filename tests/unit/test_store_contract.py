@@ -150,6 +150,38 @@ def test_a_pipelined_error_leaves_the_connection_in_step(redis_url: str) -> None
         s.close()
 
 
+def test_swap_is_not_sent_again_after_a_lost_answer(redis_url: str, monkeypatch) -> None:
+    """The hot paths' commands are sent once more when their answer is lost (RedisStore._send).
+    Not SET ... GET: the server did set it, and a second one reads back the value just written,
+    so a browser's other session would go unseen (idp.login.flow.end_others_in_browser)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    s = RedisStore(redis_url, namespace=f"swap{threading.get_ident()}:")
+    try:
+        s.put("slot", "old", 60)
+        s.get("slot")  # the thread's own connection is open
+        conn, lost = s._local.conn, []
+        read = conn.read_response
+
+        def loses_the_first_answer(*args, **kwargs):
+            answer = read(*args, **kwargs)  # the server has run the command
+            if not lost:
+                lost.append(answer)
+                raise RedisConnectionError("the answer was lost on the way")
+            return answer
+
+        monkeypatch.setattr(conn, "read_response", loses_the_first_answer)
+        try:
+            answer = s.swap("slot", "new", 60)
+        except RedisConnectionError:
+            answer = "an outage, told as one"
+        assert answer in ("old", "an outage, told as one")  # never "new", its own value
+    finally:
+        monkeypatch.undo()
+        s.clear()
+        s.close()
+
+
 def test_swap_sets_and_gives_back_what_was_there(store: Store) -> None:
     assert store.swap("current", "a", 60) is None
     assert store.swap("current", "b", 60) == "a"
