@@ -123,13 +123,18 @@ def tick(app, jobs=JOBS, now: float | None = None) -> dict[str, str | None]:
     from ..extensions import store
     from . import metrics
 
-    now = time.time() if now is None else now
+    started = time.time()
+    now = started if now is None else now
     ran = {}
     for job in jobs:
         interval = int(app.config[job.interval_key])
+        # The slot of this moment, not of the tick's start: after a long job (a logout-retry
+        # run may take most of an hour) the start's slot is over, its claim expired with it,
+        # and claiming it again would run that slot a second time beside the current one's.
+        at = now + (time.time() - started)
         try:
             with app.app_context():
-                claimed = store().add(slot_key(job, interval, now), {"pid": os.getpid()}, interval)
+                claimed = store().add(slot_key(job, interval, at), {"pid": os.getpid()}, interval)
         except Exception as exc:  # the store is unreachable: /readyz says so; try at the next tick
             log.error("maintenance job %s: cannot claim its slot: %s", job.name, type(exc).__name__)
             # Counted as a failure (README: alert on any): a job that cannot claim does not run.

@@ -47,6 +47,20 @@ def other_process(app):
     return create_app({k: app.config[k] for k in keep})
 
 
+def test_a_job_after_a_long_one_claims_the_slot_of_its_own_moment(app):
+    """A long logout-retry run must not make the next job claim the slot the tick started in:
+    that slot's claim (by another process) has expired with it, and the job would run twice."""
+    every = app.config["LOGOUT_RETRY_INTERVAL"]
+    with freeze_time(T0) as clock:
+        slow = maintenance.Job("slow", "LOGOUT_RETRY_INTERVAL", lambda config: clock.tick(every + 5) and "done")
+        job = Counting("count")
+        assert maintenance.tick(app, [job.job]) == {"count": "run 1"}  # another process ran this slot's
+        ran = maintenance.tick(other_process(app), [slow, job.job])  # started in that slot, ends in the next
+        assert ran == {"slow": "done", "count": "run 2"}  # the next slot's run, not a second of the first
+        assert maintenance.tick(app, [job.job]) == {}  # and that one runs once
+    assert job.runs == 2
+
+
 def test_each_slot_of_a_job_runs_once_however_many_processes_ask(app):
     job, other = Counting("count"), other_process(app)
     every = app.config["LOGOUT_RETRY_INTERVAL"]
