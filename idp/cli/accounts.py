@@ -22,7 +22,7 @@ MAX_PASSWORD = 1024  # argon2 takes any length; a bound keeps a typo'd file from
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MAX_EMAIL, MAX_NAME = 320, 200  # their columns' (idp.models.account)
 
-accounts = AppGroup("accounts", help="Create seller accounts.")
+accounts = AppGroup("accounts", help="Create, disable and enable seller accounts.")
 
 
 @accounts.command("create")
@@ -46,6 +46,40 @@ def create(email, name, verified, password_stdin):
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     account = create_account(email, password, name=name, verified=verified)
     click.echo(f"created account {account.email} (sub {account.sub})")
+
+
+@accounts.command("disable")
+@click.argument("email")
+def disable(email):
+    """Disable an account: no sign-in, and every session and token of it ended (told to the
+    relying parties by back-channel logout). Enabling it again brings none of them back."""
+    from ..logout.everywhere import sign_out_everywhere
+
+    account = _existing(email)
+    if account.status != "active":
+        raise CliError(f"the account {account.email} is {account.status} already")
+    summary = sign_out_everywhere(account, actor="operator", status="disabled")
+    click.echo(f"disabled {account.email}: ended {summary['sessions']} session(s), revoked {summary['grants']} "
+               f"token family(ies)")
+
+
+@accounts.command("enable")
+@click.argument("email")
+def enable(email):
+    """Let a disabled account sign in again (its earlier sessions and tokens stay ended)."""
+    account = _existing(email)
+    if account.status == "active":
+        raise CliError(f"the account {account.email} is active already")
+    account.status = "active"
+    db.session.commit()
+    click.echo(f"enabled {account.email}")
+
+
+def _existing(email: str) -> Account:
+    account = find(email)
+    if account is None:
+        raise CliError(f"no account with the email {email!r}")
+    return account
 
 
 def find(email: str) -> Account | None:

@@ -42,13 +42,17 @@ def _end_live_sessions(account: Account, now: datetime) -> list[tuple[str, list]
     return [(sid, list(clients or [])) for sid, clients in ended]
 
 
-def sign_out_everywhere(account: Account, *, actor: str = "seller") -> dict:
+def sign_out_everywhere(account: Account, *, actor: str = "seller", status: str | None = None) -> dict:
     """End all of ``account``'s sessions and tokens; return counts for the caller to show.
 
-    ``actor`` ("seller" or "operator") goes into the SecurityEvent."""
+    ``actor`` ("seller" or "operator") goes into the SecurityEvent. ``status``: the account's
+    new status, set in the same transaction (`idp accounts disable`), so no sign-in slips in
+    between the sign-out and the status."""
     now = datetime.now(timezone.utc)
     sessions = _end_live_sessions(account, now)
     notify = [(account.sub, sid, clients) for sid, clients in sessions]
+    if status is not None:
+        account.status = status
     account.sessions_revoked_at = now
     grant_ids = tokens.revoke_families(Grant.account_id == account.id, KIND, now)
     targets = backchannel.written_ahead(backchannel.targets(notify))  # told even if what follows fails

@@ -1,6 +1,6 @@
 import secrets
 
-from sqlalchemy import Boolean, Integer, String, and_, or_
+from sqlalchemy import Boolean, Integer, String, and_, event, or_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -47,3 +47,14 @@ class Account(db.Model):
     @staticmethod
     def normalize_email(email: str) -> str:
         return email.strip().lower()
+
+
+@event.listens_for(Account.status, "set")
+def _leaving_active_ends_every_sign_in(account, value, previous, initiator):
+    """An account that stops being active has every sign-in made so far end for good, as at a
+    sign out everywhere: were only the status checked (usable_since), making it active again
+    (an appeal granted, a mistake undone) would bring back every session and token family it
+    had, including those of whoever it was disabled for. `idp accounts disable` also ends the
+    sessions and tells the relying parties (idp.logout.everywhere)."""
+    if previous == "active" and value != "active":
+        account.sessions_revoked_at = utcnow()

@@ -1,0 +1,48 @@
+"""`idp accounts disable` / `enable`: an account taken out of use, and let back in, brings
+back none of the sign-ins it had (idp.models.account)."""
+
+from idp.cli import cli
+from idp.extensions import db
+from idp.models import Account, SecurityEvent
+from tests.integration.token_helpers import login, refresh
+
+
+def _idp(app, *args):
+    return app.test_cli_runner().invoke(cli, list(args))
+
+
+def test_disable_ends_everything_and_enable_brings_none_of_it_back(app, flow, client, seller):
+    issued = login(flow)
+    result = _idp(app, "accounts", "disable", "Seller@Example.com")
+    assert result.exit_code == 0, result.output
+    assert "disabled seller@example.com: ended 1 session(s), revoked 1 token family(ies)" in result.output
+    assert "login_required" in flow.authorize(prompt="none").headers["Location"]
+    assert refresh(client, flow.rp, issued["refresh_token"]).status_code == 400
+    assert db.session.scalars(db.select(SecurityEvent.kind)).all() == ["sign_out_everywhere"]
+
+    result = _idp(app, "accounts", "enable", "seller@example.com")
+    assert result.exit_code == 0 and "enabled seller@example.com" in result.output
+    assert "login_required" in flow.authorize(prompt="none").headers["Location"]  # no session came back
+    assert refresh(client, flow.rp, issued["refresh_token"]).status_code == 400  # nor a token family
+    assert flow.login_code()  # signing in with the password works again
+
+
+def test_a_status_set_any_other_way_ends_the_sign_ins_too(app, flow, client, seller):
+    """Whatever sets the status (a later suspension step, a support tool): leaving "active"
+    ends every sign-in made before, so setting it back brings none of them to life."""
+    issued = login(flow)
+    db.session.get(Account, seller.id).status = "suspended"
+    db.session.commit()
+    db.session.get(Account, seller.id).status = "active"
+    db.session.commit()
+    assert "login_required" in flow.authorize(prompt="none").headers["Location"]
+    assert refresh(client, flow.rp, issued["refresh_token"]).status_code == 400
+
+
+def test_disable_and_enable_say_what_is_wrong_in_one_line(app, seller):
+    assert _idp(app, "accounts", "enable", "seller@example.com").output.strip().endswith("is active already")
+    assert _idp(app, "accounts", "disable", "seller@example.com").exit_code == 0
+    again = _idp(app, "accounts", "disable", "seller@example.com")
+    assert again.exit_code == 2 and "is disabled already" in again.output
+    unknown = _idp(app, "accounts", "disable", "nobody@example.com")
+    assert unknown.exit_code == 2 and "no account" in unknown.output and "Traceback" not in unknown.output
