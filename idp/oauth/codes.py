@@ -77,6 +77,19 @@ def take(record: dict) -> bool:
     return store().consume_leaving(record["key"], spent, 1, _spent_ttl()) is not None
 
 
+def give_back(record: dict) -> None:
+    """Undo ``take`` when the redemption failed on an outage before anything was issued: the
+    answer is a 503 with Retry-After, and the client's retry must find the code live (until
+    its exp), not read as a replay that revokes the sign-in and alarms the seller. Nothing
+    can have been issued from it: the family's id is the code's, and its row was not
+    committed (a second insert of that id would fail on the primary key)."""
+    h = record["key"].removeprefix("code:")
+    s, ttl = store(), int(record["exp"] - time.time())
+    if ttl >= 1:
+        s.put(record["key"], {k: v for k, v in record.items() if k != "key"}, ttl)
+    s.delete(f"code-spent:{h}")
+
+
 def response_url(redirect_uri: str, params: dict) -> str:
     """The redirect back to the client, with ``iss`` (RFC 9207) and the state byte for byte."""
     params = {k: v for k, v in params.items() if v is not None}

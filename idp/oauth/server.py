@@ -11,6 +11,7 @@ Composition: the authorization code grant (below), refresh with rotation
 (RFC 7662) and revocation (RFC 7009) endpoints; one server per app.
 """
 
+import logging
 import re
 from datetime import datetime, timezone
 
@@ -21,6 +22,7 @@ from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, Inval
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import current_app
 
+from .. import errors
 from ..login import session as browser_session
 from ..ops import metrics
 from . import client_auth, clients, codes, params, resource_indicators, tokens
@@ -30,6 +32,8 @@ from .client_credentials import ClientCredentialsGrant
 from .introspection import IntrospectionEndpoint
 from .refresh import RefreshTokenGrant
 from .revocation import RevocationEndpoint
+
+log = logging.getLogger(__name__)
 
 
 def query_client(client_id):
@@ -87,6 +91,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             # Taken since it was read: a concurrent redemption of the same code, a replay.
             _code_reused(code)
             raise InvalidGrantError("The authorization code has already been used.")
+        try:
+            return self._redeem(client, code)
+        except errors.UNAVAILABLE:
+            try:
+                codes.give_back(code)  # the answer is a 503: the client's retry must find its code
+            except Exception as exc:  # noqa: BLE001  (the store is the outage: the retry gets invalid_grant)
+                log.warning("authorization code not given back after an outage: %s", type(exc).__name__)
+            raise
+
+    def _redeem(self, client, code):
         started = datetime.now(timezone.utc)  # before the session check: the family's created_at
         account = self.authenticate_user(code)
         if account is None:

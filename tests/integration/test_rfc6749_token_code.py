@@ -161,6 +161,39 @@ def test_client_id_must_name_the_authenticated_client(flow, client):
     assert flow.redeem(flow.login_code(), client_id=flow.rp.client_id).status_code == 200  # naming itself is fine
 
 
+@pytest.mark.parametrize("fails", ["store", "database"])
+def test_a_redemption_cut_short_by_an_outage_leaves_the_code_to_the_clients_retry(flow, app, monkeypatch, fails):
+    """The answer to an outage is a 503 with Retry-After: the retry must not read as a replay
+    (the sign-in revoked, a code_reuse security event on the seller's account)."""
+    import redis.exceptions
+    from sqlalchemy.exc import OperationalError
+
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    code = flow.login_code()
+    s, broken = store(), []
+
+    def outage(*args, **kwargs):
+        broken.append(1)
+        if fails == "store":
+            raise redis.exceptions.ConnectionError("Redis went away")
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    with monkeypatch.context() as patched:
+        if fails == "store":
+            patched.setattr(type(s), "put_indexed", outage)  # the access token's write
+        else:
+            patched.setattr(tokens, "sign_id_token", outage)  # anything between take and commit
+        resp = flow.redeem(code)
+    assert broken and resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    retry = flow.redeem(code)
+    assert retry.status_code == 200, retry.get_json()
+    assert db.session.scalars(db.select(SecurityEvent.kind)).all() == []
+    again = flow.redeem(code)  # and then it is used, as ever
+    assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
+
+
 def test_concurrent_redemptions_at_most_one_wins(flow, app):
     """One redemption takes the code; the others are replays (RFC 6749 §4.1.2), which revoke
     what the code issued: when the winner sees that while it issues, it answers invalid_grant
