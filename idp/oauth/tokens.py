@@ -356,8 +356,12 @@ def kill_families_access_tokens(grant_ids: list[str], reason: str) -> bool:
 
 
 def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:
-    """Kill a whole family: its access tokens (store), then its refresh tokens (database)."""
-    kill_access_tokens(grant_id, reason)
+    """Kill a whole family: its refresh tokens and the security event (database), then its
+    access tokens (store: the mark, then the sweep). The database first, so that a store in
+    an outage (a 503) still leaves the family revoked and the reuse on the seller's record;
+    its access tokens then expire within ACCESS_TOKEN_TTL. A family being written meanwhile
+    (a code's redemption racing its replay) has no row yet for the UPDATE: the store's mark
+    is what stops it (issue() sees it and records the revocation)."""
     db.session.execute(
         update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None))
         .values(revoked_at=datetime.now(timezone.utc), revoked_reason=reason)
@@ -365,6 +369,7 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
     if account_id is not None and reason in ("refresh_token_reuse", "code_reuse"):
         db.session.add(SecurityEvent(account_id=account_id, kind=reason, detail={"grant_id": grant_id}))
     db.session.commit()
+    kill_access_tokens(grant_id, reason)
 
 
 def revoke_client_credentials(client_row_id: int, credentials: str, reason: str = "client_removed") -> int:

@@ -60,6 +60,29 @@ def test_reuse_revokes_the_whole_family_and_is_recorded(flow, seller):
     assert [(e.kind, e.detail["grant_id"]) for e in events] == [("refresh_token_reuse", grant.id)]
 
 
+def test_reuse_during_a_store_outage_is_still_revoked_and_recorded(flow, seller, monkeypatch):
+    """The store's half fails (a 503): the family is revoked in the database and the reuse on
+    the seller's record all the same, not only once the client tries again after the outage."""
+    import redis.exceptions
+
+    from idp.extensions import store
+
+    first = login(flow)
+    refresh(flow.client, flow.rp, first["refresh_token"])
+
+    def outage(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(type(store()), "put", outage)
+        resp = refresh(flow.client, flow.rp, first["refresh_token"])
+    assert resp.status_code == 503
+    db.session.expire_all()
+    assert db.session.scalars(select(Grant.revoked_reason)).one() == "refresh_token_reuse"
+    assert db.session.scalars(select(SecurityEvent.kind).filter_by(account_id=seller.id)).all() == [
+        "refresh_token_reuse"]
+
+
 def test_concurrent_refresh_never_leaves_two_live_successors(flow, app):
     first = login(flow)
     grant_id = _grant_of(first["access_token"])
