@@ -17,6 +17,9 @@ DEFAULT_SECRET_KEY = "dev-only-not-secret"
 # How long a client or a load balancer may cache the JWKS (its Cache-Control max-age): a new
 # key must be published at least this long before it signs (KEY_PUBLISH_AHEAD).
 JWKS_MAX_AGE = 300
+# The acr values an ID token of this release can carry (idp.login.flow.ACR_PASSWORD): every
+# sign-in is a password one until a second factor exists.
+ISSUED_ACR_VALUES = ("urn:idp:acr:pwd",)
 
 DEFAULTS: dict[str, object] = {
     # "development" (make run, tests) or "production" (idp serve): production refuses unsafe settings.
@@ -75,7 +78,7 @@ DEFAULTS: dict[str, object] = {
     "MAX_CONTENT_LENGTH": 64 * 1024,
     # acr_values_supported in discovery: every sign-in is a password one until a second
     # factor exists (idp.login.flow.ACR_PASSWORD).
-    "ACR_VALUES": ["urn:idp:acr:pwd"],
+    "ACR_VALUES": ["urn:idp:acr:pwd"],  # a subset of ISSUED_ACR_VALUES
     # Back-channel logout: attempts per relying party and the timeout of each.
     "BACKCHANNEL_ATTEMPTS": 3,
     "BACKCHANNEL_TIMEOUT": 2.0,
@@ -275,6 +278,11 @@ def check(config: dict) -> None:
         if not _names(config[key]):
             raise ConfigError(f'{key} must be a list of names without spaces or quotes (JSON: ["a", "b"]), '
                               f"got {config[key]!r}")
+    if unknown := [v for v in config["ACR_VALUES"] if v not in ISSUED_ACR_VALUES]:
+        # Discovery §3: the values this OP supports. One it never puts in an ID token would
+        # have relying parties ask for (and wait for) an assurance no sign-in gives.
+        raise ConfigError(f"ACR_VALUES may name only acr values this release issues "
+                          f"({', '.join(ISSUED_ACR_VALUES)}), got {', '.join(map(repr, unknown))}")
     _check_resources(config["RESOURCES"])
     issuer = urlsplit(config["ISSUER"])
     if issuer.scheme not in ("http", "https") or not issuer.hostname or issuer.query or issuer.fragment:

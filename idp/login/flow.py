@@ -27,7 +27,7 @@ from . import session as browser_session
 from .pipeline import Context, SignIn, authentication_complete, next_step, session_satisfies
 
 log = logging.getLogger(__name__)
-ACR_PASSWORD = "urn:idp:acr:pwd"
+ACR_PASSWORD = "urn:idp:acr:pwd"  # in idp.config.ISSUED_ACR_VALUES
 ANSWERED = "This sign-in is already complete. Go back to the app; if it did not sign you in, start again there."
 BROWSER_COOKIE = "idp_browser"
 

@@ -32,9 +32,12 @@ def understood_scopes(extra_scopes=(), resources=None) -> frozenset:
     return frozenset(BASE_SCOPES) | frozenset(extra_scopes) | of_resources
 
 
-def metadata(issuer: str, extra_scopes=(), acr_values=("urn:idp:acr:pwd",)) -> dict:
-    """The discovery document for ``issuer`` (pure: no request, no app)."""
+def metadata(issuer: str, extra_scopes=(), acr_values=("urn:idp:acr:pwd",), resources=None) -> dict:
+    """The discovery document for ``issuer`` (pure: no request, no app). ``scopes_supported``
+    lists every scope an authorization request may name (understood_scopes): the base ones,
+    EXTRA_SCOPES, then those of the resource servers (RFC 8707) in name order."""
     scopes = BASE_SCOPES + [s for s in extra_scopes if s not in BASE_SCOPES]
+    scopes += sorted(understood_scopes(extra_scopes, resources) - set(scopes))
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
@@ -99,7 +102,7 @@ class Documents(PathRoutes):
         cfg = app.config
         super().__init__(wsgi_app)
         self.keyring = app.extensions["idp.keyring"]
-        self.discovery = _encode(metadata(cfg["ISSUER"], cfg["EXTRA_SCOPES"], cfg["ACR_VALUES"]))
+        self.discovery = _encode(metadata(cfg["ISSUER"], cfg["EXTRA_SCOPES"], cfg["ACR_VALUES"], cfg["RESOURCES"]))
         self.fallback_headers = headers.security_headers(cfg["ISSUER"])
         self.headers = [*self.fallback_headers, ("Access-Control-Allow-Origin", "*"),
                         ("Content-Type", "application/json")]

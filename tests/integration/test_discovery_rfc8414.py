@@ -76,10 +76,29 @@ def test_rfc8414_well_known_serves_the_same_document(client):
 
 
 def test_extra_scopes_and_acr_values_come_from_config(tmp_path):
-    app = make_app(tmp_path, EXTRA_SCOPES=["orders"], ACR_VALUES=["urn:idp:acr:pwd", "urn:idp:acr:mfa"])
+    app = make_app(tmp_path, EXTRA_SCOPES=["orders"], ACR_VALUES=[])
     doc = app.test_client().get(WELL_KNOWN).get_json()
     assert doc["scopes_supported"] == ["openid", "email", "profile", "offline_access", "orders"]
-    assert doc["acr_values_supported"] == ["urn:idp:acr:pwd", "urn:idp:acr:mfa"]
+    assert doc["acr_values_supported"] == []
+
+
+def test_resource_servers_scopes_are_listed_as_supported(tmp_path):
+    """An authorization request may name them (RFC 8707's resources): scopes_supported says so."""
+    app = make_app(tmp_path, EXTRA_SCOPES=["orders"], RESOURCES={
+        "https://api.example.com": {"scopes": ["orders:read", "api:write"]},
+        "https://ledger.example.com": {"scopes": ["orders", "ledger:read"]}})
+    doc = app.test_client().get(WELL_KNOWN).get_json()
+    assert doc["scopes_supported"] == ["openid", "email", "profile", "offline_access", "orders",
+                                       "api:write", "ledger:read", "orders:read"]
+
+
+def test_acr_values_no_sign_in_gives_are_refused(tmp_path):
+    """Discovery §3: acr_values_supported are the values this OP supports. A relying party
+    reading urn:idp:acr:mfa there would ask for an assurance no ID token of ours carries."""
+    from idp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ACR_VALUES may name only acr values this release issues"):
+        make_app(tmp_path, ACR_VALUES=["urn:idp:acr:pwd", "urn:idp:acr:mfa"])
 
 
 @pytest.mark.parametrize("path, max_age", [(WELL_KNOWN, 3600), ("/jwks", 300)])
