@@ -32,9 +32,22 @@ SINGLE = (
 class AuthorizeError(Exception):
     """``redirect_uri`` is None when the error must be shown as a page, not redirected."""
 
-    def __init__(self, error: str, description: str, redirect_uri: str | None = None, state: str | None = None):
+    def __init__(self, error: str, description: str, redirect_uri: str | None = None, state: str | None = None,
+                 fragment: bool = False):
         super().__init__(description)
         self.error, self.description, self.redirect_uri, self.state = error, description, redirect_uri, state
+        self.fragment = fragment  # in the redirect's fragment, not its query (_error_in_fragment)
+
+
+def _error_in_fragment(params: dict) -> bool:
+    """Where a client refused before its response type is accepted looks for the error: the
+    fragment when it asked for it, or for a response type that defaults to it (any with
+    ``token`` or ``id_token``: OAuth 2.0 Multiple Response Type Encoding Practices §2.1, §5;
+    OIDC Core §3.2.2.6, §3.3.2.6); else the query, where this IdP's own answers go."""
+    mode, response_type = _one(params, "response_mode"), _one(params, "response_type")
+    if mode is not None:
+        return mode == "fragment"
+    return isinstance(response_type, str) and bool({"token", "id_token"} & set(response_type.split()))
 
 
 @dataclass
@@ -83,8 +96,10 @@ def validate(params, find_client, resources=(), understood=frozenset()) -> tuple
         # pass no proxy. Too long to give back, so the error is told here, not to the client.
         raise AuthorizeError("invalid_request", "'state' is too long", None, None)
 
+    fragment = _error_in_fragment(params)
+
     def fail(error, description):
-        raise AuthorizeError(error, description, redirect_uri, state if isinstance(state, str) else None)
+        raise AuthorizeError(error, description, redirect_uri, state if isinstance(state, str) else None, fragment)
 
     for name in SINGLE:
         if len(params.get(name, [])) > 1:

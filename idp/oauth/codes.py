@@ -90,10 +90,14 @@ def give_back(record: dict) -> None:
     s.delete(f"code-spent:{h}")
 
 
-def response_url(redirect_uri: str, params: dict) -> str:
-    """The redirect back to the client, with ``iss`` (RFC 9207) and the state byte for byte."""
+def response_url(redirect_uri: str, params: dict, fragment: bool = False) -> str:
+    """The redirect back to the client, with ``iss`` (RFC 9207) and the state byte for byte;
+    in the query, or with ``fragment`` in the fragment (a registered redirect URI has none,
+    RFC 6749 §3.1.2)."""
     params = {k: v for k, v in params.items() if v is not None}
     params["iss"] = current_app.config["ISSUER"]
     parts = urlsplit(redirect_uri)
+    if fragment:
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, urlencode(params)))
     query = parts.query + ("&" if parts.query else "") + urlencode(params)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))

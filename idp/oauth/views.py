@@ -45,7 +45,7 @@ def _answer(params: dict, parking_allowed: bool):
         if e.redirect_uri is None:
             return page_error(f"This sign-in link is not valid: {e.description}.", 400)
         return redirect(codes.response_url(e.redirect_uri, {
-            "error": e.error, "error_description": e.description, "state": e.state}))
+            "error": e.error, "error_description": e.description, "state": e.state}, fragment=e.fragment))
     if parking_allowed and not request.cookies.get(browser_session.cookie_name(flow.BROWSER_COOKIE)):
         # A cross-site POST carries none of our SameSite=Lax cookies: the sign-in would not
         # see this browser's session, and a new browser-binding cookie would replace the one

@@ -50,9 +50,7 @@ def test_repeated_client_or_redirect_is_a_page(flow, param):
 
 REDIRECT_ERRORS = [
     ("no response_type", {"response_type": None}, "invalid_request"),  # §4.1.2.1: a missing parameter
-    ("token response_type", {"response_type": "token"}, "unsupported_response_type"),
-    ("implicit", {"response_type": "token"}, "unsupported_response_type"),
-    ("hybrid", {"response_type": "code id_token"}, "unsupported_response_type"),
+    ("unknown response_type", {"response_type": "magic"}, "unsupported_response_type"),
     ("no challenge", {"code_challenge": None}, "invalid_request"),
     ("plain", {"code_challenge_method": "plain"}, "invalid_request"),
     ("no method (defaults to plain)", {"code_challenge_method": None}, "invalid_request"),
@@ -71,7 +69,7 @@ REDIRECT_ERRORS = [
     ("request object", {"request": "eyJ.x.y"}, "request_not_supported"),
     ("long request object", {"request": "eyJ." + "x" * 3000 + ".y"}, "request_not_supported"),  # Core §6.1
     ("request_uri", {"request_uri": "https://rp.example.com/r"}, "request_uri_not_supported"),
-    ("fragment mode", {"response_mode": "fragment"}, "invalid_request"),
+    ("form_post mode", {"response_mode": "form_post"}, "invalid_request"),
     ("oversized nonce", {"nonce": "n" * 5000}, "invalid_request"),
     ("bad resource", {"resource": "not-a-uri"}, "invalid_target"),
     ("unknown resource", {"resource": "https://unknown.example.com/api"}, "invalid_target"),
@@ -87,6 +85,26 @@ def test_errors_redirect_with_state_and_iss(flow, case, params, error):
     assert query["error"] == error
     assert query["state"] == "s&t=1 é/%"
     assert query["iss"] == ISSUER
+
+
+FRAGMENT_ERRORS = [
+    ("implicit", {"response_type": "token"}, "unsupported_response_type"),
+    ("implicit, OpenID", {"response_type": "id_token"}, "unsupported_response_type"),
+    ("hybrid", {"response_type": "code id_token"}, "unsupported_response_type"),
+    ("fragment mode", {"response_mode": "fragment"}, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("case,params,error", FRAGMENT_ERRORS, ids=[c for c, _, _ in FRAGMENT_ERRORS])
+def test_errors_go_in_the_fragment_where_the_client_reads_its_answer(flow, case, params, error):
+    """A response type with token or id_token answers in the fragment (Multiple Response Type
+    Encoding Practices §2.1, §5; OIDC Core §3.2.2.6): its client reads the error there, as
+    one that asked for response_mode=fragment does."""
+    resp = flow.authorize(state="s1", **params)
+    parts = urlsplit(resp.headers["Location"])
+    assert resp.status_code == 302 and parts.query == ""
+    answer = {k: v[0] for k, v in parse_qs(parts.fragment).items()}
+    assert answer["error"] == error and answer["state"] == "s1" and answer["iss"] == ISSUER
 
 
 @pytest.mark.parametrize("param", ["scope", "state", "code_challenge", "prompt", "nonce", "response_type"])
