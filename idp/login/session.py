@@ -18,7 +18,6 @@ from types import SimpleNamespace
 from flask import current_app, request
 from sqlalchemy import bindparam, func, insert, select, update
 
-from ..config import is_loopback_url
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import Account, BrowserSession, Client
@@ -26,13 +25,15 @@ from ..models.account import usable_since
 
 
 def cookie_name(name: str) -> str:
-    """``__Host-`` prefix (Secure, Path=/, no Domain) outside loopback development."""
+    """``__Host-`` prefix (Secure, Path=/, no Domain) whenever the issuer is https."""
     return name if _insecure_dev() else f"__Host-{name}"
 
 
 def _insecure_dev() -> bool:
-    issuer = current_app.config["ISSUER"]
-    return issuer.startswith("http://") and is_loopback_url(issuer)
+    """An http issuer: development (production refuses one off loopback, idp.config). Its
+    cookies cannot be Secure, or the browser would drop them all, and the rule is the one
+    Flask's own cookie follows (idp.create_app), so the CSRF cookie and ours agree."""
+    return not current_app.config["ISSUER"].startswith("https://")
 
 
 def set_cookie(resp, name: str, value: str, max_age: int | None) -> None:

@@ -88,6 +88,24 @@ def test_session_cookie_is_strict(flow):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
 
 
+def test_an_http_issuer_off_loopback_has_cookies_a_browser_keeps_and_all_alike(app, flow, seller):
+    """Development on a LAN name (production refuses plain http there, idp.config): Secure or
+    __Host- cookies would be dropped over http, and the sign-in would fail on every try; the
+    IdP's own cookies follow the same rule as Flask's CSRF cookie."""
+    from idp import create_app
+
+    lan = create_app({"ISSUER": "http://idp.lan:5000", "DATABASE_URL": app.config["DATABASE_URL"],
+                      "REDIS_URL": app.config["REDIS_URL"], "STORE_NAMESPACE": app.config["STORE_NAMESPACE"],
+                      "KEYS_DIR": app.config["KEYS_DIR"], "TESTING": True})
+    assert lan.config["SESSION_COOKIE_NAME"] == "idp_flask" and not lan.config["SESSION_COOKIE_SECURE"]
+    lan_flow = type(flow)(lan.test_client(), flow.rp)
+    resp = lan_flow.sign_in(lan_flow.authorize())
+    cookies = resp.headers.getlist("Set-Cookie")
+    assert any(c.startswith("idp_session=") for c in cookies)
+    assert not any("Secure" in c or c.startswith("__Host-") for c in cookies)
+    assert "code=" in resp.headers["Location"]
+
+
 def test_https_issuer_uses_host_prefix_and_secure(app, flow):
     app.config["ISSUER"] = "https://id.example.com"
     resp = flow.sign_in(flow.authorize())
