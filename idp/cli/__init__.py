@@ -37,6 +37,27 @@ cli = AppGroup("idp", help="Operate the seller identity provider: database, keys
 for group in (db_commands, keys, clients, accounts, logout, maintenance, serve):
     cli.add_command(group)
 
+
+def _start(*args, **kwargs):
+    from ..store import row_cache
+
+    row_cache.forget_left_behind()  # one command's (several run in one process under a test runner)
+
+
+cli.callback = _start
+
+
+@cli.result_callback()
+def _cached_rows_left(*args, **kwargs):
+    """A change committed while Redis was out of reach is done, but the servers' cached copy
+    of the row (a client registration, an account's claims) may outlive it: say so, and fail."""
+    from ..store import row_cache
+
+    if row_cache.left_behind():
+        raise CliError("the change is saved, but the store (REDIS_URL) could not be reached to drop the servers' "
+                       f"cached copy of it: they may go on using the row as it was for up to "
+                       f"{row_cache.DEFAULT_TTL} s (a client's old secret included)")
+
 # Flask-Migrate's downgrade and stamp take every account, client and token with them, or make
 # the schema lie about itself: each asks first (--yes to skip, for scripts). The question goes
 # to stderr, and with --sql (offline: the SQL is printed, nothing is run) none is asked, so

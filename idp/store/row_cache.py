@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from flask import has_app_context
+from flask import has_app_context, has_request_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,8 @@ from . import prefetch
 log = logging.getLogger(__name__)
 _DIRTY = "idp.row_cache_dirty"
 VERSION_TTL = 24 * 3600  # longer than any read between a counter and its fill can take
+DEFAULT_TTL = 300  # seconds an entry lives (the longest of any RowCache here)
+_LEFT: list[str] = []  # entries a commit outside any request could not drop: the CLI says so
 
 
 def _jsonable(value):
@@ -47,7 +49,7 @@ def _version_key(key: str) -> str:
 
 class RowCache:
     def __init__(self, model, key_column: str, prefix: str, fields: list[str], build: Callable[[dict], Any],
-                 ttl: int = 300):
+                 ttl: int = DEFAULT_TTL):
         self.model, self.key_column, self.prefix = model, key_column, prefix
         self.fields, self.build, self.ttl = fields, build, ttl
         for name in ("after_insert", "after_update", "after_delete"):
@@ -104,6 +106,19 @@ def _invalidate(session):
             except Exception as exc:  # noqa: BLE001  (see above)
                 log.error("row cache: %d entry(ies) not dropped after a commit (%s); they expire within their ttl",
                           len(changed), type(exc).__name__)
+                if not has_request_context():  # the `idp` CLI: the operator must hear of it (left_behind)
+                    _LEFT.extend(changed)
+
+
+def left_behind() -> list[str]:
+    """Cache entries this process's commits outside a request left behind (the store was out
+    of reach): servers may go on reading the row as it was, a rotated secret's old hash
+    included, until each entry's ttl is over."""
+    return list(_LEFT)
+
+
+def forget_left_behind() -> None:
+    _LEFT.clear()
 
 
 @event.listens_for(Session, "after_rollback")

@@ -184,6 +184,34 @@ def test_rotate_secret_replaces_a_leaked_secret_and_keeps_the_grants(app, idp):
     assert_refused(idp("clients", "rotate-secret", "nobody"), "no client 'nobody'")
 
 
+def test_a_change_whose_cached_copy_could_not_be_dropped_is_an_error(tmp_path, shared, monkeypatch, redis_url):
+    """The secret is rotated, but with Redis out of reach the servers' cached registration
+    (and the old secret's hash in it) lives out its ttl: the operator must hear of it."""
+    import secrets
+
+    import redis.exceptions
+
+    from idp.store import RedisStore
+
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    shutil.copy(shared / "template.sqlite3", tmp_path / "idp.sqlite3")
+    app = create_app({**_config(shared / "keys", tmp_path / "idp.sqlite3"), "REDIS_URL": redis_url,
+                      "STORE_NAMESPACE": f"cli{secrets.token_hex(4)}:"})
+    idp = runner_for(app)
+    idp("clients", "add", "svc", "--grant-type", "client_credentials", "--scope", "api:read")
+
+    def outage(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RedisStore, "incr", outage)
+        rotated = idp("clients", "rotate-secret", "svc")
+    assert rotated.exit_code == 2 and "new secret for client svc" in rotated.stdout
+    assert "could not be reached to drop the servers' cached copy" in rotated.stderr
+    assert idp("clients", "show", "svc").exit_code == 0  # the next command starts clean
+
+
 @pytest.mark.parametrize("text,message", [
     ('clients = "abc"\n', "clients must be an array of tables"),
     ("clients = [1, 2]\n", "clients must be an array of tables"),

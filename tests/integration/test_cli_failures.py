@@ -81,11 +81,12 @@ def test_redis_out_of_reach(idp):
     assert idp("demo")[0] == 0
     refused(idp("clients", "remove", "seller-dashboard", "--yes", IDP_REDIS_URL="redis://127.0.0.1:1/0"),
             "removed client seller-dashboard", "REDIS_URL")
-    # The account's cached claims cannot be dropped after the commit: said in the log, and the
-    # sign-out goes on (it has nothing in the store to delete: no token was issued).
+    # The account's cached claims cannot be dropped after the commit: the sign-out goes on (it
+    # has nothing in the store to delete: no token was issued), and ends with the one error.
     code, output = idp("logout", "everywhere", "demo.seller@example.com", IDP_REDIS_URL="redis://127.0.0.1:1/0")
-    assert code == 0 and "Traceback" not in output and "ended 0 session(s)" in output, output
+    assert code == 2 and "Traceback" not in output and "ended 0 session(s)" in output, output
     assert "row cache: 1 entry(ies) not dropped after a commit (ConnectionError)" in output
+    assert "Error: the change is saved, but the store (REDIS_URL) could not be reached" in output
 
 
 @pytest.mark.parametrize("bind,words", [
