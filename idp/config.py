@@ -58,6 +58,9 @@ DEFAULTS: dict[str, object] = {
     "REFRESH_TOKEN_ABSOLUTE_TTL": 30 * 24 * 3600,
     "LOGIN_TTL": 900,  # a sign-in in progress
     "SESSION_TTL": 14 * 24 * 3600,  # the IdP browser session (single sign-on)
+    # A session unused this long (no sign-in answered from it) ends, as Keycloak's "SSO
+    # Session Idle"; 0: none, only SESSION_TTL.
+    "SESSION_IDLE_TTL": 0,
     # Signing key rotation: a new key is published this long before it signs anything.
     "KEY_PUBLISH_AHEAD": 24 * 3600,
     # Argon2id cost (RFC 9106 second recommended option: 19 MiB, t=2, p=1 is the floor).
@@ -217,7 +220,7 @@ WHOLE = {
     "READY_TIMEOUT": (1, 60, "seconds"),
     **{key: (1, 100 * _TEN_YEARS, "seconds")
        for key in ("LOGOUT_RETRY_INTERVAL", "PRUNE_INTERVAL", "KEY_CHECK_INTERVAL")},
-    "KEY_PUBLISH_AHEAD": (0, _TEN_YEARS, "seconds"),
+    "KEY_PUBLISH_AHEAD": (0, _TEN_YEARS, "seconds"), "SESSION_IDLE_TTL": (0, _TEN_YEARS, "seconds"),
     **{key: (0, 3650, "days") for key in ("PRUNE_GRACE_DAYS", "KEY_ROTATION_DAYS", "EVENT_RETENTION_DAYS")},
     "PROXY_HOPS": (0, 100, "proxies"),
     "BACKCHANNEL_ATTEMPTS": (1, 10, "tries"),  # the backoff doubles: 10 tries wait 205 s in all

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from flask import current_app, request
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
@@ -63,6 +63,7 @@ _ACCOUNT_IN_SESSION = (
     .join(Client, Client.client_id == bindparam("client_id"))
     .where(BrowserSession.sid == bindparam("sid"), BrowserSession.account_id == bindparam("account_id"),
            BrowserSession.ended_at.is_(None), BrowserSession.expires_at > bindparam("now"),
+           or_(BrowserSession.last_seen_at.is_(None), BrowserSession.last_seen_at > bindparam("idle_since")),
            Account.usable_since_sql(BrowserSession.created_at))
     # FOR SHARE (PostgreSQL; SQLite has no row locks): a logout or sign-out-everywhere
     # ending this session waits for the redemption's commit, so the families it then
@@ -82,28 +83,35 @@ def account_in_session(sid: str | None, account_id: int | None, client_id: str) 
     rows' share locks until it commits)."""
     if sid is None or account_id is None:
         return None
+    now = datetime.now(timezone.utc)
     row = db.session.execute(_ACCOUNT_IN_SESSION, {"sid": sid, "account_id": account_id, "client_id": client_id,
-                                                   "now": datetime.now(timezone.utc)}).first()
+                                                   "now": now, "idle_since": _idle_since(now)}).first()
     return None if row is None else SimpleNamespace(**row._mapping)
 
 
 def add_client(sid: str, client_id: str) -> bool:
     """Record that ``client_id`` receives an ID token in session ``sid``, for back-channel
-    logout; False if the session has ended meanwhile (nothing to answer with a code).
+    logout, and that the session was used now (``last_seen_at``, for SESSION_IDLE_TTL and the
+    seller's list of sessions: written at most once a minute); False if the session has ended
+    meanwhile (nothing to answer with a code).
 
     Read and written under the row's lock (PostgreSQL; SQLite has no row locks): two
     authorizations to two clients at once would otherwise each write back the list it read,
     and one relying party would never hear of the logout. By ``sid``, which never changes (a
     renewal changes the primary key); the caller commits."""
     found = db.session.execute(
-        select(BrowserSession.clients).where(BrowserSession.sid == sid, BrowserSession.ended_at.is_(None))
-        .with_for_update()).first()
+        select(BrowserSession.clients, BrowserSession.last_seen_at)
+        .where(BrowserSession.sid == sid, BrowserSession.ended_at.is_(None)).with_for_update()).first()
     if found is None:
         return False
-    clients = list(found.clients or [])
+    clients, now, changes = list(found.clients or []), datetime.now(timezone.utc), {}
     if client_id not in clients:
+        changes["clients"] = [*clients, client_id]
+    if found.last_seen_at is None or now - found.last_seen_at >= SEEN_EVERY:
+        changes["last_seen_at"] = now
+    if changes:
         db.session.execute(update(BrowserSession).where(BrowserSession.sid == sid)
-                           .values(clients=[*clients, client_id]).execution_options(synchronize_session=False))
+                           .values(**changes).execution_options(synchronize_session=False))
     return True
 
 
@@ -115,9 +123,24 @@ def oldest_live_start() -> float | None:
     return None if oldest is None else oldest.timestamp()
 
 
+# How stale ``last_seen_at`` may get before a use writes it again: a session used on every
+# page of a relying party would otherwise cost a write each time. An idle limit is then
+# measured from up to a minute before the last use.
+SEEN_EVERY = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _idle_since(now: datetime) -> datetime:
+    """Sessions last used at or before this have idled out (SESSION_IDLE_TTL; 0: none has)."""
+    idle = current_app.config["SESSION_IDLE_TTL"]
+    return now - timedelta(seconds=idle) if idle else _EPOCH
+
+
 def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
     now = datetime.now(timezone.utc)
     if row is None or row.ended_at is not None or row.expires_at <= now:
+        return None
+    if row.last_seen_at is not None and row.last_seen_at <= _idle_since(now):
         return None
     account = db.session.get(Account, row.account_id)
     return (row, account) if usable_since(account, row.created_at) else None
