@@ -1,11 +1,12 @@
 """Pages of the sign-in steps. Each step: GET renders, POST checks and advances."""
 
-from flask import Blueprint, redirect, render_template, url_for
+from flask import Blueprint, make_response, redirect, render_template, url_for
 
 from ..errors import page_error
 from ..extensions import db
 from ..models import Account
 from ..ops import metrics
+from ..web.headers import with_form_target
 from ..oauth.server import query_client
 from . import flow, password as passwords, session as browser_session
 from .forms import ConsentForm, PasswordForm
@@ -21,6 +22,13 @@ def _load(signin_id):
     if signin is None:
         return None, None
     return signin, query_client(signin.request["client_id"])
+
+
+def _page(signin, template: str, status: int = 200, **context):
+    """A step's page. Its form's answer may be the redirect to the relying party (the code,
+    or an error): the page's form-action names that target (idp.web.headers)."""
+    return with_form_target(make_response(render_template(template, **context), status),
+                            signin.request.get("redirect_uri"))
 
 
 def _taken(step: str, signin):
@@ -48,9 +56,9 @@ def password(signin_id):
     form = PasswordForm()
     if not form.is_submitted():
         form.email.data = signin.request.get("login_hint")
-        return render_template("signin/password.html", form=form, client=client)
+        return _page(signin, "signin/password.html", form=form, client=client)
     if not form.validate():
-        return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
+        return _page(signin, "signin/password.html", 401, form=form, client=client, error=BAD_CREDENTIALS)
     email = Account.normalize_email(form.email.data or "")
     # PostgreSQL text cannot hold NUL: no account has such an email, and asking would fail.
     account = None if "\x00" in email else db.session.execute(
@@ -59,7 +67,7 @@ def password(signin_id):
     ok = passwords.verify_password(account.password_hash if account else None, form.password.data or "")
     if not ok or account.status != "active":
         metrics.signin_failed("bad_credentials")
-        return render_template("signin/password.html", form=form, client=client, error=BAD_CREDENTIALS), 401
+        return _page(signin, "signin/password.html", 401, form=form, client=client, error=BAD_CREDENTIALS)
     with flow.claimed(signin) as ours:
         if not ours:
             return _taken("password", signin)
@@ -81,7 +89,7 @@ def consent(signin_id):
         if signin.account_id is None or "consent" in signin.done:
             return _advance("consent", signin, client)  # the sign-in is elsewhere: go there
         account = db.session.get(Account, signin.account_id)
-        return render_template("signin/consent.html", form=form, client=client, scopes=signin.request["scope"],
+        return _page(signin, "signin/consent.html", form=form, client=client, scopes=signin.request["scope"],
                                account=account)
     if not form.validate():
         return page_error("The form expired. Go back to the app and start again.", 400)

@@ -19,6 +19,7 @@ from ..errors import page_error
 from ..extensions import csrf, keyring, store
 from ..login import session as browser_session
 from ..oauth.server import query_client
+from ..web.headers import with_form_target
 from . import rp_initiated, session_end
 from .everywhere import sign_out_everywhere
 from .forms import LogoutForm, SignOutEverywhereForm
@@ -92,7 +93,9 @@ def _handle(params: dict):
     logout_id = new_token(16)
     store().put(f"logout:{logout_id}", req.to_dict(), current_app.config["LOGIN_TTL"])
     form = LogoutForm(logout_id=logout_id)
-    return _no_store(render_template("logout/confirm.html", form=form, req=req, account=account))
+    # Its form ends in the redirect to the relying party's post-logout URI, if one was honoured.
+    return with_form_target(_no_store(render_template("logout/confirm.html", form=form, req=req, account=account)),
+                            rp_initiated.redirect_target(req))
 
 
 @bp.post("/logout/confirm")

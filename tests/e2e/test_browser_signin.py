@@ -156,3 +156,29 @@ def test_our_form_posts_carry_referer_and_origin_and_relying_parties_get_neither
     assert sent.get("origin") == issuer, sent  # "null" under no-referrer
     assert not back.value.all_headers().get("referer", "").startswith(issuer), back.value.all_headers()
     seller.wait_signed_in("dashboard")
+
+
+def test_a_native_apps_private_use_scheme_receives_its_code(seller):
+    """RFC 8252 §7.1: the mobile app's redirect URI is com.example.seller:/oauth2redirect.
+    Chromium holds a form's redirects to the page's CSP form-action: the sign-in page names
+    that scheme, so the answer to the password form goes to the app (headless Chromium has
+    no app for it and aborts the navigation; what counts is that it was made)."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    from tests.conftest import pkce_pair
+
+    redirect_uri = "com.example.seller:/oauth2redirect"
+    _, challenge = pkce_pair()
+    handed_to_the_app = []
+    seller.page.on("request", lambda r: handed_to_the_app.append(r.url) if r.url.startswith(redirect_uri) else None)
+    seller.page.goto(seller.stack.issuer + "/authorize?" + urlencode({
+        "response_type": "code", "client_id": "seller-mobile", "redirect_uri": redirect_uri, "scope": "openid",
+        "state": "st-native", "code_challenge": challenge, "code_challenge_method": "S256"}))
+    seller.enter_password()
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not handed_to_the_app and time.monotonic() < deadline:
+        seller.page.wait_for_timeout(100)
+    assert seller.csp_violations == []
+    assert handed_to_the_app, "the browser never followed the redirect to the app's scheme"
+    answer = parse_qs(urlsplit(handed_to_the_app[0]).query)
+    assert answer["state"] == ["st-native"] and answer["code"][0]

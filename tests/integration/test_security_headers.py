@@ -62,3 +62,40 @@ def test_an_unexpected_error_before_flask_is_a_json_500_with_the_headers(app, cl
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
     assert "unhandled error request_id=" in caplog.text and "key storage unreadable" not in resp.get_data(as_text=True)
     assert client.get("/jwks").status_code == 200
+
+
+def _form_action(resp) -> list[str]:
+    csp = resp.headers["Content-Security-Policy"]
+    return next(d for d in csp.split("; ") if d.startswith("form-action ")).split()[1:]
+
+
+@pytest.mark.parametrize("redirect_uri,source", [
+    ("com.example.seller:/oauth2redirect", "com.example.seller:"),  # RFC 8252 §7.1
+    ("http://127.0.0.1:53412/callback", "http://127.0.0.1:53412"),  # §7.3: the port this request names
+])
+def test_a_sign_in_page_lets_its_form_end_at_the_clients_redirect_uri_only(client, seller, redirect_uri, source):
+    """Chromium holds a form's redirects to the page's form-action: the password form's answer
+    goes to the client. Its redirect URI's origin (or private-use scheme) is allowed, nothing
+    else; every other page's forms may post to the IdP alone."""
+    from tests.conftest import Flow, register_client
+
+    native = register_client("app-native", redirect_uris=["com.example.seller:/oauth2redirect",
+                                                          "http://127.0.0.1/callback"],
+                             token_endpoint_auth_method="none", application_type="native")
+    flow = Flow(client, native)
+    page = client.get(flow.authorize(redirect_uri=redirect_uri).headers["Location"])
+    assert page.status_code == 200 and _form_action(page) == ["'self'", source]
+    assert _form_action(client.get("/does-not-exist")) == ["'self'"]
+
+
+@pytest.mark.parametrize("uri,source", [
+    ("https://RP.example.com:8443/cb?x=1", "https://rp.example.com:8443"),
+    ("https://rp.example.com/cb", "https://rp.example.com"),
+    ("http://[::1]:8080/cb", "http:"),  # CSP names no IPv6 literal: its scheme
+    ("https://under_score.example.com/cb", "https:"),  # nor a host CSP's grammar refuses
+    ("com.example.app:/cb", "com.example.app:"),
+])
+def test_form_action_source(uri, source):
+    from idp.web.headers import form_action_source
+
+    assert form_action_source(uri) == source
