@@ -20,6 +20,7 @@ from flask import jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .ops.logs import WithholdDatabaseDetail, first_line
+from .web import methods
 
 log = logging.getLogger("idp")
 log.addFilter(WithholdDatabaseDetail())  # PostgreSQL's DETAIL names values (idp.ops.logs)
@@ -91,7 +92,7 @@ def register(app):
         # response has the header; the page or JSON that replaces it must keep it).
         for name, value in exc.get_headers():
             if name.lower() == "allow":
-                resp.headers[name] = value
+                resp.headers[name] = methods.allowed(value)
         return resp
 
     @app.errorhandler(UnicodeDecodeError)

@@ -10,7 +10,8 @@ refused with 405 everywhere except the routes listed here, which only read.
 
 from __future__ import annotations
 
-from flask import request
+from flask import current_app, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed
 
 # Endpoints whose GET has no effect: a load balancer or a monitor may HEAD them.
@@ -23,3 +24,17 @@ def register(app) -> None:
         if request.method == "HEAD" and request.url_rule is not None and request.endpoint not in HEAD_ALLOWED:
             allowed = sorted(request.url_rule.methods - {"HEAD", "OPTIONS"})
             raise MethodNotAllowed(valid_methods=allowed)
+
+
+def allowed(methods: str) -> str:
+    """An ``Allow`` header (RFC 9110 §10.2.1) for this request's path without HEAD where HEAD
+    is refused (werkzeug lists it for every GET route)."""
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if "HEAD" in names:
+        try:
+            endpoint, _ = current_app.url_map.bind("").match(request.path, method="GET")
+        except HTTPException:
+            endpoint = None
+        if endpoint not in HEAD_ALLOWED:
+            names.remove("HEAD")
+    return ", ".join(names)

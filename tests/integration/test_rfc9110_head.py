@@ -37,3 +37,15 @@ def test_head_is_refused_on_every_sign_in_page(client, path):
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 def test_head_on_health_checks_answers(client, path):
     assert client.head(path).status_code == 200
+
+
+@pytest.mark.parametrize("method,path", [("PUT", "/signin/abc/password"), ("DELETE", "/authorize"),
+                                         ("PATCH", "/logout")])
+def test_a_405_offers_no_head_where_head_is_refused(client, method, path):
+    resp = client.open(path, method=method)
+    assert resp.status_code == 405
+    assert "HEAD" not in resp.headers["Allow"].split(", ") and "GET" in resp.headers["Allow"]
+
+
+def test_a_405_on_a_health_check_still_offers_head(client):
+    assert "HEAD" in client.post("/healthz").headers["Allow"].split(", ")
