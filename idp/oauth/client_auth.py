@@ -29,6 +29,8 @@ ASSERTION_ALGS = ["ES256", "RS256", "PS256"]
 # The longest a client assertion may still be valid when presented: its jti is remembered
 # until its exp, so this bounds what the store keeps per assertion.
 MAX_ASSERTION_LIFETIME = 3600
+# What an assertion refused before its signature verified is told: what an unknown client is.
+UNVERIFIED = "client authentication failed"
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
@@ -42,9 +44,16 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
+    def __call__(self, query_client, request):
+        g.assertion_endpoint = request.uri  # the URL this request was sent to (get_audiences)
+        return super().__call__(query_client, request)
+
     def get_audiences(self):
+        """RFC 7523 §3 (3): the issuer, or the URL of the endpoint the assertion is presented
+        at (OIDC Core §9: the token endpoint's). Not another endpoint's: an assertion made
+        for /introspect is no credential at /token."""
         issuer = current_app.config["ISSUER"]
-        return [issuer, issuer + "/token", issuer + "/introspect", issuer + "/revoke"]
+        return [issuer, g.get("assertion_endpoint", issuer + "/token")]
 
     def validate_jti(self, claims, jti):
         # exp is essential and checked (not past, with the leeway) before this is called.
@@ -72,6 +81,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def verify_claims(self, claims):
         # Past the signature check: what is wrong with the claims (aud, exp, a reused jti) is
         # the client developer's to know, and tells nothing to anyone else.
+        aud = claims.get("aud")
+        if isinstance(aud, list) and any(value not in self.get_audiences() for value in aud):
+            # joserfc takes a list if any member is ours. One naming another server too is
+            # what an audience injection looks like (a client tricked into addressing an
+            # assertion for our endpoint to an attacker's server, which replays it here).
+            raise AssertionRefused(description="The client assertion's aud names another audience than this server.")
         try:
             super().verify_claims(claims)
         except AssertionRefused:
@@ -82,11 +97,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def process_assertion_claims(self, assertion, resolve_key):
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGS)
-        except JoseError as exc:
-            # Before (or at) the signature check: the same words whatever failed, so nobody
-            # learns which kids a client has registered.
-            raise AssertionRefused(description="the assertion could not be verified with the client's "
-                                               "registered keys") from exc
+        except (JoseError, TypeError, KeyError, AttributeError, ValueError, RecursionError) as exc:
+            # Before (or at) the signature check: the words of an unknown client whatever
+            # failed, so nobody learns which client ids exist, which authenticate with keys,
+            # or which kids they registered. joserfc raises more than JoseError on a header it
+            # judges before the signature (a "crit" of numbers: TypeError).
+            raise AssertionRefused(description=UNVERIFIED) from exc
         self.verify_claims(token.claims)
         return token.claims
 
@@ -96,7 +112,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         except (TypeError, ValueError, KeyError, JoseError) as exc:
             # A registration written around idp.cli.client_rules (a list, not a JWK Set):
             # the client cannot authenticate; the server goes on.
-            raise AssertionRefused(description="the client's registered keys cannot be read") from exc
+            raise AssertionRefused(description=UNVERIFIED) from exc
 
 
 class AssertionRefused(InvalidClientError):

@@ -339,14 +339,61 @@ def test_private_key_jwt_rejections(client, seller, jwt_rp, case):
              "client_assertion": _assertion(key, "rp-jwt", aud, exp_in=exp_in)}
     resp = f.redeem(f.login_code(), **extra)
     assert _error(resp)[1] == "invalid_client"
-    # what the developer of the client needs to know (the signature was good, or it is the kid)
-    said = {"wrong audience": "aud", "expired": "expired", "other key": "could not be verified"}[case]
+    # what the developer of the client needs to know once the signature was good; before,
+    # what an unknown client is told (nobody learns which client ids authenticate with keys)
+    said = {"wrong audience": "aud", "expired": "expired", "other key": "client authentication failed"}[case]
     assert said in resp.get_json()["error_description"]
     assertion = _assertion(key, "rp-jwt", ISSUER + "/introspect" if case != "wrong audience" else aud,
                            exp_in=exp_in)
     at_introspection = client.post("/introspect", data={
         "token": "x", "client_assertion_type": extra["client_assertion_type"], "client_assertion": assertion})
     assert said in at_introspection.get_json()["error_description"]
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _b64json(obj) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("crit", [[1], [None], [{"a": 1}], [["x"]]])
+@pytest.mark.parametrize("path,extra", [("/token", {"grant_type": "client_credentials"}),
+                                        ("/introspect", {"token": "x"}), ("/revoke", {"token": "x"})])
+def test_an_unsigned_assertion_with_a_strange_crit_is_invalid_client_not_a_500(client, jwt_rp, crit, path, extra):
+    """joserfc judges "crit" before the signature and fails on a non-string with TypeError:
+    anyone who knows a private_key_jwt client's id could have made us answer 500."""
+    assertion = f"{_b64json({'alg': 'ES256', 'crit': crit})}.{_b64json({'iss': 'rp-jwt', 'sub': 'rp-jwt'})}.AAAA"
+    resp = client.post(path, data={"client_assertion_type": JWT_BEARER, "client_assertion": assertion, **extra})
+    assert _error(resp) == (401, "invalid_client")
+
+
+def test_an_unverified_assertion_tells_nothing_about_the_client(client, jwt_rp, rp):
+    """Signed by a key not registered: a key-based client, a secret-based one and an unknown
+    id get the same words, so none of them can be told apart from outside."""
+    stranger = ECKey.generate_key("P-256", auto_kid=True)
+    said = set()
+    for client_id in ("rp-jwt", rp.client_id, "nobody-here"):
+        resp = client.post("/token", data={"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER,
+                                           "client_assertion": _assertion(stranger, client_id, ISSUER + "/token")})
+        assert _error(resp) == (401, "invalid_client")
+        said.add(resp.get_json().get("error_description"))
+    assert said == {"client authentication failed"}
+
+
+@pytest.mark.parametrize("aud,accepted", [
+    (ISSUER, True), (ISSUER + "/token", True), ([ISSUER, ISSUER + "/token"], True),
+    (ISSUER + "/introspect", False),  # made for another endpoint
+    (["https://evil.example/token", ISSUER + "/token"], False),  # an audience injection's shape
+])
+def test_an_assertion_is_for_the_issuer_or_the_endpoint_it_is_sent_to(client, seller, jwt_rp, aud, accepted):
+    f = Flow(client, jwt_rp)
+    assertion = _assertion(jwt_rp.key, "rp-jwt", aud)
+    resp = f.redeem(f.login_code(), client_assertion_type=JWT_BEARER, client_assertion=assertion)
+    assert resp.status_code == (200 if accepted else 401), resp.get_json()
 
 
 def test_token_endpoint_rejects_get(client):
