@@ -1,5 +1,6 @@
 """Seller identity provider: an OpenID Connect issuer built on Flask and authlib."""
 
+import logging
 import os
 
 from flask import Flask
@@ -35,6 +36,8 @@ def pg_connect_args(config, url) -> dict:
 def create_app(overrides: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=os.path.abspath(os.environ.get("IDP_INSTANCE_PATH", "instance")))
     app.config.update(config_mod.load(app.instance_path, overrides))
+    if app.config["ENV"] == "production":
+        app.debug = False  # Flask takes FLASK_DEBUG from the environment: never in production
     secure = app.config["ISSUER"].startswith("https://")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=app.config["DATABASE_URL"],
@@ -114,7 +117,19 @@ def create_server_app(overrides: dict | None = None) -> Flask:
         # Only a serving process generates the first keys in the database: a CLI process
         # (`idp db upgrade` before the table exists, `idp keys import` before the keys are
         # moved in) must not.
-        app.extensions["idp.keyring"].ensure()
+        from . import errors
+
+        try:
+            app.extensions["idp.keyring"].ensure()
+        except errors.UNAVAILABLE as exc:
+            # A worker started again during a database outage (one that died, OOM-killed)
+            # must start all the same: exiting, it would be respawned and die again, and
+            # granian takes a crash loop for a reason to stop every worker, the healthy ones
+            # too. The keys are read at their first use (a 503 until the database answers);
+            # the first ones of a new install come with `idp serve`'s first start, which
+            # checks the database before any worker runs.
+            logging.getLogger("idp.keys").warning("signing keys not read at start, the database is unavailable "
+                                                  "(%s); read at first use", type(exc).__name__)
     from .login import password
 
     with app.app_context():

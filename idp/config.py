@@ -17,6 +17,9 @@ DEFAULT_SECRET_KEY = "dev-only-not-secret"
 # How long a client or a load balancer may cache the JWKS (its Cache-Control max-age): a new
 # key must be published at least this long before it signs (KEY_PUBLISH_AHEAD).
 JWKS_MAX_AGE = 300
+# OWASP Password Storage Cheat Sheet: argon2id's least memory (KiB) for a number of passes,
+# all of equal cost (p=1); five passes or more need 7 MiB.
+ARGON2_FLOOR = {1: 47104, 2: 19456, 3: 12288, 4: 9216, 5: 7168}
 # The acr values an ID token of this release can carry (idp.login.flow.ACR_PASSWORD): every
 # sign-in is a password one until a second factor exists.
 ISSUED_ACR_VALUES = ("urn:idp:acr:pwd",)
@@ -335,3 +338,18 @@ def check(config: dict) -> None:
             "production needs IDP_REDIS_URL (redis://, rediss:// or unix://): with the embedded "
             "store every process, the `idp` command included, keeps its own codes, tokens and "
             "revocations")
+    if not str(config["DATABASE_URL"]).lower().startswith(("postgresql:", "postgresql+", "postgres:")):
+        raise ConfigError(
+            "production needs IDP_DATABASE_URL on PostgreSQL (postgresql+psycopg://...): SQLite, the "
+            "embedded default, is one file per host, so servers behind one load balancer would each keep "
+            "their own accounts, clients and tokens, and it has no row locks")
+    memory, passes = config["ARGON2_MEMORY_KIB"], config["ARGON2_TIME_COST"]
+    floor = ARGON2_FLOOR.get(passes, ARGON2_FLOOR[max(ARGON2_FLOOR)]) if passes >= 1 else None
+    if floor is None or memory < floor or config["ARGON2_PARALLELISM"] < 1:
+        raise ConfigError(
+            f"production needs argon2id at least as costly as OWASP's floor (with {passes} pass(es): "
+            f"{floor} KiB of memory; 19456 KiB at 2), got {memory} KiB: a stolen hash would be cheap to guess")
+    token = config["METRICS_TOKEN"]
+    if token is not None and len(token) < 16:
+        raise ConfigError("production needs METRICS_TOKEN of at least 16 characters (or unset: /metrics "
+                          "is off then)")

@@ -44,6 +44,8 @@ class PathRoutes:
         method = environ.get("REQUEST_METHOD", "GET")
         try:
             status, headers, body = self.answer(environ, method, route)
+        except errors.UNAVAILABLE as exc:  # the keys' database out of reach: try again shortly
+            status, headers, body = self._unavailable(environ, exc)
         except Exception:  # a bug, or key storage gone bad: a JSON 500 with a request id, never to the server
             status, headers, body = self._unexpected(environ)
         # RFC 9110 §8.6: no Content-Length on a 304 (it would describe the body not sent)
@@ -51,6 +53,12 @@ class PathRoutes:
         start_response(f"{status} {_phrase(status)}", [*headers, *length])
         metrics.observe(endpoint, method, status, time.perf_counter() - started)
         return [b""] if method == "HEAD" else [body]
+
+    def _unavailable(self, environ, exc) -> tuple[int, list[tuple[str, str]], bytes]:
+        request_id = errors.log_unavailable(environ.get("PATH_INFO", ""), exc)
+        body = {"error": "temporarily_unavailable", "error_description": errors.unavailable_description(request_id)}
+        return 503, [*self.fallback_headers, ("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                     ("Retry-After", errors.RETRY_AFTER)], json.dumps(body, separators=(",", ":")).encode()
 
     def _unexpected(self, environ) -> tuple[int, list[tuple[str, str]], bytes]:
         request_id = errors.log_unexpected(environ.get("PATH_INFO", ""))

@@ -614,6 +614,8 @@ def test_serve_refuses_development_settings_and_a_per_process_store(idp, monkeyp
     monkeypatch.setenv("IDP_REDIS_URL", "memory://")
     assert_refused(idp("serve", "--workers", "2"), "production needs IDP_REDIS_URL")
     monkeypatch.setenv("IDP_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert_refused(idp("serve", "--workers", "1"), "production needs IDP_DATABASE_URL on PostgreSQL")
+    monkeypatch.setenv("IDP_DATABASE_URL", "postgresql+psycopg://idp@127.0.0.1:5432/idp")  # not reached
     monkeypatch.setenv("IDP_THREADS", "0")
     assert_refused(idp("serve", "--workers", "1"), "THREADS must be a whole number of threads from 1 to 1024, got 0")
 
@@ -625,13 +627,11 @@ def test_serve_refuses_a_database_not_at_this_release_s_schema(idp, monkeypatch,
     from idp.ops import schema
     from tests.servers import free_port
 
-    monkeypatch.setenv("IDP_ENV", "production")
-    monkeypatch.setenv("IDP_SECRET_KEY", "k" * 40)
     monkeypatch.setenv("IDP_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # not reached
 
-    def serve_against(url):
+    def serve_against(url):  # --dev: production refuses SQLite before any schema is read
         monkeypatch.setenv("IDP_DATABASE_URL", url)
-        return idp("serve", "--workers", "1")
+        return idp("serve", "--dev", "--workers", "1")
 
     assert_refused(serve_against(f"sqlite:///{tmp_path / 'empty.sqlite3'}"),
                    "the database is at no revision (an empty database); this release needs "

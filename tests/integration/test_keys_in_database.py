@@ -198,6 +198,19 @@ def test_only_a_serving_process_generates_the_first_keys(app, tmp_path):
             db.engine.dispose()
 
 
+def test_a_worker_starts_while_the_database_is_unavailable(app, tmp_path, caplog):
+    """A worker respawned during an outage must come up (granian stops every worker when one
+    keeps dying at start): the keys are read at first use, a 503 until the database answers."""
+    config = {k: app.config[k] for k in ("ISSUER", "REDIS_URL", "STORE_NAMESPACE", "TESTING") if k in app.config}
+    config.update(KEYS_STORE="database", MAINTENANCE=False,
+                  DATABASE_URL=f"sqlite:///{tmp_path}/not/there/idp.sqlite3")  # cannot be opened: unavailable
+    with caplog.at_level(logging.WARNING, logger="idp.keys"):
+        served = create_server_app(config)
+    assert "signing keys not read at start, the database is unavailable" in caplog.text
+    resp = served.test_client().get("/jwks")
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+
+
 def test_keys_store_must_be_directory_or_database(tmp_path):
     with pytest.raises(ConfigError, match="KEYS_STORE must be directory or database"):
         create_app({"KEYS_STORE": "vault", "KEYS_DIR": str(tmp_path / "k"),

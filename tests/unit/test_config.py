@@ -4,6 +4,9 @@ import pytest
 
 from idp.config import ConfigError, load
 
+PG = {"DATABASE_URL": "postgresql+psycopg://idp@db.internal/idp"}
+PRODUCTION = {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": "redis://cache:6379/0", **PG}
+
 
 def test_env_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("IDP_ACCESS_TOKEN_TTL", "120")
@@ -20,7 +23,7 @@ def test_a_setting_can_come_from_a_file_named_by_IDP_KEY_FILE(monkeypatch, tmp_p
     monkeypatch.setenv("IDP_SECRET_KEY_FILE", str(tmp_path / "secret"))
     monkeypatch.setenv("IDP_ACCESS_TOKEN_TTL_FILE", str(tmp_path / "ttl"))
     monkeypatch.setenv("IDP_CLIENTS_FILE", "my/clients.toml")  # a setting whose name ends in _FILE
-    cfg = load(str(tmp_path), {"ENV": "production", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    cfg = load(str(tmp_path), {"ENV": "production", "REDIS_URL": "redis://127.0.0.1:6379/0", **PG})
     assert cfg["SECRET_KEY"] == "s" * 40 and cfg["ACCESS_TOKEN_TTL"] == 120
     assert cfg["CLIENTS_FILE"] == "my/clients.toml"
 
@@ -58,7 +61,7 @@ def test_production_refuses_unsafe_settings(tmp_path, overrides, reason):
 
 
 def test_production_accepts_loopback_http_and_https(tmp_path):
-    redis = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+    redis = {"REDIS_URL": "redis://127.0.0.1:6379/0", **PG}
     load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "ISSUER": "http://127.0.0.1:8000", **redis})
     load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "ISSUER": "https://id.example.com", **redis})
 
@@ -67,8 +70,38 @@ def test_production_accepts_loopback_http_and_https(tmp_path):
 def test_production_refuses_a_store_of_its_own_per_process(tmp_path, url):
     """The `idp` command would revoke in its own store, not the servers'."""
     with pytest.raises(ConfigError, match="production needs IDP_REDIS_URL"):
-        load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": url})
-    load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": "REDIS://cache:6379/0"})
+        load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": url, **PG})
+    load(str(tmp_path), {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": "REDIS://cache:6379/0", **PG})
+
+
+@pytest.mark.parametrize("overrides,reason", [
+    ({"DATABASE_URL": "sqlite:///instance/idp.sqlite3"}, "production needs IDP_DATABASE_URL on PostgreSQL"),
+    ({"DATABASE_URL": None}, "production needs IDP_DATABASE_URL on PostgreSQL"),  # the default: SQLite
+    ({"ARGON2_MEMORY_KIB": 8, "ARGON2_TIME_COST": 1}, "OWASP's floor"),
+    ({"ARGON2_MEMORY_KIB": 19455, "ARGON2_TIME_COST": 2}, "OWASP's floor"),
+    ({"ARGON2_MEMORY_KIB": 19456 * 2, "ARGON2_TIME_COST": 1}, "OWASP's floor"),  # one pass needs 46 MiB
+    ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN of at least 16 characters"),
+])
+def test_production_refuses_a_shared_nothing_database_weak_hashes_and_a_guessable_metrics_token(
+        tmp_path, overrides, reason):
+    config = {**PRODUCTION, **overrides}
+    with pytest.raises(ConfigError, match=reason):
+        load(str(tmp_path), {k: v for k, v in config.items() if v is not None})
+
+
+@pytest.mark.parametrize("memory,passes", [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5), (7168, 9)])
+def test_production_takes_any_of_owasps_argon2id_settings(tmp_path, memory, passes):
+    load(str(tmp_path), {**PRODUCTION, "ARGON2_MEMORY_KIB": memory, "ARGON2_TIME_COST": passes})
+
+
+def test_production_never_runs_in_flasks_debug_mode(tmp_path, monkeypatch):
+    from idp import create_app
+
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
+    keys = {"KEYS_DIR": str(tmp_path / "keys"), "SECRET_KEY": "x" * 40}
+    assert create_app({**PRODUCTION, **keys}).debug is False
+    assert create_app({**keys, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}).debug is True
 
 
 @pytest.mark.parametrize("env", ["Production", "prod", ""])
