@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 import tomllib
+from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -158,10 +159,19 @@ class LocalSessions:
     browser's cookie) can end every session of an IdP ``sid`` or ``sub``.
     """
 
-    def __init__(self, ttl: int = 8 * 3600):
+    def __init__(self, ttl: int = 8 * 3600, on_end: Callable[[dict], None] | None = None):
+        """``on_end``: called with each session's data once it is gone, whichever way (signed
+        out here, ended by a back-channel logout, expired, replaced by a new sign-in), in a
+        thread of its own: an RP holding a refresh token revokes it there, since an offline
+        grant outlives the IdP's session and only the RP can end it (RFC 7009)."""
         self._data: dict[str, dict] = {}
         self._lock = threading.Lock()
         self.ttl = ttl
+        self.on_end = on_end
+
+    def _ended(self, gone: list[dict]) -> None:
+        if self.on_end is not None and gone:
+            threading.Thread(target=lambda: [self.on_end(data) for data in gone], daemon=True).start()
 
     def create(self, data: dict) -> str:
         local_id = secrets.token_urlsafe(32)
@@ -172,23 +182,27 @@ class LocalSessions:
     def get(self, local_id: str | None) -> dict | None:
         with self._lock:
             data = self._data.get(local_id or "")
-            if data is not None and data["_expires"] <= time.time():
+            expired = data is not None and data["_expires"] <= time.time()
+            if expired:
                 del self._data[local_id]
-                data = None
-            return data
+        if expired:
+            self._ended([data])
+            return None
+        return data
 
     def delete(self, local_id: str | None) -> None:
         with self._lock:
-            self._data.pop(local_id or "", None)
+            data = self._data.pop(local_id or "", None)
+        self._ended([data] if data is not None else [])
 
     def end(self, *, sid: str | None = None, sub: str | None = None) -> int:
         """End the sessions of an IdP session (``sid``), or of a user (``sub``) when no sid."""
         with self._lock:
             doomed = [k for k, v in self._data.items()
                       if (sid and v["claims"].get("sid") == sid) or (not sid and sub and v["claims"]["sub"] == sub)]
-            for k in doomed:
-                del self._data[k]
-        return len(doomed)
+            gone = [self._data.pop(k) for k in doomed]
+        self._ended(gone)
+        return len(gone)
 
 
 def new_flask_app(name: str, cookie: str) -> Flask:

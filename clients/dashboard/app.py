@@ -57,7 +57,11 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
     api_url = (api_url or os.environ.get("BACKEND_API_URL", "http://127.0.0.1:5006")).rstrip("/")
     app = new_flask_app(__name__, "dashboard_session")
     idp = register_oidc(OAuth(app), reg, idp_issuer)
-    sessions = app.extensions["rp.sessions"] = LocalSessions()
+    # However a local session ends (signed out here, a back-channel logout, expiry), its refresh
+    # token is revoked: the grant has offline_access, outlives the IdP's session by design, and
+    # nobody but this RP holds the token to end it.
+    sessions = app.extensions["rp.sessions"] = LocalSessions(
+        on_end=lambda ended: revoke(ended["token"].get("refresh_token")))
     backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions)
 
     def current() -> dict | None:
@@ -166,10 +170,9 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
     def logout():
         check_csrf()
         local = current()
-        sessions.delete(session.pop(SESSION_KEY, None))
+        sessions.delete(session.pop(SESSION_KEY, None))  # its refresh token revoked (on_end)
         if local is None:
             return redirect(url_for("index"))
-        revoke(local["token"].get("refresh_token"))
         # RP-Initiated Logout 1.0 §2: the IdP ends its session and comes back here with our state.
         return idp.logout_redirect(post_logout_redirect_uri=reg.post_logout_redirect_uris[0],
                                    id_token_hint=local["token"]["id_token"], client_id=reg.client_id)

@@ -5,8 +5,8 @@ URI and secret; what they share is the IdP's browser session, so signing in to o
 portal signs you in to the others without a password (single sign-on). portal-jp is
 registered for ES256 ID tokens (the others get the IdP's default, RS256); nothing changes
 here: the algorithm is in the JWS header and the key in the JWKS. The third-party
-integrator (integrator-acme) runs on this same code: the only difference, the consent
-page, is the IdP's business.
+integrator (integrator-acme) runs on this same code: the IdP asks the seller's consent for
+it, and it registers no post-logout URI, so its sign-out ends on the IdP's own page.
 """
 
 from __future__ import annotations
@@ -89,9 +89,14 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
         check_csrf()
         local = current()
         sessions.delete(session.pop(SESSION_KEY, None))
-        if local is None or not reg.post_logout_redirect_uris:
+        if local is None:
             return redirect(url_for("index"))
-        return idp.logout_redirect(post_logout_redirect_uri=reg.post_logout_redirect_uris[0],
-                                   id_token_hint=local["id_token"], client_id=reg.client_id)
+        # RP-Initiated Logout 1.0 §2 needs no post-logout URI: without one (the integrator
+        # registers none) the IdP ends its session and shows its own signed-out page, rather
+        # than leave the seller signed in there, a password-free sign-in away on a shared
+        # computer.
+        return idp.logout_redirect(
+            post_logout_redirect_uri=reg.post_logout_redirect_uris[0] if reg.post_logout_redirect_uris else None,
+            id_token_hint=local["id_token"], client_id=reg.client_id)
 
     return app

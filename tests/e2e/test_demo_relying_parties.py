@@ -323,3 +323,43 @@ def test_unknown_kids_do_not_make_every_logout_post_a_jwks_fetch(idp_server):
     with pytest.raises(LogoutTokenError):
         verifier.verify(forged, now=1_000_000 + 11)
     assert fetched.count(True) == 2
+
+
+def test_a_dashboard_session_ended_any_way_revokes_its_refresh_token(idp_server, dashboard, regs):
+    """The grant has offline_access: it outlives the IdP's session (a logout elsewhere), and only
+    the dashboard holds its refresh token. A back-channel logout ending the local session must
+    revoke it, or it stays usable for up to 30 days with nobody to end it."""
+    import time
+
+    client = dashboard.test_client()
+    assert sign_in(dashboard, client).status_code == 302
+    sessions = dashboard.extensions["rp.sessions"]
+    (local,) = sessions._data.values()
+    token = local["token"]["refresh_token"]
+    reg = regs["seller-dashboard"]
+
+    def active() -> bool:  # RFC 7662, as the client it was issued to: asking changes nothing
+        return requests.post(idp_server.issuer + "/introspect", auth=(reg.client_id, reg.secret), timeout=10,
+                             data={"token": token, "token_type_hint": "refresh_token"}).json()["active"]
+
+    assert active()
+    assert sessions.end(sid=local["claims"]["sid"]) == 1  # what the back-channel logout endpoint does
+    deadline = time.monotonic() + 10
+    while active() and time.monotonic() < deadline:
+        time.sleep(0.1)  # revoked in a thread of its own: poll, bounded
+    assert not active()
+
+
+def test_signing_out_at_the_integrator_signs_out_at_the_idp_too(idp_server, regs):
+    """integrator-acme registers no post-logout URI: RP-Initiated Logout needs none, and the
+    IdP then shows its own signed-out page. Clearing only the local session would leave the
+    seller signed in at the IdP, a password-free sign-in away on a shared computer."""
+    app = portal_app.create_app(regs["integrator-acme"], idp_server.issuer)
+    local_id = app.extensions["rp.sessions"].create({"claims": {"sub": "s", "email": "e"}, "id_token": "a.b.c"})
+    client = app.test_client()
+    with client.session_transaction() as s:
+        s["local_session"] = local_id
+    resp = client.post("/logout", data={"csrf": form_csrf(client)})
+    assert resp.status_code == 302
+    assert resp.headers["Location"].startswith(idp_server.issuer + "/logout?")
+    assert "id_token_hint=a.b.c" in resp.headers["Location"] and "post_logout_redirect_uri" not in resp.headers["Location"]
