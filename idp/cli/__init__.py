@@ -112,7 +112,8 @@ def demo(ctx):
     keyring().ensure()
     ctx.invoke(load_clients)
     if find(DEMO_SELLER) is not None:
-        click.echo(f"demo seller {DEMO_SELLER} exists (password unchanged)")
+        click.echo(f"demo seller {DEMO_SELLER} exists (password unchanged; a new one: "
+                   f".venv/bin/idp accounts set-password {DEMO_SELLER})")
         return
     password = os.environ.get("IDP_DEMO_PASSWORD") or new_token(12)
     create_account(DEMO_SELLER, password, name="Demo Seller", verified=True)

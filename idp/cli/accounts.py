@@ -22,7 +22,7 @@ MAX_PASSWORD = 1024  # argon2 takes any length; a bound keeps a typo'd file from
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MAX_EMAIL, MAX_NAME = 320, 200  # their columns' (idp.models.account)
 
-accounts = AppGroup("accounts", help="Create, disable and enable seller accounts.")
+accounts = AppGroup("accounts", help="Create seller accounts, set a password, disable and enable them.")
 
 
 @accounts.command("create")
@@ -40,12 +40,26 @@ def create(email, name, verified, password_stdin):
         raise CliError(f"the name is longer than {MAX_NAME} characters")
     if find(email) is not None:
         raise CliError(f"an account with email {email} already exists")
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    account = create_account(email, password, name=name, verified=verified)
+    account = create_account(email, _read_password(password_stdin), name=name, verified=verified)
     click.echo(f"created account {account.email} (sub {account.sub})")
+
+
+@accounts.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def set_password(email, password_stdin):
+    """Give an account a new password (support; the demo seller's, lost): every session and
+    token of the account ends, as by `idp logout everywhere`, since whoever knew the old one
+    may be signed in with it."""
+    from ..logout.everywhere import sign_out_everywhere
+
+    account = _existing(email)
+    password = _read_password(password_stdin)
+    _check_password(password)
+    account.password_hash = hash_password(password)
+    summary = sign_out_everywhere(account, actor="operator")  # commits the new hash with the sign-out
+    click.echo(f"new password for {account.email}; ended {summary['sessions']} session(s), revoked "
+               f"{summary['grants']} token family(ies)")
 
 
 @accounts.command("disable")
@@ -86,9 +100,19 @@ def find(email: str) -> Account | None:
     return db.session.scalar(select(Account).filter_by(email=Account.normalize_email(email)))
 
 
-def create_account(email: str, password: str, *, name=None, verified=False) -> Account:
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _check_password(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise CliError(f"the password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+def create_account(email: str, password: str, *, name=None, verified=False) -> Account:
+    _check_password(password)
     account = Account(email=Account.normalize_email(email), name=name, email_verified=verified,
                       password_hash=hash_password(password))
     db.session.add(account)

@@ -46,3 +46,20 @@ def test_disable_and_enable_say_what_is_wrong_in_one_line(app, seller):
     assert again.exit_code == 2 and "is disabled already" in again.output
     unknown = _idp(app, "accounts", "disable", "nobody@example.com")
     assert unknown.exit_code == 2 and "no account" in unknown.output and "Traceback" not in unknown.output
+
+
+def test_set_password_replaces_it_and_ends_every_sign_in(app, flow, client, seller):
+    """Support, or a lost demo password: whoever knew the old one may be signed in with it."""
+    from tests.conftest import PASSWORD
+
+    issued = login(flow)
+    result = app.test_cli_runner().invoke(cli, ["accounts", "set-password", "seller@example.com", "--password-stdin"],
+                                          input="a brand new password 7\n")
+    assert result.exit_code == 0, result.output
+    assert "new password for seller@example.com; ended 1 session(s), revoked 1 token family(ies)" in result.output
+    assert refresh(client, flow.rp, issued["refresh_token"]).status_code == 400
+    assert flow.sign_in(flow.authorize(), password=PASSWORD).status_code == 401  # the old one no longer works
+    assert "code=" in flow.sign_in(flow.authorize(), password="a brand new password 7").headers["Location"]
+    short = app.test_cli_runner().invoke(cli, ["accounts", "set-password", "seller@example.com", "--password-stdin"],
+                                         input="short\n")
+    assert short.exit_code == 2 and "8 to 1024 characters" in short.output
