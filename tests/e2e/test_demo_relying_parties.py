@@ -362,4 +362,5 @@ def test_signing_out_at_the_integrator_signs_out_at_the_idp_too(idp_server, regs
     resp = client.post("/logout", data={"csrf": form_csrf(client)})
     assert resp.status_code == 302
     assert resp.headers["Location"].startswith(idp_server.issuer + "/logout?")
-    assert "id_token_hint=a.b.c" in resp.headers["Location"] and "post_logout_redirect_uri" not in resp.headers["Location"]
+    location = resp.headers["Location"]
+    assert "id_token_hint=a.b.c" in location and "post_logout_redirect_uri" not in location
