@@ -1,7 +1,8 @@
 # make run    the IdP on http://127.0.0.1:$(PORT) with the demo relying parties (clients/)
 # make test   the test suite
 # make serve  the production server (granian); needs IDP_ENV=production, IDP_SECRET_KEY (32+
-#             characters), IDP_REDIS_URL and a migrated database (idp db upgrade)
+#             characters), IDP_REDIS_URL and IDP_DATABASE_URL (postgresql+psycopg://...,
+#             migrated: idp db upgrade)
 # make bench  the benchmarks (in .venv-bench on an optimized interpreter, with argon2-native)
 # make argon2-native  argon2-cffi's C code built for this machine's CPU (faster sign-ins)
 PORT ?= 5000

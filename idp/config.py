@@ -284,6 +284,10 @@ def check(config: dict) -> None:
         if not _names(config[key]):
             raise ConfigError(f'{key} must be a list of names without spaces or quotes (JSON: ["a", "b"]), '
                               f"got {config[key]!r}")
+    if 0 < config["SESSION_IDLE_TTL"] < 300:
+        # A use is recorded at most once a minute (idp.login.session.SEEN_EVERY): a shorter
+        # limit would end sessions in use. Keycloak's shortest sensible idle is minutes too.
+        raise ConfigError(f"SESSION_IDLE_TTL must be 0 (none) or at least 300 seconds, got {config['SESSION_IDLE_TTL']}")
     if unknown := [v for v in config["ACR_VALUES"] if v not in ISSUED_ACR_VALUES]:
         # Discovery §3: the values this OP supports. One it never puts in an ID token would
         # have relying parties ask for (and wait for) an assurance no sign-in gives.
@@ -338,9 +342,9 @@ def check(config: dict) -> None:
             "production needs IDP_REDIS_URL (redis://, rediss:// or unix://): with the embedded "
             "store every process, the `idp` command included, keeps its own codes, tokens and "
             "revocations")
-    if not str(config["DATABASE_URL"]).lower().startswith(("postgresql:", "postgresql+", "postgres:")):
+    if not str(config["DATABASE_URL"]).startswith("postgresql+psycopg://"):
         raise ConfigError(
-            "production needs IDP_DATABASE_URL on PostgreSQL (postgresql+psycopg://...): SQLite, the "
+            "production needs IDP_DATABASE_URL on PostgreSQL through psycopg (postgresql+psycopg://...): SQLite, the "
             "embedded default, is one file per host, so servers behind one load balancer would each keep "
             "their own accounts, clients and tokens, and it has no row locks")
     memory, passes = config["ARGON2_MEMORY_KIB"], config["ARGON2_TIME_COST"]

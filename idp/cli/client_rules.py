@@ -140,9 +140,9 @@ def check(spec: ClientSpec) -> None:
     for uri in spec.redirect_uris:
         check_redirect_uri(uri, native, "redirect URI")
     for uri in spec.post_logout_redirect_uris:
-        # /logout sends the browser on to http(s) only (idp.logout.rp_initiated, and the
-        # pages' CSP form-action): a native app's private-use scheme would be accepted here
-        # and then never used, the app left without its state.
+        # /logout sends the browser on to http(s) only (idp.logout.rp_initiated): a native
+        # app's private-use scheme would be accepted here and then never used, the app left
+        # without its state.
         if native and "." in urlsplit(uri).scheme:
             raise InvalidClient(f"post-logout redirect URI {uri!r}: private-use schemes are not supported "
                                 "after a logout (use https, or http on a loopback host)")

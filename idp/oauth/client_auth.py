@@ -44,16 +44,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __call__(self, query_client, request):
-        g.assertion_endpoint = request.uri  # the URL this request was sent to (get_audiences)
-        return super().__call__(query_client, request)
-
     def get_audiences(self):
-        """RFC 7523 §3 (3): the issuer, or the URL of the endpoint the assertion is presented
-        at (OIDC Core §9: the token endpoint's). Not another endpoint's: an assertion made
-        for /introspect is no credential at /token."""
+        """RFC 7523 §3 (3): this server, named by its issuer or one of the endpoints a client
+        authenticates at. OIDC Core §9 has the token endpoint's URL, and common clients send
+        it, or [issuer, token endpoint], to every endpoint (openid-client): each is accepted
+        anywhere; the jti is single-use across all of them."""
         issuer = current_app.config["ISSUER"]
-        return [issuer, g.get("assertion_endpoint", issuer + "/token")]
+        return [issuer, issuer + "/token", issuer + "/introspect", issuer + "/revoke"]
 
     def validate_jti(self, claims, jti):
         # exp is essential and checked (not past, with the leeway) before this is called.

@@ -81,8 +81,9 @@ def give_back(record: dict) -> None:
     """Undo ``take`` when the redemption failed on an outage before anything was issued: the
     answer is a 503 with Retry-After, and the client's retry must find the code live (until
     its exp), not read as a replay that revokes the sign-in and alarms the seller. Nothing
-    can have been issued from it: the family's id is the code's, and its row was not
-    committed (a second insert of that id would fail on the primary key)."""
+    is issued twice from it: the family's id is the code's, so if the outage hid a commit
+    that went through, the retry's insert of that id fails on the primary key (and is
+    answered invalid_grant, idp.oauth.server)."""
     h = record["key"].removeprefix("code:")
     s, ttl = store(), int(record["exp"] - time.time())
     if ttl >= 1:

@@ -21,8 +21,10 @@ from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, Inval
                                     OAuth2Error, grants)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import current_app
+from sqlalchemy.exc import IntegrityError
 
 from .. import errors
+from ..extensions import db
 from ..login import session as browser_session
 from ..ops import metrics
 from . import client_auth, clients, codes, params, resource_indicators, tokens
@@ -93,6 +95,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             raise InvalidGrantError("The authorization code has already been used.")
         try:
             return self._redeem(client, code)
+        except IntegrityError:
+            # The family's id is the code's: its row is there already. A commit whose answer
+            # was lost in an outage did go through, and the code given back (below) came
+            # round again: it was used, its tokens lost on the way. Refused like a used code,
+            # without revoking: what it produced was never the client's to lose.
+            db.session.rollback()
+            raise InvalidGrantError("The authorization code has already been used.") from None
         except errors.UNAVAILABLE:
             try:
                 codes.give_back(code)  # the answer is a 503: the client's retry must find its code

@@ -356,12 +356,18 @@ def kill_families_access_tokens(grant_ids: list[str], reason: str) -> bool:
 
 
 def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:
-    """Kill a whole family: its refresh tokens and the security event (database), then its
-    access tokens (store: the mark, then the sweep). The database first, so that a store in
-    an outage (a 503) still leaves the family revoked and the reuse on the seller's record;
-    its access tokens then expire within ACCESS_TOKEN_TTL. A family being written meanwhile
-    (a code's redemption racing its replay) has no row yet for the UPDATE: the store's mark
-    is what stops it (issue() sees it and records the revocation)."""
+    """Kill a whole family: its access tokens (store: the mark, then the sweep), and its
+    refresh tokens with the security event (database). Each half is done even when the other
+    fails (the request's answer is then a 503): with the store out of reach the family is
+    still revoked and the reuse on the seller's record, its access tokens expiring within
+    ACCESS_TOKEN_TTL; with the database out of reach its access tokens still go. The mark
+    comes first: a family being written meanwhile (a code's redemption racing its replay)
+    has no row yet for the UPDATE, and the mark is what stops it (issue() sees it)."""
+    try:
+        kill_access_tokens(grant_id, reason)
+        store_failure = None
+    except Exception as exc:  # noqa: BLE001  (raised below, once the database's half is done)
+        store_failure = exc
     db.session.execute(
         update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None))
         .values(revoked_at=datetime.now(timezone.utc), revoked_reason=reason)
@@ -369,7 +375,8 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
     if account_id is not None and reason in ("refresh_token_reuse", "code_reuse"):
         db.session.add(SecurityEvent(account_id=account_id, kind=reason, detail={"grant_id": grant_id}))
     db.session.commit()
-    kill_access_tokens(grant_id, reason)
+    if store_failure is not None:
+        raise store_failure
 
 
 def revoke_client_credentials(client_row_id: int, credentials: str, reason: str = "client_removed") -> int:

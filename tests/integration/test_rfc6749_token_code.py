@@ -194,6 +194,45 @@ def test_a_redemption_cut_short_by_an_outage_leaves_the_code_to_the_clients_retr
     assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"
 
 
+def test_a_commit_whose_answer_was_lost_then_a_retry_is_invalid_grant_not_a_500(flow, monkeypatch):
+    """The outage hid a commit that went through: the code given back comes round again,
+    and its family's id is taken. Refused as a used code, not a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from sqlalchemy.orm import Session
+
+    code = flow.login_code()
+    commit = Session.commit
+
+    def committed_but_answer_lost(session):
+        commit(session)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Session, "commit", committed_but_answer_lost)
+        assert flow.redeem(code).status_code == 503
+    retry = flow.redeem(code)
+    assert retry.status_code == 400 and retry.get_json()["error"] == "invalid_grant"
+
+
+def test_a_replay_during_a_database_outage_still_kills_the_access_tokens(flow, monkeypatch):
+    """Each half of a revocation is done even when the other fails: the database is out of
+    reach (a 503), and the family's access tokens go all the same."""
+    from sqlalchemy.exc import OperationalError
+
+    code = flow.login_code()
+    first = flow.redeem(code).get_json()
+
+    def outage(*args, **kwargs):
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(db.session, "commit", outage)
+        assert flow.redeem(code).status_code == 503
+    userinfo = flow.client.get("/userinfo", headers={"Authorization": f"Bearer {first['access_token']}"})
+    assert userinfo.status_code == 401
+
+
 def test_concurrent_redemptions_at_most_one_wins(flow, app):
     """One redemption takes the code; the others are replays (RFC 6749 §4.1.2), which revoke
     what the code issued: when the winner sees that while it issues, it answers invalid_grant
@@ -371,6 +410,14 @@ def test_an_unsigned_assertion_with_a_strange_crit_is_invalid_client_not_a_500(c
     assert _error(resp) == (401, "invalid_client")
 
 
+def test_a_resource_servers_assertion_for_issuer_and_token_endpoint_works_at_introspection(client, jwt_rp):
+    """openid-client sends aud [issuer, token endpoint] to every endpoint it authenticates at."""
+    assertion = _assertion(jwt_rp.key, "rp-jwt", [ISSUER, ISSUER + "/token"])
+    resp = client.post("/introspect", data={"token": "x", "client_assertion_type": JWT_BEARER,
+                                            "client_assertion": assertion})
+    assert resp.status_code == 200 and resp.get_json() == {"active": False}
+
+
 def test_an_unverified_assertion_tells_nothing_about_the_client(client, jwt_rp, rp):
     """Signed by a key not registered: a key-based client, a secret-based one and an unknown
     id get the same words, so none of them can be told apart from outside."""
@@ -385,11 +432,12 @@ def test_an_unverified_assertion_tells_nothing_about_the_client(client, jwt_rp, 
 
 
 @pytest.mark.parametrize("aud,accepted", [
-    (ISSUER, True), (ISSUER + "/token", True), ([ISSUER, ISSUER + "/token"], True),
-    (ISSUER + "/introspect", False),  # made for another endpoint
+    (ISSUER, True), (ISSUER + "/token", True), ([ISSUER, ISSUER + "/token"], True),  # openid-client's
+    (ISSUER + "/introspect", True),  # another endpoint of ours: still this server
     (["https://evil.example/token", ISSUER + "/token"], False),  # an audience injection's shape
+    ("https://evil.example/token", False),
 ])
-def test_an_assertion_is_for_the_issuer_or_the_endpoint_it_is_sent_to(client, seller, jwt_rp, aud, accepted):
+def test_an_assertion_is_for_this_server_alone(client, seller, jwt_rp, aud, accepted):
     f = Flow(client, jwt_rp)
     assertion = _assertion(jwt_rp.key, "rp-jwt", aud)
     resp = f.redeem(f.login_code(), client_assertion_type=JWT_BEARER, client_assertion=assertion)

@@ -81,6 +81,8 @@ def test_production_refuses_a_store_of_its_own_per_process(tmp_path, url):
     ({"ARGON2_MEMORY_KIB": 19455, "ARGON2_TIME_COST": 2}, "OWASP's floor"),
     ({"ARGON2_MEMORY_KIB": 19456 * 2, "ARGON2_TIME_COST": 1}, "OWASP's floor"),  # one pass needs 46 MiB
     ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN of at least 16 characters"),
+    ({"DATABASE_URL": "postgres://idp@db/idp"}, "through psycopg"),  # SQLAlchemy 2 loads no such name
+    ({"DATABASE_URL": "postgresql://idp@db/idp"}, "through psycopg"),  # psycopg2's, not installed
 ])
 def test_production_refuses_a_shared_nothing_database_weak_hashes_and_a_guessable_metrics_token(
         tmp_path, overrides, reason):
@@ -261,3 +263,14 @@ def test_a_secret_of_the_wrong_type_is_not_echoed(monkeypatch, tmp_path):
         load(str(tmp_path))
     message = str(refused.value)
     assert "SECRET_KEY must be text, got a value of type int" in message and "12345" not in message
+
+
+@pytest.mark.parametrize("idle,ok", [(0, True), (300, True), (299, False), (45, False)])
+def test_an_idle_limit_is_none_or_minutes(tmp_path, idle, ok):
+    """A use of a session is recorded at most once a minute: a limit of seconds would end
+    sessions in use."""
+    if ok:
+        assert load(str(tmp_path), {"SESSION_IDLE_TTL": idle})["SESSION_IDLE_TTL"] == idle
+    else:
+        with pytest.raises(ConfigError, match="SESSION_IDLE_TTL must be 0"):
+            load(str(tmp_path), {"SESSION_IDLE_TTL": idle})
