@@ -7,6 +7,8 @@ JWKS, supported algorithms) comes from discovery (OpenID Connect Discovery 1.0 ย
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import secrets
@@ -51,6 +53,7 @@ class Registration:
     post_logout_redirect_uris: list[str] = field(default_factory=list)
     scopes: list[str] = field(default_factory=lambda: ["openid", "email", "profile"])
     name: str = ""
+    id_token_alg: str | None = None  # registered: ID tokens signed with any other alg are refused
 
     @property
     def redirect_uri(self) -> str:
@@ -103,9 +106,11 @@ def check_authorization_response_iss(idp_issuer: str) -> None:
         abort(400, "the authorization response does not come from our issuer (RFC 9207)")
 
 
-def finish_sign_in(idp, idp_issuer: str, client_id: str) -> dict:
+def finish_sign_in(idp, idp_issuer: str, client_id: str, id_token_alg: str | None = None) -> dict:
     """At the redirect URI: check ``iss``, redeem the code (authlib sends the PKCE verifier
-    and checks state, nonce and the ID token); the verified claims are in ``["userinfo"]``."""
+    and checks state, nonce and the ID token); the verified claims are in ``["userinfo"]``.
+    ``id_token_alg``: the alg this client registered (OIDC Core ยง3.1.3.7 (7)); authlib takes
+    any alg discovery lists."""
     check_authorization_response_iss(idp_issuer)
     try:
         token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, client_id), leeway=LEEWAY)
@@ -114,7 +119,21 @@ def finish_sign_in(idp, idp_issuer: str, client_id: str) -> dict:
         abort(400, f"sign-in failed: {exc}")
     if "userinfo" not in token:  # authlib puts the verified ID token claims there
         abort(400, "sign-in failed: the token response has no ID token")
+    if not signed_with(token["id_token"], id_token_alg):
+        abort(400, f"sign-in failed: the ID token is not signed with {id_token_alg}, the alg this client registered")
     return token
+
+
+def signed_with(jws: str, alg: str | None) -> bool:
+    """Whether a (verified) JWS's header names ``alg``; True when no alg was registered."""
+    if alg is None:
+        return True
+    segment = jws.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("alg") == alg
 
 
 def start_sign_in(idp, redirect_uri: str):

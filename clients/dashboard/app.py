@@ -18,7 +18,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import abort, redirect, session, url_for
 from joserfc.errors import JoseError
 
-from ..common import (LEEWAY, SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf,
+from ..common import (LEEWAY, SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf, signed_with,
                       finish_sign_in, id_token_checks, issuer, load_registrations, new_flask_app, register_oidc, render,
                       signed_out_note, start_sign_in)
 from .. import backchannel
@@ -84,7 +84,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
 
     @app.get("/callback")
     def callback():
-        token = finish_sign_in(idp, idp_issuer, reg.client_id)
+        token = finish_sign_in(idp, idp_issuer, reg.client_id, reg.id_token_alg)
         claims = dict(token.pop("userinfo"))
         try:
             info = dict(idp.userinfo(token=token))
@@ -144,6 +144,8 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
                                             claims_options=id_token_checks(idp_issuer, reg.client_id))
                 if claims["sub"] != local["claims"]["sub"]:
                     raise OAuthError("refresh", "the new ID token is about another subject")
+                if not signed_with(new["id_token"], reg.id_token_alg):
+                    raise OAuthError("refresh", f"the new ID token is not signed with {reg.id_token_alg}")
             except requests.RequestException as exc:  # the JWKS out of reach: the tokens are kept
                 log.warning("refresh: the new ID token could not be checked: %s", type(exc).__name__)
                 return unavailable()

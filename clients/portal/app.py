@@ -72,7 +72,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
 
     @app.get("/callback")
     def callback():
-        token = finish_sign_in(idp, idp_issuer, reg.client_id)
+        token = finish_sign_in(idp, idp_issuer, reg.client_id, reg.id_token_alg)
         claims = dict(token["userinfo"])
         header = jws_header(token["id_token"])
         auth_time = int(claims.get("auth_time", time.time()))

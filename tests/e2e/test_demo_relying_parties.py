@@ -364,3 +364,17 @@ def test_signing_out_at_the_integrator_signs_out_at_the_idp_too(idp_server, regs
     assert resp.headers["Location"].startswith(idp_server.issuer + "/logout?")
     location = resp.headers["Location"]
     assert "id_token_hint=a.b.c" in location and "post_logout_redirect_uri" not in location
+
+
+def test_an_id_token_not_signed_with_the_registered_alg_is_refused(idp_server, regs):
+    """OIDC Core §3.1.3.7 (7): the RP registered its alg; authlib alone takes any that
+    discovery lists. portal-jp registered ES256: a portal expecting RS256 refuses its token,
+    and the real one signs in."""
+    from dataclasses import replace
+
+    assert regs["portal-jp"].id_token_alg == "ES256"
+    right = portal_app.create_app(regs["portal-jp"], idp_server.issuer)
+    assert sign_in(right, right.test_client()).status_code == 302
+    wrong = portal_app.create_app(replace(regs["portal-jp"], id_token_alg="RS256"), idp_server.issuer)
+    refused = sign_in(wrong, wrong.test_client())
+    assert refused.status_code == 400 and "not signed with RS256" in refused.get_data(as_text=True)
