@@ -52,28 +52,6 @@ def load(signin_id: str) -> SignIn | None:
     return signin
 
 
-def restart(signin_id: str, find_client):
-    """A sign-in's page opened in a browser that did not start it: begin the same
-    authorization request anew, bound to this browser, as Keycloak restarts a login whose
-    cookie is gone. Two sign-ins started at once by a browser without our binding cookie
-    (two tabs, or two relying parties) each minted one, and the browser kept the last: the
-    other tab's page would otherwise say it is not valid here. Nothing of the first sign-in
-    carries over (no step it did, no account), so this is no more than following the
-    relying party's /authorize link again, which anyone holding the page's URL could do.
-    Only for a browser that has a binding cookie: one that keeps no cookies would restart
-    for ever. None when there is nothing to restart."""
-    if not signin_id or len(signin_id) > 64 or not request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE)):
-        return None
-    data = store().get(_key(signin_id))
-    if data is None:
-        return None
-    signin = SignIn.from_dict(data)
-    client = find_client(signin.request.get("client_id"))
-    if signin.expires_at <= time.time() or client is None:
-        return None
-    return begin(AuthorizationRequest.from_dict(signin.request), client)
-
-
 def _ttl(signin: SignIn) -> int:
     return max(1, int(signin.expires_at - time.time()) + 1)
 

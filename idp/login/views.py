@@ -1,6 +1,6 @@
 """Pages of the sign-in steps. Each step: GET renders, POST checks and advances."""
 
-from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, make_response, redirect, render_template, url_for
 
 from ..errors import page_error
 from ..extensions import db
@@ -22,15 +22,6 @@ def _load(signin_id):
     if signin is None:
         return None, None
     return signin, query_client(signin.request["client_id"])
-
-
-def _not_here(signin_id: str):
-    """A sign-in this browser cannot use: gone, expired, or another browser's. A page load
-    (not a posted form: what it carried was for that sign-in) starts it again here
-    (flow.restart)."""
-    if request.method == "GET" and (restarted := flow.restart(signin_id, query_client)) is not None:
-        return restarted
-    return page_error(EXPIRED, 400)
 
 
 def _page(signin, template: str, status: int = 200, **context):
@@ -59,7 +50,7 @@ def _advance(step: str, signin, client):
 def password(signin_id):
     signin, client = _load(signin_id)
     if signin is None or client is None:
-        return _not_here(signin_id)
+        return page_error(EXPIRED, 400)
     if "password" in signin.done and signin.sid is not None:  # proved already (a resubmitted form)
         return _advance("password", signin, client)
     form = PasswordForm()
@@ -92,7 +83,7 @@ def password(signin_id):
 def consent(signin_id):
     signin, client = _load(signin_id)
     if signin is None or client is None:
-        return _not_here(signin_id)
+        return page_error(EXPIRED, 400)
     form = ConsentForm()
     if not form.is_submitted():
         if signin.account_id is None or "consent" in signin.done:

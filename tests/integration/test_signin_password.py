@@ -59,29 +59,6 @@ def test_sign_in_in_another_browser_is_refused(flow, app):
     assert resp.status_code == 400
 
 
-def test_a_page_of_a_sign_in_another_tab_overtook_starts_it_again(flow, app):
-    """Two sign-ins started at once by a browser without our binding cookie (two tabs): each
-    answer minted one and the browser kept the last. The first tab's page starts its request
-    again, bound to this browser, instead of saying it is not valid here."""
-    first = flow.authorize().headers["Location"]
-    flow.client.delete_cookie("idp_browser")  # as if the second answer had come first
-    second = flow.authorize().headers["Location"]
-    assert first != second
-    again = flow.client.get(first)
-    assert again.status_code == 302 and "/signin/" in again.headers["Location"]
-    assert again.headers["Location"] not in (first, second)  # a new sign-in, this browser's
-    page = flow.client.get(again.headers["Location"])
-    assert page.status_code == 200 and 'name="password"' in page.get_data(as_text=True)
-    assert "code=" in flow.client.post(again.headers["Location"], data={
-        "csrf_token": csrf_token(page.get_data(as_text=True)), "email": "seller@example.com",
-        "password": PASSWORD}).headers["Location"]
-
-
-def test_a_browser_that_keeps_no_cookies_is_told_not_sent_round(flow, app):
-    url, _ = _signin_page(flow)
-    assert app.test_client(use_cookies=False).get(url).status_code == 400  # no restart for ever
-
-
 def test_sign_in_expires(flow, app):
     with freeze_time() as clock:
         url, page = _signin_page(flow)
