@@ -190,7 +190,14 @@ class LocalSessions:
 
     def _ended(self, gone: list[dict]) -> None:
         if self.on_end is not None and gone:
-            threading.Thread(target=lambda: [self.on_end(data) for data in gone], daemon=True).start()
+            threading.Thread(target=self._call_on_end, args=(gone,), daemon=True).start()
+
+    def _call_on_end(self, gone: list[dict]) -> None:
+        for data in gone:  # one failing (the IdP out of reach) must not stop the rest
+            try:
+                self.on_end(data)
+            except Exception as exc:  # noqa: BLE001  (a thread of its own: say so, go on)
+                log.warning("ending a local session: %s", type(exc).__name__)
 
     def create(self, data: dict) -> str:
         local_id = secrets.token_urlsafe(32)

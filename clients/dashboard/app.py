@@ -181,10 +181,10 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
 
     def revoke(refresh_token: str | None) -> None:
         """RFC 7009: a signed-out RP has no use for its refresh token; tell the IdP."""
-        endpoint = idp.load_server_metadata().get("revocation_endpoint")
-        if not refresh_token or not endpoint:
-            return
         try:
+            endpoint = idp.load_server_metadata().get("revocation_endpoint")
+            if not refresh_token or not endpoint:
+                return
             resp = requests.post(endpoint, data={"token": refresh_token, "token_type_hint": "refresh_token"},
                                  auth=(reg.client_id, reg.secret), timeout=5)
             if resp.status_code != 200:
