@@ -287,7 +287,8 @@ def check(config: dict) -> None:
     if 0 < config["SESSION_IDLE_TTL"] < 300:
         # A use is recorded at most once a minute (idp.login.session.SEEN_EVERY): a shorter
         # limit would end sessions in use. Keycloak's shortest sensible idle is minutes too.
-        raise ConfigError(f"SESSION_IDLE_TTL must be 0 (none) or at least 300 seconds, got {config['SESSION_IDLE_TTL']}")
+        raise ConfigError("SESSION_IDLE_TTL must be 0 (none) or at least 300 seconds, "
+                          f"got {config['SESSION_IDLE_TTL']}")
     if unknown := [v for v in config["ACR_VALUES"] if v not in ISSUED_ACR_VALUES]:
         # Discovery §3: the values this OP supports. One it never puts in an ID token would
         # have relying parties ask for (and wait for) an assurance no sign-in gives.

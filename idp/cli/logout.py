@@ -27,8 +27,9 @@ def everywhere(email):
                f"{summary['backchannel_unconfirmed']} unconfirmed (kept for `idp logout retry`)")
     warn_if_store_is_private()
     if summary["access_tokens_left_to_expire"]:
-        raise CliError("the store (REDIS_URL) could not be reached: the account's access tokens were not deleted "
-                       "and expire within ACCESS_TOKEN_TTL; everything else is done")
+        raise CliError("the store (REDIS_URL) could not be reached: the account's access tokens were not deleted; "
+                       "the server's next logout-retry run deletes them once it answers (they expire within "
+                       "ACCESS_TOKEN_TTL in any case); everything else is done")
 
 
 @logout.command("retry")

@@ -8,8 +8,9 @@ Used by the seller (POST /account/sign-out-everywhere) and by the operator (the 
    transaction: no browser keeps single sign-on and no family outlives it, whatever fails
    after (login.session.current refuses any session created before that instant);
 2. the families' access tokens deleted from the store (RFC 7009 §2.1 semantics), best
-   effort: with the store out of reach they expire within ACCESS_TOKEN_TTL, and the rest
-   still runs (a rerun finds nothing left to end, so nothing after this may be lost);
+   effort: with the store out of reach the families are written down for the next
+   maintenance run (tokens.sweep_pending), and the rest still runs (a rerun finds nothing
+   left to end, so nothing after this may be lost);
 3. back-channel logout for every client of every session that was live (each delivery's
    row written in step 1's transaction, so none is lost to a failure in between);
 4. a SecurityEvent so the seller and support can see it happened.

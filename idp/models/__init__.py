@@ -12,6 +12,7 @@ from .grant import Grant, RefreshToken
 from .session import BrowserSession
 from .event import SecurityEvent
 from .signing_key import SigningKey, SigningKeyState
+from .sweep import PendingSweep
 
 __all__ = ["Account", "Client", "Consent", "Grant", "RefreshToken", "BrowserSession", "SecurityEvent",
-           "SigningKey", "SigningKeyState", "BackchannelDelivery"]
+           "SigningKey", "SigningKeyState", "BackchannelDelivery", "PendingSweep"]

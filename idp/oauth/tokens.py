@@ -25,11 +25,11 @@ from typing import NamedTuple
 
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db, keyring, store
-from ..models import Account, Client, Grant, RefreshToken, SecurityEvent
+from ..models import Account, Client, Grant, PendingSweep, RefreshToken, SecurityEvent
 from ..models.grant import new_grant_id
 from ..ops import metrics
 from ..store import prefetch
@@ -342,17 +342,62 @@ def revoke_families(condition, reason: str, now: datetime | None = None) -> list
 
 def kill_families_access_tokens(grant_ids: list[str], reason: str) -> bool:
     """The store's half for families revoke_families revoked, best effort: False (logged) if
-    the store failed, and the access tokens not deleted then expire within ACCESS_TOKEN_TTL.
+    the store failed; the families left are then written down for sweep_pending (the next
+    maintenance run), and their access tokens live until it, at most their ACCESS_TOKEN_TTL.
     For a logout or a removal whose database half is committed: what follows it (telling the
     relying parties) must still run, since a retry would find nothing left to revoke."""
-    try:
-        for grant_id in grant_ids:
+    for done, grant_id in enumerate(grant_ids):
+        try:
             kill_access_tokens(grant_id, reason)
-        return True
+        except Exception as exc:  # noqa: BLE001  (see above)
+            log.error("%s: the store's half of revoking %d family(ies) failed: %s", reason,
+                      len(grant_ids) - done, type(exc).__name__)
+            remember_to_sweep(grant_ids[done:], reason)
+            return False
+    return True
+
+
+_PENDING_SWEEP = PendingSweep.__table__
+
+
+def remember_to_sweep(grant_ids: list[str], reason: str) -> None:
+    """Write down families whose access tokens the store could not delete, in a transaction
+    of its own (the revocation's is committed). The database out of reach too: logged, and
+    the tokens expire within ACCESS_TOKEN_TTL."""
+    if not grant_ids:
+        return
+    now = int(time.time())
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(delete(_PENDING_SWEEP).where(_PENDING_SWEEP.c.grant_id.in_(grant_ids)))
+            conn.execute(insert(_PENDING_SWEEP), [{"grant_id": g, "reason": reason[:60], "recorded_at": now}
+                                                  for g in grant_ids])
     except Exception as exc:  # noqa: BLE001  (see above)
-        log.error("%s: the store's half of revoking %d family(ies) failed: %s", reason, len(grant_ids),
-                  type(exc).__name__)
-        return False
+        log.error("%s: %d family(ies) whose access tokens were not deleted could not be written down for a later "
+                  "sweep: %s", reason, len(grant_ids), type(exc).__name__)
+
+
+def sweep_pending(limit: int = 1000) -> int:
+    """Delete the access tokens of the families remember_to_sweep wrote down (the server's
+    logout-retry job); their number. Those written down longer ago than ACCESS_TOKEN_TTL hold
+    no live token any more and only go. The store failing again leaves the rest for next time."""
+    now, ttl = int(time.time()), int(current_app.config["ACCESS_TOKEN_TTL"])
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(_PENDING_SWEEP).order_by(_PENDING_SWEEP.c.recorded_at).limit(limit)).all()
+    swept, done = 0, []
+    for row in rows:
+        if row.recorded_at >= now - ttl - 60:  # a minute's slack for clocks
+            try:
+                kill_access_tokens(row.grant_id, row.reason)
+            except Exception as exc:  # noqa: BLE001  (the store still out of reach: next run)
+                log.warning("sweep of revoked families' access tokens stopped: %s", type(exc).__name__)
+                break
+            swept += 1
+        done.append(row.grant_id)
+    if done:
+        with db.engine.begin() as conn:
+            conn.execute(delete(_PENDING_SWEEP).where(_PENDING_SWEEP.c.grant_id.in_(done)))
+    return swept
 
 
 def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> None:
@@ -376,6 +421,7 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
         db.session.add(SecurityEvent(account_id=account_id, kind=reason, detail={"grant_id": grant_id}))
     db.session.commit()
     if store_failure is not None:
+        remember_to_sweep([grant_id], reason)
         raise store_failure
 
 

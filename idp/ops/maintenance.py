@@ -2,7 +2,9 @@
 
 Three jobs keep a running IdP tidy:
 
-- ``logout-retry``, every LOGOUT_RETRY_INTERVAL seconds: deliver again the back-channel
+- ``logout-retry``, every LOGOUT_RETRY_INTERVAL seconds: delete the access tokens of the
+  families a revocation could not reach in the store (idp.oauth.tokens.sweep_pending), and
+  deliver again the back-channel
   logout tokens whose delivery failed (idp.logout.backchannel.retry_pending);
 - ``prune``, every PRUNE_INTERVAL seconds: delete the token families and browser sessions
   that ended more than PRUNE_GRACE_DAYS ago, and security events older than
@@ -56,10 +58,14 @@ class Job:
 
 def _logout_retry(config: dict) -> str:
     from ..logout import backchannel
+    from ..oauth import tokens
 
     report = backchannel.retry_pending()
-    return (f"{len(report.delivered)} delivered, {len(report.failed)} failed, "
-            f"{len(report.pending)} still in flight")
+    summary = (f"{len(report.delivered)} delivered, {len(report.failed)} failed, "
+               f"{len(report.pending)} still in flight")
+    # Revocations whose store half failed (a Redis outage at a logout): their access tokens.
+    swept = tokens.sweep_pending()
+    return summary + (f"; the access tokens of {swept} revoked family(ies) swept" if swept else "")
 
 
 def _prune(config: dict) -> str:

@@ -265,7 +265,7 @@ def test_db_upgrade_still_upgrades(make_app, tmp_path):
 def test_offline_sql_is_printed_without_a_question(idp):
     """--sql runs nothing: no question, and stdout is the SQL alone (to redirect to a file)."""
     # (SQLite's batch migrations need a live database: the last one's downgrade needs none.)
-    for name, revision, sql in (("downgrade", "head:-1", "ALTER TABLE backchannel_delivery DROP COLUMN leased_until"),
+    for name, revision, sql in (("downgrade", "head:-1", "DROP TABLE pending_sweep"),
                                 ("stamp", "head", "INSERT INTO alembic_version")):
         result = idp("db", name, "--sql", revision, input="")
         assert result.exit_code == 0, result.output
