@@ -33,9 +33,12 @@ class LogoutTokenError(ValueError):
 
 
 class LogoutTokenVerifier:
-    def __init__(self, fetch_jwks: Callable[..., dict], issuer: str, client_id: str):
-        """``fetch_jwks(force=False)`` returns the IdP's JWKS (force: refetch, after a rotation)."""
+    def __init__(self, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, alg: str | None = None):
+        """``fetch_jwks(force=False)`` returns the IdP's JWKS (force: refetch, after a rotation).
+        ``alg``: the one this client registered for ID tokens, which logout tokens are signed
+        with too (Back-Channel Logout 1.0 §2.6: validated as an ID token is)."""
         self.fetch_jwks, self.issuer, self.client_id = fetch_jwks, issuer, client_id
+        self.algs = [alg] if alg else ALGS
         self._seen: dict[str, float] = {}  # jti -> when it can be forgotten
         self._lock = threading.Lock()
         self._refetched = float("-inf")
@@ -73,7 +76,7 @@ class LogoutTokenVerifier:
     def _decode(self, token: str, now: float):
         try:
             try:
-                return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks()), algorithms=ALGS)
+                return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks()), algorithms=self.algs)
             except InvalidKeyIdError:  # signed with a key published after our last fetch?
                 # Anyone can post here without credentials: unknown kids must not turn every
                 # request into a fetch from the IdP.
@@ -81,7 +84,7 @@ class LogoutTokenVerifier:
                     if now - self._refetched < REFETCH_EVERY:
                         raise
                     self._refetched = now
-                return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks(force=True)), algorithms=ALGS)
+                return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks(force=True)), algorithms=self.algs)
         except (JoseError, ValueError) as exc:
             raise LogoutTokenError(f"signature: {exc.__class__.__name__}") from None
 
@@ -94,10 +97,12 @@ class LogoutTokenVerifier:
             self._seen[jti] = now + MAX_AGE + LEEWAY
 
 
-def install(app, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, sessions) -> None:
+def install(app, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, sessions,
+            alg: str | None = None) -> None:
     """``POST /backchannel-logout`` on ``app``: ends the local sessions (``sessions``, a
-    common.LocalSessions) of the IdP session a valid logout token names."""
-    verifier = LogoutTokenVerifier(fetch_jwks, issuer, client_id)
+    common.LocalSessions) of the IdP session a valid logout token names. ``alg``: the
+    client's registered ID token alg, if any."""
+    verifier = LogoutTokenVerifier(fetch_jwks, issuer, client_id, alg)
 
     @app.post("/backchannel-logout")
     def backchannel_logout():

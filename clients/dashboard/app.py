@@ -62,7 +62,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
     # nobody but this RP holds the token to end it.
     sessions = app.extensions["rp.sessions"] = LocalSessions(
         on_end=lambda ended: revoke(ended["token"].get("refresh_token")))
-    backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions)
+    backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions, reg.id_token_alg)
 
     def current() -> dict | None:
         return sessions.get(session.get(SESSION_KEY))

@@ -55,7 +55,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
     app = new_flask_app(__name__, f"{reg.client_id}_session")
     idp = register_oidc(OAuth(app), reg, idp_issuer)
     sessions = app.extensions["rp.sessions"] = LocalSessions()
-    backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions)
+    backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions, reg.id_token_alg)
 
     def current() -> dict | None:
         return sessions.get(session.get(SESSION_KEY))

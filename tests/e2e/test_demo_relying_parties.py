@@ -378,3 +378,19 @@ def test_an_id_token_not_signed_with_the_registered_alg_is_refused(idp_server, r
     wrong = portal_app.create_app(replace(regs["portal-jp"], id_token_alg="RS256"), idp_server.issuer)
     refused = sign_in(wrong, wrong.test_client())
     assert refused.status_code == 400 and "not signed with RS256" in refused.get_data(as_text=True)
+
+
+def test_a_logout_token_not_signed_with_the_registered_alg_is_refused(idp_server):
+    """Back-Channel Logout 1.0 §2.6: validated as an ID token is, so with the client's
+    registered alg (portal-jp's ES256) and no other the IdP publishes."""
+    from joserfc.jwk import RSAKey
+
+    rsa, ec = RSAKey.generate_key(2048, parameters={"kid": "r"}), ECKey.generate_key("P-256", parameters={"kid": "e"})
+    keys = {"keys": [rsa.as_dict(private=False), ec.as_dict(private=False)]}
+    verifier = LogoutTokenVerifier(lambda force=False: keys, idp_server.issuer, "portal-jp", alg="ES256")
+    claims = {"iss": idp_server.issuer, "aud": "portal-jp", "iat": 1_000_000, "exp": 1_000_120, "jti": "j",
+              "sid": "s", "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}
+    with pytest.raises(LogoutTokenError, match="signature"):
+        verifier.verify(jwt.encode({"alg": "RS256", "kid": "r", "typ": "logout+jwt"}, claims, rsa), now=1_000_001)
+    signed = jwt.encode({"alg": "ES256", "kid": "e", "typ": "logout+jwt"}, {**claims, "jti": "k"}, ec)
+    assert verifier.verify(signed, now=1_000_001)["sid"] == "s"
