@@ -157,8 +157,9 @@ def remove(client_id):
             pass
     if swept is None:  # the client is gone already: say what is left
         raise CliError(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but the store (REDIS_URL) "
-                       "could not be reached: its access tokens were not deleted; the server's next logout-retry "
-                       "run deletes its families' once it answers (all expire within ACCESS_TOKEN_TTL)")
+                       "could not be reached: its access tokens were not all deleted (those of its token families "
+                       "go at the server's next logout-retry run once it answers; its client-credentials tokens "
+                       "expire within ACCESS_TOKEN_TTL)")
     click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
                f"{swept} client-credentials token(s) deleted)")
     warn_if_store_is_private()

@@ -43,8 +43,9 @@ def end(row: BrowserSession, account: Account, reason: str = "logout") -> backch
     one after the session's commit, a failure half-way (the store or the database in an
     outage: the answer is a 503) would leave the rest live for good, since a retry finds no
     session to end. The store's half (marks, access tokens) follows; if it fails, the
-    refresh tokens are dead already, the access tokens left expire with ACCESS_TOKEN_TTL,
-    and the back-channel logout still goes out (unless the store is down altogether)."""
+    refresh tokens are dead already, the families are written down for the next maintenance
+    run to sweep their access tokens (tokens.sweep_pending), and the back-channel logout
+    still goes out (unless the store is down altogether)."""
     now = datetime.now(timezone.utc)
     ended = db.session.execute(
         update(BrowserSession).where(BrowserSession.sid == row.sid, BrowserSession.ended_at.is_(None))

@@ -26,6 +26,8 @@ from typing import NamedTuple
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from flask import current_app
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db, keyring, store
@@ -362,41 +364,59 @@ _PENDING_SWEEP = PendingSweep.__table__
 
 def remember_to_sweep(grant_ids: list[str], reason: str) -> None:
     """Write down families whose access tokens the store could not delete, in a transaction
-    of its own (the revocation's is committed). The database out of reach too: logged, and
-    the tokens expire within ACCESS_TOKEN_TTL."""
+    of its own (the revocation's is committed): an upsert, so that two processes writing
+    down the same family at once (a reuse racing a sign out everywhere) both succeed, in
+    chunks within PostgreSQL's bound on a statement's parameters. The database out of reach
+    too: logged, and the tokens expire within ACCESS_TOKEN_TTL."""
     if not grant_ids:
         return
     now = int(time.time())
+    rows = [{"grant_id": g, "reason": reason[:60], "recorded_at": now} for g in dict.fromkeys(grant_ids)]
+    upsert = (postgresql_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(_PENDING_SWEEP)
+    upsert = upsert.on_conflict_do_update(index_elements=["grant_id"],
+                                          set_={"reason": upsert.excluded.reason,
+                                                "recorded_at": upsert.excluded.recorded_at})
     try:
         with db.engine.begin() as conn:
-            conn.execute(delete(_PENDING_SWEEP).where(_PENDING_SWEEP.c.grant_id.in_(grant_ids)))
-            conn.execute(insert(_PENDING_SWEEP), [{"grant_id": g, "reason": reason[:60], "recorded_at": now}
-                                                  for g in grant_ids])
+            for start in range(0, len(rows), SWEEP_BATCH):
+                conn.execute(upsert, rows[start:start + SWEEP_BATCH])
     except Exception as exc:  # noqa: BLE001  (see above)
         log.error("%s: %d family(ies) whose access tokens were not deleted could not be written down for a later "
-                  "sweep: %s", reason, len(grant_ids), type(exc).__name__)
+                  "sweep: %s", reason, len(rows), type(exc).__name__)
 
 
-def sweep_pending(limit: int = 1000) -> int:
+SWEEP_BATCH = 1000  # rows per statement (PostgreSQL binds at most 65,535 parameters)
+SWEEP_BATCHES = 50  # per maintenance run: 50,000 families, within a run's few seconds
+
+
+def sweep_pending() -> int:
     """Delete the access tokens of the families remember_to_sweep wrote down (the server's
-    logout-retry job); their number. Those written down longer ago than ACCESS_TOKEN_TTL hold
-    no live token any more and only go. The store failing again leaves the rest for next time."""
-    now, ttl = int(time.time()), int(current_app.config["ACCESS_TOKEN_TTL"])
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(_PENDING_SWEEP).order_by(_PENDING_SWEEP.c.recorded_at).limit(limit)).all()
-    swept, done = 0, []
-    for row in rows:
-        if row.recorded_at >= now - ttl - 60:  # a minute's slack for clocks
+    logout-retry job), oldest first, in batches until none is left; their number. Each is
+    swept however long ago it was written down: a replayed code's family may have had no
+    row in the database to revoke, and the store's mark is then its only revocation. The
+    store failing again leaves the rest for the next run."""
+    swept = 0
+    for _ in range(SWEEP_BATCHES):
+        with db.engine.connect() as conn:
+            rows = conn.execute(select(_PENDING_SWEEP).order_by(_PENDING_SWEEP.c.recorded_at)
+                                .limit(SWEEP_BATCH)).all()
+        done, failed = [], None
+        for row in rows:
             try:
                 kill_access_tokens(row.grant_id, row.reason)
             except Exception as exc:  # noqa: BLE001  (the store still out of reach: next run)
-                log.warning("sweep of revoked families' access tokens stopped: %s", type(exc).__name__)
+                failed = exc
                 break
-            swept += 1
-        done.append(row.grant_id)
-    if done:
-        with db.engine.begin() as conn:
-            conn.execute(delete(_PENDING_SWEEP).where(_PENDING_SWEEP.c.grant_id.in_(done)))
+            done.append(row.grant_id)
+        if done:
+            with db.engine.begin() as conn:
+                conn.execute(delete(_PENDING_SWEEP).where(_PENDING_SWEEP.c.grant_id.in_(done)))
+            swept += len(done)
+        if failed is not None:
+            log.warning("sweep of revoked families' access tokens stopped: %s", type(failed).__name__)
+            break
+        if len(rows) < SWEEP_BATCH:
+            break
     return swept
 
 

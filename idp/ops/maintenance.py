@@ -60,11 +60,20 @@ def _logout_retry(config: dict) -> str:
     from ..logout import backchannel
     from ..oauth import tokens
 
+    # First, and whatever the retries do after: revocations whose store half failed (a Redis
+    # outage at a logout) still have live access tokens; a retry run may take long.
+    try:
+        swept = tokens.sweep_pending()
+    except Exception as exc:  # noqa: BLE001  (the retries below still run; the job reports the failure)
+        log.error("maintenance job logout-retry: the sweep failed: %s", type(exc).__name__)
+        swept, failure = 0, exc
+    else:
+        failure = None
     report = backchannel.retry_pending()
+    if failure is not None:
+        raise failure
     summary = (f"{len(report.delivered)} delivered, {len(report.failed)} failed, "
                f"{len(report.pending)} still in flight")
-    # Revocations whose store half failed (a Redis outage at a logout): their access tokens.
-    swept = tokens.sweep_pending()
     return summary + (f"; the access tokens of {swept} revoked family(ies) swept" if swept else "")
 
 
