@@ -124,13 +124,18 @@ def finish_sign_in(idp, idp_issuer: str, client_id: str, id_token_alg: str | Non
     return token
 
 
+def jws_header(token: str) -> dict:
+    """The JOSE header of a JWS authlib has verified already (for display, and signed_with)."""
+    segment = token.split(".", 1)[0]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
 def signed_with(jws: str, alg: str | None) -> bool:
     """Whether a (verified) JWS's header names ``alg``; True when no alg was registered."""
     if alg is None:
         return True
-    segment = jws.split(".", 1)[0]
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        header = jws_header(jws)
     except ValueError:
         return False
     return isinstance(header, dict) and header.get("alg") == alg

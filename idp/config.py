@@ -84,7 +84,7 @@ DEFAULTS: dict[str, object] = {
     "MAX_CONTENT_LENGTH": 64 * 1024,
     # acr_values_supported in discovery: every sign-in is a password one until a second
     # factor exists (idp.login.flow.ACR_PASSWORD).
-    "ACR_VALUES": ["urn:idp:acr:pwd"],  # a subset of ISSUED_ACR_VALUES
+    "ACR_VALUES": list(ISSUED_ACR_VALUES),  # a subset of them
     # Back-channel logout: attempts per relying party and the timeout of each.
     "BACKCHANNEL_ATTEMPTS": 3,
     "BACKCHANNEL_TIMEOUT": 2.0,
@@ -348,9 +348,9 @@ def check(config: dict) -> None:
             "production needs IDP_DATABASE_URL on PostgreSQL through psycopg (postgresql+psycopg://...): SQLite, the "
             "embedded default, is one file per host, so servers behind one load balancer would each keep "
             "their own accounts, clients and tokens, and it has no row locks")
-    memory, passes = config["ARGON2_MEMORY_KIB"], config["ARGON2_TIME_COST"]
-    floor = ARGON2_FLOOR.get(passes, ARGON2_FLOOR[max(ARGON2_FLOOR)]) if passes >= 1 else None
-    if floor is None or memory < floor or config["ARGON2_PARALLELISM"] < 1:
+    memory, passes = config["ARGON2_MEMORY_KIB"], config["ARGON2_TIME_COST"]  # both whole and >= 1 (WHOLE)
+    floor = ARGON2_FLOOR.get(passes, ARGON2_FLOOR[max(ARGON2_FLOOR)])
+    if memory < floor:
         raise ConfigError(
             f"production needs argon2id at least as costly as OWASP's floor (with {passes} pass(es): "
             f"{floor} KiB of memory; 19456 KiB at 2), got {memory} KiB: a stolen hash would be cheap to guess")

@@ -11,7 +11,6 @@ it, and it registers no post-logout URI, so its sign-out ends on the IdP's own p
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -20,8 +19,8 @@ from flask import redirect, session, url_for
 
 from .. import backchannel
 from ..common import (SESSION_KEY, LocalSessions, Registration, begin_local_session, check_csrf, finish_sign_in,
-                      issuer, load_registrations, new_flask_app, register_oidc, render, signed_out_note,
-                      start_sign_in)
+                      issuer, jws_header, load_registrations, new_flask_app, register_oidc, render,
+                      signed_out_note, start_sign_in)
 
 REGIONS = {"na": "portal-na", "eu": "portal-eu", "jp": "portal-jp"}
 
@@ -40,12 +39,6 @@ INDEX = """
     <button id="signout">Sign out</button></form>
   <h2>ID token claims</h2><pre id="claims">{{ pretty(local.claims) }}</pre>
 {% endif %}"""
-
-
-def jws_header(token: str) -> dict:
-    """The JOSE header, for display only (authlib has verified the token already)."""
-    segment = token.split(".", 1)[0]
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 
 def create_app(reg: Registration | None = None, idp_issuer: str | None = None, title: str | None = None):

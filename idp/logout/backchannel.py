@@ -201,10 +201,8 @@ def written_ahead(targets_: list[Target]) -> list[Target]:
 def _write_ahead(jobs: list) -> list:
     """Rows for the deliveries about to start that have none (notify's callers other than a
     logout), and commit."""
-    targets_, rows = _leased([target for target, _, _ in jobs])
     try:
-        if rows:
-            db.session.execute(insert(_PENDING), rows)
+        targets_ = written_ahead([target for target, _, _ in jobs])
         db.session.commit()
     except Exception as exc:  # noqa: BLE001  (the database in an outage: deliver anyway, unrecorded)
         db.session.rollback()

@@ -95,11 +95,7 @@ def _prefetch(request) -> None:
     token = request.form.get("token")
     # No signature is checked before the caller has authenticated: a JWT's record is
     # fetched by the jti it claims, and access_token_body verifies it after authentication.
-    if isinstance(token, str) and jwt_access_token.looks_like_jwt(token):
-        jti = jwt_access_token.unverified_jti(token)
-        at_key = "jwt:" + jti if jti else None
-    else:
-        at_key = tokens.access_token_key(token)
+    at_key = tokens.access_token_key(token, verify=False)
     prefetch.prefetch([clients.cache_key(client_id or request.form.get("client_id")),
                        tokens.AT_PREFIX + at_key if at_key else None])
 

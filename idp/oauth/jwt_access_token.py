@@ -72,8 +72,11 @@ def unverified_jti(token: str) -> str | None:
     if len(token) > MAX_LENGTH or not looks_like_jwt(token):
         return None
     body = _segment(token.split(".", 2)[1])
-    jti = body.get("jti") if body else None
-    return jti if isinstance(jti, str) and 0 < len(jti) <= 100 else None
+    return _jti(body.get("jti") if body else None)
+
+
+def _jti(value) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
 
 
 def jti_of(token: str) -> str | None:
@@ -90,5 +93,4 @@ def jti_of(token: str) -> str | None:
         body = keyring().verify(token, typ=TYP)
     except InvalidJWT:
         return None
-    jti = body.get("jti")
-    return jti if isinstance(jti, str) and 0 < len(jti) <= 100 else None
+    return _jti(body.get("jti"))

@@ -246,12 +246,14 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, copy=Non
     return token, key, refused or None
 
 
-def access_token_key(token: str) -> str | None:
-    """The store key suffix of an access token (opaque or JWT), or None for garbage."""
+def access_token_key(token: str, verify: bool = True) -> str | None:
+    """The store key suffix of an access token (opaque or JWT), or None for garbage.
+    ``verify=False``: a JWT's key from the jti it claims, its signature not checked, only to
+    fetch its record ahead (idp.oauth.introspection, before the caller has authenticated)."""
     if not isinstance(token, str) or not token:
         return None
     if jwt_access_token.looks_like_jwt(token):
-        jti = jwt_access_token.jti_of(token)
+        jti = jwt_access_token.jti_of(token) if verify else jwt_access_token.unverified_jti(token)
         return "jwt:" + jti if jti else None
     return keyed_hash(token) if len(token) <= MAX_TOKEN else None
 

@@ -96,6 +96,21 @@ def _answers(conn, n: int) -> list:
     return out
 
 
+def _reconnect_on_readonly(method):
+    """After a failover the old primary answers writes with READONLY (a replica now) on the
+    connections still open to it, for as long as they stay open: those are dropped, so the
+    next command connects again, to wherever the URL's name now points. The error itself is
+    an outage (idp.errors.UNAVAILABLE: 503, Retry-After)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ReadOnlyError:
+            self._r.connection_pool.disconnect(inuse_connections=False)
+            raise
+    return wrapper
+
+
 class RedisStore(Store):
     shared = True
 
@@ -158,6 +173,7 @@ class RedisStore(Store):
         if entries:
             self._send([("SET", self._k(key), dumps(value), "EX", check_ttl(ttl)) for key, value, ttl in entries])
 
+    @_reconnect_on_readonly  # a write through redis-py's pool (_send drops its own connection)
     def add(self, key: str, value: Value, ttl: int) -> bool:
         return bool(self._r.set(self._k(key), dumps(value), ex=check_ttl(ttl), nx=True))
 
@@ -169,24 +185,29 @@ class RedisStore(Store):
             return []  # MGET with no keys is an error
         return [loads(raw) for raw in self._call("MGET", *(self._k(k) for k in keys))]
 
+    @_reconnect_on_readonly
     def consume(self, key: str) -> Value | None:
         return loads(self._r.getdel(self._k(key)))
 
+    @_reconnect_on_readonly
     def swap(self, key: str, value: Value, ttl: int) -> Value | None:
         # SET ... GET (Redis >= 6.2), through redis-py's client (no retry) and never _call's
         # resend: sent again after an answer lost on the way, it would read back its own value.
         return loads(self._r.set(self._k(key), dumps(value), ex=check_ttl(ttl), get=True))
 
+    @_reconnect_on_readonly
     def consume_leaving(self, key: str, mark: str, value: Value, ttl: int) -> Value | None:
         # Through redis-py's client, as consume: never through _call's resend, since a second
         # GETDEL after a first one whose answer was lost would read as a replay.
         keys, args = [self._k(key), self._k(mark)], [dumps(value), check_ttl(ttl)]
         return loads(self._consume_leaving(keys=keys, args=args))
 
+    @_reconnect_on_readonly
     def delete(self, *keys: str) -> None:
         if keys:
             self._r.delete(*(self._k(k) for k in keys))
 
+    @_reconnect_on_readonly
     def incr(self, key: str, ttl: int) -> int:
         return int(self._incr(keys=[self._k(key)], args=[check_ttl(ttl)]))
 
@@ -194,11 +215,13 @@ class RedisStore(Store):
         ms = self._r.pttl(self._k(key))
         return None if ms < 0 else max(1, math.ceil(ms / 1000))
 
+    @_reconnect_on_readonly
     def sadd(self, key: str, member: str, ttl: int) -> None:
         if not isinstance(member, str):
             raise TypeError("set members must be str")
         self._sadd(keys=[self._k(key)], args=[member, check_ttl(ttl)])
 
+    @_reconnect_on_readonly  # its NOSCRIPT fallback goes through the pool
     def _script(self, script, keys: list, args: list):
         """A script of the hot paths through _call: the resend there is safe because each
         of these scripts only writes what it would write again. A restarted server has
@@ -249,22 +272,3 @@ class RedisStore(Store):
             conn.disconnect()
         self._r.close()
 
-
-def _reconnect_on_readonly(method):
-    """After a failover the old primary answers writes with READONLY (a replica now) on the
-    connections still open to it, for as long as they stay open: those are dropped, so the
-    next command connects again, to wherever the URL's name now points. The error itself is
-    an outage (idp.errors.UNAVAILABLE: 503, Retry-After)."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except ReadOnlyError:
-            self._r.connection_pool.disconnect(inuse_connections=False)
-            raise
-    return wrapper
-
-
-# The writes that go through redis-py's pool (those through _send drop their own connection).
-for _name in ("add", "consume", "consume_leaving", "swap", "delete", "incr", "sadd", "_script"):
-    setattr(RedisStore, _name, _reconnect_on_readonly(getattr(RedisStore, _name)))

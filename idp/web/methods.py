@@ -11,8 +11,7 @@ refused with 405 everywhere except the routes listed here, which only read.
 from __future__ import annotations
 
 from flask import current_app, request
-from werkzeug.exceptions import HTTPException
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 # Endpoints whose GET has no effect: a load balancer or a monitor may HEAD them.
 HEAD_ALLOWED = frozenset({"static", "ops_health.healthz", "ops_health.readyz", "ops_metrics.metrics"})

@@ -56,12 +56,14 @@ class PathRoutes:
 
     def _unavailable(self, environ, exc) -> tuple[int, list[tuple[str, str]], bytes]:
         request_id = errors.log_unavailable(environ.get("PATH_INFO", ""), exc)
-        body = {"error": "temporarily_unavailable", "error_description": errors.unavailable_description(request_id)}
-        return 503, [*self.fallback_headers, ("Content-Type", "application/json"), ("Cache-Control", "no-store"),
-                     ("Retry-After", errors.RETRY_AFTER)], json.dumps(body, separators=(",", ":")).encode()
+        return self._json_error(503, "temporarily_unavailable", errors.unavailable_description(request_id),
+                                [("Retry-After", errors.RETRY_AFTER)])
 
     def _unexpected(self, environ) -> tuple[int, list[tuple[str, str]], bytes]:
         request_id = errors.log_unexpected(environ.get("PATH_INFO", ""))
-        body = {"error": "server_error", "error_description": errors.unexpected_description(request_id)}
-        return 500, [*self.fallback_headers, ("Content-Type", "application/json"), ("Cache-Control", "no-store")], \
-            json.dumps(body, separators=(",", ":")).encode()
+        return self._json_error(500, "server_error", errors.unexpected_description(request_id))
+
+    def _json_error(self, status: int, error: str, description: str, extra=()) -> tuple[int, list, bytes]:
+        body = {"error": error, "error_description": description}
+        return status, [*self.fallback_headers, ("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                        *extra], json.dumps(body, separators=(",", ":")).encode()
