@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 ACR_PASSWORD = "urn:idp:acr:pwd"  # in idp.config.ISSUED_ACR_VALUES
 ANSWERED = "This sign-in is already complete. Go back to the app; if it did not sign you in, start again there."
 BROWSER_COOKIE = "idp_browser"
+# + a sign-in's id: that sign-in's own copy of the binding, set only by a browser that had none
+SIGNIN_COOKIE = "idp_signin_"
 
 
 def _key(signin_id: str) -> str:
@@ -46,10 +48,28 @@ def load(signin_id: str) -> SignIn | None:
     signin = SignIn.from_dict(data)
     if signin.expires_at <= time.time():
         return None
+    return signin if _bound(signin) else None
+
+
+def _bound(signin: SignIn) -> bool:
+    """Whether this browser started the sign-in: its binding cookie, or the sign-in's own.
+
+    A browser's first sign-in mints the binding cookie. Two started at once (two tabs of a
+    fresh browser, or an app opening two) each mint one, and the browser keeps the last
+    one set: the other sign-in would be "not valid in this browser" in the very browser
+    that started it. So such a sign-in also gets its own cookie, named after it (begin()).
+    Found through it, the sign-in takes the browser's binding of now, which this same
+    request carries: a session it starts is then known as this browser's, and ends
+    another one it started (end_others_in_browser)."""
     raw = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE), "")
-    if not raw or not verify_keyed_hash(raw, signin.browser):
-        return None
-    return signin
+    if raw and verify_keyed_hash(raw, signin.browser):
+        return True
+    own = request.cookies.get(browser_session.cookie_name(SIGNIN_COOKIE + signin.id), "")
+    if not own or not verify_keyed_hash(own, signin.browser):
+        return False
+    if raw:
+        signin.browser = keyed_hash(raw)  # written with the sign-in's next save()
+    return True
 
 
 def _ttl(signin: SignIn) -> int:
@@ -106,7 +126,10 @@ def begin(req: AuthorizationRequest, client: Client):
     signin = SignIn.start(req.to_dict())
     signin.hint_sub = hint_sub
     signin.expires_at = time.time() + current_app.config["LOGIN_TTL"]
-    raw_browser = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE)) or new_token(24)
+    raw_browser = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE))
+    first = not raw_browser
+    if first:
+        raw_browser = new_token(24)
     signin.browser = keyed_hash(raw_browser)
 
     current = browser_session.current()
@@ -120,6 +143,9 @@ def begin(req: AuthorizationRequest, client: Client):
             signin.complete("password")
     resp = advance(signin, client)
     browser_session.set_cookie(resp, BROWSER_COOKIE, raw_browser, max_age=365 * 24 * 3600)
+    if first and signin.revision:  # saved for a step's page (_bound); not for an answer at once
+        browser_session.set_cookie(resp, SIGNIN_COOKIE + signin.id, raw_browser,
+                                   max_age=int(current_app.config["LOGIN_TTL"]))
     return resp
 
 

@@ -3,7 +3,7 @@
 import pytest
 from freezegun import freeze_time
 
-from tests.conftest import PASSWORD, csrf_token
+from tests.conftest import PASSWORD, Flow, csrf_token
 
 
 def _signin_page(flow):
@@ -236,3 +236,59 @@ def test_a_serving_process_makes_its_dummy_hash_before_the_first_request(app, tm
         assert password._fastest.cache_info().currsize == made, make.__name__
         with built.app_context():
             db.engine.dispose()
+
+
+def _binding(http) -> str:
+    return http.get_cookie("idp_browser").value
+
+
+def test_two_sign_ins_started_at_once_in_a_fresh_browser_both_go_through(app, flow, seller):
+    """Two tabs of a browser with no binding cookie yet each start a sign-in before either
+    answer has come back: each answer sets a binding cookie, and the browser keeps the last.
+    The first tab's sign-in is found through the cookie named after it; and once both post
+    their passwords at once (neither carrying the other's new session cookie), the browser
+    is left with one live session, as with tabs of a browser that had the binding already."""
+    from idp.extensions import db
+    from idp.models import BrowserSession
+
+    first_url = flow.authorize().headers["Location"]
+    first_binding = _binding(flow.client)
+    flow.client.delete_cookie("idp_browser")  # the second tab's request left without it
+    second_url = flow.authorize().headers["Location"]
+    assert _binding(flow.client) != first_binding
+    first_page, second_page = (flow.client.get(u) for u in (first_url, second_url))
+    assert first_page.status_code == second_page.status_code == 200
+    cookies_before = dict(flow.client._cookies)  # werkzeug's jar: no public way to copy it whole
+    first = flow.client.post(first_url, data={"csrf_token": csrf_token(first_page.get_data(as_text=True)),
+                                              "email": seller.email, "password": PASSWORD})
+    flow.client._cookies = cookies_before  # posted at the same moment: without the first answer's cookies
+    second = flow.client.post(second_url, data={"csrf_token": csrf_token(second_page.get_data(as_text=True)),
+                                                "email": seller.email, "password": PASSWORD})
+    assert "code=" in first.headers["Location"] and "code=" in second.headers["Location"]
+    db.session.expire_all()
+    live = db.session.execute(db.select(BrowserSession).where(BrowserSession.ended_at.is_(None))).scalars().all()
+    assert len(live) == 1
+
+
+def test_a_sign_in_has_its_own_cookie_only_in_a_browser_without_a_binding(app, flow):
+    first = flow.authorize()
+    signin_id = first.headers["Location"].split("/")[2]
+    own = flow.client.get_cookie(f"idp_signin_{signin_id}")
+    assert own is not None and own.value == _binding(flow.client)
+    assert f"Max-Age={app.config['LOGIN_TTL']}" in next(
+        c for c in first.headers.getlist("Set-Cookie") if c.startswith("idp_signin_"))
+    later = flow.authorize()
+    assert not any(c.startswith("idp_signin_") for c in later.headers.getlist("Set-Cookie"))
+
+
+def test_a_sign_in_cookie_opens_only_its_own_sign_in(app, flow):
+    """Another browser holding a sign-in's own cookie (and a binding of its own) still cannot
+    continue a different sign-in: the cookie is found by the sign-in's id."""
+    url = flow.authorize().headers["Location"]
+    other = app.test_client()
+    other_url = Flow(other, flow.rp).authorize().headers["Location"]
+    signin_id, other_id = url.split("/")[2], other_url.split("/")[2]
+    stolen = flow.client.get_cookie(f"idp_signin_{signin_id}").value
+    other.set_cookie(f"idp_signin_{other_id}", stolen)  # under the wrong name: opens nothing
+    assert other.get(url).status_code == 400
+    assert other.get(other_url).status_code == 200
