@@ -17,6 +17,7 @@ import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from flask import jsonify, make_response, render_template, request
+from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
 from .ops.logs import WithholdDatabaseDetail, first_line
@@ -77,6 +78,11 @@ def unavailable_description(request_id: str) -> str:
 
 
 def page_error(message: str, status: int = 400):
+    if request_ctx.url_adapter is None:
+        # Flask could not bind the request to a host: its Host header is no name IDNA can
+        # encode (an empty label, one over 63 octets), werkzeug's BadHost. No URL can be
+        # built (the page's stylesheet link): the message in plain text, with every header.
+        return make_response(message, status, {"Content-Type": "text/plain; charset=utf-8"})
     return render_template("error.html", message=message), status
 
 

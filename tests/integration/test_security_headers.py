@@ -6,14 +6,35 @@ PATHS = ["/.well-known/openid-configuration", "/jwks", "/authorize", "/userinfo"
          "/does-not-exist"]
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_headers_everywhere(client, path):
-    resp = client.get(path)
+def _assert_headers(resp):
     csp = resp.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Referrer-Policy"] == "same-origin"  # see test_ops_proxy_headers
     assert "Strict-Transport-Security" not in resp.headers  # plain-http loopback issuer
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_headers_everywhere(client, path):
+    _assert_headers(client.get(path))
+
+
+def test_headers_on_the_pages_of_a_signed_in_browser(app, client, seller, third_party_rp):
+    """The consent page, the logout confirmation and its answer, sign out everywhere."""
+    from tests.conftest import Flow, csrf_token
+
+    third = Flow(client, third_party_rp)
+    consent = client.get(third.sign_in(third.authorize()).headers["Location"])
+    logout = client.get("/logout")
+    everywhere = client.get("/account/sign-out-everywhere")
+    html = logout.get_data(as_text=True)
+    logout_id = html.split('name="logout_id" type="hidden" value="')[1].split('"')[0]
+    done = client.post("/logout/confirm", data={"csrf_token": csrf_token(html), "logout_id": logout_id,
+                                                "confirm": "x"})
+    for resp in (consent, logout, everywhere, done):
+        assert resp.status_code == 200, resp.request.path
+        _assert_headers(resp)
+        assert resp.headers["X-Frame-Options"] == "DENY" and resp.headers["Cache-Control"] == "no-store"
 
 
 def test_hsts_over_https(tmp_path, keys_dir):
@@ -99,3 +120,15 @@ def test_form_action_source(uri, source):
     from idp.web.headers import form_action_source
 
     assert form_action_source(uri) == source
+
+
+@pytest.mark.parametrize("host", ["a..b", "a" * 64 + ".example.com", "."])
+@pytest.mark.parametrize("path", ["/authorize", "/logout", "/signin/x/password", "/does-not-exist", "/"])
+def test_a_host_header_werkzeug_cannot_bind_is_a_plain_400(client, host, path):
+    """RFC 9112 §3.2: a request with an invalid Host is answered 400. Flask has no URL adapter
+    for it (werkzeug's BadHost), so the error page cannot build its links: it was a 500 with
+    none of the headers, raised past the app to the server."""
+    resp = client.get(path, headers={"Host": host})
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.mimetype == "text/plain" and "Traceback" not in resp.get_data(as_text=True)
+    _assert_headers(resp)
