@@ -14,6 +14,7 @@ class LogoutReceiver:
     def __init__(self):
         self.received: list[dict] = []  # {"content_type", "form", "path"}
         self.status = 200
+        self.location: str | None = None  # sent with the status when set (a redirecting RP)
         self.release = threading.Event()  # cleared: the endpoint hangs until set (a slow RP)
         self.release.set()
         self.delivered = threading.Event()
@@ -27,7 +28,8 @@ class LogoutReceiver:
         self.received.append({"content_type": request.mimetype, "form": request.form.to_dict(flat=False),
                               "path": request.path, "method": request.method})
         self.delivered.set()
-        return Response("", status=self.status, headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store", **({"Location": self.location} if self.location else {})}
+        return Response("", status=self.status, headers=headers)
 
     @property
     def tokens(self) -> list[str]:
