@@ -25,7 +25,7 @@ from ..extensions import keyring
 from ..ops.logs import first_line
 from .accounts import accounts, create_account, find
 from .clients import clients, load as load_clients
-from .common import CliError
+from .common import CliError, cached_copy_left
 from .keys import keys
 from .logout import logout
 from .maintenance import maintenance
@@ -51,12 +51,9 @@ cli.callback = _start
 def _cached_rows_left(*args, **kwargs):
     """A change committed while Redis was out of reach is done, but the servers' cached copy
     of the row (a client registration, an account's claims) may outlive it: say so, and fail."""
-    from ..store import row_cache
-
-    if row_cache.left_behind():
-        raise CliError("the change is saved, but the store (REDIS_URL) could not be reached to drop the servers' "
-                       f"cached copy of it: they may go on using the row as it was for up to "
-                       f"{row_cache.DEFAULT_TTL} s (a client's old secret included)")
+    left = cached_copy_left()
+    if left is not None:
+        raise CliError(f"the change is saved, but the store (REDIS_URL) could not be reached: {left}")
 
 # Flask-Migrate's downgrade and stamp take every account, client and token with them, or make
 # the schema lie about itself: each asks first (--yes to skip, for scripts). The question goes

@@ -18,7 +18,7 @@ from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import Client, Consent, Grant
 from . import client_rules as rules
-from .common import CliError, table, warn_if_store_is_private
+from .common import CliError, store_unreachable, table, warn_if_store_is_private
 
 clients = AppGroup("clients", help="Register and inspect relying parties (OAuth clients).")
 
@@ -125,8 +125,8 @@ def rotate_secret(client_id):
     click.echo(f"new secret for client {client_id}; the old one no longer works")
     _print_secret(client_id, secret)
     if swept is None:
-        raise CliError("the store (REDIS_URL) could not be reached: client-credentials tokens got with the old "
-                       "secret were not deleted and expire within ACCESS_TOKEN_TTL")
+        raise store_unreachable("the store (REDIS_URL) could not be reached: client-credentials tokens got "
+                                "with the old secret were not deleted and expire within ACCESS_TOKEN_TTL")
     click.echo(f"{swept} client-credentials token(s) got with the old secret deleted")
     warn_if_store_is_private()
 
@@ -156,10 +156,10 @@ def remove(client_id):
         except Exception:  # noqa: BLE001, S110  (said below)
             pass
     if swept is None:  # the client is gone already: say what is left
-        raise CliError(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but the store (REDIS_URL) "
-                       "could not be reached: its access tokens were not all deleted (those of its token families "
-                       "go at the server's next logout-retry run once it answers; its client-credentials tokens "
-                       "expire within ACCESS_TOKEN_TTL)")
+        raise store_unreachable(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but the store "
+                                "(REDIS_URL) could not be reached: its access tokens were not all deleted (those of "
+                                "its token families go at the server's next logout-retry run once it answers; its "
+                                "client-credentials tokens expire within ACCESS_TOKEN_TTL)")
     click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
                f"{swept} client-credentials token(s) deleted)")
     warn_if_store_is_private()

@@ -11,6 +11,25 @@ class CliError(click.ClickException):
     exit_code = 2
 
 
+def cached_copy_left() -> str | None:
+    """What a change committed while Redis was out of reach left behind, if anything: the
+    servers' cached copy of the row (a client registration, an account's claims) was not
+    dropped and may outlive the change."""
+    from ..store import row_cache
+
+    if not row_cache.left_behind():
+        return None
+    return ("the servers' cached copy of the change could not be dropped: they may go on using the row as it "
+            f"was for up to {row_cache.DEFAULT_TTL} s (a client's old secret included)")
+
+
+def store_unreachable(message: str) -> CliError:
+    """The error of a command whose store half failed, saying the cached copy's fate too: the
+    command ends with it, before the result callback that would say it (idp.cli)."""
+    left = cached_copy_left()
+    return CliError(message if left is None else f"{message}; and {left}")
+
+
 def when(value) -> str:
     """A unix time or datetime as ``2025-05-01 12:00:00Z``; ``-`` for none."""
     if value is None:
