@@ -1,5 +1,7 @@
 """Client lookups: cached in the shared store, dropped by any change to the client."""
 
+import pytest
+
 from idp.extensions import db, store
 from idp.models import Client
 from idp.oauth import clients
@@ -28,10 +30,18 @@ def test_cache_only_in_a_shared_store(app):
         assert cached["secret_hash"] and "created_at" in cached
 
 
-def test_cached_client_authenticates(flow, app):
-    """A client rebuilt from the cache still authenticates and redeems codes."""
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)  # the cache lives in a shared store only
+def test_cached_client_authenticates(flow, app, monkeypatch):
+    """A client rebuilt from the cache, with no database read of its row, still authenticates
+    and redeems codes."""
+    code = flow.login_code()
     clients.find("rp-web")
-    assert flow.redeem(flow.login_code()).status_code == 200
+
+    def no_read(value):
+        raise AssertionError(f"client {value!r} read from the database, not from the cache")
+
+    monkeypatch.setattr(clients._CACHE, "_query", no_read)
+    assert flow.redeem(code).status_code == 200
 
 
 def test_garbage_ids(app):
