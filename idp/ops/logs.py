@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import traceback
 
 import psycopg
@@ -39,7 +40,11 @@ def _formatter(fmt: str, text: str = TEXT) -> dict:
 
 
 def configure(fmt: str) -> None:
-    """The process's logging, unless someone configured it already."""
+    """The process's logging, unless someone configured it already (but for the development
+    server's request lines, withheld their query string whoever configured the rest)."""
+    werkzeug = logging.getLogger("werkzeug")
+    if not any(isinstance(f, WithholdQueryString) for f in werkzeug.filters):
+        werkzeug.addFilter(WithholdQueryString())
     if logging.root.handlers:
         return
     logging.config.dictConfig({
@@ -125,4 +130,19 @@ class WithholdDatabaseDetail(logging.Filter):
             lines.extend(traceback.format_tb(error.__traceback__))
             lines.append(_safe_text(error) + "\n" + (join or ""))
         record.exc_info, record.exc_text = None, "".join(lines).rstrip("\n")
+        return True
+
+
+class WithholdQueryString(logging.Filter):
+    """The development server (`make run`, werkzeug's) logs each request line whole, and a
+    query string can hold an id_token_hint (/logout, /authorize), a login_hint, or a token a
+    client put in the wrong place. Its lines keep the method, path and protocol, as the
+    access log of `idp serve` (granian: the path alone) does."""
+
+    _QUERY = re.compile(r"\?\S*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args and isinstance(args[0], str) and "?" in args[0]:
+            record.args = (self._QUERY.sub("", args[0], count=1), *args[1:])
         return True

@@ -155,3 +155,29 @@ def test_a_data_error_that_quotes_the_input_is_logged_by_its_sqlstate(postgres_m
     text = stream.getvalue()
     assert "InvalidTextRepresentation: sqlstate 22P02 (database detail withheld" in text
     assert value not in text
+
+
+def test_the_development_server_logs_no_query_string(app, caplog):
+    """`make run` serves with werkzeug, whose request lines named the whole URL: an RP's
+    id_token_hint at /logout went to the log. The real server, on loopback, as `flask run`."""
+    import threading
+
+    import requests
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hint = "eyJhbGciOiJFUzI1NiJ9.SECRET-HINT-PAYLOAD.SIGNATURE"
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            requests.get(f"http://127.0.0.1:{server.server_port}/logout",
+                         params={"id_token_hint": hint, "state": "s"}, timeout=10, allow_redirects=False)
+            requests.get(f"http://127.0.0.1:{server.server_port}/jwks", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any('"GET /logout HTTP/1.1"' in line for line in lines), lines
+    assert any('"GET /jwks HTTP/1.1" 200' in line for line in lines), lines
+    assert "SECRET-HINT" not in caplog.text and "id_token_hint" not in caplog.text
