@@ -302,7 +302,12 @@ def test_client_secret_post(client, seller):
     f = Flow(client, rp)
     resp = f.redeem(f.login_code(), client_id="rp-post", client_secret=rp.secret)
     assert resp.status_code == 200
-    assert f.redeem(f.login_code(), client_id="rp-post", client_secret="bad").status_code in (400, 401)
+    code = f.login_code()
+    bad = f.redeem(code, client_id="rp-post", client_secret="bad")
+    # RFC 6749 §5.2: invalid_client, 401 with a challenge (no Authorization header was tried:
+    # the challenge carries no error, as RFC 6750 §3.1 has it for a request without one)
+    assert _error(bad) == (401, "invalid_client") and bad.headers["WWW-Authenticate"] == 'Basic realm="idp"'
+    assert f.redeem(code, client_id="rp-post", client_secret=rp.secret).status_code == 200  # the code was left
 
 
 def test_public_native_client_with_pkce(client, native_rp, seller):
