@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import logging.config
-import re
 import traceback
 
 import psycopg
@@ -137,12 +136,22 @@ class WithholdQueryString(logging.Filter):
     """The development server (`make run`, werkzeug's) logs each request line whole, and a
     query string can hold an id_token_hint (/logout, /authorize), a login_hint, or a token a
     client put in the wrong place. Its lines keep the method, path and protocol, as the
-    access log of `idp serve` (granian: the path alone) does."""
+    access log of `idp serve` (granian: the path alone) does.
 
-    _QUERY = re.compile(r"\?\S*")
+    The query is cut from its ``?`` to the line's last ASCII space, where the protocol
+    starts, not to the first whitespace: werkzeug logs the path decoded (``%C2%A0`` is a
+    no-break space there). Every argument is looked at: a request line it cannot parse
+    comes quoted inside its error message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and args and isinstance(args[0], str) and "?" in args[0]:
-            record.args = (self._QUERY.sub("", args[0], count=1), *args[1:])
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "?" in a for a in record.args):
+            record.args = tuple(_without_query(a) if isinstance(a, str) else a for a in record.args)
         return True
+
+
+def _without_query(text: str) -> str:
+    start = text.find("?")
+    if start < 0:
+        return text
+    end = text.rfind(" ")
+    return text[:start] + (text[end:] if end > start else "")

@@ -294,6 +294,7 @@ def test_a_hanging_rp_does_not_hold_the_user(app, client, seller, receiver):
     still_held = receiver.received == []
     receiver.release.set()
     assert resp.status_code == 303 and still_held
+    assert receiver.delivered.wait(10) and len(receiver.received) == 1  # it was sent, and held
 
 
 def test_no_database_transaction_is_held_while_relying_parties_answer(app, client, seller, receiver, monkeypatch):

@@ -160,6 +160,7 @@ def test_a_data_error_that_quotes_the_input_is_logged_by_its_sqlstate(postgres_m
 def test_the_development_server_logs_no_query_string(app, caplog):
     """`make run` serves with werkzeug, whose request lines named the whole URL: an RP's
     id_token_hint at /logout went to the log. The real server, on loopback, as `flask run`."""
+    import socket
     import threading
 
     import requests
@@ -173,11 +174,19 @@ def test_the_development_server_logs_no_query_string(app, caplog):
         with caplog.at_level(logging.INFO, logger="werkzeug"):
             requests.get(f"http://127.0.0.1:{server.server_port}/logout",
                          params={"id_token_hint": hint, "state": "s"}, timeout=10, allow_redirects=False)
+            # werkzeug logs the path decoded: a no-break space is no end of the query
+            requests.get(f"http://127.0.0.1:{server.server_port}/logout?login_hint=a%C2%A0b&id_token_hint={hint}",
+                         timeout=10, allow_redirects=False)
             requests.get(f"http://127.0.0.1:{server.server_port}/jwks", timeout=10)
+            # a request line werkzeug cannot parse is quoted in its error message
+            with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as raw:
+                raw.sendall(f"GET /logout?id_token_hint={hint} x HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                raw.recv(1024)
     finally:
         server.shutdown()
         server.server_close()
     lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
     assert any('"GET /logout HTTP/1.1"' in line for line in lines), lines
     assert any('"GET /jwks HTTP/1.1" 200' in line for line in lines), lines
+    assert any("Bad request syntax" in line for line in lines), lines
     assert "SECRET-HINT" not in caplog.text and "id_token_hint" not in caplog.text

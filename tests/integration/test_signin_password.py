@@ -292,3 +292,17 @@ def test_a_sign_in_cookie_opens_only_its_own_sign_in(app, flow):
     other.set_cookie(f"idp_signin_{other_id}", stolen)  # under the wrong name: opens nothing
     assert other.get(url).status_code == 400
     assert other.get(other_url).status_code == 200
+
+
+def test_a_leaked_sign_in_url_with_a_cookie_of_its_name_opens_nothing(app, flow):
+    """Another browser that learnt a sign-in's URL (so its id) and sets a cookie of that
+    sign-in's name, to its own binding or anything else, is still not the browser that
+    started it: the cookie's value must be the starting browser's binding."""
+    url = flow.authorize().headers["Location"]
+    signin_id = url.split("/")[2]
+    other = app.test_client()
+    Flow(other, flow.rp).authorize()  # a binding of its own
+    for value in (_binding(other), "x" * 32, ""):
+        other.set_cookie(f"idp_signin_{signin_id}", value)
+        assert other.get(url).status_code == 400
+    assert flow.client.get(url).status_code == 200
