@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..login.password import hash_password
 from ..models import Account
-from .common import CliError
+from .common import CliError, refuse_if_tokens_left, warn_if_store_is_private
 
 MIN_PASSWORD = 8  # NIST SP 800-63B §5.1.1.2
 MAX_PASSWORD = 1024  # argon2 takes any length; a bound keeps a typo'd file from being hashed
@@ -60,6 +60,8 @@ def set_password(email, password_stdin):
     summary = sign_out_everywhere(account, actor="operator")  # commits the new hash with the sign-out
     click.echo(f"new password for {account.email}; ended {summary['sessions']} session(s), revoked "
                f"{summary['grants']} token family(ies)")
+    warn_if_store_is_private()
+    refuse_if_tokens_left(summary)
 
 
 @accounts.command("disable")
@@ -75,6 +77,8 @@ def disable(email):
     summary = sign_out_everywhere(account, actor="operator", status="disabled")
     click.echo(f"disabled {account.email}: ended {summary['sessions']} session(s), revoked {summary['grants']} "
                f"token family(ies)")
+    warn_if_store_is_private()
+    refuse_if_tokens_left(summary)
 
 
 @accounts.command("enable")

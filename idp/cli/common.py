@@ -30,6 +30,15 @@ def store_unreachable(message: str) -> CliError:
     return CliError(message if left is None else f"{message}; and {left}")
 
 
+def refuse_if_tokens_left(summary: dict) -> None:
+    """After a sign-out of every session of an account from the shell (idp.logout.everywhere):
+    everything is done but, with the store out of reach, deleting its access tokens."""
+    if summary["access_tokens_left_to_expire"]:
+        raise store_unreachable("the store (REDIS_URL) could not be reached: the account's access tokens were "
+                                "not deleted; the server's next logout-retry run deletes them once it answers (they "
+                                "expire within ACCESS_TOKEN_TTL in any case); everything else is done")
+
+
 def when(value) -> str:
     """A unix time or datetime as ``2025-05-01 12:00:00Z``; ``-`` for none."""
     if value is None:

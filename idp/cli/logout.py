@@ -4,7 +4,7 @@ import click
 from flask.cli import AppGroup
 
 from .accounts import find
-from .common import CliError, store_unreachable, warn_if_store_is_private
+from .common import CliError, refuse_if_tokens_left, warn_if_store_is_private
 
 # The logout modules import the token code, which imports prometheus-client; `idp serve`
 # must choose its multiprocess mode before that happens, so they are imported in the commands.
@@ -26,10 +26,7 @@ def everywhere(email):
                f"back-channel logout delivered to {summary['backchannel_delivered']} relying party(ies), "
                f"{summary['backchannel_unconfirmed']} unconfirmed (kept for `idp logout retry`)")
     warn_if_store_is_private()
-    if summary["access_tokens_left_to_expire"]:
-        raise store_unreachable("the store (REDIS_URL) could not be reached: the account's access tokens were "
-                                "not deleted; the server's next logout-retry run deletes them once it answers (they "
-                                "expire within ACCESS_TOKEN_TTL in any case); everything else is done")
+    refuse_if_tokens_left(summary)
 
 
 @logout.command("retry")

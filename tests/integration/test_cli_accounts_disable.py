@@ -1,6 +1,8 @@
 """`idp accounts disable` / `enable`: an account taken out of use, and let back in, brings
 back none of the sign-ins it had (idp.models.account)."""
 
+import pytest
+
 from idp.cli import cli
 from idp.extensions import db
 from idp.models import Account, SecurityEvent
@@ -63,3 +65,24 @@ def test_set_password_replaces_it_and_ends_every_sign_in(app, flow, client, sell
     short = app.test_cli_runner().invoke(cli, ["accounts", "set-password", "seller@example.com", "--password-stdin"],
                                          input="short\n")
     assert short.exit_code == 2 and "8 to 1024 characters" in short.output
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)  # tokens in a shared store to miss
+@pytest.mark.parametrize("command", [("accounts", "disable"), ("accounts", "set-password"), ("logout", "everywhere")])
+def test_with_the_store_out_of_reach_the_tokens_left_are_said(app, flow, seller, command):
+    """A compromised account disabled while Redis is out of reach: everything in the database
+    is done, but its access tokens live on until the next logout-retry run. The operator
+    must hear it (an error, exit 2), whichever command ended the sign-ins."""
+    from idp import create_app
+
+    login(flow)
+    shared = ("DATABASE_URL", "KEYS_DIR", "ISSUER", "STORE_NAMESPACE", "SECRET_KEY")
+    cut_off = create_app({**{k: app.config[k] for k in shared}, "REDIS_URL": "redis://127.0.0.1:1/0",
+                          "TESTING": True})
+    args = [*command, "seller@example.com", *(["--password-stdin"] if command[1] == "set-password" else [])]
+    with cut_off.app_context():  # the CLI runs in the current app context, if there is one
+        result = cut_off.test_cli_runner().invoke(cli, args, input="a brand new password 7\n")
+    assert result.exit_code == 2, result.output
+    assert "the account's access tokens were not deleted" in result.output and "Traceback" not in result.output
+    db.session.expire_all()
+    assert db.session.get(Account, seller.id).sessions_revoked_at is not None  # the rest is done
