@@ -51,8 +51,11 @@ class DirectoryStorage:
         return None if mtime / 1e9 > time.time() - 2 else mtime
 
     def records(self) -> list[tuple[str, dict | None]]:
-        """(file name, record) per key file; the record is None when the file is unreadable
-        (logged by name and exception type only: never key material)."""
+        """(file name, record) per key file; the record is None when the file holds no record
+        (logged by name and exception type only: never key material). A file that cannot be
+        read at all (too many open files, an I/O error, no permission) fails the whole read,
+        as a database out of reach does: the key ring goes on with the copy read before and
+        reads again at the next check, rather than take a set without that key for the keys."""
         names = []
         with suppress(FileNotFoundError, NotADirectoryError):
             names = sorted(n for n in os.listdir(self.path) if n.endswith(".json"))
@@ -68,7 +71,7 @@ class DirectoryStorage:
                     log.warning("key file %s is readable by group or others; chmod 600 it", name)
             except FileNotFoundError:
                 continue  # pruned by another process while we listed
-            except Exception as exc:  # noqa: BLE001
+            except ValueError as exc:  # not JSON, not UTF-8, not an object: the file's content
                 log.error("ignoring unreadable key file %s: %s", name, type(exc).__name__)
                 record = None
             out.append((name, record))

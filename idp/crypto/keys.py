@@ -143,6 +143,12 @@ def _open(record: dict | None, kek: bytes, opened: dict) -> tuple[Key | None, st
         return None, "unreadable"
 
 
+def _kid_of(name: str, record: dict | None) -> str:
+    """The kid a record is of, as far as it tells (a directory names its files ``<kid>.json``)."""
+    kid = record.get("kid") if isinstance(record, dict) else None
+    return kid if isinstance(kid, str) else name.removesuffix(".json")
+
+
 def _record(key: Key, kek: bytes) -> dict:
     return {"kid": key.kid, "alg": key.alg, "created_at": key.created_at, "not_before": key.not_before,
             "serial": key.serial, "sealed": _seal(kek, key.kid, key.jwk.as_dict(private=True))}
@@ -203,7 +209,15 @@ class KeyRing:
         marker, read, opened = self.storage.marker(), [], {}
         for name, record in self.storage.records():
             key, how = _open(record, self._kek, self._opened)
-            if how == "sealed under another secret" and report:
+            before = None if key is not None else self._opened.get(_kid_of(name, record))
+            if before is not None:
+                # A key read before no longer reads (a damaged restore, an edit): dropped, it
+                # would leave the JWKS, and the key it succeeded would sign again. Its copy
+                # stays in use; no key is written until the record is repaired (_writing).
+                log.error("signing key %s is %s now; using the copy read before", name, how)
+                key = before[1]
+                opened[key.kid] = before
+            elif how == "sealed under another secret" and report:
                 log.error("signing key %s does not open with this SECRET_KEY (sealed under another, or altered)", name)
             elif how == "unreadable" and record is not None:
                 log.error("ignoring unreadable signing key %s", name)
@@ -308,8 +322,10 @@ class KeyRing:
                 self._load()
                 # Never write beside keys this SECRET_KEY cannot open: a key sealed under
                 # the wrong secret (an operator's shell without IDP_SECRET_KEY running
-                # `idp keys rotate`) would be one no server can sign with.
+                # `idp keys rotate`) would be one no server can sign with. Nor beside records
+                # that read as no key: one may be the key that signs now.
                 self._refuse_foreign()
+                self._refuse_damaged()
                 committed = self._keys
                 try:
                     yield
@@ -347,10 +363,21 @@ class KeyRing:
                 f"SECRET_KEY ({', '.join(self._foreign)}): set the SECRET_KEY they were sealed with, "
                 "or move them away to start with new keys")
 
+    def _refuse_damaged(self) -> None:
+        if self._unreadable:
+            raise KeysUnreadable(
+                f"{len(self._unreadable)} record(s) in {self.storage.where} are no signing key this release can "
+                f"read ({', '.join(self._unreadable)}): one may be the key that signs now, and a new key would "
+                "replace it in the JWKS; repair them or move them away")
+
     def ensure(self) -> list[dict]:
         """Give each alg a key that signs now where none does; no lock, no write when all do.
-        Refuses (KeysUnreadable) while the storage holds keys this SECRET_KEY cannot open."""
+        Refuses (KeysUnreadable) while the storage holds keys this SECRET_KEY cannot open, or
+        records that read as no key: at a start, a damaged record of the key that signed
+        would otherwise leave the key before it signing, or a new one signing at once,
+        unpublished to relying parties' cached JWKS."""
         self.refuse_unreadable()
+        self._refuse_damaged()
         if self._signing_algs() >= set(ALGS):
             return []
         with self._writing():

@@ -155,9 +155,15 @@ def test_a_record_altered_after_it_was_read_is_opened_again_and_refused(sealed_d
     with open(os.path.join(keys_dir, name), "w", encoding="utf-8") as fh:  # same kid, another secret's blob
         json.dump({**doc, "sealed": foreign["sealed"]}, fh)
     ring._load()
-    assert doc["kid"] not in {k.kid for k in ring._snapshot()}
-    with pytest.raises(KeysUnreadable):
-        ring.ensure()
+    # This process goes on with the copy it read before (its own key, never the altered
+    # record's content); a process starting now cannot open the record; neither writes.
+    kept = next(k for k in ring._snapshot() if k.kid == doc["kid"])
+    assert kept.jwk.thumbprint() == doc["kid"]
+    starting = KeyRing(keys_dir, AHEAD, SECRET)
+    assert doc["kid"] not in {k.kid for k in starting._snapshot()}
+    for r in (ring, starting):
+        with pytest.raises(KeysUnreadable):
+            r.ensure()
 
 
 def test_a_stalled_storage_check_holds_up_no_signature(sealed_dir):

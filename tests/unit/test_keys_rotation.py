@@ -12,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 from joserfc.jwk import import_key
 
-from idp.crypto.keys import PRIVATE_MEMBERS, InvalidJWT, KeyRing, max_token_lifetime
+from idp.crypto.keys import PRIVATE_MEMBERS, InvalidJWT, KeyRing, KeysUnreadable, max_token_lifetime
 
 AHEAD = 24 * 3600
 SECRET = "a test secret key of at least thirty-two characters"
@@ -209,12 +209,64 @@ def test_workers_starting_together_generate_one_key_per_alg(keys_dir):
     assert len(KeyRing(keys_dir, AHEAD, SECRET).list()) == 2
 
 
-def test_unreadable_key_file_is_skipped(fresh, keys_dir, caplog):
+def test_unreadable_key_file_is_skipped_but_no_key_is_written_beside_it(fresh, keys_dir, caplog):
     path = os.path.join(keys_dir, "garbage.json")
     with open(path, "w") as fh:
         fh.write("{not json")
-    assert len(KeyRing(keys_dir, AHEAD, SECRET).list()) == 2
+    ring = KeyRing(keys_dir, AHEAD, SECRET)
+    assert len(ring.list()) == 2
     assert "garbage.json" in caplog.text
+    with pytest.raises(KeysUnreadable, match="garbage.json"):
+        ring.ensure()
+    with pytest.raises(KeysUnreadable, match="garbage.json"):
+        ring.rotate()
+
+
+def test_a_damaged_record_of_the_signing_key_keeps_its_copy_in_a_running_process(fresh, keys_dir):
+    """Dropped, the damaged key would leave the JWKS and the key before it sign again (or, at
+    a start, a new key sign at once): relying parties would reject every token of one side."""
+    with freeze_time() as clock:
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
+        old = ring.active("ES256").kid
+        clock.tick(1)
+        ring.rotate()
+        clock.tick(AHEAD + 1)
+        active = ring.active("ES256").kid
+        assert active != old and old in {k["kid"] for k in ring.jwks()["keys"]}
+        with open(os.path.join(keys_dir, f"{active}.json"), "w") as fh:
+            fh.write("{damaged")
+        clock.tick(3)  # past the marker's two seconds: the directory is read again
+        assert ring.active("ES256").kid == active
+        assert active in {k["kid"] for k in ring.jwks()["keys"]}
+        with pytest.raises(KeysUnreadable, match=f"{active}.json"):
+            KeyRing(keys_dir, AHEAD, SECRET).ensure()  # a process starting now refuses
+
+
+def test_a_key_file_that_cannot_be_read_fails_the_read_not_the_key(fresh, keys_dir, monkeypatch):
+    """Too many open files, an I/O error: not a key gone. The copy read before stays, and the
+    next check reads again."""
+    import builtins
+
+    with freeze_time() as clock:
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
+        kids = {k["kid"] for k in ring.jwks()["keys"]}
+        real_open, failing = builtins.open, {"on": True}
+
+        def emfile(path, *args, **kwargs):
+            if failing["on"] and str(path).endswith(".json"):
+                raise OSError(24, "Too many open files")
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", emfile)
+        os.utime(keys_dir)  # a change to read
+        clock.tick(3)
+        assert {k["kid"] for k in ring.jwks()["keys"]} == kids
+        failing["on"] = False
+        clock.tick(1)
+        assert {k["kid"] for k in ring.jwks()["keys"]} == kids and ring._unreadable == []
+        with pytest.raises(OSError):  # a process starting with no copy cannot start on a part
+            failing["on"] = True
+            KeyRing(keys_dir, AHEAD, SECRET).jwks()
 
 
 def test_verify_rejects_unknown_kid(ring, tmp_path):
