@@ -17,6 +17,9 @@ DEFAULT_SECRET_KEY = "dev-only-not-secret"
 # How long a client or a load balancer may cache the JWKS (its Cache-Control max-age): a new
 # key must be published at least this long before it signs (KEY_PUBLISH_AHEAD).
 JWKS_MAX_AGE = 300
+# ...and then some: a new key reaches every process within seconds (a minute on a slow shared
+# volume), hosts' clocks differ, and a cache may hold a copy fetched just before it expired.
+PUBLISH_AHEAD_FLOOR = 2 * JWKS_MAX_AGE
 # OWASP Password Storage Cheat Sheet: argon2id's least memory (KiB) for a number of passes,
 # all of equal cost (p=1); five passes or more need 7 MiB.
 ARGON2_FLOOR = {1: 47104, 2: 19456, 3: 12288, 4: 9216, 5: 7168}
@@ -334,10 +337,10 @@ def check(config: dict) -> None:
             f"production issuer {config['ISSUER']!r} is plain http on a non-loopback host: "
             "tokens and cookies would cross the network in clear; use https"
         )
-    if config["KEY_PUBLISH_AHEAD"] < JWKS_MAX_AGE:
+    if config["KEY_PUBLISH_AHEAD"] < PUBLISH_AHEAD_FLOOR:
         raise ConfigError(
-            f"production needs KEY_PUBLISH_AHEAD of at least {JWKS_MAX_AGE} s, how long the JWKS may be "
-            "cached: a key that signed sooner would be missing from the copies relying parties hold")
+            f"production needs KEY_PUBLISH_AHEAD of at least {PUBLISH_AHEAD_FLOOR} s, twice how long the JWKS "
+            "may be cached: a key that signed sooner could be missing from the copies relying parties hold")
     if urlsplit(str(config["REDIS_URL"])).scheme.lower() not in ("redis", "rediss", "unix"):
         raise ConfigError(
             "production needs IDP_REDIS_URL (redis://, rediss:// or unix://): with the embedded "

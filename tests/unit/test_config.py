@@ -51,9 +51,11 @@ def test_file_overrides(monkeypatch, tmp_path):
     ({}, "IDP_SECRET_KEY"),
     ({"SECRET_KEY": "short"}, "IDP_SECRET_KEY"),
     ({"SECRET_KEY": "x" * 40, "ISSUER": "http://id.example.com"}, "plain http"),
-    # A new key must be in every cached copy of the JWKS before it signs.
+    # A new key must be in every cached copy of the JWKS before it signs, with a margin.
     ({"SECRET_KEY": "x" * 40, "REDIS_URL": "redis://cache:6379/0", "KEY_PUBLISH_AHEAD": 60},
-     "KEY_PUBLISH_AHEAD of at least 300 s"),
+     "KEY_PUBLISH_AHEAD of at least 600 s"),
+    ({"SECRET_KEY": "x" * 40, "REDIS_URL": "redis://cache:6379/0", "KEY_PUBLISH_AHEAD": 300},
+     "KEY_PUBLISH_AHEAD of at least 600 s"),
 ])
 def test_production_refuses_unsafe_settings(tmp_path, overrides, reason):
     with pytest.raises(ConfigError, match=reason):
