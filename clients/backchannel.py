@@ -32,6 +32,12 @@ class LogoutTokenError(ValueError):
     """The token is not a valid logout token for us; the message says why."""
 
 
+class TryAgainLater(LogoutTokenError):
+    """Signed with a key we do not know, while a refetch of the JWKS is not allowed yet: the
+    token may be good (a key rotated in at once), so it is not refused for good. The IdP
+    retries a 5xx (§2.8), and gives up on a 4xx."""
+
+
 class LogoutTokenVerifier:
     def __init__(self, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, alg: str | None = None):
         """``fetch_jwks(force=False)`` returns the IdP's JWKS (force: refetch, after a rotation).
@@ -82,9 +88,11 @@ class LogoutTokenVerifier:
                 # request into a fetch from the IdP.
                 with self._lock:
                     if now - self._refetched < REFETCH_EVERY:
-                        raise
+                        raise TryAgainLater("signed with a key not known yet; try again later") from None
                     self._refetched = now
                 return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks(force=True)), algorithms=self.algs)
+        except TryAgainLater:
+            raise
         except (JoseError, ValueError) as exc:
             raise LogoutTokenError(f"signature: {exc.__class__.__name__}") from None
 
@@ -108,6 +116,11 @@ def install(app, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, s
     def backchannel_logout():
         try:
             claims = verifier.verify(request.form.get("logout_token"))
+        except TryAgainLater as exc:
+            log.warning("put off a logout token: %s", exc)
+            resp = jsonify(error="temporarily_unavailable", error_description=str(exc))
+            resp.status_code, resp.headers["Retry-After"] = 503, str(REFETCH_EVERY)
+            return resp
         except LogoutTokenError as exc:
             log.warning("refused a logout token: %s", exc)
             resp = jsonify(error="invalid_request", error_description=str(exc))
