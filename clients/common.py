@@ -205,9 +205,15 @@ class LocalSessions:
                 log.warning("ending a local session: %s", type(exc).__name__)
 
     def create(self, data: dict) -> str:
-        local_id = secrets.token_urlsafe(32)
+        """A new session; the ones whose time is up go now, read again or not (an RP holding
+        a refresh token revokes it in on_end, and a seller who never comes back never reads
+        their session again)."""
+        local_id, now = secrets.token_urlsafe(32), time.time()
         with self._lock:
-            self._data[local_id] = dict(data, _expires=time.time() + self.ttl, _lock=threading.Lock())
+            expired = [k for k, v in self._data.items() if v["_expires"] <= now]
+            gone = [self._data.pop(k) for k in expired]
+            self._data[local_id] = dict(data, _expires=now + self.ttl, _lock=threading.Lock())
+        self._ended(gone)
         return local_id
 
     def get(self, local_id: str | None) -> dict | None:

@@ -37,3 +37,17 @@ def test_an_expired_or_deleted_session_is_handed_on_once():
     kept.delete(local)
     kept.delete(local)
     assert done.wait(5) and sorted(seen) == ["x", "y"]
+
+
+def test_an_expired_session_never_read_again_is_handed_on_at_the_next_sign_in():
+    """A seller who closed the tab never reads their session again: its refresh token must
+    still be revoked (on_end) once its time is up, not kept until the process ends."""
+    from freezegun import freeze_time
+
+    on_end, seen, done = _ending(1)
+    with freeze_time() as clock:
+        sessions = LocalSessions(ttl=60, on_end=on_end)
+        sessions.create({"claims": {"sub": "u", "sid": "old"}})
+        clock.tick(61)
+        sessions.create({"claims": {"sub": "v", "sid": "new"}})  # somebody else signs in
+    assert done.wait(5) and seen == ["old"]
