@@ -58,7 +58,7 @@ def password(signin_id):
         form.email.data = signin.request.get("login_hint")
         return _page(signin, "signin/password.html", form=form, client=client)
     if not form.validate():
-        return _page(signin, "signin/password.html", 401, form=form, client=client, error=BAD_CREDENTIALS)
+        return _page(signin, "signin/password.html", form=form, client=client, error=BAD_CREDENTIALS)
     email = Account.normalize_email(form.email.data or "")
     # PostgreSQL text cannot hold NUL: no account has such an email, and asking would fail.
     account = None if "\x00" in email else db.session.execute(
@@ -67,7 +67,9 @@ def password(signin_id):
     ok = passwords.verify_password(account.password_hash if account else None, form.password.data or "")
     if not ok or account.status != "active":
         metrics.signin_failed("bad_credentials")
-        return _page(signin, "signin/password.html", 401, form=form, client=client, error=BAD_CREDENTIALS)
+        # The form again, with the neutral message: 200, as Keycloak's login page answers. A
+        # 401 needs a WWW-Authenticate challenge (RFC 9110 §15.5.2), and a form has no scheme.
+        return _page(signin, "signin/password.html", form=form, client=client, error=BAD_CREDENTIALS)
     with flow.claimed(signin) as ours:
         if not ours:
             return _taken("password", signin)

@@ -135,7 +135,9 @@ def everywhere():
     """The seller ends every session and token of their account (needs this browser's session)."""
     current = browser_session.current()
     if current is None:
-        return _no_store(page_error("Sign in to your account first.", 401))
+        # 403, not 401: a 401 needs a WWW-Authenticate challenge (RFC 9110 §15.5.2), and the
+        # way in is the sign-in page, not an HTTP authentication scheme.
+        return _no_store(page_error("Sign in to your account first.", 403))
     _, account = current
     form = SignOutEverywhereForm()
     if not form.is_submitted():
