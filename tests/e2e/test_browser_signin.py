@@ -84,9 +84,13 @@ class Seller:
         expect(self.page.locator("#signin")).to_be_visible()
 
 
-@pytest.fixture
-def seller(browser, relying_parties):
-    s = Seller(browser, relying_parties)
+@pytest.fixture(params=["embedded", "production"])
+def seller(request, browser):
+    """A seller's browser against the stack of `make run` (flask run, SQLite, the in-process
+    store) and against production's (`idp serve`: two granian workers, PostgreSQL, Redis)."""
+    stack = request.getfixturevalue("relying_parties" if request.param == "embedded"
+                                    else "production_relying_parties")
+    s = Seller(browser, stack)
     yield s
     s.context.close()
 
