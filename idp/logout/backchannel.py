@@ -45,6 +45,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -143,11 +144,11 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
             if client is None or not contactable(client.backchannel_logout_uri):
                 _settle(db.engine, target)  # nobody to tell any more
                 continue
-            jobs.append((target, client.backchannel_logout_uri, _sign(client, target)))
+            jobs.append((target, client.backchannel_logout_uri, _signer(client, target)))
         except Exception as exc:  # noqa: BLE001  (a logout must finish even if one client cannot be signed for)
             log.error("back-channel logout to client=%s not sent: %s", target.client_id, type(exc).__name__)
-            _record(db.engine, target)
-            _settle(db.engine, target)
+            if _record(db.engine, target):
+                _settle(db.engine, target)
             report.failed.append(target.client_id)
     # These lookups began a transaction (every caller has committed its own): ended with the
     # rows written ahead, before waiting on relying parties, or its pooled connection would sit
@@ -211,32 +212,47 @@ def _write_ahead(jobs: list) -> list:
     return [(target, uri, token) for target, (_, uri, token) in zip(targets_, jobs)]
 
 
-def _sign(client: Client, target: Target) -> str:
+def _signer(client: Client, target: Target) -> Callable[[], str]:
+    """A logout token for ``target``, signed when called. Signed at each try, not when the
+    logout starts: a retry run sends hundreds one after another, a few threads at a time,
+    behind relying parties that time out, and a token signed up front could expire
+    (TOKEN_TTL) before its turn; the relying party would refuse it, for good (a 4xx).
+    Everything it needs is read here, in the app context: the pool thread has none."""
     cfg = current_app.config
+    ring, issuer, client_id = keyring(), cfg["ISSUER"], client.client_id  # plain values: the commit expires rows
     alg = client.id_token_signed_response_alg or cfg["ID_TOKEN_ALG"]
-    claims = logout_token_claims(issuer=cfg["ISSUER"], client_id=client.client_id, sub=target.sub,
-                                 sid=target.sid, now=int(time.time()), jti=secrets.token_urlsafe(16))
-    return keyring().sign(claims, alg, typ="logout+jwt")
+    ring.active(alg)  # no key to sign with: refused now, recorded for retry by the caller
+
+    def sign() -> str:
+        claims = logout_token_claims(issuer=issuer, client_id=client_id, sub=target.sub, sid=target.sid,
+                                     now=int(time.time()), jti=secrets.token_urlsafe(16))
+        return ring.sign(claims, alg, typ="logout+jwt")
+
+    return sign
 
 
-def _deliver_or_record(engine, target: Target, uri: str, token: str, timeout: float, attempts: int) -> bool:
+def _deliver_or_record(engine, target: Target, uri: str, sign: Callable[[], str], timeout: float,
+                       attempts: int) -> bool:
     """Runs in a pool thread: no app context, only the database engine it was given."""
     try:
-        outcome = deliver(target.client_id, uri, token, timeout=timeout, attempts=attempts)
-        if outcome == "retry":
-            _record(engine, target)
-        _settle(engine, target)  # after the new row, if any: a crash in between tells twice, not never
+        outcome = deliver(target.client_id, uri, sign, timeout=timeout, attempts=attempts)
+        # The row it was leased from goes once the outcome is kept: after the new row, if any
+        # (a crash in between tells twice, not never), and not at all if that row could not
+        # be written (the lease runs out, and retry_pending() takes it again).
+        if outcome != "retry" or _record(engine, target):
+            _settle(engine, target)
         return outcome == "ok"
     except Exception as exc:  # noqa: BLE001  (a thread must never die with an unlogged error)
         log.error("back-channel logout to client=%s crashed: %s", target.client_id, type(exc).__name__)
         return False
 
 
-def deliver(client_id: str, uri: str, token: str, *, timeout: float, attempts: int) -> str:
-    """POST the token, trying up to ``attempts`` times: "ok" (2xx), "rejected" (any other answer
-    below 500: trying again would get the same) or "retry" (5xx or no answer, every time)."""
-    body = urlencode({"logout_token": token}).encode()
+def deliver(client_id: str, uri: str, token: str | Callable[[], str], *, timeout: float, attempts: int) -> str:
+    """POST the token (or one ``token()`` signs for each try), trying up to ``attempts`` times:
+    "ok" (2xx), "rejected" (any other answer below 500: trying again would get the same) or
+    "retry" (5xx or no answer, every time)."""
     for attempt in range(1, attempts + 1):
+        body = urlencode({"logout_token": token() if callable(token) else token}).encode()
         try:
             status = post_once(uri, body, timeout)
             if 200 <= status < 300:
@@ -351,12 +367,13 @@ def _abandoned(target: Target, now: int) -> bool:
     return False
 
 
-def _record(engine, target: Target) -> None:
-    """Keep a failed delivery for retry_pending(), unless it has failed too often or too long."""
+def _record(engine, target: Target) -> bool:
+    """Keep a failed delivery for retry_pending(), unless it has failed too often or too long.
+    False if it should have been kept and could not be (the database failed)."""
     now = int(time.time())
     target = replace(target, tries=target.tries + 1, first_at=target.first_at or now)
     if _abandoned(target, now):
-        return
+        return True
     # Not leased, but not to be taken before its wait is over (_claim reads both alike).
     row = {**asdict(target), "id": secrets.token_urlsafe(12), "recorded_at": now,
            "leased_until": now + RETRY_WAIT * 2 ** (target.tries - 1)}
@@ -364,9 +381,11 @@ def _record(engine, target: Target) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(insert(_PENDING).values(row))
+        return True
     except Exception as exc:  # noqa: BLE001  (the database in an outage: say so, never crash the thread)
         log.error("back-channel logout to client=%s failed and could not be kept for retry: %s",
                   target.client_id, type(exc).__name__)
+        return False
 
 
 def pending_ids() -> list[str]:

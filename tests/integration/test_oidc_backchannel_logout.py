@@ -104,6 +104,9 @@ def test_retries_are_bounded_and_the_failure_is_kept_for_later(app, client, sell
     assert log_out(flow, body).status_code == 303
     assert len(receiver.received) == 3
     assert len(backchannel.pending_ids()) == 1
+    # Each try carries a token signed for it: one signed when the logout began could expire
+    # behind a queue of relying parties that time out, and then be refused for good.
+    assert len({verify_with_jwks(t)[1]["jti"] for t in receiver.tokens}) == 3
 
     receiver.status = 200
     report = backchannel.retry_pending()
@@ -113,6 +116,31 @@ def test_retries_are_bounded_and_the_failure_is_kept_for_later(app, client, sell
     assert last["jti"] != first["jti"] and last["sid"] == first["sid"]  # a fresh token, same session
     assert backchannel.retry_pending().delivered == []  # claimed once
     assert len(receiver.received) == 4
+
+
+def test_a_failure_that_cannot_be_kept_for_retry_keeps_the_delivery_it_was_leased_from(
+        app, client, seller, receiver, monkeypatch, caplog):
+    """The retry's row cannot be written (the database failed over meanwhile): the row the
+    delivery was leased from must stay, for retry_pending() once its lease is over. It was
+    deleted all the same, and the relying party never told."""
+    import sqlalchemy.exc
+
+    app.config["BACKCHANNEL_ATTEMPTS"] = 1
+    receiver.status = 503
+    real_insert, inserts = backchannel.insert, []
+
+    def second_insert_fails(table):
+        inserts.append(table)  # the first: the delivery's row, with the session's end
+        if len(inserts) == 2:  # the second: its retry's, after the failed delivery
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
+        return real_insert(table)
+
+    monkeypatch.setattr(backchannel, "insert", second_insert_fails)
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    with caplog.at_level(logging.ERROR, logger="idp.logout"):
+        assert log_out(flow, body).status_code == 303
+    assert len(inserts) == 2 and "could not be kept for retry" in caplog.text
+    assert len(backchannel.pending_ids()) == 1  # the leased row, taken again once its lease is over
 
 
 def test_a_refusal_is_not_retried(app, client, seller, receiver):
