@@ -31,9 +31,13 @@ def everywhere(email):
 
 @logout.command("retry")
 def retry():
-    """Deliver again the back-channel logout tokens that failed (run it from cron every few minutes)."""
-    from ..logout import backchannel
+    """Deliver again the back-channel logout tokens that failed, after deleting the access
+    tokens of revocations a Redis outage left (as `idp maintenance run logout-retry`)."""
+    from flask import current_app
 
-    report = backchannel.retry_pending()
-    click.echo(f"{len(report.delivered)} delivered, {len(report.failed)} failed (kept for the next run while "
-               f"tries remain), {len(report.pending)} still in flight")
+    from ..ops import maintenance as jobs
+
+    summary = jobs.run(current_app._get_current_object(), jobs.by_name("logout-retry"))
+    if summary is None:
+        raise CliError("the logout-retry job failed (see the log)")
+    click.echo(summary)

@@ -35,6 +35,21 @@ def test_a_logout_that_could_not_reach_the_store_has_the_next_run_sweep_its_acce
     assert db.session.scalars(db.select(PendingSweep)).all() == []
 
 
+def test_the_operators_logout_retry_sweeps_them_too(app, flow, monkeypatch):
+    """`idp logout retry` (from cron, as its help said) delivered the back-channel retries but
+    never swept: with the server's MAINTENANCE off, those access tokens lived their whole TTL."""
+    from idp.cli import cli
+
+    body = sign_in(flow)
+    with monkeypatch.context() as patched:
+        patched.setattr(tokens, "kill_access_tokens", _outage)
+        flow.client.get("/logout", query_string={"id_token_hint": body["id_token"]})
+    assert _userinfo(flow, body["access_token"]) == 200
+    result = app.test_cli_runner().invoke(cli, ["logout", "retry"])
+    assert result.exit_code == 0 and "1 revoked family(ies) swept" in result.output, result.output
+    assert _userinfo(flow, body["access_token"]) == 401
+
+
 def test_a_reuse_during_a_store_outage_is_swept_later_too(app, flow, monkeypatch):
     first = login(flow)
     second = refresh(flow.client, flow.rp, first["refresh_token"]).get_json()
