@@ -149,7 +149,9 @@ def tick(app, jobs=JOBS, now: float | None = None) -> dict[str, str | None]:
         at = now + (time.time() - started)
         try:
             with app.app_context():
-                claimed = store().add(slot_key(job, interval, at), {"pid": os.getpid()}, interval)
+                # Kept two intervals: the key names its slot, and a process whose clock is
+                # behind (or stepped back) must still find the claim once the slot is over here.
+                claimed = store().add(slot_key(job, interval, at), {"pid": os.getpid()}, 2 * interval)
         except Exception as exc:  # the store is unreachable: /readyz says so; try at the next tick
             log.error("maintenance job %s: cannot claim its slot: %s", job.name, type(exc).__name__)
             # Counted as a failure (README: alert on any): a job that cannot claim does not run.

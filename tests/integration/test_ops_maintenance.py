@@ -73,6 +73,18 @@ def test_each_slot_of_a_job_runs_once_however_many_processes_ask(app):
     assert job.runs == 2
 
 
+def test_a_process_whose_clock_is_behind_does_not_run_a_slot_again(app):
+    """Clocks of two hosts differ by seconds: the slow one still sees the last slot while the
+    claim made early in it here has lived a whole interval."""
+    job, other = Counting("count"), other_process(app)
+    every = app.config["LOGOUT_RETRY_INTERVAL"]
+    with freeze_time(T0) as clock:  # 10 s into a slot
+        assert maintenance.tick(app, [job.job]) == {"count": "run 1"}
+        clock.tick(every + 5)  # here: 15 s into the next slot
+        assert maintenance.tick(other, [job.job], now=T0.timestamp() + every - 20) == {}  # 20 s behind: the last one
+    assert job.runs == 1
+
+
 def test_a_failing_job_is_logged_without_its_text_and_the_next_job_runs(app, caplog):
     bad, good = Counting("bad", fail=True), Counting("good")
     with caplog.at_level(logging.INFO, "idp.maintenance"):
