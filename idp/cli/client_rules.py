@@ -117,9 +117,10 @@ def check(spec: ClientSpec) -> None:
         if any(_is_private_jwk(k) for k in spec.jwks["keys"]):
             raise InvalidClient("the JWKS file holds private key material: give the public keys only")
         try:
-            KeySet.import_key_set(spec.jwks)  # as client authentication will read it
+            key_set = KeySet.import_key_set(spec.jwks)  # as client authentication will read it
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidClient(f"the JWKS file is not a usable JWK Set ({type(exc).__name__})") from None
+        _check_assertion_keys(spec.jwks["keys"], key_set)
     elif spec.jwks is not None:
         raise InvalidClient("--jwks-file is only used with --auth-method private_key_jwt")
 
@@ -181,6 +182,39 @@ def check_redirect_uri(uri: str, native: bool, what: str = "redirect URI") -> No
     else:
         hint = " (private-use schemes are for --native apps)" if "." in scheme else ""
     raise InvalidClient(f"{what} {uri!r} must use https, http on a loopback host{hint}")
+
+
+# The keys client assertions may be signed with (idp.oauth.client_auth.ASSERTION_ALGS): RSA
+# of at least 2048 bits (NIST SP 800-131A; RFC 7518 §3.3 requires it of RS256) or EC P-256.
+MIN_RSA_BITS = 2048
+
+
+def _check_assertion_keys(jwks: list, key_set) -> None:
+    """Every key one an assertion can be verified with, and worth trusting: a weak one (RSA-512
+    can be factored) would let anyone sign as the client; one that can never verify (another
+    curve, an encryption key, an alg we do not take) is a registration that cannot work."""
+    from ..oauth.client_auth import ASSERTION_ALGS
+
+    kids = [k.get("kid") for k in jwks if k.get("kid") is not None]
+    if len(kids) != len(set(kids)):
+        raise InvalidClient("the JWKS file names a kid twice: an assertion's kid must pick one key")
+    for jwk, key in zip(jwks, key_set.keys):
+        name = f"key {jwk.get('kid')!r}" if jwk.get("kid") is not None else "a key"
+        if jwk.get("use", "sig") != "sig" or ("key_ops" in jwk and "verify" not in (jwk.get("key_ops") or [])):
+            raise InvalidClient(f"{name} of the JWKS file is not for signatures (use/key_ops)")
+        if jwk.get("kty") == "RSA":
+            if key.raw_value.key_size < MIN_RSA_BITS:
+                raise InvalidClient(f"{name} of the JWKS file is RSA of {key.raw_value.key_size} bits: at least "
+                                    f"{MIN_RSA_BITS} are needed")
+            fits = {"RS256", "PS256"}
+        elif jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+            fits = {"ES256"}
+        else:
+            raise InvalidClient(f"{name} of the JWKS file is {jwk.get('kty')} {jwk.get('crv') or ''}".rstrip()
+                                + ": client assertions are verified with RSA or EC P-256 keys only")
+        if "alg" in jwk and jwk["alg"] not in fits & set(ASSERTION_ALGS):
+            raise InvalidClient(f"{name} of the JWKS file says alg {jwk['alg']!r}, which it cannot verify here "
+                                f"(expected one of {', '.join(sorted(fits & set(ASSERTION_ALGS)))})")
 
 
 def _is_private_jwk(jwk) -> bool:

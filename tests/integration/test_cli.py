@@ -4,6 +4,7 @@ Each test gets its own SQLite database; the signing keys are shared, except by t
 that rotates them. Commands build their own application context, as from a shell.
 """
 
+import json
 import os
 import re
 import shutil
@@ -339,6 +340,54 @@ def test_a_jwks_that_cannot_be_imported_is_refused(idp, tmp_path):
     result = idp("clients", "add", "rp-badkey", "--auth-method", "private_key_jwt", "--jwks-file", str(path),
                  "--grant-type", "client_credentials", "--scope", "api:read")
     assert_refused(result, "not a usable JWK Set")
+
+
+def _public(key, **members) -> dict:
+    return {**key.as_dict(private=False), **members}
+
+
+def _untrusted_jwks(case: str) -> tuple[list, str]:
+    """(keys, the refusal's words) for one case: built here, RSA generation is slow."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+    p256 = ECKey.generate_key("P-256")
+    return {
+        "RSA of 1024 bits": lambda: ([_public(RSAKey.import_key(rsa.generate_private_key(65537, 1024)), kid="a")],
+                                     "RSA of 1024 bits: at least 2048"),
+        "another curve": lambda: ([_public(ECKey.generate_key("secp256k1"), kid="a")], "EC secp256k1"),
+        "Ed25519": lambda: ([_public(OKPKey.generate_key("Ed25519"), kid="a")], "OKP Ed25519"),
+        "an encryption key": lambda: ([_public(p256, kid="a", use="enc")], "not for signatures"),
+        "an alg it cannot verify": lambda: ([_public(p256, kid="a", alg="RS256")], "alg 'RS256'"),
+        "alg none": lambda: ([_public(p256, kid="a", alg="none")], "alg 'none'"),
+        "a kid twice": lambda: ([_public(p256, kid="a"), _public(ECKey.generate_key("P-256"), kid="a")], "kid twice"),
+    }[case]()
+
+
+@pytest.mark.parametrize("case", ["RSA of 1024 bits", "another curve", "Ed25519", "an encryption key",
+                                  "an alg it cannot verify", "alg none", "a kid twice"])
+def test_a_client_jwks_with_a_key_that_cannot_be_trusted_or_used_is_refused(idp, tmp_path, case):
+    """RFC 7523 client authentication trusts every key of the registration: a weak one (RSA
+    below 2048 bits can be factored) lets anyone sign as the client; one that can never
+    verify an assertion (another curve, an encryption key, an alg we do not take) is a
+    registration that cannot work."""
+    keys, message = _untrusted_jwks(case)
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": keys}))
+    result = idp("clients", "add", "rp-key", "--auth-method", "private_key_jwt", "--jwks-file", str(path),
+                 "--grant-type", "client_credentials", "--scope", "api:read")
+    assert_refused(result, message)
+
+
+def test_a_client_jwks_of_rsa_2048_and_p256_is_taken(idp, tmp_path):
+    from joserfc.jwk import ECKey, RSAKey
+
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [_public(RSAKey.generate_key(2048), kid="r", alg="PS256", use="sig"),
+                                         _public(ECKey.generate_key("P-256"), kid="e", alg="ES256")]}))
+    result = idp("clients", "add", "rp-key", "--auth-method", "private_key_jwt", "--jwks-file", str(path),
+                 "--grant-type", "client_credentials", "--scope", "api:read")
+    assert result.exit_code == 0, result.output
 
 
 def test_keys_commands_refuse_keys_they_cannot_open(make_app, shared, tmp_path):
