@@ -176,9 +176,16 @@ def load(file):
     path = Path(file or current_app.config["CLIENTS_FILE"])
     try:
         with path.open("rb") as fh:
-            tables = tomllib.load(fh).get("clients", [])
+            document = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
+    # A misspelt table ([[client]]) would otherwise load nothing and say nothing.
+    if set(document) - {"clients"}:
+        raise CliError(f"{path}: unknown top-level key(s) {', '.join(sorted(set(document) - {'clients'}))} "
+                       "(the clients are [[clients]] tables)")
+    if "clients" not in document:
+        raise CliError(f"{path}: no [[clients]] tables")
+    tables = document["clients"]
     if not isinstance(tables, list) or not all(isinstance(entry, dict) for entry in tables):
         raise CliError(f"{path}: clients must be an array of tables ([[clients]] ...)")
     loaded = [_from_table(entry, path) for entry in tables]  # check them all before writing any
@@ -200,11 +207,17 @@ def load(file):
             new_secrets.append((spec.client_id, _new_secret(client)))
         elif not spec.uses_secret:
             client.secret_hash = None
-        state = "added" if before is None else ("unchanged" if _columns(client) == before else "updated")
-        report.append(f"{state} client {spec.client_id}")
+        if before is None:
+            report.append((f"added client {spec.client_id}", []))
+        else:
+            changes = _changes(before, _columns(client))
+            report.append((f"{'updated' if changes else 'unchanged'} client {spec.client_id}"
+                           + (f": {'; '.join(changes)}" if changes else ""), _weaker(before, _columns(client))))
     db.session.commit()
-    for line in report:
+    for line, weaker in report:
         click.echo(line)
+        for why in weaker:
+            click.secho(f"  Note: {why}", fg="yellow", err=True)
     for client_id, secret in new_secrets:
         _print_secret(client_id, secret)
 
@@ -269,6 +282,44 @@ def _apply(client: Client, spec: rules.ClientSpec) -> None:
     client.backchannel_logout_uri = spec.backchannel_logout_uri
     client.id_token_signed_response_alg = spec.id_token_alg
     client.access_token_format = spec.access_token_format
+
+
+def _changes(before: dict, after: dict) -> list[str]:
+    """What a load changed, field by field (lists by what was added and removed; never a
+    secret's hash, only that it changed)."""
+    out = []
+    for key in before:
+        old, new = before[key], after[key]
+        if old == new:
+            continue
+        if key == "secret_hash":
+            out.append("secret " + ("removed" if new is None else "replaced"))
+        elif isinstance(old, list) and isinstance(new, list):
+            out.append(f"{key} " + " ".join([*(f"+{v}" for v in new if v not in old),
+                                              *(f"-{v}" for v in old if v not in new)]))
+        elif key == "jwks":
+            out.append("jwks replaced")
+        else:
+            out.append(f"{key} {old!r} -> {new!r}")
+    return out
+
+
+def _weaker(before: dict, after: dict) -> list[str]:
+    """Changes that let the client do more than before, said apart (an operator loading a file
+    should not learn of them from a diff line)."""
+    out = []
+    if before["secret_hash"] is not None and after["secret_hash"] is None:
+        out.append("the client no longer authenticates with a secret: its refresh tokens are now used "
+                   f"with {after['token_endpoint_auth_method']} authentication")
+    if after["first_party"] and not before["first_party"]:
+        out.append("the client is first-party now: sellers are no longer asked for consent")
+    added = [u for u in after["redirect_uris"] if u not in before["redirect_uris"]]
+    if added:
+        out.append(f"codes may now be sent to {', '.join(added)}")
+    wider = [sc for sc in after["scopes"] if sc not in before["scopes"]]
+    if wider:
+        out.append(f"the client may now ask for {' '.join(wider)}")
+    return out
 
 
 def _columns(client: Client) -> dict:

@@ -295,9 +295,43 @@ def test_load_generates_a_missing_secret_once_and_updates_changes(app, idp, tmp_
 
     path.write_text(path.read_text().replace('["api:read"]', '["api:read", "api:write"]'))
     second = idp("clients", "load", str(path))
-    assert second.exit_code == 0 and "updated client svc" in second.stdout and "client_secret" not in second.output
+    assert second.exit_code == 0 and "client_secret" not in second.output
+    assert "updated client svc: scopes +api:write" in second.stdout  # what changed, field by field
+    assert "Note: the client may now ask for api:write" in second.stderr
     client = one(app, Client, client_id="svc")
     assert client.secret_hash == hash_before and client.scopes == ["api:read", "api:write"]
+
+
+def test_load_says_when_a_client_is_weakened(app, idp, tmp_path):
+    """A file that turns a confidential client into a public, first-party one with one more
+    redirect URI said only "updated": its secret went, consent went, and its refresh tokens
+    became usable with the client_id alone."""
+    path = tmp_path / "clients.toml"
+    path.write_text('[[clients]]\nclient_id = "app"\nredirect_uris = ["https://app.example.com/cb"]\n'
+                    'grant_types = ["authorization_code", "refresh_token"]\nscopes = ["openid", "offline_access"]\n')
+    assert idp("clients", "load", str(path)).exit_code == 0
+    path.write_text('[[clients]]\nclient_id = "app"\npublic = true\nfirst_party = true\n'
+                    'redirect_uris = ["https://app.example.com/cb", "https://elsewhere.example/cb"]\n'
+                    'grant_types = ["authorization_code", "refresh_token"]\nscopes = ["openid", "offline_access"]\n')
+    result = idp("clients", "load", str(path))
+    assert result.exit_code == 0, result.output
+    line = next(out for out in result.stdout.splitlines() if out.startswith("updated client app: "))
+    assert "token_endpoint_auth_method 'client_secret_basic' -> 'none'" in line and "secret removed" in line
+    assert "redirect_uris +https://elsewhere.example/cb" in line and "first_party False -> True" in line
+    for note in ("no longer authenticates with a secret", "sellers are no longer asked for consent",
+                 "codes may now be sent to https://elsewhere.example/cb"):
+        assert note in result.stderr, note
+    assert idp("clients", "load", str(path)).stdout.strip() == "unchanged client app"
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[[client]]\nclient_id = "x"\n', "unknown top-level key(s) client"),
+    ('# nothing yet\n', "no [[clients]] tables"),
+])
+def test_load_refuses_a_file_that_would_load_nothing_without_a_word(idp, tmp_path, text, message):
+    path = tmp_path / "clients.toml"
+    path.write_text(text)
+    assert_refused(idp("clients", "load", str(path)), message)
 
 
 def test_load_refuses_file_secrets_in_production(app, idp):
