@@ -274,7 +274,7 @@ def check(config: dict) -> None:
     timeout = config["BACKCHANNEL_TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
         raise ConfigError(f"BACKCHANNEL_TIMEOUT must be a number of seconds above 0, at most 60, got {timeout!r}")
-    for key in ("SECRET_KEY", "ISSUER", "DATABASE_URL", "REDIS_URL", "KEYS_DIR", "BIND"):
+    for key in (k for k, default in DEFAULTS.items() if isinstance(default, str)):
         if not isinstance(config[key], str):  # its type only: the value may be a secret or hold a password
             raise ConfigError(f"{key} must be text, got a value of type {type(config[key]).__name__}")
     token = config["METRICS_TOKEN"]

@@ -267,6 +267,17 @@ def test_a_secret_of_the_wrong_type_is_not_echoed(monkeypatch, tmp_path):
     assert "SECRET_KEY must be text, got a value of type int" in message and "12345" not in message
 
 
+@pytest.mark.parametrize("line,key", [("store_namespace = 5", "STORE_NAMESPACE"),
+                                      ("clients_file = [1]", "CLIENTS_FILE"), ("keys_store = true", "KEYS_STORE")])
+def test_every_text_setting_of_the_wrong_type_is_one_line(monkeypatch, tmp_path, line, key):
+    """store_namespace = 5 in the file was a TypeError (a traceback) when the store was made."""
+    f = tmp_path / "idp.toml"
+    f.write_text(line + "\n")
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(f))
+    with pytest.raises(ConfigError, match=f"{key} must be text"):
+        load(str(tmp_path))
+
+
 @pytest.mark.parametrize("idle,ok", [(0, True), (300, True), (299, False), (45, False)])
 def test_an_idle_limit_is_none_or_minutes(tmp_path, idle, ok):
     """A use of a session is recorded at most once a minute: a limit of seconds would end
