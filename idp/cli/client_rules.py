@@ -160,8 +160,14 @@ def check_redirect_uri(uri: str, native: bool, what: str = "redirect URI") -> No
         parts.port  # noqa: B018  (a malformed port raises)
     except ValueError:
         raise InvalidClient(f"{what} {uri!r} is not a valid URI") from None
+    if len(uri) > MAX_URI:
+        raise InvalidClient(f"{what} is longer than {MAX_URI} characters")
     if any(c.isspace() or ord(c) < 0x20 for c in uri):
         raise InvalidClient(f"{what} {uri!r} contains whitespace or control characters")
+    if "*" in (parts.hostname or ""):
+        # Matched exactly (RFC 9700 §2.1, §4.1.3): a wildcard would only ever match itself,
+        # and the operator meant something this IdP never does.
+        raise InvalidClient(f"{what} {uri!r}: wildcards are not supported; register each URI as it is used")
     if not parts.scheme:
         raise InvalidClient(f"{what} {uri!r} must be absolute (scheme and host)")
     if "#" in uri:

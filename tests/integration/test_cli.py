@@ -123,6 +123,8 @@ def test_add_public_native_client_gets_no_secret(app, idp):
     (["--redirect-uri", "/callback"], "must be absolute"),
     (["--redirect-uri", "https://rp.example/cb#frag"], "must not contain a fragment"),
     (["--redirect-uri", "http://rp.example/cb"], "must use https"),
+    (["--redirect-uri", "https://*.rp.example/cb"], "wildcards are not supported"),
+    (["--redirect-uri", "https://rp.example/" + "a" * 600], "longer than 500 characters"),
     (["--redirect-uri", "com.example.app:/cb"], "private-use schemes are for --native apps"),
     (["--public", "--native", "--redirect-uri", "myapp:/cb"], "must use https"),
     (["--public", "--native", "--redirect-uri", "https://rp.example/cb#x"], "fragment"),
