@@ -351,6 +351,11 @@ def check(config: dict) -> None:
             "production needs IDP_DATABASE_URL on PostgreSQL through psycopg (postgresql+psycopg://...): SQLite, the "
             "embedded default, is one file per host, so servers behind one load balancer would each keep "
             "their own accounts, clients and tokens, and it has no row locks")
+    if config["KEYS_STORE"] == "directory" and not os.path.isabs(config["KEYS_DIR"]):
+        raise ConfigError(
+            f"production needs an absolute KEYS_DIR with KEYS_STORE=directory, got {config['KEYS_DIR']!r}: a "
+            "relative one depends on the directory a process starts in, and one started elsewhere would make "
+            "signing keys of its own (or use KEYS_STORE=database)")
     memory, passes = config["ARGON2_MEMORY_KIB"], config["ARGON2_TIME_COST"]  # both whole and >= 1 (WHOLE)
     floor = ARGON2_FLOOR.get(passes, ARGON2_FLOOR[max(ARGON2_FLOOR)])
     if memory < floor:

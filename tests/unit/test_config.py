@@ -4,7 +4,8 @@ import pytest
 
 from idp.config import ConfigError, load
 
-PG = {"DATABASE_URL": "postgresql+psycopg://idp@db.internal/idp"}
+# What production needs besides a secret and Redis: PostgreSQL, and keys in a fixed place
+PG = {"DATABASE_URL": "postgresql+psycopg://idp@db.internal/idp", "KEYS_DIR": "/var/lib/idp/keys"}
 PRODUCTION = {"ENV": "production", "SECRET_KEY": "x" * 40, "REDIS_URL": "redis://cache:6379/0", **PG}
 
 
@@ -60,6 +61,12 @@ def test_file_overrides(monkeypatch, tmp_path):
 def test_production_refuses_unsafe_settings(tmp_path, overrides, reason):
     with pytest.raises(ConfigError, match=reason):
         load(str(tmp_path), {"ENV": "production", **overrides})
+
+
+def test_production_needs_an_absolute_keys_dir_with_keys_in_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="production needs an absolute KEYS_DIR"):
+        load(str(tmp_path), {**PRODUCTION, "KEYS_DIR": "keys"})
+    load(str(tmp_path), {**PRODUCTION, "KEYS_DIR": "keys", "KEYS_STORE": "database"})  # not read from there
 
 
 def test_production_accepts_loopback_http_and_https(tmp_path):
