@@ -120,6 +120,8 @@ def check(spec: ClientSpec) -> None:
             key_set = KeySet.import_key_set(spec.jwks)  # as client authentication will read it
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidClient(f"the JWKS file is not a usable JWK Set ({type(exc).__name__})") from None
+        if len(key_set.keys) != len(spec.jwks["keys"]):  # joserfc skips a kty it does not know
+            raise InvalidClient("the JWKS file holds a key of a type client assertions cannot use")
         _check_assertion_keys(spec.jwks["keys"], key_set)
     elif spec.jwks is not None:
         raise InvalidClient("--jwks-file is only used with --auth-method private_key_jwt")

@@ -293,7 +293,7 @@ def _changes(before: dict, after: dict) -> list[str]:
         if old == new:
             continue
         if key == "secret_hash":
-            out.append("secret " + ("removed" if new is None else "replaced"))
+            out.append("secret " + ("removed" if new is None else "added" if old is None else "replaced"))
         elif isinstance(old, list) and isinstance(new, list):
             out.append(f"{key} " + " ".join([*(f"+{v}" for v in new if v not in old),
                                               *(f"-{v}" for v in old if v not in new)]))
@@ -308,9 +308,8 @@ def _weaker(before: dict, after: dict) -> list[str]:
     """Changes that let the client do more than before, said apart (an operator loading a file
     should not learn of them from a diff line)."""
     out = []
-    if before["secret_hash"] is not None and after["secret_hash"] is None:
-        out.append("the client no longer authenticates with a secret: its refresh tokens are now used "
-                   f"with {after['token_endpoint_auth_method']} authentication")
+    if before["token_endpoint_auth_method"] != "none" and after["token_endpoint_auth_method"] == "none":
+        out.append("the client is public now: its refresh tokens are used with its client_id alone")
     if after["first_party"] and not before["first_party"]:
         out.append("the client is first-party now: sellers are no longer asked for consent")
     added = [u for u in after["redirect_uris"] if u not in before["redirect_uris"]]
@@ -319,6 +318,9 @@ def _weaker(before: dict, after: dict) -> list[str]:
     wider = [sc for sc in after["scopes"] if sc not in before["scopes"]]
     if wider:
         out.append(f"the client may now ask for {' '.join(wider)}")
+    grants = [g for g in after["grant_types"] if g not in before["grant_types"]]
+    if grants:
+        out.append(f"the client may now use {', '.join(grants)}")
     return out
 
 

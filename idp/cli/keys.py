@@ -12,13 +12,16 @@ from .common import CliError, table, when
 keys = AppGroup("keys", help="Rotate, list, prune, withdraw, seal and import the signing keys.")
 
 
-def _ring():
+def _ring(writing: bool = True):
     """The key ring, refused in one line if its storage holds keys this SECRET_KEY cannot
     open (a shell with another SECRET_KEY than the servers' would list nothing, and rotate
-    to a key no server can read)."""
+    to a key no server can read); to write, also if it holds records that read as no key
+    (the ring writes none beside them; `list` still shows what it can read)."""
     ring = keyring()
     try:
         ring.refuse_unreadable()
+        if writing:
+            ring.refuse_damaged()
     except KeysUnreadable as exc:
         raise CliError(f"signing keys: {exc}") from None
     return ring
@@ -64,7 +67,7 @@ def withdraw(kid):
 def list_():
     """Every key with its state: next (published, not signing yet), active, retired."""
     rows = [(k["kid"], k["alg"], k["state"], when(k["created_at"]), when(k["not_before"]), when(k["retired_at"]))
-            for k in _ring().list()]
+            for k in _ring(writing=False).list()]
     table(rows, ("KID", "ALG", "STATE", "CREATED", "SIGNS_FROM", "RETIRED"))
 
 

@@ -143,10 +143,12 @@ def _open(record: dict | None, kek: bytes, opened: dict) -> tuple[Key | None, st
         return None, "unreadable"
 
 
-def _kid_of(name: str, record: dict | None) -> str:
-    """The kid a record is of, as far as it tells (a directory names its files ``<kid>.json``)."""
+def _kids_of(name: str, record: dict | None) -> list[str]:
+    """The kids a record may be of: its name (a directory names its files ``<kid>.json``, a
+    database its rows by kid) first, then what its own kid field says, which the damage may
+    have changed."""
     kid = record.get("kid") if isinstance(record, dict) else None
-    return kid if isinstance(kid, str) else name.removesuffix(".json")
+    return [name.removesuffix(".json"), *([kid] if isinstance(kid, str) else [])]
 
 
 def _record(key: Key, kek: bytes) -> dict:
@@ -209,7 +211,8 @@ class KeyRing:
         marker, read, opened = self.storage.marker(), [], {}
         for name, record in self.storage.records():
             key, how = _open(record, self._kek, self._opened)
-            before = None if key is not None else self._opened.get(_kid_of(name, record))
+            before = None if key is not None else next(
+                (self._opened[kid] for kid in _kids_of(name, record) if kid in self._opened), None)
             if before is not None:
                 # A key read before no longer reads (a damaged restore, an edit): dropped, it
                 # would leave the JWKS, and the key it succeeded would sign again. Its copy
@@ -325,7 +328,7 @@ class KeyRing:
                 # `idp keys rotate`) would be one no server can sign with. Nor beside records
                 # that read as no key: one may be the key that signs now.
                 self._refuse_foreign()
-                self._refuse_damaged()
+                self.refuse_damaged()
                 committed = self._keys
                 try:
                     yield
@@ -363,7 +366,7 @@ class KeyRing:
                 f"SECRET_KEY ({', '.join(self._foreign)}): set the SECRET_KEY they were sealed with, "
                 "or move them away to start with new keys")
 
-    def _refuse_damaged(self) -> None:
+    def refuse_damaged(self) -> None:
         if self._unreadable:
             raise KeysUnreadable(
                 f"{len(self._unreadable)} record(s) in {self.storage.where} are no signing key this release can "
@@ -377,7 +380,7 @@ class KeyRing:
         would otherwise leave the key before it signing, or a new one signing at once,
         unpublished to relying parties' cached JWKS."""
         self.refuse_unreadable()
-        self._refuse_damaged()
+        self.refuse_damaged()
         if self._signing_algs() >= set(ALGS):
             return []
         with self._writing():

@@ -122,7 +122,12 @@ def run(app, job: Job) -> str | None:
         except Exception as exc:  # a job must never take the scheduler (or a worker) down
             with suppress(Exception):  # the database may be the reason it failed
                 db.session.rollback()
-            log.error("maintenance job %s failed: %s", job.name, type(exc).__name__)
+            from ..crypto.keys import KeysUnreadable
+
+            # The exception's type, never its text (a database error's names values), but for
+            # the key ring's refusal, whose text is ours and names the records to repair.
+            log.error("maintenance job %s failed: %s", job.name,
+                      f"{type(exc).__name__}: {exc}" if isinstance(exc, KeysUnreadable) else type(exc).__name__)
             metrics.maintenance_run(job.name, ok=False)
             return None
         finally:

@@ -82,8 +82,8 @@ def production_idp_server(tmp_path_factory, postgres_url, redis_url):
     clients_file = tmp / "clients.toml"
     clients_file.write_text(clients_toml(ports, "e2e-only-test-secret"))
     database = f"e2e_{secrets.token_hex(4)}"
-    with psycopg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(False),
-                         autocommit=True) as admin:
+    admin_dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{database}"')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "FLASK_"))}
     env.update(
@@ -108,6 +108,8 @@ def production_idp_server(tmp_path_factory, postgres_url, redis_url):
         yield stack
     finally:
         server.stop()  # SIGTERM to the server's PID: granian stops its workers
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:  # IDP_TEST_DATABASE_URL's server may be kept
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

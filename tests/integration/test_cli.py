@@ -320,10 +320,21 @@ def test_load_says_when_a_client_is_weakened(app, idp, tmp_path):
     line = next(out for out in result.stdout.splitlines() if out.startswith("updated client app: "))
     assert "token_endpoint_auth_method 'client_secret_basic' -> 'none'" in line and "secret removed" in line
     assert "redirect_uris +https://elsewhere.example/cb" in line and "first_party False -> True" in line
-    for note in ("no longer authenticates with a secret", "sellers are no longer asked for consent",
+    for note in ("public now: its refresh tokens are used with its client_id alone", "no longer asked for consent",
                  "codes may now be sent to https://elsewhere.example/cb"):
         assert note in result.stderr, note
     assert idp("clients", "load", str(path)).stdout.strip() == "unchanged client app"
+
+
+def test_load_notes_a_grant_type_added(idp, tmp_path):
+    path = tmp_path / "clients.toml"
+    path.write_text('[[clients]]\nclient_id = "svc"\nredirect_uris = ["https://svc.example/cb"]\n'
+                    'grant_types = ["authorization_code"]\nscopes = ["api:read"]\n')
+    assert idp("clients", "load", str(path)).exit_code == 0
+    path.write_text(path.read_text().replace('["authorization_code"]', '["authorization_code", "client_credentials"]'))
+    result = idp("clients", "load", str(path))
+    assert "grant_types +client_credentials" in result.stdout
+    assert "Note: the client may now use client_credentials" in result.stderr
 
 
 @pytest.mark.parametrize("text,message", [
@@ -397,11 +408,12 @@ def _untrusted_jwks(case: str) -> tuple[list, str]:
         "an alg it cannot verify": lambda: ([_public(p256, kid="a", alg="RS256")], "alg 'RS256'"),
         "alg none": lambda: ([_public(p256, kid="a", alg="none")], "alg 'none'"),
         "a kid twice": lambda: ([_public(p256, kid="a"), _public(ECKey.generate_key("P-256"), kid="a")], "kid twice"),
+        "an unknown type last": lambda: ([_public(p256, kid="a"), {"kty": "foo", "kid": "b"}], "a key of a type"),
     }[case]()
 
 
 @pytest.mark.parametrize("case", ["RSA of 1024 bits", "another curve", "Ed25519", "an encryption key",
-                                  "an alg it cannot verify", "alg none", "a kid twice"])
+                                  "an alg it cannot verify", "alg none", "a kid twice", "an unknown type last"])
 def test_a_client_jwks_with_a_key_that_cannot_be_trusted_or_used_is_refused(idp, tmp_path, case):
     """RFC 7523 client authentication trusts every key of the registration: a weak one (RSA
     below 2048 bits can be factored) lets anyone sign as the client; one that can never
@@ -439,6 +451,28 @@ def test_keys_commands_refuse_keys_they_cannot_open(make_app, shared, tmp_path):
     for args in (("keys", "list"), ("keys", "rotate", "--now"), ("keys", "prune")):
         assert_refused(shell(*args), "do not open with this SECRET_KEY")
     assert len(keys_table(runner_for(servers))) == 2  # nothing was added
+
+
+def test_keys_commands_that_write_refuse_beside_a_record_that_reads_as_no_key(make_app, tmp_path):
+    """With the keys in the database nothing is read at start: a damaged row (here an alg no
+    release signs with) must make rotate, prune and seal refuse in one line, not end in a
+    traceback; list still shows the keys it can read."""
+    from idp.models.signing_key import SigningKey
+
+    config = {**_config(tmp_path / "unused", tmp_path / "idp.sqlite3"), "KEYS_STORE": "database"}
+    make_app()  # the database copy
+    servers = create_app(config)
+    with servers.app_context():
+        ring = servers.extensions["idp.keyring"]
+        ring.ensure()
+        kid = ring.active("RS256").kid
+        db.session.get(SigningKey, kid).alg = "EdDSA"
+        db.session.commit()
+    shell = runner_for(create_app(config))
+    for args in (("keys", "rotate", "--now"), ("keys", "prune"), ("keys", "seal")):
+        assert_refused(shell(*args), f"are no signing key this release can read ({kid})")
+    listed = shell("keys", "list")
+    assert listed.exit_code == 0 and len(keys_table(shell)) == 1
 
 
 def test_load_checks_every_client_before_writing_any(app, idp, tmp_path):

@@ -96,6 +96,23 @@ def test_a_failing_job_is_logged_without_its_text_and_the_next_job_runs(app, cap
     assert maintenance.tick(app, [bad.job], now=T0.timestamp()) == {}  # its slot is spent: no retry storm
 
 
+def test_the_keys_job_refused_beside_a_damaged_record_names_it(app, caplog, tmp_path):
+    """The one failure whose text is logged: ours, naming the record the operator must repair
+    or move away (the job fails at each run until then)."""
+    from idp.crypto.keys import KeyRing
+
+    keys_dir = tmp_path / "keys"
+    ring = app.extensions["idp.keyring"] = KeyRing(str(keys_dir), app.config["KEY_PUBLISH_AHEAD"],
+                                                   app.config["SECRET_KEY"])
+    ring.ensure()
+    (keys_dir / "inventory.json").write_text('{"not": "a key"}')
+    assert maintenance.run(app, maintenance.by_name("keys")) is not None  # nothing to write: nothing refused
+    app.config["KEY_ROTATION_DAYS"] = 1
+    with freeze_time(datetime.now(timezone.utc) + timedelta(days=2)), caplog.at_level(logging.INFO, "idp.maintenance"):
+        assert maintenance.run(app, maintenance.by_name("keys")) is None  # a rotation is due
+    assert "maintenance job keys failed: KeysUnreadable:" in caplog.text and "inventory.json" in caplog.text
+
+
 def test_an_unreachable_store_skips_the_tick(caplog, keys_dir, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

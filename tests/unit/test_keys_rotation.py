@@ -242,6 +242,24 @@ def test_a_damaged_record_of_the_signing_key_keeps_its_copy_in_a_running_process
             KeyRing(keys_dir, AHEAD, SECRET).ensure()  # a process starting now refuses
 
 
+def test_a_damaged_record_whose_kid_changed_keeps_its_copy_too(fresh, keys_dir):
+    """The kid is bound into the seal: a record whose kid field the damage changed no longer
+    opens, and must still be found by its file name."""
+    with freeze_time() as clock:
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
+        clock.tick(1)
+        ring.rotate(immediate=True)
+        active = ring.active("ES256").kid
+        path = os.path.join(keys_dir, f"{active}.json")
+        with open(path) as fh:
+            record = json.load(fh)
+        with open(path, "w") as fh:
+            json.dump({**record, "kid": ("B" if active[0] != "B" else "C") + active[1:]}, fh)
+        clock.tick(3)
+        assert ring.active("ES256").kid == active
+        assert active in {k["kid"] for k in ring.jwks()["keys"]}
+
+
 def test_a_key_file_that_cannot_be_read_fails_the_read_not_the_key(fresh, keys_dir, monkeypatch):
     """Too many open files, an I/O error: not a key gone. The copy read before stays, and the
     next check reads again."""
