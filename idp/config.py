@@ -141,7 +141,10 @@ def _unknown(where: str, name: str) -> ConfigError:
 
 def load(instance_path: str, overrides: dict | None = None) -> dict:
     config = dict(DEFAULTS)
-    path = Path(os.environ.get("IDP_CONFIG_FILE", "config/idp.toml"))
+    named = os.environ.get("IDP_CONFIG_FILE")
+    path = Path(named or "config/idp.toml")
+    if named and path.exists() and not path.is_file():
+        raise ConfigError(f"IDP_CONFIG_FILE {named!r} is not a file")
     if path.is_file():
         with path.open("rb") as fh:
             from_file = {k.upper(): v for k, v in tomllib.load(fh).items()}
@@ -155,6 +158,10 @@ def load(instance_path: str, overrides: dict | None = None) -> dict:
     config["DATABASE_URL"] = str(config["DATABASE_URL"]).replace("{instance}", instance_path)
     config["ISSUER"] = str(config["ISSUER"]).rstrip("/")
     check(config)
+    if named and not path.exists() and config["ENV"] == "production":
+        # A mistyped path would drop every setting of the file without a word (development
+        # and the tests name an absent file on purpose: no file at all).
+        raise ConfigError(f"IDP_CONFIG_FILE names {named!r}, which does not exist (unset it to use no file)")
     return config
 
 

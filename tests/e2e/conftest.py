@@ -81,6 +81,7 @@ def production_idp_server(tmp_path_factory, postgres_url, redis_url):
     issuer = f"http://127.0.0.1:{ports['idp']}"
     clients_file = tmp / "clients.toml"
     clients_file.write_text(clients_toml(ports, "e2e-only-test-secret"))
+    (tmp / "idp.toml").write_text("# production reads this file; the settings are in the environment\n")
     database = f"e2e_{secrets.token_hex(4)}"
     admin_dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
@@ -92,7 +93,7 @@ def production_idp_server(tmp_path_factory, postgres_url, redis_url):
         .render_as_string(False),
         IDP_REDIS_URL=redis_url, IDP_STORE_NAMESPACE=f"{database}:", IDP_SECRET_KEY=secrets.token_urlsafe(32),
         IDP_INSTANCE_PATH=str(tmp / "instance"), IDP_CLIENTS_FILE=str(clients_file),
-        IDP_CONFIG_FILE=str(tmp / "no-idp.toml"), IDP_DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1",
+        IDP_CONFIG_FILE=str(tmp / "idp.toml"), IDP_DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1",
         BACKEND_API_URL=f"http://127.0.0.1:{ports['api']}",
     )
     stack = Stack(issuer=issuer, tmp=tmp, clients_file=clients_file, env=env, ports=ports)

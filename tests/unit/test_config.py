@@ -63,6 +63,17 @@ def test_production_refuses_unsafe_settings(tmp_path, overrides, reason):
         load(str(tmp_path), {"ENV": "production", **overrides})
 
 
+def test_a_config_file_named_but_missing_is_refused_in_production(monkeypatch, tmp_path):
+    """A mistyped IDP_CONFIG_FILE dropped every setting of the file without a word."""
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "idp.tmol"))
+    with pytest.raises(ConfigError, match="which does not exist"):
+        load(str(tmp_path), PRODUCTION)
+    load(str(tmp_path), {})  # development: an absent file is no file
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path))  # a directory
+    with pytest.raises(ConfigError, match="is not a file"):
+        load(str(tmp_path), {})
+
+
 def test_production_needs_an_absolute_keys_dir_with_keys_in_a_directory(tmp_path):
     with pytest.raises(ConfigError, match="production needs an absolute KEYS_DIR"):
         load(str(tmp_path), {**PRODUCTION, "KEYS_DIR": "keys"})
