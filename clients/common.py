@@ -15,9 +15,9 @@ import secrets
 import threading
 import time
 import tomllib
-from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 import requests

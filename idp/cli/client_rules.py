@@ -120,8 +120,6 @@ def check(spec: ClientSpec) -> None:
             key_set = KeySet.import_key_set(spec.jwks)  # as client authentication will read it
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidClient(f"the JWKS file is not a usable JWK Set ({type(exc).__name__})") from None
-        if len(key_set.keys) != len(spec.jwks["keys"]):  # joserfc skips a kty it does not know
-            raise InvalidClient("the JWKS file holds a key of a type client assertions cannot use")
         _check_assertion_keys(spec.jwks["keys"], key_set)
     elif spec.jwks is not None:
         raise InvalidClient("--jwks-file is only used with --auth-method private_key_jwt")
@@ -203,6 +201,8 @@ def _check_assertion_keys(jwks: list, key_set) -> None:
     curve, an encryption key, an alg we do not take) is a registration that cannot work."""
     from ..oauth.client_auth import ASSERTION_ALGS
 
+    if len(key_set.keys) != len(jwks):  # joserfc skips a kty it does not know
+        raise InvalidClient("the JWKS file holds a key of a type client assertions cannot use")
     kids = [k.get("kid") for k in jwks if k.get("kid") is not None]
     if len(kids) != len(set(kids)):
         raise InvalidClient("the JWKS file names a kid twice: an assertion's kid must pick one key")
@@ -214,15 +214,15 @@ def _check_assertion_keys(jwks: list, key_set) -> None:
             if key.raw_value.key_size < MIN_RSA_BITS:
                 raise InvalidClient(f"{name} of the JWKS file is RSA of {key.raw_value.key_size} bits: at least "
                                     f"{MIN_RSA_BITS} are needed")
-            fits = {"RS256", "PS256"}
+            fits = {"RS256", "PS256"} & set(ASSERTION_ALGS)
         elif jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
-            fits = {"ES256"}
+            fits = {"ES256"} & set(ASSERTION_ALGS)
         else:
             raise InvalidClient(f"{name} of the JWKS file is {jwk.get('kty')} {jwk.get('crv') or ''}".rstrip()
                                 + ": client assertions are verified with RSA or EC P-256 keys only")
-        if "alg" in jwk and jwk["alg"] not in fits & set(ASSERTION_ALGS):
+        if "alg" in jwk and jwk["alg"] not in fits:
             raise InvalidClient(f"{name} of the JWKS file says alg {jwk['alg']!r}, which it cannot verify here "
-                                f"(expected one of {', '.join(sorted(fits & set(ASSERTION_ALGS)))})")
+                                f"(expected one of {', '.join(sorted(fits))})")
 
 
 def _is_private_jwk(jwk) -> bool:

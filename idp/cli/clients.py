@@ -210,9 +210,10 @@ def load(file):
         if before is None:
             report.append((f"added client {spec.client_id}", []))
         else:
-            changes = _changes(before, _columns(client))
+            after = _columns(client)
+            changes = _changes(before, after)
             report.append((f"{'updated' if changes else 'unchanged'} client {spec.client_id}"
-                           + (f": {'; '.join(changes)}" if changes else ""), _weaker(before, _columns(client))))
+                           + (f": {'; '.join(changes)}" if changes else ""), _weaker(before, after)))
     db.session.commit()
     for line, weaker in report:
         click.echo(line)
@@ -295,8 +296,8 @@ def _changes(before: dict, after: dict) -> list[str]:
         if key == "secret_hash":
             out.append("secret " + ("removed" if new is None else "added" if old is None else "replaced"))
         elif isinstance(old, list) and isinstance(new, list):
-            out.append(f"{key} " + " ".join([*(f"+{v}" for v in new if v not in old),
-                                              *(f"-{v}" for v in old if v not in new)]))
+            out.append(f"{key} " + " ".join([*(f"+{v}" for v in _added(old, new)),
+                                              *(f"-{v}" for v in _added(new, old))]))
         elif key == "jwks":
             out.append("jwks replaced")
         else:
@@ -312,16 +313,16 @@ def _weaker(before: dict, after: dict) -> list[str]:
         out.append("the client is public now: its refresh tokens are used with its client_id alone")
     if after["first_party"] and not before["first_party"]:
         out.append("the client is first-party now: sellers are no longer asked for consent")
-    added = [u for u in after["redirect_uris"] if u not in before["redirect_uris"]]
-    if added:
-        out.append(f"codes may now be sent to {', '.join(added)}")
-    wider = [sc for sc in after["scopes"] if sc not in before["scopes"]]
-    if wider:
-        out.append(f"the client may now ask for {' '.join(wider)}")
-    grants = [g for g in after["grant_types"] if g not in before["grant_types"]]
-    if grants:
-        out.append(f"the client may now use {', '.join(grants)}")
+    for key, says, sep in (("redirect_uris", "codes may now be sent to", ", "),
+                           ("scopes", "the client may now ask for", " "),
+                           ("grant_types", "the client may now use", ", ")):
+        if added := _added(before[key], after[key]):
+            out.append(f"{says} {sep.join(added)}")
     return out
+
+
+def _added(old: list, new: list) -> list:
+    return [v for v in new if v not in old]
 
 
 def _columns(client: Client) -> dict:

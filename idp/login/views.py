@@ -92,7 +92,7 @@ def consent(signin_id):
             return _advance("consent", signin, client)  # the sign-in is elsewhere: go there
         account = db.session.get(Account, signin.account_id)
         return _page(signin, "signin/consent.html", form=form, client=client, scopes=signin.request["scope"],
-                               account=account)
+                     account=account)
     if not form.validate():
         return page_error("The form expired. Go back to the app and start again.", 400)
     with flow.claimed(signin) as ours:

@@ -147,8 +147,7 @@ def notify(targets_: list[Target], max_wait: float | None = None) -> Report:
             jobs.append((target, client.backchannel_logout_uri, _signer(client, target)))
         except Exception as exc:  # noqa: BLE001  (a logout must finish even if one client cannot be signed for)
             log.error("back-channel logout to client=%s not sent: %s", target.client_id, type(exc).__name__)
-            if _record(db.engine, target):
-                _settle(db.engine, target)
+            _retry_later(db.engine, target)
             report.failed.append(target.client_id)
     # These lookups began a transaction (every caller has committed its own): ended with the
     # rows written ahead, before waiting on relying parties, or its pooled connection would sit
@@ -236,10 +235,9 @@ def _deliver_or_record(engine, target: Target, uri: str, sign: Callable[[], str]
     """Runs in a pool thread: no app context, only the database engine it was given."""
     try:
         outcome = deliver(target.client_id, uri, sign, timeout=timeout, attempts=attempts)
-        # The row it was leased from goes once the outcome is kept: after the new row, if any
-        # (a crash in between tells twice, not never), and not at all if that row could not
-        # be written (the lease runs out, and retry_pending() takes it again).
-        if outcome != "retry" or _record(engine, target):
+        if outcome == "retry":
+            _retry_later(engine, target)
+        else:
             _settle(engine, target)
         return outcome == "ok"
     except Exception as exc:  # noqa: BLE001  (a thread must never die with an unlogged error)
@@ -365,6 +363,14 @@ def _abandoned(target: Target, now: int) -> bool:
         log.error("back-channel logout to client=%s abandoned after %d deliveries", target.client_id, target.tries)
         return True
     return False
+
+
+def _retry_later(engine, target: Target) -> None:
+    """A failed delivery: its new row (one more try), then the row it was leased from goes:
+    after the new one (a crash in between tells twice, not never), and not at all if the new
+    one could not be written (the lease runs out, and retry_pending() takes it again)."""
+    if _record(engine, target):
+        _settle(engine, target)
 
 
 def _record(engine, target: Target) -> bool:

@@ -362,6 +362,8 @@ def kill_families_access_tokens(grant_ids: list[str], reason: str) -> bool:
 
 
 _PENDING_SWEEP = PendingSweep.__table__
+SWEEP_BATCH = 1000  # rows per statement (PostgreSQL binds at most 65,535 parameters)
+SWEEP_BATCHES = 50  # per maintenance run: 50,000 families, within a run's few seconds
 
 
 def remember_to_sweep(grant_ids: list[str], reason: str) -> None:
@@ -385,10 +387,6 @@ def remember_to_sweep(grant_ids: list[str], reason: str) -> None:
     except Exception as exc:  # noqa: BLE001  (see above)
         log.error("%s: %d family(ies) whose access tokens were not deleted could not be written down for a later "
                   "sweep: %s", reason, len(rows), type(exc).__name__)
-
-
-SWEEP_BATCH = 1000  # rows per statement (PostgreSQL binds at most 65,535 parameters)
-SWEEP_BATCHES = 50  # per maintenance run: 50,000 families, within a run's few seconds
 
 
 def sweep_pending() -> int:

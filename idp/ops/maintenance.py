@@ -4,8 +4,8 @@ Three jobs keep a running IdP tidy:
 
 - ``logout-retry``, every LOGOUT_RETRY_INTERVAL seconds: delete the access tokens of the
   families a revocation could not reach in the store (idp.oauth.tokens.sweep_pending), and
-  deliver again the back-channel
-  logout tokens whose delivery failed (idp.logout.backchannel.retry_pending);
+  deliver again the back-channel logout tokens whose delivery failed
+  (idp.logout.backchannel.retry_pending);
 - ``prune``, every PRUNE_INTERVAL seconds: delete the token families and browser sessions
   that ended more than PRUNE_GRACE_DAYS ago, and security events older than
   EVENT_RETENTION_DAYS if set (idp.oauth.prune);

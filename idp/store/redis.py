@@ -271,4 +271,3 @@ class RedisStore(Store):
         if conn is not None:
             conn.disconnect()
         self._r.close()
-
