@@ -103,9 +103,9 @@ class Documents(PathRoutes):
         super().__init__(wsgi_app)
         self.keyring = app.extensions["idp.keyring"]
         self.discovery = _encode(metadata(cfg["ISSUER"], cfg["EXTRA_SCOPES"], cfg["ACR_VALUES"], cfg["RESOURCES"]))
-        self.fallback_headers = headers.security_headers(cfg["ISSUER"])
-        self.headers = [*self.fallback_headers, ("Access-Control-Allow-Origin", "*"),
-                        ("Content-Type", "application/json")]
+        # Open to every origin, errors too: a browser app reads why (a 503 in an outage).
+        self.fallback_headers = [*headers.security_headers(cfg["ISSUER"]), ("Access-Control-Allow-Origin", "*")]
+        self.headers = [*self.fallback_headers, ("Content-Type", "application/json")]
         self.routes = {
             "/.well-known/openid-configuration": ("discovery.openid_configuration",
                                                   (self._discovery, DISCOVERY_MAX_AGE)),

@@ -27,7 +27,7 @@ from authlib.oauth2.rfc6749 import InsecureTransportError
 from .. import errors
 from ..web import headers as security
 from ..web.routes import PathRoutes
-from . import userinfo
+from . import cors, userinfo
 from .requests import BodyTooLarge, WSGIRequest
 
 
@@ -60,18 +60,27 @@ class Endpoints(PathRoutes):
         names = {name.lower() for name, _ in extra}
         out = [(n, v) for n, v in self.base_headers if n.lower() not in names]
         out += [(n, v) for n, v in extra if n.lower() != "content-length"]
-        if "content-type" not in names:
+        if "content-type" not in names and payload:
             out.append(("Content-Type", "application/json"))
         return status, out, payload
 
     def _answer(self, environ, method, methods, handler):
+        path = environ.get("PATH_INFO", "")
+        if method == "OPTIONS" and path in cors.ENDPOINTS:
+            answer = cors.preflight(environ, path)
+            if answer is not None:
+                return answer
         if method not in methods:
             return 405, _error("invalid_request", f"use {' or '.join(methods)}"), [("Allow", ", ".join(methods))]
         if self.insecure:
             return InsecureTransportError()()
         try:
             with self.app.app_context():
-                return handler(WSGIRequest(environ, self.issuer))
+                status, body, extra = handler(WSGIRequest(environ, self.issuer))
+                origin = environ.get("HTTP_ORIGIN")
+                if origin and path in cors.ENDPOINTS:
+                    extra = [*extra, *cors.answer_headers(origin)]
+                return status, body, extra
         except BodyTooLarge:
             return 413, _error("invalid_request", "the request body is too large"), []
         except errors.UNAVAILABLE as exc:

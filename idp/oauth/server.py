@@ -27,7 +27,7 @@ from .. import errors
 from ..extensions import db
 from ..login import session as browser_session
 from ..ops import metrics
-from . import client_auth, clients, codes, params, resource_indicators, tokens
+from . import client_auth, clients, codes, cors, params, resource_indicators, tokens
 from .client_auth import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, AssertionRefused, ClientAuthFailed,  # noqa: F401
                           PrivateKeyJWT)
 from .client_credentials import ClientCredentialsGrant
@@ -211,6 +211,7 @@ class Server(AuthorizationServer):
         # allows one method only).
         if any(value != client.client_id for value in request.payload.data.getlist("client_id")):
             raise ClientAuthFailed(basic, "client_id does not name the authenticated client")
+        cors.judged_for(client)
         return client
 
     def create_token_response(self, request=None):

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 from ..models import Account
 from ..store.row_cache import RowCache
-from . import tokens
+from . import cors, tokens
 
 CLAIM_FIELDS = ["id", "sub", "email", "email_verified", "name", "status"]
 _ACCOUNTS = RowCache(Account, "id", "account-claims", CLAIM_FIELDS, lambda data: SimpleNamespace(**data), ttl=60)
@@ -71,6 +71,7 @@ def respond(request, issuer: str):
     record = tokens.find_access_token(token)
     if record is None or "sub" not in record:
         return _unauthorized("invalid_token", "the access token is invalid or expired")
+    cors.judged_for_id(record.get("client_id"))
     if not for_userinfo(record, issuer):
         return _unauthorized("invalid_token", "the access token was issued for another resource")
     scopes = record["scope"].split()

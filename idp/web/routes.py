@@ -48,8 +48,8 @@ class PathRoutes:
             status, headers, body = self._unavailable(environ, exc)
         except Exception:  # a bug, or key storage gone bad: a JSON 500 with a request id, never to the server
             status, headers, body = self._unexpected(environ)
-        # RFC 9110 §8.6: no Content-Length on a 304 (it would describe the body not sent)
-        length = [] if status == 304 else [("Content-Length", str(len(body)))]
+        # RFC 9110 §8.6: no Content-Length on a 304 (it would describe the body not sent) nor a 204
+        length = [] if status in (204, 304) else [("Content-Length", str(len(body)))]
         start_response(f"{status} {_phrase(status)}", [*headers, *length])
         metrics.observe(endpoint, method, status, time.perf_counter() - started)
         return [b""] if method == "HEAD" else [body]

@@ -207,8 +207,9 @@ def test_a_worker_starts_while_the_database_is_unavailable(app, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="idp.keys"):
         served = create_server_app(config)
     assert "signing keys not read at start, the database is unavailable" in caplog.text
-    resp = served.test_client().get("/jwks")
+    resp = served.test_client().get("/jwks", headers={"Origin": "https://spa.example.com"})
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"  # a browser app reads why, as every answer
 
 
 def test_keys_store_must_be_directory_or_database(tmp_path):
