@@ -245,10 +245,16 @@ def _deliver_or_record(engine, target: Target, uri: str, sign: Callable[[], str]
         return False
 
 
+# Answers that say "not now" rather than "no" (RFC 9110 §15.5.9, RFC 8470 §5.2, RFC 6585
+# §4): a rate limiter or a proxy in front of the relying party. Tried again at the next
+# retry run (RETRY_WAIT on), not at once: the tries of one delivery come within a second.
+NOT_NOW = (408, 425, 429)
+
+
 def deliver(client_id: str, uri: str, token: str | Callable[[], str], *, timeout: float, attempts: int) -> str:
     """POST the token (or one ``token()`` signs for each try), trying up to ``attempts`` times:
-    "ok" (2xx), "rejected" (any other answer below 500: trying again would get the same) or
-    "retry" (5xx or no answer, every time)."""
+    "ok" (2xx), "rejected" (any other answer below 500 but NOT_NOW: trying again would get
+    the same) or "retry" (5xx or no answer every time, or a NOT_NOW answer)."""
     for attempt in range(1, attempts + 1):
         body = urlencode({"logout_token": token() if callable(token) else token}).encode()
         try:
@@ -256,6 +262,9 @@ def deliver(client_id: str, uri: str, token: str | Callable[[], str], *, timeout
             if 200 <= status < 300:
                 return "ok"
             reason = f"HTTP {status}"
+            if status in NOT_NOW:
+                log.warning("back-channel logout to client=%s put off: %s; kept for retry", client_id, reason)
+                return "retry"
             if status < 500:  # 4xx: the RP refused the token (§2.8); 3xx: not followed
                 log.warning("back-channel logout to client=%s refused: %s", client_id, reason)
                 return "rejected"

@@ -152,6 +152,20 @@ def test_a_refusal_is_not_retried(app, client, seller, receiver):
     assert backchannel.pending_ids() == []
 
 
+@pytest.mark.parametrize("status", [408, 425, 429])
+def test_a_not_now_answer_is_kept_for_the_next_retry_run(app, client, seller, receiver, status):
+    """A rate limiter or proxy in front of the relying party (429, 408, 425) refused nothing:
+    the logout waits for the next retry run, without hammering it at once."""
+    app.config["BACKCHANNEL_ATTEMPTS"] = 3
+    receiver.status = status
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    log_out(flow, body)
+    assert len(receiver.received) == 1
+    assert len(backchannel.pending_ids()) == 1
+    receiver.status = 200
+    assert backchannel.retry_pending().delivered == ["rp-bc"]
+
+
 def test_unreachable_rp_does_not_fail_the_logout(app, client, seller, caplog):
     app.config["BACKCHANNEL_ATTEMPTS"] = 2
     flow, body = signed_in_flow(client, rp_with(closed_port_url()))
