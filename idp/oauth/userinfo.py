@@ -51,6 +51,8 @@ def claims(account, scopes: list[str]) -> dict:
 
 def _bearer(request) -> tuple[str | None, str | None]:
     """(the token, or None; an error description when the request is malformed)."""
+    if "access_token" in request.args:  # §2.3, which we do not support: say so, not just 401
+        return None, "send the access token in the Authorization header or a form body, never in the query"
     header = request.headers.get("Authorization")
     in_body = request.form.getlist("access_token")  # a POST's form body only (idp.oauth.requests)
     if (header is not None and in_body) or len(in_body) > 1:

@@ -106,7 +106,15 @@ def test_userinfo_takes_the_token_from_a_form_body_but_only_once(flow, seller):
 
 def test_userinfo_token_in_query_is_not_accepted(flow):
     token = flow.redeem(flow.login_code()).get_json()["access_token"]
-    assert flow.client.get("/userinfo", query_string={"access_token": token}).status_code == 401
+    resp = flow.client.get("/userinfo", query_string={"access_token": token})
+    # RFC 6750 §3.1: an unsupported way to send the token is invalid_request; the client is told why
+    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_request"
+    assert "never in the query" in resp.get_json()["error_description"]
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="userinfo", error="invalid_request"'
+    # beside a token in the header too: one place only (§2)
+    both = flow.client.get("/userinfo", query_string={"access_token": token},
+                           headers={"Authorization": "Bearer " + token})
+    assert both.status_code == 400
 
 
 def test_userinfo_expired_token(flow, app):
