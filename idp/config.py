@@ -250,12 +250,13 @@ def _names(value) -> bool:
         isinstance(v, str) and v and all("!" <= c <= "~" and c not in '"\\' for c in v) for v in value)
 
 
-_RESOURCE_FIELDS = {"access_token_format", "scopes"}
+_RESOURCE_FIELDS = {"access_token_format", "scopes", "introspectors"}
 
 
 def _check_resources(resources) -> None:
-    """RESOURCES: {absolute URI: {"access_token_format": "jwt"|"opaque", "scopes": [...]}},
-    both fields optional (idp.oauth.resource_indicators)."""
+    """RESOURCES: {absolute URI: {"access_token_format": "jwt"|"opaque", "scopes": [...],
+    "introspectors": [client_id, ...]}}, every field optional (idp.oauth.resource_indicators,
+    idp.oauth.introspection)."""
     from .oauth.resource_indicators import well_formed
 
     example = '{"https://api.example.com": {"access_token_format": "jwt", "scopes": ["api:read"]}}'
@@ -265,12 +266,15 @@ def _check_resources(resources) -> None:
         if not well_formed(uri):
             raise ConfigError(f"RESOURCES: {uri!r} is not an absolute URI without a fragment (RFC 8707 §2)")
         if not isinstance(spec, dict) or not set(spec) <= _RESOURCE_FIELDS:
-            raise ConfigError(f"RESOURCES[{uri!r}] must be a table of access_token_format and scopes, "
-                              f"got {spec!r}; e.g. {example}")
+            raise ConfigError(f"RESOURCES[{uri!r}] must be a table of access_token_format, scopes and "
+                              f"introspectors, got {spec!r}; e.g. {example}")
         if spec.get("access_token_format", "opaque") not in ("jwt", "opaque"):
             raise ConfigError(f"RESOURCES[{uri!r}].access_token_format must be jwt or opaque")
         if "scopes" in spec and not _names(spec["scopes"]):
             raise ConfigError(f"RESOURCES[{uri!r}].scopes must be a list of scope names, got {spec['scopes']!r}")
+        if "introspectors" in spec and not (_names(spec["introspectors"]) and spec["introspectors"]):
+            raise ConfigError(f"RESOURCES[{uri!r}].introspectors must be a list of client_ids, "
+                              f"got {spec['introspectors']!r}")
 
 
 def check(config: dict) -> None:

@@ -1,8 +1,11 @@
 """Token introspection (RFC 7662) at POST /introspect.
 
 The caller must authenticate as a confidential client (§2.1; 401 invalid_client
-otherwise). Access tokens may be introspected by any authenticated client (they are the
-resource servers); a refresh token only by the client it was issued to. Whatever is not a
+otherwise). An access token for a resource whose RESOURCES entry names its
+``introspectors`` is active only to them and to the client it was issued to (§4: a token
+usable only at certain resource servers must be judged for the one asking); any other access
+token to any authenticated client (they are the resource servers); a refresh token only to
+the client it was issued to. Whatever is not a
 live token the caller may see (unknown, expired, revoked, garbage, oversized, another
 client's refresh token) is exactly ``{"active": false}`` (§2.2), so the answer says
 nothing about why.
@@ -42,9 +45,20 @@ def _compact(body: dict) -> dict:
     return {k: v for k, v in body.items() if v is not None and v != []}
 
 
-def access_token_body(token: str) -> dict | None:
+def may_see(record: dict, caller_id: str) -> bool:
+    """Whether ``caller_id`` may learn that the access token ``record`` is active: its own
+    client, or, if its audience holds resources that name their introspectors, one of those."""
+    if record["client_id"] == caller_id:
+        return True
+    resources = current_app.config["RESOURCES"]
+    named = [resources[aud]["introspectors"] for aud in record.get("aud") or ()
+             if "introspectors" in resources.get(aud, ())]
+    return not named or any(caller_id in introspectors for introspectors in named)
+
+
+def access_token_body(token: str, caller_id: str) -> dict | None:
     record = tokens.find_access_token(token)
-    if record is None:
+    if record is None or not may_see(record, caller_id):
         return None
     return _compact({
         "active": True, "iss": current_app.config["ISSUER"], "sub": record.get("sub"),
@@ -76,7 +90,7 @@ def refresh_token_body(token: str, client) -> dict | None:
 
 
 def introspect(token: str, hint: str | None, client) -> dict:
-    lookups = [lambda: access_token_body(token), lambda: refresh_token_body(token, client)]
+    lookups = [lambda: access_token_body(token, client.client_id), lambda: refresh_token_body(token, client)]
     if hint == "refresh_token":
         lookups.reverse()
     for lookup in lookups:

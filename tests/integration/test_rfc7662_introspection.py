@@ -13,7 +13,7 @@ from sqlalchemy import select
 from idp.extensions import db
 from idp.models import Grant
 from idp.oauth import tokens
-from tests.conftest import ISSUER, register_client
+from tests.conftest import ISSUER, Flow, register_client
 from tests.integration.token_helpers import (active, auth_of, backend, count_io, error_of, introspect, login, refresh,
                                              revoke)
 
@@ -160,3 +160,23 @@ def test_nothing_is_cached_in_the_process(client, app, api, flow, issued):
 def test_get_is_not_allowed(client, api):
     resp = client.get("/introspect", query_string={"token": "x"}, auth=auth_of(api))
     assert resp.status_code == 405 and resp.is_json
+
+
+@pytest.mark.parametrize("fmt", ["opaque", "jwt"])
+def test_a_token_for_a_resource_that_names_its_introspectors_is_active_to_them_alone(app, client, seller, fmt):
+    """RFC 7662 §4: a token usable only at certain resource servers is judged for the one
+    asking. The orders API introspects its tokens; another backend, or a resource server of
+    another resource, learns nothing of them; the token's own client still may."""
+    orders, other = backend("orders-api"), backend("some-other-backend")
+    app.config["RESOURCES"] = {"https://orders.example.com": {"access_token_format": fmt,
+                                                              "introspectors": ["orders-api"]},
+                               "https://open.example.com": {}}
+    rp = register_client("rp-res", scopes=["openid", "email", "offline_access"])
+    for_orders = login(Flow(client, rp), resource="https://orders.example.com")["access_token"]
+    assert active(introspect(client, orders, for_orders))
+    assert not active(introspect(client, other, for_orders))
+    assert active(introspect(client, rp, for_orders))
+    # a resource that names none, and a token for the client itself: any resource server, as before
+    for_open = login(Flow(client, rp), resource="https://open.example.com")["access_token"]
+    plain = login(Flow(client, rp))["access_token"]
+    assert active(introspect(client, other, for_open)) and active(introspect(client, other, plain))
