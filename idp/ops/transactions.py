@@ -37,7 +37,11 @@ def _note(conn, cursor, statement, parameters, context, executemany):
 @event.listens_for(Engine, "commit")
 @event.listens_for(Engine, "rollback")
 def _reset(conn):
-    conn.info.pop(WROTE, None)
+    # An invalidated connection (the server closed it: a restart, a failover) has no info to
+    # read until this very rollback is over: reading it raised out of the request's teardown,
+    # turning its 503 into a bare 500 from the WSGI server. Its DBAPI connection is replaced.
+    if not conn.invalidated:
+        conn.info.pop(WROTE, None)
 
 
 def register(app, db) -> None:

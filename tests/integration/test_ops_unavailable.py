@@ -120,3 +120,36 @@ def test_a_redis_that_refuses_writes_is_an_outage_and_its_connections_are_droppe
     assert all(c._sock is None for c in store._r.connection_pool._available_connections)
     admin.execute_command("REPLICAOF", "NO", "ONE")  # a primary again: the next request goes through
     assert client.post("/token", data=cc, headers=_basic(backend)).status_code == 200
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+def test_a_pooled_connection_the_server_closed_meanwhile_is_a_503_then_replaced(app):
+    """PostgreSQL restarted or failed over: the request that meets a pooled connection the
+    server closed gets the 503 with Retry-After (one per worker), not a bare 500 from the WSGI
+    server; the next request gets a new connection."""
+    import psycopg
+    from sqlalchemy import text
+
+    from idp.extensions import db
+
+    served = create_app(_same_world(app, MAINTENANCE=False))
+
+    @served.get("/_probe")
+    def probe():
+        db.session.execute(text("SELECT 1"))
+        return "ok"
+
+    client = served.test_client()
+    assert client.get("/_probe").status_code == 200
+    with served.app_context():
+        pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()
+        db.session.commit()
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    resp = client.get("/_probe")
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get("/_probe").status_code == 200
+    with served.app_context():
+        db.engine.dispose()
