@@ -46,6 +46,7 @@ from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmErr
 from joserfc.jwk import ECKey, RSAKey, import_key
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..ops import turns
 from .key_storage import DatabaseStorage, DirectoryStorage
 
 log = logging.getLogger("idp.keys")
@@ -174,24 +175,28 @@ class KeyRing:
         self._jwks: dict | None = None  # built once per load
         self._opened: dict[str, tuple[str, Key]] = {}  # kid -> (stored form, key): see _open
         self._marker = self._checked_at = None
+        self._checking = False  # a thread is reading the storage's marker (_snapshot)
 
     def _snapshot(self, report: bool = True) -> tuple[Key, ...]:
         """The keys, re-read when their storage's marker changed (checked at most once a second).
         ``report``: log each key that does not open (False: the caller refuses, naming them).
 
-        One thread checks; the others go on with the copy meanwhile, and the marker is read
-        outside the lock: a database that stalls would otherwise hold every signature and
-        every JWKS of the process behind that one query."""
+        One thread checks at a time; the others go on with the copy meanwhile, and the marker
+        is read outside the lock, with the worker's turn handed on (idp.ops.turns): a database
+        that stalls would otherwise hold every signature and every JWKS of the process behind
+        that one query, a new checker joining it each second."""
         with self._lock:
             now = time.time()
-            due = self._checked_at is None or abs(now - self._checked_at) >= 1
+            due = (self._checked_at is None or abs(now - self._checked_at) >= 1) and not self._checking
             if due:
                 self._checked_at = now
             keys = self._keys
-        if not due and keys:
-            return keys
+            if not due and keys:
+                return keys
+            self._checking = bool(keys)  # without a copy, every caller must wait for a read
         try:
-            marker = self.storage.marker() if keys else None
+            with turns.waiting():
+                marker = self.storage.marker() if keys else None
             with self._lock:
                 if not keys or self._marker is None or marker != self._marker:
                     self._load(report)
@@ -204,6 +209,10 @@ class KeyRing:
             log.warning("cannot read the signing keys from %s (%s); using the copy read before",
                         self.storage.where, type(exc).__name__)
             return keys
+        finally:
+            if keys:
+                with self._lock:
+                    self._checking = False
 
     def _load(self, report: bool = True) -> None:
         """Read every record; the marker first, so a change made while reading shows at the

@@ -387,3 +387,36 @@ def test_a_crashed_writers_temporary_file_does_not_block_the_key_for_good(fresh,
     fresh.storage.write(record)  # as `idp keys seal` rewrites a key
     assert not os.path.exists(os.path.join(keys_dir, f".tmp-{kid}"))
     assert json.load(open(os.path.join(keys_dir, f"{kid}.json"))) == record
+
+
+def test_a_stalled_storage_check_holds_one_thread_not_every_signature(fresh):
+    """The storage's marker is read once a second in a request: with the database stalled
+    (not refusing), a second thread due to check joined the first one's wait, and within
+    seconds every JWKS and signature of the process did. One thread checks at a time; the
+    others go on with the keys read before."""
+    fresh.jwks()
+    entered, release, callers = threading.Event(), threading.Event(), []
+    real_marker = fresh.storage.marker
+
+    def stalled():
+        callers.append(threading.get_ident())
+        entered.set()
+        release.wait(5)
+        return real_marker()
+
+    fresh.storage.marker = stalled
+    fresh._checked_at = 0  # due
+    stuck = threading.Thread(target=fresh.jwks)
+    stuck.start()
+    try:
+        assert entered.wait(5)
+        fresh._checked_at = 0  # a second later: due again, for the next caller
+        assert fresh.jwks()["keys"]
+        assert fresh.verify(fresh.sign({"sub": "s"}, "ES256"))["sub"] == "s"
+        assert callers == [stuck.ident]  # this thread never waited on the stalled storage
+    finally:
+        release.set()
+        stuck.join(5)
+    fresh._checked_at = 0
+    fresh.jwks()  # the next check is made again once the first is over
+    assert fresh._checking is False
