@@ -111,6 +111,27 @@ def _reconnect_on_readonly(method):
     return wrapper
 
 
+class _ThreadConnection:
+    """A request thread's own connection (RedisStore._send), closed when the thread ends.
+
+    granian retires a request thread idle for 30 s and starts another on demand; the thread's
+    locals go with it, but a redis-py Connection sits in reference cycles, so its socket
+    stayed open until a garbage collection happened to run (Redis counted a client per
+    retired thread meanwhile). This holder is in no cycle: it goes, and closes the socket,
+    with the thread."""
+
+    __slots__ = ("conn", "pid")
+
+    def __init__(self, conn):
+        self.conn, self.pid = conn, os.getpid()
+
+    def __del__(self):
+        try:
+            self.conn.disconnect()  # in a forked child: closes the child's copy of the socket only
+        except Exception:  # noqa: BLE001  (never raise from a finalizer)
+            pass
+
+
 class RedisStore(Store):
     shared = True
 
@@ -140,12 +161,11 @@ class RedisStore(Store):
         (a forked worker makes its own). A broken connection is reconnected and the command
         sent once more, as redis-py's retry would; only idempotent commands come here.
         """
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():
+        held = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid():
             pool = self._r.connection_pool
-            conn, local.pid = pool.connection_class(**pool.connection_kwargs), os.getpid()
-            local.conn = conn
+            held = self._local.held = _ThreadConnection(pool.connection_class(**pool.connection_kwargs))
+        conn = held.conn
         # hiredis packs the command in C: redis-py's own packing, which encodes every argument
         # in Python first, cost 9 us of a 9-argument EVALSHA here against hiredis's 0.8.
         # Several commands go out together and their answers come back in order (pipelining).
@@ -267,7 +287,7 @@ class RedisStore(Store):
             self._r.delete(*batch)
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.disconnect()
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            held.conn.disconnect()
         self._r.close()

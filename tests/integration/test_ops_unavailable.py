@@ -115,8 +115,8 @@ def test_a_redis_that_refuses_writes_is_an_outage_and_its_connections_are_droppe
         "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256"})
     assert page.status_code == 503 and page.headers["Retry-After"] == "5"
     store = other.extensions["idp.store"]
-    conn = getattr(store._local, "conn", None)
-    assert conn is None or conn._sock is None  # the thread's connection to the replica is closed
+    held = getattr(store._local, "held", None)
+    assert held is None or held.conn._sock is None  # the thread's connection to the replica is closed
     assert all(c._sock is None for c in store._r.connection_pool._available_connections)
     admin.execute_command("REPLICAOF", "NO", "ONE")  # a primary again: the next request goes through
     assert client.post("/token", data=cc, headers=_basic(backend)).status_code == 200

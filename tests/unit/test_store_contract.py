@@ -160,7 +160,7 @@ def test_swap_is_not_sent_again_after_a_lost_answer(redis_url: str, monkeypatch)
     try:
         s.put("slot", "old", 60)
         s.get("slot")  # the thread's own connection is open
-        conn, lost = s._local.conn, []
+        conn, lost = s._local.held.conn, []
         read = conn.read_response
 
         def loses_the_first_answer(*args, **kwargs):
@@ -450,3 +450,27 @@ def test_put_if_counter_puts_only_while_the_counter_is_unchanged(store):
     assert store.put_if_counter("row", {"v": "stale"}, 60, "row:v", 0) is False
     assert store.get("row") == {"v": 1}
     assert store.put_if_counter("row", {"v": 2}, 60, "row:v", 1) is True and store.get("row") == {"v": 2}
+
+
+@pytest.mark.parametrize("make_store", ["redis"], indirect=True)
+def test_a_request_threads_connection_closes_when_the_thread_ends(make_store):
+    """granian retires idle request threads: each one's connection must close with it, not
+    at some later garbage collection (Redis counted a client per retired thread)."""
+    import gc
+
+    s = make_store()
+    seen = []
+
+    def request_thread():
+        s.put("k", 1, 60)
+        seen.append(s._local.held.conn)
+
+    gc.disable()
+    try:
+        t = threading.Thread(target=request_thread)
+        t.start()
+        t.join()
+        assert seen and seen[0]._sock is None  # closed, with no collection run
+    finally:
+        gc.enable()
+    assert s.get("k") == 1  # this thread's own connection, unaffected
