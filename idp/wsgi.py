@@ -12,6 +12,9 @@ password hash or a relying party. Each worker also runs the maintenance jobs' sc
 """
 
 from . import create_server_app
+from .oauth.requests import MAX_BODY
 from .ops import turns
 
-app = turns.middleware(create_server_app())
+_app = create_server_app()
+# Bodies are read before the turn, up to the largest any endpoint takes (idp.ops.turns).
+app = turns.middleware(_app, body_limit=max(MAX_BODY, _app.config["MAX_CONTENT_LENGTH"] or 0))

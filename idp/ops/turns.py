@@ -23,6 +23,12 @@ without it.
 The turn only orders threads: nothing relies on it for correctness, and outside a request
 (CLI, tests, the development server) ``waiting()`` changes nothing.
 
+A request's body is read before it waits for the turn (``read_ahead``): the WSGI server
+hands the request on before its body has arrived, and a client that sends the headers and
+then a byte at a time (or nothing) held the turn for as long as it liked, every other
+request of the worker waiting MAX_WAIT behind it. It still holds a request thread: a
+reverse proxy that buffers request bodies (README, Production) is what frees the threads.
+
 ``/healthz`` never waits for the turn: the liveness probe does no I/O, and behind a request
 stuck on a stalled database it would time out and get a healthy worker restarted.
 
@@ -33,6 +39,7 @@ request in the worker, as a client sees it.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from contextlib import contextmanager
@@ -52,13 +59,40 @@ _turn = threading.Lock()
 _local = _Held()
 
 
-def middleware(app):
+BODY_LIMIT = 64 * 1024  # bytes read ahead at most: the largest body an endpoint takes by default
+
+
+def read_ahead(environ, limit: int = BODY_LIMIT) -> None:
+    """Read the request's body now, into memory, if it is no larger than ``limit``: a declared
+    length over it is left unread (the endpoint refuses it unread, 413), and of a body of no
+    declared length one byte more is read, so the endpoint still sees that it is too large."""
+    declared = environ.get("CONTENT_LENGTH")
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            return
+        if 0 < length <= limit:
+            environ["wsgi.input"] = io.BytesIO(_read(environ["wsgi.input"], length))
+    elif environ.get("wsgi.input_terminated") and environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        environ["wsgi.input"] = io.BytesIO(_read(environ["wsgi.input"], limit + 1))
+
+
+def _read(stream, size: int) -> bytes:
+    try:
+        return stream.read(size)
+    except Exception:  # noqa: BLE001  (the client went away: the endpoint sees a short body)
+        return b""
+
+
+def middleware(app, body_limit: int = BODY_LIMIT):
     """Wrap a WSGI app so that each request runs while it holds its worker's turn."""
 
     def in_turn(environ, start_response):
         environ[ARRIVED] = time.perf_counter()
         if environ.get("PATH_INFO") in UNQUEUED:
             return app(environ, start_response)
+        read_ahead(environ, body_limit)
         if not _turn.acquire(timeout=MAX_WAIT):
             # The turn's holder is stuck: a database that stalls without refusing (or Redis, on
             # a command outside the store's hot paths, which hand the turn on) keeps a round

@@ -209,3 +209,50 @@ def test_a_request_runs_while_another_waits_on_a_redis_round_trip(redis_url, mon
     wake = _request(app, "/wake")
     assert wake.wait(2), "the second request waited for the first one's Redis round trip"
     assert blocked.wait(WAIT)
+
+
+def test_a_body_slow_to_come_is_read_before_the_turn():
+    """A client that sends its headers and then its body a byte at a time (or never) held the
+    turn while the endpoint read it: every other request of the worker waited MAX_WAIT and ran
+    without the turn. The body is read before the turn now, and reaches the endpoint whole."""
+    arrived, release, seen = threading.Event(), threading.Event(), {}
+
+    class SlowBody:
+        def read(self, size=-1):
+            arrived.set()
+            assert release.wait(WAIT)
+            return b"grant_type=x"[:size]
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read() if "wsgi.input" in environ else None
+        seen[environ["PATH_INFO"]] = (turns._local.held, body)
+        return [b""]
+
+    wrapped = turns.middleware(app)
+    environ = {"PATH_INFO": "/token", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": "12", "wsgi.input": SlowBody()}
+    slow = threading.Thread(target=wrapped, args=(environ, None), daemon=True)
+    slow.start()
+    assert arrived.wait(WAIT)
+    fast = _request(wrapped, "/fast")
+    assert fast.wait(WAIT) and seen["/fast"][0] is True  # it had the turn: nobody held it
+    release.set()
+    slow.join(WAIT)
+    assert seen["/token"] == (True, b"grant_type=x")
+
+
+@pytest.mark.parametrize("environ, read", [
+    ({"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(70 * 1024)}, False),  # over the limit: refused unread
+    ({"REQUEST_METHOD": "POST", "wsgi.input_terminated": True}, 64 * 1024 + 1),  # chunked: one byte too many
+    ({"REQUEST_METHOD": "GET", "wsgi.input_terminated": True}, False),
+    ({"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "abc"}, False),
+])
+def test_what_is_read_ahead(environ, read):
+    import io
+
+    stream = io.BytesIO(b"y" * (80 * 1024))
+    environ = {**environ, "wsgi.input": stream}
+    turns.read_ahead(environ)
+    if read is False:
+        assert environ["wsgi.input"] is stream and stream.tell() == 0
+    else:
+        assert len(environ["wsgi.input"].read()) == read
