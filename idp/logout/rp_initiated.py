@@ -18,8 +18,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-MAX_PARAM = 4096  # an ID token with a few claims is well under 2 KB
-PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "logout_hint", "ui_locales")
+# The longest value each parameter may have. A cross-site POST is parked in the store
+# before anything else is checked (idp.logout.views), so these bound what an anonymous
+# request can leave there: an ID token with a few claims is well under 2 KB; a client_id
+# and a post-logout URI longer than any registration can hold match none (idp.cli.client_rules).
+LIMITS = {"id_token_hint": 4096, "client_id": 100, "post_logout_redirect_uri": 500, "state": 2048,
+          "logout_hint": 320, "ui_locales": 100}
+PARAMS = tuple(LIMITS)
 
 
 class LogoutRequestError(Exception):
@@ -54,7 +59,7 @@ def parse(params: dict[str, list[str]]) -> dict[str, str]:
         values = params.get(name, [])
         if len(values) > 1:
             raise LogoutRequestError(f"'{name}' must not be repeated")
-        if values and len(values[0]) > MAX_PARAM:
+        if values and len(values[0]) > LIMITS[name]:
             raise LogoutRequestError(f"'{name}' is too long")
         if values and values[0]:
             out[name] = values[0]

@@ -27,7 +27,7 @@ from .forms import LogoutForm, SignOutEverywhereForm
 log = logging.getLogger("idp.logout")
 bp = Blueprint("logout", __name__)
 
-PARKED_TTL = 300
+PARKED_TTL = 60  # a parked POST is taken back by the 303 that follows it at once
 EXPIRED = "This sign-out request has expired. Go back to the app and sign out again."
 
 

@@ -172,11 +172,22 @@ def validate(params, find_client, resources=(), understood=frozenset()) -> tuple
     req = AuthorizationRequest(
         client_id=client.client_id, redirect_uri=redirect_uri, scope=scope, code_challenge=challenge,
         state=state, nonce=_one(params, "nonce"), prompt=prompt, max_age=max_age,
-        login_hint=_one(params, "login_hint"), id_token_hint=_one(params, "id_token_hint"),
-        acr_values=(_one(params, "acr_values") or "").split(), resource=list(resource),
+        login_hint=_hint(_one(params, "login_hint")), id_token_hint=_one(params, "id_token_hint"),
+        acr_values=(_one(params, "acr_values") or "").split()[:MAX_ACR_VALUES], resource=list(resource),
         redirect_uri_given=redirect_uri_given,
     )
     return req, client
+
+
+# A sign-in keeps its request in the store for LOGIN_TTL, for any anonymous browser: the
+# advisory parameters keep no more than they can mean. login_hint prefills the email field
+# (an address has at most 254 characters, RFC 5321 §4.5.3.1); a longer one is dropped, as
+# an unusable hint is. acr_values are voluntary (OIDC Core §3.1.2.1): the first ten count.
+MAX_LOGIN_HINT, MAX_ACR_VALUES = 320, 10
+
+
+def _hint(value: str | None) -> str | None:
+    return value if value is not None and len(value) <= MAX_LOGIN_HINT else None
 
 
 def _one(params, name):

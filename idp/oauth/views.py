@@ -54,7 +54,9 @@ def _answer(params: dict, parking_allowed: bool):
         # in a query string, where hints and a 1 kB id_token_hint would reach logs and
         # history, and a long request might pass a proxy's URL limit).
         parked = new_token(16)
-        kept = {name: params[name] for name in (*authz.SINGLE, "resource") if name in params}
+        # What validate() read, once: no empty value, a repeated resource once (RFC 8707 §2).
+        kept = {name: list(dict.fromkeys(v for v in params[name] if v))
+                for name in (*authz.SINGLE, "resource") if name in params}
         store().put(f"authorize-post:{parked}", kept, PARKED_TTL)
         return redirect(url_for("oauth.resume", parked=parked), 303)
     return flow.begin(req, client)

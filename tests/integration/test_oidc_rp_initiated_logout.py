@@ -261,6 +261,16 @@ def test_a_cross_site_post_parks_only_the_logout_parameters(app):
     assert store().get(f"logout-post:{parked}") == {"state": ["p"]}
     bad = client.post("/logout", data={"state": "x" * 5000})  # what _handle would refuse is refused now
     assert bad.status_code == 400 and "Location" not in bad.headers
+    # An anonymous POST leaves at most a few kB, for a minute: each parameter has the limit of
+    # its kind (a post-logout URI longer than any registration takes, a logout_hint no email is).
+    for name, size in [("state", 2049), ("logout_hint", 321), ("post_logout_redirect_uri", 501),
+                       ("client_id", 101), ("ui_locales", 101), ("id_token_hint", 4097)]:
+        refused = client.post("/logout", data={name: "x" * size})
+        assert refused.status_code == 400 and "is too long" in refused.get_data(as_text=True), name
+    at_limits = {"id_token_hint": "h" * 4096, "client_id": "c" * 100, "post_logout_redirect_uri": "u" * 500,
+                 "state": "s" * 2048, "logout_hint": "l" * 320, "ui_locales": "e" * 100}
+    parked = client.post("/logout", data=at_limits).headers["Location"].rsplit("/", 1)[1]
+    assert store().ttl_of(f"logout-post:{parked}") <= 60
 
 
 def test_logging_out_only_ends_this_browser(app, flow, rp):

@@ -286,6 +286,26 @@ def test_login_hint_prefills_email(flow):
     assert 'value="hint@example.com"' in page
 
 
+def test_an_anonymous_sign_in_keeps_no_more_of_its_advisory_parameters_than_they_can_mean(app, flow):
+    """Each sign-in's request waits in the store for LOGIN_TTL, for any browser: a login_hint
+    longer than an email address can be is dropped (not an error: a hint may be unusable),
+    and the first ten acr_values count. A parked POST keeps a repeated resource once."""
+    from idp.extensions import store
+
+    resp = flow.authorize(login_hint="h" * 321 + "@example.com", acr_values=" ".join(f"urn:a:{i}" for i in range(50)))
+    signin_id = resp.headers["Location"].split("/signin/", 1)[1].split("/", 1)[0]
+    request = store().get(f"signin:{signin_id}")["request"]
+    assert request["login_hint"] is None and len(request["acr_values"]) == 10
+    page = flow.client.get(resp.headers["Location"])
+    assert page.status_code == 200 and "h" * 321 not in page.get_data(as_text=True)
+    app.config["RESOURCES"] = {"https://orders.example.com": {}}
+    posted = app.test_client().post("/authorize", data={
+        **flow.authorize_params(), "resource": ["https://orders.example.com"] * 200, "nonce": ""})
+    parked = posted.headers["Location"].rsplit("/", 1)[1]
+    kept = store().get(f"authorize-post:{parked}")
+    assert kept["resource"] == ["https://orders.example.com"] and kept["nonce"] == []
+
+
 @pytest.mark.parametrize("scope,shown", [
     ("openid api:write", "scope not allowed for this client: api:write"),
     ('openid "><script>x</script>', None),  # not NQCHAR: no scope known here, so ignored, never echoed
