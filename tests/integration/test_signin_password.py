@@ -33,6 +33,24 @@ def test_bad_credentials_get_one_neutral_answer(flow, case, email, password):
     assert "not registered" not in body and "Traceback" not in body
 
 
+@pytest.mark.parametrize("email,password,hashed", [
+    ("", "", False), ("seller@example.com", "", False), ("not-an-email", "x", False),
+    ("nobody@example.com", "x", True),
+])
+def test_a_post_no_account_could_match_costs_no_hash(flow, monkeypatch, email, password, hashed):
+    """An empty password or an email without "@" matches no account whatever it is: no argon2
+    (20-25 ms of a worker each) for it. The answer is the same neutral one."""
+    from idp.login import password as passwords
+
+    calls = []
+    real = passwords._verify
+    monkeypatch.setattr(passwords, "_verify", lambda h, p: calls.append(h) or real(h, p))
+    url, page = _signin_page(flow)
+    resp = flow.client.post(url, data={"csrf_token": csrf_token(page), "email": email, "password": password})
+    assert resp.status_code == 200 and "Incorrect email or password." in resp.get_data(as_text=True)
+    assert len(calls) == (1 if hashed else 0)
+
+
 def test_unknown_email_still_verifies_a_hash(flow, monkeypatch):
     """Same work for unknown accounts: a dummy argon2 hash is verified (no timing oracle)."""
     from idp.login import password
