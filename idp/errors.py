@@ -43,10 +43,17 @@ def oauth_error(error: str, description: str, status: int = 400, headers=None):
     return resp
 
 
+def _quoted(path: str) -> str:
+    """The request's path as the client sent it, but on one line: a decoded %0a in a text log
+    started a line of the sender's choosing (a forged ERROR record). Printable ASCII is kept
+    as is; anything else is escaped as Python writes it."""
+    return path if path.isascii() and path.isprintable() else repr(path)[1:-1]
+
+
 def log_unexpected(path: str) -> str:
     """Log the exception being handled, with a new request id, and return the id (kind 3)."""
     request_id = secrets.token_hex(8)
-    log.exception("unhandled error request_id=%s path=%s", request_id, path)
+    log.exception("unhandled error request_id=%s path=%s", request_id, _quoted(path))
     return request_id
 
 
@@ -68,7 +75,7 @@ RETRY_AFTER = "5"  # seconds: Retry-After of a 503
 def log_unavailable(path: str, exc: BaseException) -> str:
     """One warning line, the driver's reason without a traceback; returns the request id."""
     request_id = secrets.token_hex(8)
-    log.warning("dependency unavailable request_id=%s path=%s error=%s: %s", request_id, path,
+    log.warning("dependency unavailable request_id=%s path=%s error=%s: %s", request_id, _quoted(path),
                 type(exc).__name__, first_line(exc))
     return request_id
 

@@ -153,3 +153,14 @@ def test_a_pooled_connection_the_server_closed_meanwhile_is_a_503_then_replaced(
     assert client.get("/_probe").status_code == 200
     with served.app_context():
         db.engine.dispose()
+
+
+def test_a_path_cannot_start_a_log_line_of_its_own(app, tmp_path, caplog):
+    """The path of a request the outage stopped is logged as sent, on one line: a %0a in it
+    began a forged record in the text log (2026-... ERROR idp.keys ...)."""
+    client = create_app(down_worlds(app, tmp_path)["redis"]).test_client()
+    with caplog.at_level(logging.WARNING, logger="idp"):
+        resp = client.get("/signin/abc%0a2026-12-07%2012:00:00,000%20ERROR%20idp.keys%20FORGED/password")
+    assert resp.status_code == 503
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "idp"]
+    assert "\n" not in line and "path=/signin/abc\\n2026-12-07 12:00:00,000 ERROR idp.keys FORGED/password" in line
