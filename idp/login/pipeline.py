@@ -99,9 +99,20 @@ def next_step(signin: SignIn, ctx: Context, steps=STEPS) -> Step | None:
 
 
 def authentication_complete(signin: SignIn, ctx: Context, steps=STEPS) -> bool:
-    """No authentication step is left: the IdP session can start (before consent)."""
+    """No authentication step is left: the IdP session can start (before consent).
+
+    Every step of the table counts, not only the next one: a step that proves nothing (a
+    risk check deciding whether a second factor is needed) may come before one that does,
+    and the session must not start between them."""
+    return signin.account_id is not None and not any(
+        step.authenticates and step.key not in signin.done and step.needed(signin, ctx) for step in steps)
+
+
+def is_due(key: str, signin: SignIn, ctx: Context, steps=STEPS) -> bool:
+    """Whether ``key`` is the step the sign-in is at: a step's page answers only then, so a
+    gate before it is not skipped by going to its URL (idp.login.views)."""
     step = next_step(signin, ctx, steps)
-    return signin.account_id is not None and (step is None or not step.authenticates)
+    return step is not None and step.key == key
 
 
 def session_satisfies(request: dict, session_auth_time: int, now: int, hint_sub: str | None,

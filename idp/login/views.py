@@ -8,7 +8,7 @@ from ..models import Account
 from ..ops import metrics
 from ..web.headers import with_form_target
 from ..oauth.server import query_client
-from . import flow, password as passwords, session as browser_session
+from . import flow, password as passwords, pipeline, session as browser_session
 from .forms import ConsentForm, PasswordForm
 
 bp = Blueprint("login", __name__, url_prefix="/signin")
@@ -37,6 +37,13 @@ def _taken(step: str, signin):
     return redirect(url_for(f"login.{step}", signin_id=signin.id), 303)
 
 
+def _elsewhere(step: str, signin, client) -> bool:
+    """Whether the sign-in is at another step than this page's (its URL opened out of order,
+    by the back button or on purpose): the page then sends the browser where the sign-in is,
+    so no step before it (a gate, a check) is skipped, and no step answers twice."""
+    return not pipeline.is_due(step, signin, flow.context(signin, client))
+
+
 def _advance(step: str, signin, client):
     """Move on a sign-in this page has nothing to do for. Claimed as a step's POST is: the
     sign-in was read before, and a request of this browser may have answered it since (a
@@ -52,6 +59,8 @@ def password(signin_id):
     if signin is None or client is None:
         return page_error(EXPIRED, 400)
     if "password" in signin.done and signin.sid is not None:  # proved already (a resubmitted form)
+        return _advance("password", signin, client)
+    if _elsewhere("password", signin, client):  # before any hash: no password is checked out of turn
         return _advance("password", signin, client)
     form = PasswordForm()
     if not form.is_submitted():
@@ -94,8 +103,16 @@ def consent(signin_id):
         return page_error(EXPIRED, 400)
     form = ConsentForm()
     if not form.is_submitted():
-        if signin.account_id is None or "consent" in signin.done:
+        if signin.account_id is None or "consent" in signin.done or _elsewhere("consent", signin, client):
             return _advance("consent", signin, client)  # the sign-in is elsewhere: go there
+        if browser_session.by_sid(signin.sid) is None:
+            # The session ended since (signed out everywhere, another account signed in on
+            # this browser): the page would show an identity that no longer holds.
+            with flow.claimed(signin) as ours:
+                if not ours:
+                    return _taken("consent", signin)
+                flow.forget_identity(signin)
+                return flow.advance(signin, client)
         account = db.session.get(Account, signin.account_id)
         return _page(signin, "signin/consent.html", form=form, client=client, scopes=signin.request["scope"],
                      account=account)
@@ -112,6 +129,8 @@ def consent(signin_id):
             # The session ended while the page was open (signed out everywhere, another
             # account signed in on this browser): no consent for an account nobody proved.
             flow.forget_identity(signin)
+            return flow.advance(signin, client)
+        if _elsewhere("consent", signin, client):  # a step before consent is not done yet
             return flow.advance(signin, client)
         flow.record_consent(signin, client)
         signin.complete("consent")

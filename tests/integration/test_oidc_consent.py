@@ -90,7 +90,11 @@ def test_deny_on_a_page_that_outlived_its_session_still_tells_the_client(app, cl
     everywhere = client.get("/account/sign-out-everywhere").get_data(as_text=True)
     client.post("/account/sign-out-everywhere", data={"csrf_token": csrf_token(everywhere),
                                                       "confirm": "Sign out everywhere"})
-    page = client.get(consent_url)  # the page again, after the sign-out: its form still works
+    # Opened again after the sign-out, the page no longer shows the seller it was for: the
+    # sign-in is back at the password step. A form of the page as it was still works.
+    again = client.get(consent_url)
+    assert again.status_code in (302, 303) and "/password" in again.headers["Location"]
+    page = client.get(again.headers["Location"])  # this browser's CSRF token, as the open page holds it
     denied = client.post(consent_url, data={"csrf_token": csrf_token(page.get_data(as_text=True)), "deny": "Deny"})
     if "/password" in denied.headers["Location"]:
         raise AssertionError("Deny asked for a password")
@@ -115,7 +119,7 @@ def test_deny_in_a_second_tab_after_allow_in_the_first_went_back_to_the_password
     everywhere = client.get("/account/sign-out-everywhere").get_data(as_text=True)
     client.post("/account/sign-out-everywhere", data={"csrf_token": csrf_token(everywhere),
                                                       "confirm": "Sign out everywhere"})
-    token = csrf_token(client.get(consent_url).get_data(as_text=True))
+    token = csrf_token(client.get(consent_url, follow_redirects=True).get_data(as_text=True))
     allowed = client.post(consent_url, data={"csrf_token": token, "allow": "Allow"})
     assert "/password" in allowed.headers["Location"]
     denied = client.post(consent_url, data={"csrf_token": token, "deny": "Deny"})

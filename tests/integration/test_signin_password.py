@@ -324,3 +324,30 @@ def test_a_leaked_sign_in_url_with_a_cookie_of_its_name_opens_nothing(app, flow)
         other.set_cookie(f"idp_signin_{signin_id}", value)
         assert other.get(url).status_code == 400
     assert flow.client.get(url).status_code == 200
+
+
+def test_a_step_page_opened_out_of_turn_checks_nothing_and_sends_the_browser_where_the_sign_in_is(
+        app, flow, seller, monkeypatch):
+    """A gate before the password step (a lockout, a captcha) must not be skipped by going to
+    the password page's URL: the page answers only when its step is due. Before, it checked the
+    password (a guessing oracle past the gate) and started the session."""
+    from idp.login import password as passwords, pipeline
+
+    app.add_url_rule("/signin/<signin_id>/gate", endpoint="login.gate", view_func=lambda signin_id: "the gate")
+    token = csrf_token(flow.client.get(flow.authorize().headers["Location"]).get_data(as_text=True))
+    gate = pipeline.Step("gate", lambda s, ctx: "gate" not in s.done, "interaction_required")
+    table = (gate, *pipeline.STEPS)
+    for function in (pipeline.next_step, pipeline.authentication_complete, pipeline.is_due):
+        monkeypatch.setattr(function, "__defaults__", (table,))
+    hashed = []
+    real = passwords._verify
+    monkeypatch.setattr(passwords, "_verify", lambda h, p: hashed.append(h) or real(h, p))
+
+    at_gate = flow.authorize().headers["Location"]
+    assert at_gate.endswith("/gate")
+    password_url = at_gate.rsplit("/", 1)[0] + "/password"
+    shown = flow.client.get(password_url)
+    assert shown.status_code in (302, 303) and shown.headers["Location"].endswith("/gate")
+    posted = flow.client.post(password_url, data={"csrf_token": token, "email": seller.email, "password": PASSWORD})
+    assert posted.status_code in (302, 303) and posted.headers["Location"].endswith("/gate")
+    assert hashed == [] and flow.client.get_cookie("idp_session") is None

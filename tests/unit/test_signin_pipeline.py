@@ -1,6 +1,7 @@
 """The sign-in step table: which step comes next, and when a session stands in for a password."""
 
-from idp.login.pipeline import Context, SignIn, authentication_complete, next_step, session_satisfies
+from idp.login.pipeline import (STEPS, Context, SignIn, Step, authentication_complete, is_due, next_step,
+                                session_satisfies)
 
 REQ = {"prompt": [], "max_age": None, "scope": ["openid"]}
 
@@ -68,3 +69,34 @@ def test_a_sign_in_written_by_a_later_release_still_loads():
     loaded = SignIn.from_dict({**stored, "another_later_field": "x"})
     assert loaded.id == stored["id"] and not hasattr(loaded, "another_later_field")
     assert AuthorizationRequest.from_dict(loaded.request).client_id == "rp"
+
+
+def _with_risk_and_second_factor():
+    """The table once a risk check and a second factor join: risk decides, 2SV proves."""
+    password, consent = STEPS
+    risk = Step("risk", lambda s, ctx: True, "login_required")
+    second = Step("second_factor", lambda s, ctx: True, "login_required", authenticates=True)
+    return (password, risk, second, consent)
+
+
+def test_the_session_waits_for_every_authenticating_step_not_only_the_next():
+    steps = _with_risk_and_second_factor()
+    s = _signin(account_id=1, done=["password"])
+    ctx = Context(first_party=True, now=0)
+    assert next_step(s, ctx, steps).key == "risk"
+    assert not authentication_complete(s, ctx, steps)  # the second factor is still ahead
+    s.done += ["risk", "second_factor"]
+    assert authentication_complete(s, ctx, steps)
+
+
+def test_only_the_step_the_sign_in_is_at_is_due():
+    steps = _with_risk_and_second_factor()
+    ctx = Context(first_party=False, now=0)
+    s = _signin()
+    assert is_due("password", s, ctx, steps) and not is_due("consent", s, ctx, steps)
+    s.account_id, s.done = 1, ["password"]
+    assert is_due("risk", s, ctx, steps) and not is_due("second_factor", s, ctx, steps)
+    s.done += ["risk", "second_factor"]
+    assert is_due("consent", s, ctx, steps)
+    s.consent_given = True
+    assert not any(is_due(step.key, s, ctx, steps) for step in steps)
