@@ -116,6 +116,10 @@ class NativeApp:
         self.tokens: dict | None = None  # in memory only: never written to disk here
         self.claims: dict | None = None
         self._jwks: dict | None = None
+        # One refresh at a time: two API calls finding the access token expired at once
+        # would both send the one refresh token, and the second reads as reuse (RFC 9700
+        # §4.14.2), which revokes the grant and signs the seller out.
+        self._refreshing = threading.Lock()
 
     def _client(self, **kwargs) -> OAuth2Session:
         return OAuth2Session(self.client_id, token_endpoint_auth_method="none", scope=self.scope,
@@ -152,7 +156,15 @@ class NativeApp:
         """Use the refresh token. The IdP rotates it, so the new tokens are kept the moment
         they arrive: were the ID token's check to fail on the network (the JWKS), a retry
         with the spent token would read as reuse and revoke the grant (RFC 9700 §4.14.2).
-        A refused refresh token (invalid_grant) ends the grant: SignInAgain."""
+        A refused refresh token (invalid_grant) ends the grant: SignInAgain. Calls at once
+        refresh once: a call that waited for another's gets that one's tokens."""
+        wanted = self.tokens  # the tokens this caller found expired
+        with self._refreshing:
+            if self.tokens is not wanted and self.tokens is not None:
+                return self.tokens  # refreshed by the call this one waited for
+            return self._refresh()
+
+    def _refresh(self) -> dict:
         old = self.tokens
         try:
             new = dict(self._client().refresh_token(self.metadata["token_endpoint"],

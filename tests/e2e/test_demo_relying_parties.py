@@ -396,3 +396,31 @@ def test_a_logout_token_not_signed_with_the_registered_alg_is_refused(idp_server
         verifier.verify(jwt.encode({"alg": "RS256", "kid": "r", "typ": "logout+jwt"}, claims, rsa), now=1_000_001)
     signed = jwt.encode({"alg": "ES256", "kid": "e", "typ": "logout+jwt"}, {**claims, "jti": "k"}, ec)
     assert verifier.verify(signed, now=1_000_001)["sid"] == "s"
+
+
+def test_two_refreshes_at_once_in_the_native_app_refresh_once(idp_server):
+    """Two API calls that found the access token expired at once: without a lock both sent the
+    one refresh token, the second read as reuse, and the IdP revoked the grant."""
+    import threading
+
+    def signs_in(url):
+        ua = UserAgent()
+        assert ua.http.get(ua.authorize(url), timeout=10).status_code == 200
+
+    app = NativeApp(idp_server.issuer)
+    app.sign_in(signs_in, timeout=30)
+    first = app.tokens
+    start, results = threading.Barrier(2), []
+
+    def call():
+        start.wait()
+        results.append(app.refresh())
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and results[0] is results[1] is app.tokens
+    assert app.tokens["refresh_token"] != first["refresh_token"]
+    assert app.refresh()["access_token"] != first["access_token"]  # the grant lives on
