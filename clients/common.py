@@ -112,11 +112,22 @@ def finish_sign_in(idp, idp_issuer: str, client_id: str, id_token_alg: str | Non
     ``id_token_alg``: the alg this client registered (OIDC Core §3.1.3.7 (7)); authlib takes
     any alg discovery lists."""
     check_authorization_response_iss(idp_issuer)
+    # The state first (RFC 6749 §10.12): authlib reads an error parameter before it, so a
+    # forged /callback?error=...&error_description=<any text> showed that text on our page.
+    state = request.args.get("state")
+    if not state or idp.framework.get_state_data(session, state) is None:
+        abort(400, "sign-in failed: this answer is not for a sign-in started in this browser")
+    error = request.args.get("error")
+    if error:
+        idp.framework.clear_state_data(session, state)
+        abort(400, f"sign-in not completed ({error if error.replace('_', '').isalpha() else 'error'})")
     try:
         token = idp.authorize_access_token(claims_options=id_token_checks(idp_issuer, client_id), leeway=LEEWAY)
     except (AuthlibBaseError, JoseError, requests.RequestException, ValueError) as exc:
-        # authlib's errors (a code missing too); ValueError: a token answer that is not JSON
-        abort(400, f"sign-in failed: {exc}")
+        # authlib's errors (a code missing too); ValueError: a token answer that is not JSON.
+        # The details (a URL of the IdP's, its answer) go to the log, not to the seller's page.
+        log.warning("sign-in failed: %s: %s", type(exc).__name__, exc)
+        abort(400, "sign-in failed: the identity provider's answer could not be used; sign in again")
     if "userinfo" not in token:  # authlib puts the verified ID token claims there
         abort(400, "sign-in failed: the token response has no ID token")
     if not signed_with(token["id_token"], id_token_alg):
@@ -242,12 +253,14 @@ class LocalSessions:
         return len(gone)
 
 
-def new_flask_app(name: str, cookie: str) -> Flask:
+def new_flask_app(name: str, cookie: str, secure: bool = False) -> Flask:
     """A Flask app whose session cookie does not collide with the IdP's or another RP's
-    (cookies ignore the port: every app on 127.0.0.1 shares one cookie jar)."""
+    (cookies ignore the port: every app on 127.0.0.1 shares one cookie jar). ``secure``: the
+    app is served over https (its redirect URI is), so the cookie is Secure."""
     app = Flask(name)
     app.config.update(SECRET_KEY=os.environ.get("RP_SECRET_KEY") or secrets.token_hex(32),
-                      SESSION_COOKIE_NAME=cookie, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+                      SESSION_COOKIE_NAME=cookie, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_SECURE=secure)
 
     @app.after_request
     def headers(resp):

@@ -55,7 +55,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
     reg = reg or load_registrations()["seller-dashboard"]
     idp_issuer = idp_issuer or issuer()
     api_url = (api_url or os.environ.get("BACKEND_API_URL", "http://127.0.0.1:5006")).rstrip("/")
-    app = new_flask_app(__name__, "dashboard_session")
+    app = new_flask_app(__name__, "dashboard_session", secure=reg.base_url.startswith("https:"))
     idp = register_oidc(OAuth(app), reg, idp_issuer)
     # However a local session ends (signed out here, a back-channel logout, expiry), its refresh
     # token is revoked: the grant has offline_access, outlives the IdP's session by design, and
@@ -86,11 +86,19 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, a
     def callback():
         token = finish_sign_in(idp, idp_issuer, reg.client_id, reg.id_token_alg)
         claims = dict(token.pop("userinfo"))
+        # From here on the code is redeemed: a sign-in given up leaves no live refresh token
+        # (an offline_access grant would outlive it at the IdP with nobody holding it).
         try:
             info = dict(idp.userinfo(token=token))
-        except (OAuthError, requests.RequestException) as exc:
-            abort(400, f"userinfo failed: {exc}")
+        except requests.RequestException as exc:
+            revoke(token.get("refresh_token"))
+            log.warning("userinfo unreachable: %s", type(exc).__name__)
+            abort(503, "the identity provider did not answer; sign in again in a moment")
+        except OAuthError as exc:
+            revoke(token.get("refresh_token"))
+            abort(400, f"userinfo refused the new access token ({exc.error})")
         if info.get("sub") != claims["sub"]:  # OIDC Core §5.3.2: else the UserInfo must not be used
+            revoke(token.get("refresh_token"))
             abort(400, "UserInfo is about another subject")
         begin_local_session(sessions, {"claims": claims, "userinfo": info, "token": dict(token), "events": []})
         return redirect(url_for("index"))

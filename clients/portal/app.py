@@ -45,7 +45,7 @@ def create_app(reg: Registration | None = None, idp_issuer: str | None = None, t
     reg = reg or load_registrations()["portal-na"]
     idp_issuer = idp_issuer or issuer()
     title = title or reg.name or reg.client_id
-    app = new_flask_app(__name__, f"{reg.client_id}_session")
+    app = new_flask_app(__name__, f"{reg.client_id}_session", secure=reg.base_url.startswith("https:"))
     idp = register_oidc(OAuth(app), reg, idp_issuer)
     sessions = app.extensions["rp.sessions"] = LocalSessions()
     backchannel.install(app, idp.fetch_jwk_set, idp_issuer, reg.client_id, sessions, reg.id_token_alg)

@@ -424,3 +424,63 @@ def test_two_refreshes_at_once_in_the_native_app_refresh_once(idp_server):
     assert len(results) == 2 and results[0] is results[1] is app.tokens
     assert app.tokens["refresh_token"] != first["refresh_token"]
     assert app.refresh()["access_token"] != first["access_token"]  # the grant lives on
+
+
+def test_a_forged_error_answer_shows_nothing_of_its_sender_and_a_real_one_only_its_code(idp_server, dashboard):
+    """authlib reads error= before it checks state: a forged /callback showed its
+    error_description (any text) on the RP's own page. The state is checked first now."""
+    client = dashboard.test_client()
+    forged = client.get("/callback", query_string={"iss": idp_server.issuer, "state": "made-up",
+                                                   "error": "access_denied", "error_description": "Call 555-0100"})
+    assert forged.status_code == 400 and b"555-0100" not in forged.data
+    state = query(client.get("/login").headers["Location"])["state"]
+    told = client.get("/callback", query_string={"iss": idp_server.issuer, "state": state,
+                                                 "error": "access_denied", "error_description": "Call 555-0100"})
+    assert told.status_code == 400 and b"access_denied" in told.data and b"555-0100" not in told.data
+    again = client.get("/callback", query_string={"iss": idp_server.issuer, "state": state, "code": "x"})
+    assert again.status_code == 400  # the state was used up by the error answer
+
+
+def test_a_token_error_shows_the_seller_no_detail_of_the_identity_provider(idp_server, dashboard, caplog):
+    client = dashboard.test_client()
+    state = query(client.get("/login").headers["Location"])["state"]
+    resp = client.get("/callback", query_string={"iss": idp_server.issuer, "state": state, "code": "not-a-code"})
+    assert resp.status_code == 400 and b"invalid_grant" not in resp.data and b"/token" not in resp.data
+    assert "sign-in failed" in caplog.text and "invalid_grant" in caplog.text
+
+
+def test_the_dashboard_cookie_is_secure_when_it_is_served_over_https(idp_server, regs):
+    from dataclasses import replace
+
+    https = replace(regs["seller-dashboard"], redirect_uris=["https://dashboard.example.com/callback"])
+    app = dashboard_app.create_app(https, idp_server.issuer, "http://127.0.0.1:9")
+    cookie = app.test_client().get("/login").headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie
+    plain = dashboard_app.create_app(regs["seller-dashboard"], idp_server.issuer, "http://127.0.0.1:9")
+    assert "Secure" not in plain.test_client().get("/login").headers["Set-Cookie"]
+
+
+def test_a_sign_in_given_up_after_the_code_was_redeemed_leaves_no_live_refresh_token(idp_server, dashboard,
+                                                                                     monkeypatch):
+    """UserInfo out of reach right after the code was redeemed: the dashboard gives up the
+    sign-in (a 503), and revokes the refresh token it will never use (offline_access)."""
+    from authlib.integrations.flask_client import apps
+
+    redeemed = []
+    real = apps.FlaskOAuth2App.authorize_access_token
+
+    def keeps(self, **kwargs):
+        redeemed.append(dict(real(self, **kwargs)))
+        return redeemed[-1]
+
+    def unreachable(self, **kwargs):
+        raise requests.ConnectionError("the identity provider did not answer")
+
+    monkeypatch.setattr(apps.FlaskOAuth2App, "authorize_access_token", keeps)
+    monkeypatch.setattr(apps.FlaskOAuth2App, "userinfo", unreachable)
+    resp = sign_in(dashboard, dashboard.test_client())
+    assert resp.status_code == 503
+    reg = load_registrations(idp_server.clients_file)["seller-dashboard"]
+    refreshed = requests.post(idp_server.issuer + "/token", auth=(reg.client_id, reg.secret), timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": redeemed[0]["refresh_token"]})
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
