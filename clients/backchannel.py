@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Callable
 
+import requests
 from flask import jsonify, request
 
 from joserfc import jwt
@@ -119,6 +120,11 @@ def install(app, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, s
         except TryAgainLater as exc:
             log.warning("put off a logout token: %s", exc)
             resp = jsonify(error="temporarily_unavailable", error_description=str(exc))
+            resp.status_code, resp.headers["Retry-After"] = 503, str(REFETCH_EVERY)
+            return resp
+        except requests.RequestException as exc:  # the IdP's JWKS out of reach: the IdP retries a 503
+            log.warning("put off a logout token: the JWKS could not be fetched (%s)", type(exc).__name__)
+            resp = jsonify(error="temporarily_unavailable", error_description="the JWKS could not be fetched")
             resp.status_code, resp.headers["Retry-After"] = 503, str(REFETCH_EVERY)
             return resp
         except LogoutTokenError as exc:

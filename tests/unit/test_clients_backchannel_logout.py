@@ -67,3 +67,21 @@ def test_the_endpoint_answers_a_put_off_token_with_503_and_a_forged_one_with_400
     stranger = ECKey.generate_key("P-256", parameters={"kid": "k1"})  # a known kid, someone else's key
     forged = http.post("/backchannel-logout", data={"logout_token": logout_token(stranger, "j3", now)})
     assert forged.status_code == 400 and forged.get_json()["error"] == "invalid_request"
+
+
+def test_a_jwks_out_of_reach_puts_the_token_off_with_503():
+    """The IdP's JWKS could not be fetched (its host briefly down): a 503 the IdP retries, not
+    a 500 from the framework, and no local session ended on a token nobody verified."""
+    import requests
+
+    app, sessions = Flask(__name__), LocalSessions()
+
+    def unreachable(force=False):
+        raise requests.ConnectionError("connection refused")
+
+    install(app, unreachable, ISSUER, CLIENT, sessions)
+    local = sessions.create({"claims": {"sid": "s1", "sub": "u"}})
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    resp = app.test_client().post("/backchannel-logout", data={"logout_token": logout_token(key, "j1", time.time())})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == str(REFETCH_EVERY)
+    assert sessions.get(local) is not None
