@@ -23,6 +23,7 @@ from clients.dashboard import app as dashboard_app
 from clients.backchannel import LogoutTokenError, LogoutTokenVerifier
 from clients.mobile.app import NativeApp, SignInError
 from clients.portal import app as portal_app
+from tests.concurrency import race
 from tests.servers import free_port
 
 from .useragent import UserAgent, query
@@ -401,8 +402,6 @@ def test_a_logout_token_not_signed_with_the_registered_alg_is_refused(idp_server
 def test_two_refreshes_at_once_in_the_native_app_refresh_once(idp_server):
     """Two API calls that found the access token expired at once: without a lock both sent the
     one refresh token, the second read as reuse, and the IdP revoked the grant."""
-    import threading
-
     def signs_in(url):
         ua = UserAgent()
         assert ua.http.get(ua.authorize(url), timeout=10).status_code == 200
@@ -410,18 +409,8 @@ def test_two_refreshes_at_once_in_the_native_app_refresh_once(idp_server):
     app = NativeApp(idp_server.issuer)
     app.sign_in(signs_in, timeout=30)
     first = app.tokens
-    start, results = threading.Barrier(2), []
-
-    def call():
-        start.wait()
-        results.append(app.refresh())
-
-    threads = [threading.Thread(target=call) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(results) == 2 and results[0] is results[1] is app.tokens
+    results = race(app.refresh, 2)
+    assert results[0] is results[1] is app.tokens
     assert app.tokens["refresh_token"] != first["refresh_token"]
     assert app.refresh()["access_token"] != first["access_token"]  # the grant lives on
 

@@ -14,6 +14,7 @@ from joserfc.jwk import KeySet
 from idp.extensions import db, keyring, store
 from idp.logout import backchannel
 from idp.logout.everywhere import sign_out_everywhere
+from tests.concurrency import race
 from tests.conftest import PASSWORD, Flow, register_client
 from tests.integration.token_helpers import error_of
 from tests.integration.logout_helpers import LogoutReceiver
@@ -444,19 +445,12 @@ def test_two_concurrent_retries_claim_each_delivery_once(app, client, seller):
     for _ in range(3):
         log_out(*signed_in_flow(app.test_client(), rp))
     assert len(backchannel.pending_ids()) == 3
-    barrier, claimed = threading.Barrier(2), []
 
     def claim():
         with app.app_context():
-            barrier.wait()
-            claimed.append(backchannel._claim())
+            return backchannel._claim()
 
-    threads = [threading.Thread(target=claim) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert sum(map(len, claimed)) == 3
+    assert sum(map(len, race(claim, 2))) == 3
     assert len(backchannel.pending_ids()) == 3 and backchannel._claim() == []  # leased until settled
 
 

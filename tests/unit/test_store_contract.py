@@ -9,26 +9,19 @@ Redis time cannot be frozen, so its TTLs are checked through ``ttl_of``.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from freezegun import freeze_time
 
 from idp.store import MemoryStore, RedisStore, Store, create_store
+from tests import concurrency
 
 THREADS = 16
 
 
 def race(fn, n: int = THREADS) -> list:
     """Run ``fn()`` in ``n`` threads released together by a barrier."""
-    barrier = threading.Barrier(n)
-
-    def go():
-        barrier.wait()
-        return fn()
-
-    with ThreadPoolExecutor(n) as pool:
-        return [f.result() for f in [pool.submit(go) for _ in range(n)]]
+    return concurrency.race(fn, n)
 
 
 # -- TTL is mandatory --------------------------------------------------------
