@@ -235,12 +235,13 @@ def forget_identity(signin: SignIn) -> None:
 
 
 def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
-    """Record a successful proof of identity in the sign-in."""
+    """Record a successful proof of identity in the sign-in: the methods add up (a second
+    factor after the password is ``["otp", "pwd"]``, RFC 8176), for one account."""
     if signin.account_id is not None and signin.account_id != account.id:
         forget_identity(signin)  # another account: nothing done for the first one counts
     signin.account_id = account.id
     signin.auth_time = int(time.time())
-    signin.amr = sorted(set(amr))
+    signin.amr = sorted(set(signin.amr) | set(amr))
     signin.sid = None
 
 

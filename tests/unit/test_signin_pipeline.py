@@ -100,3 +100,19 @@ def test_only_the_step_the_sign_in_is_at_is_due():
     assert is_due("consent", s, ctx, steps)
     s.consent_given = True
     assert not any(is_due(step.key, s, ctx, steps) for step in steps)
+
+
+def test_the_methods_of_one_sign_in_add_up_for_one_account():
+    """A second factor after the password keeps "pwd" (RFC 8176): a step that proves more adds
+    its method; another account proving itself starts over."""
+    from types import SimpleNamespace
+
+    from idp.login.flow import authenticated
+
+    s = _signin()
+    authenticated(s, SimpleNamespace(id=1), ["pwd"])
+    authenticated(s, SimpleNamespace(id=1), ["otp"])
+    assert s.amr == ["otp", "pwd"] and s.account_id == 1
+    s.done = ["password"]
+    authenticated(s, SimpleNamespace(id=2), ["pwd"])
+    assert s.amr == ["pwd"] and s.account_id == 2 and s.done == []
