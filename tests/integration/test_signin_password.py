@@ -351,3 +351,31 @@ def test_a_step_page_opened_out_of_turn_checks_nothing_and_sends_the_browser_whe
     posted = flow.client.post(password_url, data={"csrf_token": token, "email": seller.email, "password": PASSWORD})
     assert posted.status_code in (302, 303) and posted.headers["Location"].endswith("/gate")
     assert hashed == [] and flow.client.get_cookie("idp_session") is None
+
+
+def test_a_wrong_password_for_an_account_still_on_a_cheaper_hash_takes_as_long_as_an_unknown_email(
+        flow, seller, app, monkeypatch):
+    """After ARGON2_TIME_COST is raised, an account keeps its cheaper hash until it signs in
+    again: a wrong password for it was answered sooner than an unknown email's, which told
+    who is registered. Such a failure now waits out the rest of the dummy's time (the wait
+    is observed, not timed); an account at the current cost, or a right password, waits not."""
+    from idp.login import password as passwords
+
+    waits = []
+    monkeypatch.setattr(passwords.time, "sleep", waits.append)
+    monkeypatch.setattr(passwords, "_dummy_seconds", lambda ph: 10.0)  # longer than any verification here
+
+    def post(password):
+        browser = Flow(app.test_client(), flow.rp)  # a browser without a session each time
+        url, page = _signin_page(browser)
+        return browser.client.post(url, data={"csrf_token": csrf_token(page), "email": seller.email,
+                                              "password": password})
+
+    post("wrong password")
+    assert waits == []  # its hash is at the configured cost: nothing to make up for
+    app.config["ARGON2_TIME_COST"] = 3  # raised: the seller's hash (t=2) is the cheaper one now
+    post("wrong password")
+    assert len(waits) == 1 and 9 < waits[0] <= 10
+    assert post(PASSWORD).status_code == 302 and len(waits) == 1  # signed in (and rehashed), no wait
+    post("wrong password")
+    assert len(waits) == 1  # at the new cost now
