@@ -205,9 +205,10 @@ def _start_session(signin: SignIn, client_id: str | None):
         # Another seller signs in on this browser: the first one's session ends as at a
         # logout (its relying parties told, its tokens revoked), not silently.
         session_end.end(*current, reason="another_account_signed_in")
+    proved = datetime.fromtimestamp(signin.proved_at, timezone.utc) if signin.proved_at is not None else None
     row, cookie = browser_session.start(
         account, datetime.fromtimestamp(signin.auth_time, timezone.utc), signin.amr, ACR_PASSWORD, renew=renew,
-        clients=[client_id] if client_id is not None and renew is None else [])
+        clients=[client_id] if client_id is not None and renew is None else [], since=proved)
     signin.sid = row.sid
     return (row, account), cookie
 
@@ -230,18 +231,22 @@ def end_others_in_browser(signin: SignIn) -> None:
 def forget_identity(signin: SignIn) -> None:
     """Start the sign-in over from who the user is: every step done so far (a consent too)
     was for the account that proved it, and that proof no longer stands."""
-    signin.account_id = signin.sid = signin.auth_time = None
+    signin.account_id = signin.sid = signin.auth_time = signin.proved_at = None
     signin.amr, signin.done, signin.consent_given = [], [], False
 
 
-def authenticated(signin: SignIn, account: Account, amr: list[str]) -> None:
+def authenticated(signin: SignIn, account: Account, amr: list[str], began: float | None = None) -> None:
     """Record a successful proof of identity in the sign-in: the methods add up (a second
-    factor after the password is ``["otp", "pwd"]``, RFC 8176), for one account."""
+    factor after the password is ``["otp", "pwd"]``, RFC 8176), for one account. ``began``:
+    when the proof began, before the account was read (default now)."""
     if signin.account_id is not None and signin.account_id != account.id:
         forget_identity(signin)  # another account: nothing done for the first one counts
+    now = time.time()
     signin.account_id = account.id
-    signin.auth_time = int(time.time())
+    signin.auth_time = int(now)
     signin.amr = sorted(set(signin.amr) | set(amr))
+    began = now if began is None else began
+    signin.proved_at = began if signin.proved_at is None else min(signin.proved_at, began)
     signin.sid = None
 
 

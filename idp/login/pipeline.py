@@ -26,6 +26,10 @@ class SignIn:
     request: dict  # AuthorizationRequest.to_dict()
     account_id: int | None = None
     auth_time: int | None = None  # when the user last proved who they are
+    # When the first proof of this sign-in began, before the account was read (epoch
+    # seconds): a session it starts counts from then (usable_since), so a new password or a
+    # sign-out everywhere committed while the password was being checked ends it too.
+    proved_at: float | None = None
     amr: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     sid: str | None = None  # the IdP session: the SSO one it started from, or the one it opened

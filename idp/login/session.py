@@ -153,7 +153,8 @@ def _user_agent() -> str:
 
 
 def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None,
-          renew: BrowserSession | None = None, clients: list[str] = ()) -> tuple[BrowserSession, str]:
+          renew: BrowserSession | None = None, clients: list[str] = (),
+          since: datetime | None = None) -> tuple[BrowserSession, str]:
     """The session of a fresh sign-in: ``renew`` (the browser's live session, this account's)
     under a new cookie value, else a new one (the caller has ended any other account's).
     Returns (row, cookie value); nothing is committed here.
@@ -164,7 +165,12 @@ def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None
     INSERT: the ORM's unit of work cost about 0.5 ms of a sign-in's CPU for this one row.
     The returned row is a transient copy of what was written (not in the ORM session), for
     its attributes. A renewed session is the persistent row, changed; its list is another
-    request's to append to as well, so the caller appends under the lock."""
+    request's to append to as well, so the caller appends under the lock.
+
+    ``since``: when the proof of identity began (before the account was read). A new
+    session's ``created_at`` is that instant, not the insert's: a new password or a sign-out
+    everywhere committed while the password was being checked (13-40 ms) would otherwise
+    find no session to end, and leave one made after it, which usable_since keeps."""
     now = datetime.now(timezone.utc)
     raw = new_token(32)
     ttl = timedelta(seconds=current_app.config["SESSION_TTL"])
@@ -176,7 +182,8 @@ def start(account: Account, auth_time: datetime, amr: list[str], acr: str | None
         return renew, raw
     values = dict(
         id_hash=keyed_hash(raw), sid=secrets.token_urlsafe(16), account_id=account.id, auth_time=auth_time,
-        amr=list(amr), acr=acr, created_at=now, last_seen_at=now, expires_at=now + ttl, ended_at=None,
+        amr=list(amr), acr=acr, created_at=min(since or now, now), last_seen_at=now, expires_at=now + ttl,
+        ended_at=None,
         user_agent=_user_agent(), ip=request.remote_addr, clients=list(clients),
     )
     db.session.connection().execute(_INSERT_SESSION, values)  # committed by the caller, with the rest

@@ -1,5 +1,7 @@
 """Pages of the sign-in steps. Each step: GET renders, POST checks and advances."""
 
+import time
+
 from flask import Blueprint, make_response, redirect, render_template, url_for
 
 from ..errors import page_error
@@ -75,6 +77,7 @@ def password(signin_id):
         # saved on each such post, which a script could send at will).
         metrics.signin_failed("bad_credentials")
         return _page(signin, "signin/password.html", form=form, client=client, error=BAD_CREDENTIALS)
+    began = time.time()  # before the account is read: a session this proof starts counts from here
     # PostgreSQL text cannot hold NUL: no account has such an email, and asking would fail.
     account = None if "\x00" in email else db.session.execute(
         db.select(Account).filter_by(email=email)).scalar_one_or_none()
@@ -91,7 +94,7 @@ def password(signin_id):
         if passwords.needs_rehash(account.password_hash):
             account.password_hash = passwords.hash_password(form.password.data)
             db.session.commit()
-        flow.authenticated(signin, account, ["pwd"])
+        flow.authenticated(signin, account, ["pwd"], began=began)
         signin.complete("password")
         return flow.advance(signin, client)
 

@@ -278,3 +278,28 @@ def test_two_sign_ins_posted_at_once_in_one_browser_leave_one_live_session(app, 
     assert len(live) == 1
     assert live[0].account_id == (seller.id if second == "the same seller" else
                                   db.session.execute(db.select(Account.id).filter_by(email=email)).scalar())
+
+
+@pytest.mark.parametrize("command", [["accounts", "set-password", "seller@example.com", "--password-stdin"],
+                                     ["logout", "everywhere", "seller@example.com"]])
+def test_a_sign_in_whose_password_was_checked_before_a_new_password_or_a_sign_out_everywhere_dies_with_it(
+        app, flow, seller, monkeypatch, command):
+    """The old password is checked (13-40 ms), then `idp accounts set-password` (or a sign out
+    everywhere) commits, then the session is written: it found no session to end, and the one
+    written after it counted from its insert, so the old password signed in for good (a code,
+    single sign-on, a refresh token). The session counts from when the proof began."""
+    start, ran = browser_session.start, []
+
+    def operator_acts_first(*args, **kwargs):
+        if not ran:
+            ran.append(in_thread(lambda: app.test_cli_runner().invoke(cli, command, input="a brand new password 7\n")))
+        return start(*args, **kwargs)
+
+    monkeypatch.setattr(browser_session, "start", operator_acts_first)
+    code = flow.login_code()  # with the old password, checked before the operator's command
+    assert ran[0].exit_code == 0, ran[0].output
+    redeemed = flow.redeem(code)
+    monkeypatch.setattr(browser_session, "start", start)
+    assert redeemed.status_code == 400 and redeemed.get_json()["error"] == "invalid_grant"
+    again = flow.authorize(prompt="none")
+    assert "error=login_required" in again.headers["Location"]
