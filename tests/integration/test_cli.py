@@ -523,6 +523,19 @@ def test_create_account_refuses_a_duplicate_email(idp):
     assert_refused(result, "already exists")
 
 
+@pytest.mark.parametrize("email", ["ali\u200bce@example.com", "alice@example.com.", "al\x00ice@example.com",
+                                   "alice\u202e@example.com"])
+def test_create_account_refuses_an_address_that_only_looks_like_another(app, idp, email):
+    """A zero-width space, a direction mark or a final dot makes an address that reads as
+    alice@example.com and is another account; a NUL gave a traceback (PostgreSQL text)."""
+    assert_refused(idp("accounts", "create", email, "--password-stdin", input="password one\n"),
+                   "is not an email address")
+    assert one(app, Account, email=Account.normalize_email(email)) is None
+    assert_refused(idp("accounts", "disable", email), "no account with the email")
+    assert_refused(idp("accounts", "create", "bob@example.com", "--name", "Bob\x00", "--password-stdin",
+                       input="password one\n"), "control or invisible character")
+
+
 def test_create_account_refuses_a_short_password(app, idp):
     assert_refused(idp("accounts", "create", "s@example.com", "--password-stdin", input="short\n"), "8 to")
     assert one(app, Account, email="s@example.com") is None
