@@ -123,7 +123,9 @@ def begin(req: AuthorizationRequest, client: Client):
     except InvalidJWT:
         return _error(req, "invalid_request", "id_token_hint is not a valid ID token from this provider")
 
-    signin = SignIn.start(req.to_dict())
+    # The hint's subject is all the sign-in needs of it: the ID token itself (the seller's
+    # email among its claims, up to 2 KB) is not kept in the store for LOGIN_TTL.
+    signin = SignIn.start({**req.to_dict(), "id_token_hint": None})
     signin.hint_sub = hint_sub
     signin.expires_at = time.time() + current_app.config["LOGIN_TTL"]
     raw_browser = request.cookies.get(browser_session.cookie_name(BROWSER_COOKIE))

@@ -265,6 +265,19 @@ def test_only_the_user_the_id_token_hint_names_may_finish_the_sign_in(flow, sell
     assert "code" in _redirect_query(flow.sign_in(flow.authorize(id_token_hint=right)))
 
 
+def test_a_sign_in_keeps_the_subject_of_its_id_token_hint_not_the_token(flow, seller):
+    """Its subject is all the sign-in needs: the ID token (the seller's email among its claims)
+    is not kept in the store for LOGIN_TTL."""
+    from idp.extensions import keyring, store
+
+    hint = keyring().sign({"iss": ISSUER, "sub": seller.sub, "aud": "rp-web", "exp": 1, "iat": 1,
+                           "email": seller.email})
+    at = flow.authorize(id_token_hint=hint, prompt="login").headers["Location"]
+    kept = store().get(f"signin:{at.split('/signin/', 1)[1].split('/', 1)[0]}")
+    assert kept["hint_sub"] == seller.sub and kept["request"]["id_token_hint"] is None
+    assert hint not in str(kept)
+
+
 def test_a_jwt_access_token_is_no_id_token_hint(flow):
     from idp.extensions import keyring
 
