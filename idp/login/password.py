@@ -101,16 +101,17 @@ def _cpu(verify: Verifier, encoded: bytes, rounds: int = 3) -> float:
 
 
 @lru_cache(maxsize=4)
-def _fastest(ph: PasswordHasher) -> str:
+def _fastest(ph: PasswordHasher) -> tuple[str, float]:
+    """The faster verifier on the dummy hash, and its time (kept for _pad)."""
     costs = {name: _cpu(verify, _dummy_hash(ph)) for name, verify in VERIFIERS.items()}
     name = min(costs, key=costs.__getitem__)
     log.info("password verifier: %s (%s)", name, ", ".join(f"{n} {c * 1000:.1f} ms" for n, c in costs.items()))
-    return name
+    return name, costs[name]
 
 
 def verifier() -> Verifier:
     setting = current_app.config["ARGON2_VERIFIER"]
-    return VERIFIERS[_fastest(hasher()) if setting == "auto" else setting]
+    return VERIFIERS[_fastest(hasher())[0] if setting == "auto" else setting]
 
 
 def prepare() -> None:
@@ -118,7 +119,6 @@ def prepare() -> None:
     context): done on first use, they would make the first unknown email a process sees
     slower than a known one."""
     verifier()
-    _dummy_seconds(hasher())
 
 
 def hash_password(password: str) -> str:
@@ -163,11 +163,17 @@ def _pad(started: float) -> None:
             time.sleep(wait)
 
 
-@lru_cache(maxsize=4)
 def _dummy_seconds(ph: PasswordHasher) -> float:
-    """How long this process's verifier takes on the dummy hash (the least of three, as
-    _fastest measures: a wait a little short rather than a little long)."""
-    return _cpu(verifier(), _dummy_hash(ph))
+    """How long this process's verifier takes on the dummy hash (the least of three: a wait a
+    little short rather than a little long): the timing that chose it; a configured one,
+    which nothing times at the start, is timed at the first wait."""
+    setting = current_app.config["ARGON2_VERIFIER"]
+    return _fastest(ph)[1] if setting == "auto" else _timed(ph, setting)
+
+
+@lru_cache(maxsize=4)
+def _timed(ph: PasswordHasher, name: str) -> float:
+    return _cpu(VERIFIERS[name], _dummy_hash(ph))
 
 
 def needs_rehash(stored_hash: str) -> bool:
