@@ -34,9 +34,9 @@ class LogoutTokenError(ValueError):
 
 
 class TryAgainLater(LogoutTokenError):
-    """Signed with a key we do not know, while a refetch of the JWKS is not allowed yet: the
-    token may be good (a key rotated in at once), so it is not refused for good. The IdP
-    retries a 5xx (§2.8), and gives up on a 4xx."""
+    """Signed with a key we do not know, while a refetch of the JWKS is not allowed yet, or the
+    JWKS out of reach: the token may be good (a key rotated in at once), so it is not refused
+    for good. The IdP retries a 5xx (§2.8), and gives up on a 4xx."""
 
 
 class LogoutTokenVerifier:
@@ -94,6 +94,8 @@ class LogoutTokenVerifier:
                 return jwt.decode(token, KeySet.import_key_set(self.fetch_jwks(force=True)), algorithms=self.algs)
         except TryAgainLater:
             raise
+        except requests.RequestException as exc:  # the IdP's JWKS out of reach: not the token's fault
+            raise TryAgainLater(f"the JWKS could not be fetched ({type(exc).__name__})") from None
         except (JoseError, ValueError) as exc:
             raise LogoutTokenError(f"signature: {exc.__class__.__name__}") from None
 
@@ -120,11 +122,6 @@ def install(app, fetch_jwks: Callable[..., dict], issuer: str, client_id: str, s
         except TryAgainLater as exc:
             log.warning("put off a logout token: %s", exc)
             resp = jsonify(error="temporarily_unavailable", error_description=str(exc))
-            resp.status_code, resp.headers["Retry-After"] = 503, str(REFETCH_EVERY)
-            return resp
-        except requests.RequestException as exc:  # the IdP's JWKS out of reach: the IdP retries a 503
-            log.warning("put off a logout token: the JWKS could not be fetched (%s)", type(exc).__name__)
-            resp = jsonify(error="temporarily_unavailable", error_description="the JWKS could not be fetched")
             resp.status_code, resp.headers["Retry-After"] = 503, str(REFETCH_EVERY)
             return resp
         except LogoutTokenError as exc:

@@ -52,12 +52,12 @@ def _address(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-
 # A request head (request line and headers) of at most 64 KiB, against granian's default of
 # about 408 KiB: a 390 KiB Cookie header cost 51-66 ms of a worker per page. The longest
 # head a client of ours sends is an authorization request's URL, about 15 KiB at the
 # parameters' own limits. (Node's http server allows 16 KiB, Keycloak's Quarkus about 20.)
 HTTP1_SETTINGS = HTTP1Settings(max_buffer_size=64 * 1024)
+
 
 @click.command("serve")
 @click.option("--workers", type=click.IntRange(min=1), help="Default: WORKERS.")

@@ -251,12 +251,12 @@ def _deliver_or_record(engine, target: Target, uri: str, sign: Callable[[], str]
 NOT_NOW = (408, 425, 429)
 
 
-def deliver(client_id: str, uri: str, token: str | Callable[[], str], *, timeout: float, attempts: int) -> str:
-    """POST the token (or one ``token()`` signs for each try), trying up to ``attempts`` times:
-    "ok" (2xx), "rejected" (any other answer below 500 but NOT_NOW: trying again would get
-    the same) or "retry" (5xx or no answer every time, or a NOT_NOW answer)."""
+def deliver(client_id: str, uri: str, sign: Callable[[], str], *, timeout: float, attempts: int) -> str:
+    """POST a logout token, one ``sign()`` makes for each try, up to ``attempts`` times: "ok"
+    (2xx), "rejected" (any other answer below 500 but NOT_NOW: trying again would get the
+    same) or "retry" (5xx or no answer every time, or a NOT_NOW answer)."""
     for attempt in range(1, attempts + 1):
-        body = urlencode({"logout_token": token() if callable(token) else token}).encode()
+        body = urlencode({"logout_token": sign()}).encode()
         try:
             status = post_once(uri, body, timeout)
             if 200 <= status < 300:

@@ -208,7 +208,7 @@ class RawRP:
 def _deliver_in_thread(url):
     outcome = []
     t = threading.Thread(target=lambda: outcome.append(
-        backchannel.deliver("rp-slow", url, "t", timeout=0.5, attempts=1)), daemon=True)
+        backchannel.deliver("rp-slow", url, lambda: "t", timeout=0.5, attempts=1)), daemon=True)
     t.start()
     t.join(30)  # a bound on the test, not a measurement: unbounded, the delivery never returned
     return outcome
@@ -318,8 +318,9 @@ def test_deliveries_reach_an_ipv6_literal_on_its_default_port_and_a_path_that_is
     monkeypatch.setattr(socket, "getaddrinfo",
                         lambda host, p, *a, **k: asked.append((host, p)) or real(host, port, *a, **k))
     try:
-        assert backchannel.deliver("rp", "http://[::1]/bc", "t", timeout=2, attempts=1) == "ok"
-        assert backchannel.deliver("rp", "http://[::1]/d\u00e9connexion?x=\u00e9", "t", timeout=2, attempts=1) == "ok"
+        assert backchannel.deliver("rp", "http://[::1]/bc", lambda: "t", timeout=2, attempts=1) == "ok"
+        assert backchannel.deliver("rp", "http://[::1]/d\u00e9connexion?x=\u00e9", lambda: "t", timeout=2,
+                                   attempts=1) == "ok"
     finally:
         server.shutdown()
         server.server_close()
