@@ -277,6 +277,41 @@ def _check_resources(resources) -> None:
                               f"got {spec['introspectors']!r}")
 
 
+def _check_urls(config: dict) -> None:
+    """The three URLs parse, ports included: else a worker would fail at its start (every one,
+    respawned again and again) or discovery would advertise URLs nobody can reach. The
+    database's and Redis's URLs are never quoted back: they may hold a password."""
+    try:
+        urlsplit(config["ISSUER"]).port  # noqa: B018  (.port parses the port)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"ISSUER is not a URL ({exc}): {config['ISSUER']!r}") from None
+    redis_url = str(config["REDIS_URL"])
+    try:
+        if urlsplit(redis_url).scheme.lower() in ("redis", "rediss", "unix"):
+            from redis.connection import parse_url
+
+            parse_url(redis_url)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL is not a Redis URL: {_reason(exc)}") from None
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(str(config["DATABASE_URL"])).port  # noqa: B018
+    except Exception as exc:  # noqa: BLE001  (ArgumentError, ValueError: its text may quote the URL)
+        raise ConfigError("DATABASE_URL is not a database URL (driver://user:password@host:port/name): "
+                          f"{_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """What is wrong with a URL that may hold a password, in words that never quote it."""
+    text = str(exc)
+    if "port" in text.lower() or "int()" in text:
+        return "its port is not a number from 1 to 65535"
+    if "IPv6" in text:
+        return "its host is an unclosed IPv6 address"
+    return "it cannot be parsed"
+
+
 def check(config: dict) -> None:
     """Refuse settings that are unsafe in production or unusable; say which and why."""
     for key, (low, high, unit) in WHOLE.items():
@@ -309,6 +344,7 @@ def check(config: dict) -> None:
         raise ConfigError(f"ACR_VALUES may name only acr values this release issues "
                           f"({', '.join(ISSUED_ACR_VALUES)}), got {', '.join(map(repr, unknown))}")
     _check_resources(config["RESOURCES"])
+    _check_urls(config)
     issuer = urlsplit(config["ISSUER"])
     if issuer.scheme not in ("http", "https") or not issuer.hostname or issuer.query or issuer.fragment:
         raise ConfigError(f"ISSUER must be an http(s) URL without query or fragment, got {config['ISSUER']!r}")

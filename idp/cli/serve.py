@@ -18,6 +18,7 @@ so prometheus-client is first imported after ``ops.prepare_multiprocess()``.
 
 import ipaddress
 import os
+import tomllib
 from urllib.parse import urlsplit
 
 import click
@@ -37,6 +38,10 @@ def settings() -> dict:
         return config_mod.load(instance_path)
     except config_mod.ConfigError as exc:
         raise CliError(f"configuration: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:  # as the other commands say it (idp.cli._create_app)
+        raise CliError(f"configuration: the IDP_CONFIG_FILE is not valid TOML ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot start: {type(exc).__name__}: {logs.first_line(exc)}") from None
 
 
 def _address(bind: str) -> tuple[str, int]:

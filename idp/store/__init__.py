@@ -27,6 +27,6 @@ def create_store(url: str | None, namespace: str = DEFAULT_NAMESPACE) -> Store:
     if scheme in ("redis", "rediss", "unix"):
         return RedisStore(url, namespace)
     raise ValueError(
-        f"unsupported store URL {url!r}: use 'memory://' (single process) "
+        f"unsupported store URL scheme {scheme!r}: use 'memory://' (single process) "
         "or 'redis://host:port/db' (or rediss://, unix://)"
     )

@@ -55,7 +55,7 @@ def test_a_database_that_cannot_be_used(idp, url):
 
 def test_a_database_url_without_a_port_number(idp):
     refused(idp("clients", "list", IDP_DATABASE_URL=f"postgresql+psycopg://idp:{PASSWORD}@127.0.0.1:abc/idp"),
-            "cannot start", "ValueError")
+            "DATABASE_URL is not a database URL", "its port is not a number")
 
 
 def test_a_database_not_migrated_yet(idp):
@@ -95,3 +95,13 @@ def test_redis_out_of_reach(idp):
 ])
 def test_serve_refuses_a_bind_it_cannot_use(idp, bind, words):
     refused(idp("serve", "--dev", "--workers", "1", "--bind", bind), *words)
+
+
+def test_serve_refuses_a_config_file_that_is_not_toml_and_a_url_that_does_not_parse(idp, tmp_path):
+    """`idp serve` reads the configuration itself (it builds no app): the same one-line errors
+    as every other command, not a traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('issuer = "https://id.example.com\n')
+    refused(idp("serve", "--dev", "--workers", "1", IDP_CONFIG_FILE=str(bad)), "not valid TOML")
+    refused(idp("serve", "--dev", "--workers", "1",
+                IDP_DATABASE_URL=f"postgresql+psycopg://idp:{PASSWORD}@db:abc/idp"), "DATABASE_URL is not")

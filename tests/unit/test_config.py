@@ -153,6 +153,24 @@ def test_bad_issuer(tmp_path, issuer):
 
 
 @pytest.mark.parametrize("overrides,reason", [
+    ({"ISSUER": "https://[::1"}, "ISSUER is not a URL"),
+    ({"ISSUER": "https://id.example.com:99999"}, "ISSUER is not a URL"),
+    ({"ISSUER": "https://id.example.com:abc"}, "ISSUER is not a URL"),
+    ({"REDIS_URL": "redis://:hunter2-pw@host:abc/0"}, "REDIS_URL is not a Redis URL: its port is not a number"),
+    ({"REDIS_URL": "redis://:hunter2-pw@[::1"}, "REDIS_URL is not a Redis URL: its host is an unclosed IPv6"),
+    ({"DATABASE_URL": "postgresql+psycopg://idp:hunter2-pw@db:abc/idp"},
+     "DATABASE_URL is not a database URL .*: its port is not a number"),
+    ({"DATABASE_URL": "hunter2-pw"}, "DATABASE_URL is not a database URL .*: it cannot be parsed"),
+])
+def test_a_url_that_does_not_parse_is_refused_at_start_without_its_password(tmp_path, overrides, reason):
+    """Else every worker failed at its start (and was respawned, over and over), or discovery
+    advertised endpoints at a port nobody can reach."""
+    with pytest.raises(ConfigError, match=reason) as refused:
+        load(str(tmp_path), overrides)
+    assert "hunter2-pw" not in str(refused.value)
+
+
+@pytest.mark.parametrize("overrides,reason", [
     ({"PRUNE_INTERVAL": 0}, "PRUNE_INTERVAL must be a whole number of seconds"),
     ({"LOGOUT_RETRY_INTERVAL": "300"}, "LOGOUT_RETRY_INTERVAL must be"),
     ({"LOGOUT_RETRY_INTERVAL": True}, "LOGOUT_RETRY_INTERVAL must be"),
