@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 from ..crypto.keys import InvalidJWT
 from ..extensions import keyring
@@ -75,8 +76,13 @@ def unverified_jti(token: str) -> str | None:
     return _jti(body.get("jti") if body else None)
 
 
+# The jti this server writes (idp.crypto.secrets.new_token: base64url). Anything else is not
+# ours, and may be no store key at all: JSON can carry a lone surrogate, which is no UTF-8.
+_JTI = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
 def _jti(value) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+    return value if isinstance(value, str) and _JTI.fullmatch(value) else None
 
 
 def jti_of(token: str) -> str | None:

@@ -57,7 +57,17 @@ def _other_key_jwt(_issued):
                       {"iss": ISSUER, "jti": str(uuid.uuid4()), "exp": int(time.time()) + 60}, key)
 
 
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+# A JWT claiming a jti that is valid JSON but no UTF-8 (a lone surrogate): its record is
+# fetched ahead, before the caller authenticates, and Redis cannot be sent such a key.
+SURROGATE_JTI = _b64('{"alg":"ES256","typ":"at+jwt"}') + "." + _b64('{"jti":"\\ud800"}') + ".c2ln"
+
+
 INACTIVE = [
+    ("a jti no store key can hold", lambda i: SURROGATE_JTI),
     ("unknown", lambda i: "x" * 43),
     ("garbage", lambda i: "\u00e9\u0000!@#"),
     ("oversized", lambda i: "a" * 20000),
@@ -120,6 +130,10 @@ def test_caller_must_authenticate(client, api, native_rp, issued, case, data, he
     assert error_of(resp) == (401, "invalid_client")
     challenge = resp.headers["WWW-Authenticate"]
     assert challenge.startswith("Basic") and ("error=" in challenge) == basic
+
+
+def test_a_caller_without_credentials_is_refused_whatever_the_token_claims(client):
+    assert error_of(client.post("/introspect", data={"token": SURROGATE_JTI})) == (401, "invalid_client")
 
 
 def test_client_secret_post_and_private_key_jwt_callers(client, issued):
