@@ -2,8 +2,8 @@
 
 A code is 256 random bits, kept in the store under its keyed hash for CODE_TTL seconds
 and bound to client, redirect URI and PKCE challenge. Redemption reads the record
-(``find``), the grant checks the client, the redirect URI and the PKCE verifier against
-it, and only then takes the code (``take``: ``store.consume``, atomic: of concurrent
+(``find``), the grant checks the client, the redirect URI, the PKCE verifier, the sign-in's
+session and the resources named (RFC 8707 §2.2) against it, and only then takes the code (``take``: ``store.consume``, atomic: of concurrent
 redemptions exactly one gets it). A redemption that fails those checks leaves the code
 to its client, as node-oidc-provider does: anyone who saw a code (a log, a Referer,
 history) but lacks the verifier could otherwise destroy it. At issue time a second key
@@ -78,7 +78,8 @@ def take(record: dict) -> bool:
 
 
 def give_back(record: dict) -> None:
-    """Undo ``take`` when the redemption failed on an outage before anything was issued: the
+    """Undo ``take`` when the redemption failed on an outage before anything was issued (or
+    the take's own answer was lost: it may have run): the
     answer is a 503 with Retry-After, and the client's retry must find the code live (until
     its exp), not read as a replay that revokes the sign-in and alarms the seller. Nothing
     is issued twice from it: the family's id is the code's, so if the outage hid a commit

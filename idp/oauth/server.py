@@ -87,9 +87,34 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return browser_session.account_in_session(authorization_code.get("sid"), authorization_code["account_id"],
                                                   authorization_code["client_id"])
 
+    def validate_token_request(self):
+        """authlib's checks (client, code, redirect URI, then PKCE in its hook), then ours:
+        every refusal a client can cure or that says nothing of the code's use (an ended
+        session, a resource it may not name, RFC 8707 §2.2) comes before the code is taken,
+        so the code is left to its client (idp.oauth.codes), and a corrected retry is no replay."""
+        super().validate_token_request()
+        code = self.request.authorization_code
+        self._started = datetime.now(timezone.utc)  # before the session check: the family's created_at
+        self._account = self.authenticate_user(code)
+        if self._account is None:
+            raise InvalidGrantError("The sign-in session has ended or the account is not available.")
+        resources = current_app.config["RESOURCES"]
+        self._chosen = resource_indicators.select(self.request.form.getlist("resource"), code.get("resource", []),
+                                                  resources)
+        self._at_scopes = resource_indicators.narrow_scope(code["scope"], self._chosen, resources)
+        if not self._at_scopes:
+            raise InvalidScopeError("No granted scope applies to the requested resource.")
+
     def create_token_response(self):
         client, code = self.request.client, self.request.authorization_code
-        if not codes.take(code):
+        try:
+            taken = codes.take(code)
+        except errors.UNAVAILABLE:
+            # The take may have run with its answer lost (a timeout, a dropped connection):
+            # the client's retry, as the 503 tells it, must find its code, not a replay.
+            self._give_back(code)
+            raise
+        if not taken:
             # Taken since it was read: a concurrent redemption of the same code, a replay.
             _code_reused(code)
             raise InvalidGrantError("The authorization code has already been used.")
@@ -103,33 +128,27 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             db.session.rollback()
             raise InvalidGrantError("The authorization code has already been used.") from None
         except errors.UNAVAILABLE:
-            try:
-                codes.give_back(code)  # the answer is a 503: the client's retry must find its code
-            except Exception as exc:  # noqa: BLE001  (the store is the outage: the retry gets invalid_grant)
-                log.warning("authorization code not given back after an outage: %s", type(exc).__name__)
+            self._give_back(code)  # the answer is a 503: the client's retry must find its code
             raise
 
+    @staticmethod
+    def _give_back(code) -> None:
+        try:
+            codes.give_back(code)
+        except Exception as exc:  # noqa: BLE001  (the store is the outage: the retry gets invalid_grant)
+            log.warning("authorization code not given back after an outage: %s", type(exc).__name__)
+
     def _redeem(self, client, code):
-        started = datetime.now(timezone.utc)  # before the session check: the family's created_at
-        account = self.authenticate_user(code)
-        if account is None:
-            raise InvalidGrantError("The sign-in session has ended or the account is not available.")
-        # RFC 8707 §2.2: the token request may name a subset of the authorized resources.
-        resources = current_app.config["RESOURCES"]
-        chosen = resource_indicators.select(self.request.form.getlist("resource"), code.get("resource", []), resources)
-        scope = code.get_scope()
-        at_scopes = resource_indicators.narrow_scope(code["scope"], chosen, resources)
-        if not at_scopes:
-            raise InvalidScopeError("No granted scope applies to the requested resource.")
+        account, chosen, scope = self._account, self._chosen, code.get_scope()
         grant = tokens.new_grant(
             client, account, scope, grant_id=code["grant_id"], sid=code.get("sid"),
             auth_time=tokens.from_epoch(code["auth_time"]), acr=code.get("acr"), amr=code.get("amr", []),
-            resource=code.get("resource", []), created_at=started,
+            resource=code.get("resource", []), created_at=self._started,
         )
         refresh = client.check_grant_type("refresh_token") and (
             "offline_access" in code["scope"] or client.first_party)
-        token = tokens.issue(client, grant, account, " ".join(at_scopes), nonce=code.get("nonce"), refresh=refresh,
-                             refresh_scope=scope, id_scope=scope, grant_type="authorization_code",
+        token = tokens.issue(client, grant, account, " ".join(self._at_scopes), nonce=code.get("nonce"),
+                             refresh=refresh, refresh_scope=scope, id_scope=scope, grant_type="authorization_code",
                              audience=resource_indicators.audience(chosen, client.client_id))
         return 200, token, self.TOKEN_RESPONSE_HEADER
 

@@ -57,18 +57,25 @@ def test_code_is_single_use_and_replay_revokes_tokens(flow):
     assert flow.client.get("/userinfo", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
+ORDERS = "https://orders.example.com"
 FAILED_REDEMPTIONS = [
-    ("wrong verifier", {"code_verifier": "x" * 50}),
-    ("other redirect_uri", {"redirect_uri": "https://rp.example.com/other"}),
+    ("wrong verifier", {"code_verifier": "x" * 50}, "invalid_grant"),
+    ("other redirect_uri", {"redirect_uri": "https://rp.example.com/other"}, "invalid_grant"),
+    # RFC 8707 §2.2: naming a resource the authorization did not is the client's mistake to correct
+    ("a resource the code was not for", {"resource": ORDERS}, "invalid_target"),
+    ("an unknown resource", {"resource": "https://elsewhere.example.com"}, "invalid_target"),
 ]
 
 
-@pytest.mark.parametrize("case,override", FAILED_REDEMPTIONS, ids=[c for c, _ in FAILED_REDEMPTIONS])
-def test_a_failed_redemption_leaves_the_code_to_its_client(flow, case, override):
-    """Whoever saw a code (a log, a Referer) but lacks the verifier cannot destroy it."""
+@pytest.mark.parametrize("case,override,error", FAILED_REDEMPTIONS, ids=[c for c, _, _ in FAILED_REDEMPTIONS])
+def test_a_failed_redemption_leaves_the_code_to_its_client(flow, app, case, override, error):
+    """Whoever saw a code (a log, a Referer) but lacks the verifier cannot destroy it, and a
+    client's corrected retry is no replay: no revocation, no security event on the seller."""
+    app.config["RESOURCES"] = {ORDERS: {"scopes": ["email"]}}
     code = flow.login_code()
-    assert _error(flow.redeem(code, **override)) == (400, "invalid_grant")
+    assert _error(flow.redeem(code, **override)) == (400, error)
     assert flow.redeem(code).status_code == 200
+    assert db.session.scalars(db.select(SecurityEvent.kind)).all() == []
 
 
 def test_another_client_cannot_destroy_a_code(flow, client):
@@ -161,7 +168,7 @@ def test_client_id_must_name_the_authenticated_client(flow, client):
     assert flow.redeem(flow.login_code(), client_id=flow.rp.client_id).status_code == 200  # naming itself is fine
 
 
-@pytest.mark.parametrize("fails", ["store", "database"])
+@pytest.mark.parametrize("fails", ["store", "database", "the take's answer"])
 def test_a_redemption_cut_short_by_an_outage_leaves_the_code_to_the_clients_retry(flow, app, monkeypatch, fails):
     """The answer to an outage is a 503 with Retry-After: the retry must not read as a replay
     (the sign-in revoked, a code_reuse security event on the seller's account)."""
@@ -180,8 +187,17 @@ def test_a_redemption_cut_short_by_an_outage_leaves_the_code_to_the_clients_retr
             raise redis.exceptions.ConnectionError("Redis went away")
         raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
+    taking = type(s).consume_leaving
+
+    def answer_lost(*args, **kwargs):  # the take ran on the server, its answer never came back
+        taking(*args, **kwargs)
+        broken.append(1)
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
     with monkeypatch.context() as patched:
-        if fails == "store":
+        if fails == "the take's answer":
+            patched.setattr(type(s), "consume_leaving", answer_lost)
+        elif fails == "store":
             patched.setattr(type(s), "put_indexed", outage)  # the access token's write
         else:
             patched.setattr(tokens, "sign_id_token", outage)  # anything between take and commit
