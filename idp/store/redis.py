@@ -17,7 +17,7 @@ import threading
 import hiredis
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ops import turns
@@ -96,17 +96,36 @@ def _answers(conn, n: int) -> list:
     return out
 
 
+class Refused(TryAgainError):
+    """Redis answered that it takes no writes for now: MISCONF (its last snapshot failed, a full
+    disk, and stop-writes-on-bgsave-error is on), NOREPLICAS (fewer replicas than
+    min-replicas-to-write), BUSY (a script running too long). redis-py has no class of its own
+    for these; as a TRYAGAIN they are an outage (idp.errors.UNAVAILABLE: 503, Retry-After),
+    not a 500: nothing the client sent causes them."""
+
+
+_REFUSALS = frozenset({"MISCONF", "NOREPLICAS", "BUSY"})
+
+
+def _refused(exc: ResponseError) -> Refused | None:
+    return Refused(*exc.args, status_code=exc.status_code) if exc.status_code in _REFUSALS else None
+
+
 def _reconnect_on_readonly(method):
     """After a failover the old primary answers writes with READONLY (a replica now) on the
     connections still open to it, for as long as they stay open: those are dropped, so the
     next command connects again, to wherever the URL's name now points. The error itself is
-    an outage (idp.errors.UNAVAILABLE: 503, Retry-After)."""
+    an outage (idp.errors.UNAVAILABLE: 503, Retry-After), as is a write refused for now."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except ReadOnlyError:
             self._r.connection_pool.disconnect(inuse_connections=False)
+            raise
+        except ResponseError as exc:
+            if (refused := _refused(exc)) is not None:
+                raise refused from exc
             raise
     return wrapper
 
@@ -184,6 +203,10 @@ class RedisStore(Store):
                     return _answers(conn, len(packed))
             except ReadOnlyError:
                 conn.disconnect()  # see _reconnect_on_readonly
+                raise
+            except ResponseError as exc:
+                if (refused := _refused(exc)) is not None:
+                    raise refused from exc
                 raise
 
     def put(self, key: str, value: Value, ttl: int) -> None:

@@ -123,6 +123,36 @@ def test_a_redis_that_refuses_writes_is_an_outage_and_its_connections_are_droppe
 
 
 @pytest.mark.parametrize("app", ["postgresql"], indirect=True)
+def test_a_redis_that_takes_no_writes_for_now_is_an_outage_not_a_500(app, backend, rp, tmp_path, monkeypatch):
+    """NOREPLICAS here (min-replicas-to-write with no replica); MISCONF (a failed snapshot on a
+    full disk) and BUSY are answered alike: redis-py raises a bare ResponseError for each."""
+    import redis
+
+    from tests.servers import start_redis
+
+    monkeypatch.delenv("IDP_TEST_REDIS_URL", raising=False)  # never the suite's shared server
+    url, stop = start_redis(tmp_path)
+    admin = redis.Redis.from_url(url)
+    try:
+        other = create_app(_same_world(app, REDIS_URL=url))
+        client = other.test_client()
+        cc = {"grant_type": "client_credentials", "scope": "api:read"}
+        assert client.post("/token", data=cc, headers=_basic(backend)).status_code == 200
+        admin.config_set("min-replicas-to-write", 1)
+        _assert_unavailable_json(client.post("/token", data=cc, headers=_basic(backend)))  # a script (_send)
+        page = client.get("/authorize", query_string={  # a write through redis-py's pool
+            "response_type": "code", "client_id": rp.client_id, "redirect_uri": rp.redirect_uris[0],
+            "scope": "openid", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256"})
+        assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+        admin.config_set("min-replicas-to-write", 0)
+        assert client.post("/token", data=cc, headers=_basic(backend)).status_code == 200
+    finally:
+        admin.close()
+        stop()
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)
 def test_a_pooled_connection_the_server_closed_meanwhile_is_a_503_then_replaced(app):
     """PostgreSQL restarted or failed over: the request that meets a pooled connection the
     server closed gets the 503 with Retry-After (one per worker), not a bare 500 from the WSGI
