@@ -16,9 +16,11 @@ import threading
 
 import hiredis
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from ..ops import turns
 from .base import DEFAULT_NAMESPACE, Store, Value, check_ttl, dumps, loads
@@ -161,6 +163,12 @@ class RedisStore(Store):
         self._r = redis.Redis.from_url(
             url, decode_responses=False, socket_connect_timeout=5, socket_timeout=5
         )
+        # Never sent twice by redis-py, whatever the URL asks (?retry_on_timeout=true is a common
+        # tuning tip): consume, consume_leaving, add, swap and incr are single-use, and sent
+        # again after an answer lost on the way, they would read back their own effect (a code
+        # as replayed, a sign-in claim as taken). Only _send resends, and only what is safe to.
+        self._r.connection_pool.connection_kwargs.update(retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+                                                        retry_on_error=[])
         self._incr = self._r.register_script(_INCR)
         self._sadd = self._r.register_script(_SADD)
         self._put_indexed = self._r.register_script(_PUT_INDEXED)

@@ -143,32 +143,49 @@ def test_a_pipelined_error_leaves_the_connection_in_step(redis_url: str) -> None
         s.close()
 
 
-def test_swap_is_not_sent_again_after_a_lost_answer(redis_url: str, monkeypatch) -> None:
-    """The hot paths' commands are sent once more when their answer is lost (RedisStore._send).
-    Not SET ... GET: the server did set it, and a second one reads back the value just written,
-    so a browser's other session would go unseen (idp.login.flow.end_others_in_browser)."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
+SINGLE_USE = {  # what each gives the first time: sent again, it would answer otherwise
+    "consume": (lambda s: s.put("k", "v", 60), lambda s: s.consume("k"), "v"),
+    "consume_leaving": (lambda s: s.put("k", "v", 60), lambda s: s.consume_leaving("k", "mark", 1, 60), "v"),
+    "add": (lambda s: None, lambda s: s.add("k", 1, 60), True),
+    "swap": (lambda s: s.put("slot", "old", 60), lambda s: s.swap("slot", "new", 60), "old"),
+    "incr": (lambda s: None, lambda s: s.incr("n", 60), 1),
+}
 
-    s = RedisStore(redis_url, namespace=f"swap{threading.get_ident()}:")
+
+@pytest.mark.parametrize("query", ["", "?retry_on_timeout=true"])
+@pytest.mark.parametrize("op", sorted(SINGLE_USE))
+def test_a_single_use_command_is_never_sent_again_after_a_lost_answer(redis_url: str, monkeypatch, op, query):
+    """The hot paths' reads and idempotent writes are sent once more when their answer is
+    lost (RedisStore._send); these are not, whatever the URL asks: the server did run them,
+    and a second one would read back their own effect (a code as replayed, a claim as taken,
+    a browser's other session unseen: idp.login.flow.end_others_in_browser)."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    prepare, run, first = SINGLE_USE[op]
+    s = RedisStore(redis_url + query, namespace=f"lost{threading.get_ident()}:")
     try:
-        s.put("slot", "old", 60)
-        s.get("slot")  # the thread's own connection is open
-        conn, lost = s._local.held.conn, []
-        read = conn.read_response
+        prepare(s)
+        assert s._r.ping()  # a pooled connection is open
+        connection_class, lost = s._r.connection_pool.connection_class, []
+        read = connection_class.read_response
 
-        def loses_the_first_answer(*args, **kwargs):
-            answer = read(*args, **kwargs)  # the server has run the command
+        def loses_the_first_answer(self, *args, **kwargs):
+            answer = read(self, *args, **kwargs)  # the server has run the command
             if not lost:
                 lost.append(answer)
-                raise RedisConnectionError("the answer was lost on the way")
+                raise RedisTimeoutError("Timeout reading from socket")
             return answer
 
-        monkeypatch.setattr(conn, "read_response", loses_the_first_answer)
+        monkeypatch.setattr(connection_class, "read_response", loses_the_first_answer)
         try:
-            answer = s.swap("slot", "new", 60)
-        except RedisConnectionError:
+            answer = run(s)
+        except RedisTimeoutError:
             answer = "an outage, told as one"
-        assert answer in ("old", "an outage, told as one")  # never "new", its own value
+        monkeypatch.undo()
+        assert lost and answer in (first, "an outage, told as one")
+        if op == "incr":  # counted once, or not at all when the answer lost was the script's loading
+            counted = s.counter("n")
+            assert counted <= 1 and (answer != 1 or counted == 1)
     finally:
         monkeypatch.undo()
         s.clear()
