@@ -57,6 +57,34 @@ def _address(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _refuse_unreadable_keys(config: dict) -> None:
+    """Refuse, in one line and before a port is open, keys this SECRET_KEY cannot open or records
+    that read as no key: each worker would refuse them at its start (idp.create_app), granian
+    would respawn it, and take the crash loop for a reason to stop. (The database's first keys
+    are made by the first worker: none there yet is no refusal.)"""
+    from sqlalchemy import create_engine
+
+    from .. import engine_options
+    from ..crypto.key_storage import DatabaseStorage, DirectoryStorage
+    from ..crypto.keys import KeyRing, KeysUnreadable
+
+    engine = None
+    if config["KEYS_STORE"] == "directory":
+        storage = DirectoryStorage(config["KEYS_DIR"])
+    else:
+        engine = create_engine(config["DATABASE_URL"], **engine_options(config))
+        storage = DatabaseStorage(engine)
+    try:
+        ring = KeyRing(storage, config["KEY_PUBLISH_AHEAD"], config["SECRET_KEY"])
+        ring.refuse_unreadable()
+        ring.refuse_damaged()
+    except KeysUnreadable as exc:
+        raise CliError(f"signing keys: {exc}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
 # A request head (request line and headers) of at most 64 KiB, against granian's default of
 # about 408 KiB: a 390 KiB Cookie header cost 51-66 ms of a worker per page. The longest
 # head a client of ours sends is an authorization request's URL, about 15 KiB at the
@@ -86,6 +114,7 @@ def serve(workers, threads, bind, access_log, dev):
         schema.check(config)
     except schema.SchemaError as exc:
         raise CliError(str(exc)) from None
+    _refuse_unreadable_keys(config)
     if dev:
         click.secho("serving the development settings: never do this in production", fg="yellow", err=True)
     ops.prepare_multiprocess()

@@ -681,6 +681,23 @@ def test_keys_sealed_under_another_secret_are_one_line_not_a_traceback(monkeypat
     assert "do not open with this SECRET_KEY" in result.stderr
 
 
+def test_serve_refuses_keys_sealed_under_another_secret_before_it_opens_a_port(monkeypatch, tmp_path, shared):
+    """Else every worker refused them at its start, granian respawned it, and stopped on the
+    crash loop: a traceback per worker, with the port open meanwhile."""
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("IDP_KEYS_DIR", str(shared / "keys"))  # sealed under the default SECRET_KEY
+
+    def run(*args):
+        return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=_create_app))
+
+    assert run("db", "upgrade").exit_code == 0
+    monkeypatch.setenv("IDP_SECRET_KEY", "another secret, of thirty-two characters or more")
+    result = run("serve", "--dev", "--workers", "1", "--bind", "127.0.0.1:1")  # port 1: never bound here
+    assert_refused(result, "signing keys: 2 signing key(s) in ")
+    assert "do not open with this SECRET_KEY" in result.stderr
+
+
 def test_keys_import_moves_a_key_directory_into_the_database(make_app, shared, tmp_path):
     in_dir = make_app()
     app = create_app({**_config(tmp_path / "unused", tmp_path / "idp.sqlite3"), "KEYS_STORE": "database"})
