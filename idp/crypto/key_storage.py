@@ -9,7 +9,7 @@ they may have, and serialises writers across processes.
 
 - **directory**: one ``<kid>.json`` per key (0600, directory 0700), written to a temporary
   file and renamed, so readers never see half a key; writers take an flock on ``.lock``; the
-  marker is the directory's mtime. Processes on several hosts need the directory on a
+  marker is the directory's and its files' mtimes (and sizes). Processes on several hosts need the directory on a
   shared volume.
 - **database**: table ``signing_key``, in the database every process already shares, as Ory
   Hydra keeps its JWKs: processes on any number of hosts need nothing more. A writer's
@@ -41,14 +41,22 @@ class DirectoryStorage:
         self.where = self.path
 
     def marker(self) -> int | None:
-        """The directory's mtime; None (read again at the next check) while it is missing or
-        changed in the last two seconds: a coarse mtime could hide a second change within the
-        same tick."""
+        """The directory's mtime with each key file's size and mtime: a file rewritten in
+        place (a backup copied over it) leaves the directory's mtime as it was. None (read
+        again at the next check) while the directory is missing or anything in it changed in
+        the last two seconds: a coarse mtime could hide a second change within the same tick."""
         try:
-            mtime = os.stat(self.path).st_mtime_ns
+            latest = os.stat(self.path).st_mtime_ns
+            files = []
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".json"):
+                        st = entry.stat()
+                        files.append((entry.name, st.st_size, st.st_mtime_ns))
+                        latest = max(latest, st.st_mtime_ns)
         except OSError:
             return None
-        return None if mtime / 1e9 > time.time() - 2 else mtime
+        return None if latest / 1e9 > time.time() - 2 else hash((latest, tuple(sorted(files))))
 
     def records(self) -> list[tuple[str, dict | None]]:
         """(file name, record) per key file; the record is None when the file holds no record

@@ -135,13 +135,22 @@ def _open(record: dict | None, kek: bytes, opened: dict) -> tuple[Key | None, st
             jwk = import_key(private)
         key = Key(record["kid"], record["alg"], int(record["created_at"]), int(record["not_before"]),
                   int(record["serial"]), jwk)
-        if key.kid != jwk.thumbprint() or key.alg not in ALGS:
-            raise ValueError("kid is not the RFC 7638 thumbprint, or alg unsupported")
+        if key.kid != jwk.thumbprint() or key.alg not in ALGS or not _fits(jwk, key.alg):
+            raise ValueError("kid is not the RFC 7638 thumbprint, alg unsupported, or the key not of its alg")
         return key, stored
     except _Sealed:
         return None, "sealed under another secret"
     except Exception:  # noqa: BLE001
         return None, "unreadable"
+
+
+def _fits(jwk, alg: str) -> bool:
+    """Whether the key is one ``alg`` signs with (RFC 7518 §3.4, §3.3): only the kid is sealed
+    with the key, so a record relabelled in the storage (an ES256 key as RS256) must read as
+    damaged, not fail each signature it is chosen for."""
+    if alg == "ES256":
+        return isinstance(jwk, ECKey) and jwk.as_dict(private=False).get("crv") == "P-256"
+    return isinstance(jwk, RSAKey) and jwk.raw_value.key_size >= 2048
 
 
 def _kids_of(name: str, record: dict | None) -> list[str]:

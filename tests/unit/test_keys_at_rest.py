@@ -106,6 +106,18 @@ def test_a_sealed_key_moved_under_another_kid_does_not_open(sealed_dir, tmp_path
         KeyRing(keys_dir, AHEAD, SECRET).ensure()
 
 
+def test_a_record_relabelled_with_another_alg_reads_as_damaged(sealed_dir, tmp_path):
+    """Only the kid is sealed with the key: an ES256 key labelled RS256 in the storage would
+    be chosen to sign RS256 tokens and fail each one (a 500) instead of refusing to start."""
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    for name, doc in _docs(keys_dir).items():
+        if doc["alg"] == "ES256":
+            with open(os.path.join(keys_dir, name), "w", encoding="utf-8") as fh:
+                json.dump({**doc, "alg": "RS256", "serial": doc["serial"] + 100}, fh)
+    with pytest.raises(KeysUnreadable, match="no signing key this release can read"):
+        KeyRing(keys_dir, AHEAD, SECRET).ensure()
+
+
 def test_a_key_in_clear_from_an_earlier_release_is_read_and_sealed_on_demand(sealed_dir, tmp_path):
     """Starting (ensure) never rewrites it: a process of the earlier release, still running
     during a rolling upgrade, could not read a sealed file. `idp keys seal` does, later."""

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -222,7 +223,7 @@ def test_unreadable_key_file_is_skipped_but_no_key_is_written_beside_it(fresh, k
         ring.rotate()
 
 
-def test_a_damaged_record_of_the_signing_key_keeps_its_copy_in_a_running_process(fresh, keys_dir):
+def test_a_damaged_record_of_the_signing_key_keeps_its_copy_in_a_running_process(fresh, keys_dir, caplog):
     """Dropped, the damaged key would leave the JWKS and the key before it sign again (or, at
     a start, a new key sign at once): relying parties would reject every token of one side."""
     with freeze_time() as clock:
@@ -233,10 +234,12 @@ def test_a_damaged_record_of_the_signing_key_keeps_its_copy_in_a_running_process
         clock.tick(AHEAD + 1)
         active = ring.active("ES256").kid
         assert active != old and old in {k["kid"] for k in ring.jwks()["keys"]}
-        with open(os.path.join(keys_dir, f"{active}.json"), "w") as fh:
+        with open(os.path.join(keys_dir, f"{active}.json"), "w") as fh:  # in place: the directory's mtime stays
             fh.write("{damaged")
         clock.tick(3)  # past the marker's two seconds: the directory is read again
-        assert ring.active("ES256").kid == active
+        with caplog.at_level(logging.ERROR, logger="idp.keys"):
+            assert ring.active("ES256").kid == active
+        assert f"signing key {active}.json is unreadable now; using the copy read before" in caplog.text
         assert active in {k["kid"] for k in ring.jwks()["keys"]}
         with pytest.raises(KeysUnreadable, match=f"{active}.json"):
             KeyRing(keys_dir, AHEAD, SECRET).ensure()  # a process starting now refuses
