@@ -65,7 +65,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     extensions.csrf.init_app(app)
     app.extensions["idp.store"] = create_store(app.config["REDIS_URL"], app.config["STORE_NAMESPACE"])
     app.extensions["idp.keyring"] = KeyRing(_key_storage(app), app.config["KEY_PUBLISH_AHEAD"],
-                                            app.config["SECRET_KEY"])
+                                            app.config["SECRET_KEY"], app.config["KEYS_ACCEPT_CLEAR"])
     if app.config["KEYS_STORE"] == "directory":
         app.extensions["idp.keyring"].ensure()  # first start: generate the signing keys
 

@@ -85,7 +85,8 @@ def seal():
     """Seal under SECRET_KEY the keys an earlier release stored in clear.
 
     Run it once no process of that earlier release is left: one still running cannot read a
-    sealed key and would stop signing with it."""
+    sealed key and would stop signing with it. (It reads keys in clear whatever
+    KEYS_ACCEPT_CLEAR says: sealing them is what it is for.)"""
     kids = _ring().seal()
     for kid in kids:
         click.echo(f"sealed {kid}")
@@ -103,7 +104,7 @@ def import_(directory):
     cfg = current_app.config
     if cfg["KEYS_STORE"] != "database":
         raise CliError("KEYS_STORE is not database: the keys already live in KEYS_DIR")
-    source = KeyRing(directory, cfg["KEY_PUBLISH_AHEAD"], cfg["SECRET_KEY"])
+    source = KeyRing(directory, cfg["KEY_PUBLISH_AHEAD"], cfg["SECRET_KEY"], cfg["KEYS_ACCEPT_CLEAR"])
     try:
         kids = _ring().import_from(source)
     except KeysUnreadable as exc:

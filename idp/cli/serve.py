@@ -75,7 +75,7 @@ def _refuse_unreadable_keys(config: dict) -> None:
         engine = create_engine(config["DATABASE_URL"], **engine_options(config))
         storage = DatabaseStorage(engine)
     try:
-        ring = KeyRing(storage, config["KEY_PUBLISH_AHEAD"], config["SECRET_KEY"])
+        ring = KeyRing(storage, config["KEY_PUBLISH_AHEAD"], config["SECRET_KEY"], config["KEYS_ACCEPT_CLEAR"])
         ring.refuse_unreadable()
         ring.refuse_damaged()
     except KeysUnreadable as exc:

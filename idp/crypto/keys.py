@@ -171,12 +171,18 @@ def _ordered(keys) -> tuple[Key, ...]:
 
 
 class KeyRing:
-    def __init__(self, storage: DirectoryStorage | DatabaseStorage | str, publish_ahead: int, secret: str):
-        """``storage``: idp.crypto.key_storage's, or a directory's path."""
+    def __init__(self, storage: DirectoryStorage | DatabaseStorage | str, publish_ahead: int, secret: str,
+                 accept_clear: bool = False):
+        """``storage``: idp.crypto.key_storage's, or a directory's path. ``accept_clear``: use
+        keys stored in clear (KEYS_ACCEPT_CLEAR: an earlier release wrote them so; `idp keys
+        seal`). Without it a record in clear is refused at a start and never used: anyone who
+        can write to the storage, SECRET_KEY or not, could otherwise add a key that signs."""
         self.storage = DirectoryStorage(storage) if isinstance(storage, str) else storage
         self.publish_ahead = int(publish_ahead)
+        self.accept_clear = accept_clear
         self._kek = sealing_key(secret)
         self._clear: set[str] = set()  # kids of files of an earlier release, JWK in clear
+        self._clear_files: list[str] = []  # the same, by record name, when not accepted (so not used)
         self._foreign: list[str] = []  # files sealed under another SECRET_KEY (or altered)
         self._unreadable: list[str] = []  # records that are no key at all (truncated, not JSON)
         self._lock = threading.RLock()
@@ -242,12 +248,15 @@ class KeyRing:
                 log.error("signing key %s does not open with this SECRET_KEY (sealed under another, or altered)", name)
             elif how == "unreadable" and record is not None:
                 log.error("ignoring unreadable signing key %s", name)
+            elif how == "clear" and not self.accept_clear and report:
+                log.error("ignoring signing key %s: stored in clear (`idp keys seal`, KEYS_ACCEPT_CLEAR)", name)
             elif key is not None:
                 opened[key.kid] = (_stored_form(record), key)
             read.append((name, key, how))
         self._opened = opened
-        keys = [k for _, k, _ in read if k]
         self._clear = {k.kid for _, k, how in read if k and how == "clear"}
+        self._clear_files = [] if self.accept_clear else [n for n, k, how in read if k and how == "clear"]
+        keys = [k for _, k, _ in read if k and (self.accept_clear or k.kid not in self._clear)]
         self._foreign = [n for n, _, how in read if how == "sealed under another secret"]
         self._unreadable = [n for n, _, how in read if how == "unreadable"]
         self._keys, self._jwks, self._checked_at, self._marker = _ordered(keys), None, time.time(), marker
@@ -376,6 +385,12 @@ class KeyRing:
         message names them: no log line per key besides)."""
         self._snapshot(report=False)
         self._refuse_foreign()
+        if self._clear_files:
+            raise KeysUnreadable(
+                f"{len(self._clear_files)} signing key(s) in {self.storage.where} are stored in clear "
+                f"({', '.join(self._clear_files)}): an earlier release wrote them so, or someone who can write "
+                "there without knowing SECRET_KEY did; seal them with `idp keys seal` (or move them away), "
+                "or set KEYS_ACCEPT_CLEAR=true while processes of that release still run")
 
     def _refuse_foreign(self) -> None:
         if self._foreign:

@@ -3,8 +3,8 @@
 A code is 256 random bits, kept in the store under its keyed hash for CODE_TTL seconds
 and bound to client, redirect URI and PKCE challenge. Redemption reads the record
 (``find``), the grant checks the client, the redirect URI, the PKCE verifier, the sign-in's
-session and the resources named (RFC 8707 §2.2) against it, and only then takes the code (``take``: ``store.consume``, atomic: of concurrent
-redemptions exactly one gets it). A redemption that fails those checks leaves the code
+session and the resources named (RFC 8707 §2.2) against it, and only then takes the code
+(``take``: ``store.consume``, atomic: of concurrent redemptions exactly one gets it). A redemption that fails those checks leaves the code
 to its client, as node-oidc-provider does: anyone who saw a code (a log, a Referer,
 history) but lacks the verifier could otherwise destroy it. At issue time a second key
 remembers which token family the code would start (and whose account), a little longer

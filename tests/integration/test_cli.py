@@ -20,6 +20,8 @@ from sqlalchemy import func, inspect, select, text
 
 from idp import create_app
 from idp.cli import _create_app, cli
+from idp.config import DEFAULT_SECRET_KEY
+from idp.crypto.keys import KeyRing
 from idp.crypto.secrets import keyed_hash, verify_keyed_hash
 from idp.extensions import db, keyring
 from idp.models import Account, Client, Grant
@@ -652,23 +654,33 @@ def test_a_bad_setting_is_one_line_not_a_traceback(monkeypatch, tmp_path):
     assert_refused(result, "configuration: ID_TOKEN_ALG must be ES256 or RS256")
 
 
-def test_keys_seal_seals_the_keys_an_earlier_release_stored_in_clear(make_app, tmp_path):
+def test_keys_seal_seals_the_keys_an_earlier_release_stored_in_clear(monkeypatch, tmp_path):
+    """Every other command refuses keys in clear (KEYS_ACCEPT_CLEAR off); `idp keys seal`
+    reads them, to seal them."""
     import json
 
-    app = make_app(keys_dir=tmp_path / "keys")
-    idp = runner_for(app)
-    ring = app.extensions["idp.keyring"]
+    monkeypatch.setenv("IDP_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("IDP_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("IDP_KEYS_DIR", str(tmp_path / "keys"))
+
+    def run(*args):
+        return CliRunner().invoke(cli, list(args), obj=ScriptInfo(create_app=_create_app))
+
+    assert run("db", "upgrade").exit_code == 0  # and the first keys, sealed
+    ring = KeyRing(str(tmp_path / "keys"), 600, DEFAULT_SECRET_KEY)
+    kids = [key.kid for key in ring._snapshot()]
     for key in ring._snapshot():  # as the earlier release wrote them
         path = tmp_path / "keys" / f"{key.kid}.json"
         doc = json.loads(path.read_text())
         del doc["sealed"]
         path.write_text(json.dumps({**doc, "jwk": key.jwk.as_dict(private=True)}))
-    result = idp("keys", "seal")
+    assert_refused(run("keys", "list"), "are stored in clear")
+    result = run("keys", "seal")
     assert result.exit_code == 0, result.output
-    assert sorted(result.stdout.splitlines()) == sorted(
-        ["2 key(s) sealed", *(f"sealed {k.kid}" for k in ring._snapshot())])
+    assert sorted(result.stdout.splitlines()) == sorted(["2 key(s) sealed", *(f"sealed {kid}" for kid in kids)])
     assert all("jwk" not in json.loads(p.read_text()) for p in (tmp_path / "keys").glob("*.json"))
-    assert idp("keys", "seal").stdout.strip() == "0 key(s) sealed"
+    assert run("keys", "seal").stdout.strip() == "0 key(s) sealed"
+    assert run("keys", "list").exit_code == 0
 
 
 def test_keys_sealed_under_another_secret_are_one_line_not_a_traceback(monkeypatch, tmp_path, shared):

@@ -6,11 +6,13 @@ earlier release, with the JWK in clear, keep working and are sealed at the next 
 """
 
 import json
+import logging
 import os
 
 import pytest
+from freezegun import freeze_time
 
-from idp.crypto.keys import KeyRing, KeysUnreadable
+from idp.crypto.keys import InvalidJWT, KeyRing, KeysUnreadable
 
 AHEAD = 24 * 3600
 SECRET = "a test secret key of at least thirty-two characters"
@@ -130,7 +132,7 @@ def test_a_key_in_clear_from_an_earlier_release_is_read_and_sealed_on_demand(sea
             json.dump(clear, fh)
     before = _docs(keys_dir)
 
-    ring = KeyRing(keys_dir, AHEAD, SECRET)
+    ring = KeyRing(keys_dir, AHEAD, SECRET, accept_clear=True)  # KEYS_ACCEPT_CLEAR, for the upgrade
     token = ring.sign({"sub": "s1"}, "RS256")  # read as it is
     assert ring.ensure() == [] and _docs(keys_dir) == before  # a start changes nothing
 
@@ -141,6 +143,33 @@ def test_a_key_in_clear_from_an_earlier_release_is_read_and_sealed_on_demand(sea
     assert KeyRing(keys_dir, AHEAD, SECRET).verify(token) == {"sub": "s1"}
     assert all(os.stat(os.path.join(keys_dir, n)).st_mode & 0o777 == 0o600 for n in docs)
     assert ring.seal() == []
+
+
+def test_a_key_in_clear_is_refused_at_a_start_and_never_used_unless_accepted(sealed_dir, tmp_path, caplog):
+    """Anyone who can write to the key storage, SECRET_KEY or not, could add a key in clear
+    (with a later not_before and a higher serial, it would be the one that signs): the JWKS
+    would publish it and every relying party accept what its holder signs."""
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    keys_dir = _copy(sealed_dir, tmp_path / "keys")
+    planted = ECKey.generate_key("P-256", private=True)
+    forged = jwt.encode({"alg": "ES256", "kid": planted.thumbprint()}, {"iss": "x", "sub": "victim"}, planted)
+    with freeze_time() as clock:
+        ring = KeyRing(keys_dir, AHEAD, SECRET)
+        sealed = {k["kid"] for k in ring.jwks()["keys"]}
+        with open(os.path.join(keys_dir, f"{planted.thumbprint()}.json"), "w", encoding="utf-8") as fh:
+            json.dump({"kid": planted.thumbprint(), "alg": "ES256", "created_at": 1, "not_before": 1,
+                       "serial": 10**9, "jwk": planted.as_dict(private=True)}, fh)
+        clock.tick(3)  # past the marker's two seconds: the directory is read again
+        with caplog.at_level(logging.ERROR, logger="idp.keys"):
+            assert {k["kid"] for k in ring.jwks()["keys"]} == sealed  # a running process: not used, logged
+    assert "stored in clear" in caplog.text
+    with pytest.raises(InvalidJWT):
+        ring.verify(forged)
+    with pytest.raises(KeysUnreadable, match="1 signing key.* stored in clear"):
+        KeyRing(keys_dir, AHEAD, SECRET).ensure()  # a start refuses
+    assert planted.thumbprint() in {k["kid"] for k in KeyRing(keys_dir, AHEAD, SECRET, accept_clear=True).jwks()["keys"]}
 
 
 def test_a_reload_opens_only_the_records_that_changed(sealed_dir, tmp_path):
