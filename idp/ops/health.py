@@ -17,8 +17,9 @@ that stalls without refusing connections (SIGSTOP, a hung host, a full disk): ps
 has no timeout on an established connection, so its ``SELECT 1`` may wait for as long as
 the server stalls. Such a check is not started again while it still waits: a later
 probe counts it failed at once, so every probe of the outage answers 503 within
-READY_TIMEOUT and the stuck threads are at most one per check. Meanwhile the probe
-gives the worker's turn to other requests.
+READY_TIMEOUT and the stuck threads are at most one per check. Like /healthz it runs
+without the worker's turn (idp.ops.turns.UNQUEUED): waiting for the turn behind a request
+stuck on that database would add up to twice MAX_WAIT to READY_TIMEOUT.
 
 Both answers are ``no-store``: a cached "ok" would hide an outage.
 """
@@ -34,7 +35,6 @@ from sqlalchemy import text
 
 from ..crypto.keys import ALGS, NoActiveKey
 from ..extensions import db, keyring, store
-from . import turns
 
 bp = Blueprint("ops_health", __name__)
 log = logging.getLogger("idp.ops")
@@ -127,9 +127,8 @@ def _run(app, check, future: Future) -> None:
 def readyz():
     app = current_app._get_current_object()
     timeout = app.config["READY_TIMEOUT"]
-    with turns.waiting():
-        futures = app.extensions.setdefault("idp.readyz", _Checks()).start(app)
-        wait(futures.values(), timeout=timeout)
+    futures = app.extensions.setdefault("idp.readyz", _Checks()).start(app)
+    wait(futures.values(), timeout=timeout)
     # A check not started now (still stuck since an earlier probe) has failed, at once.
     results = {name: name in futures and futures[name].done() and futures[name].result() for name in checks()}
     for name, future in futures.items():

@@ -48,7 +48,9 @@ ARRIVED = "idp.arrived"  # environ key: time.perf_counter() when the request rea
 # Seconds a request waits for the turn before it runs without it. A turn is held for a request's
 # Python work and its short round trips: milliseconds, unless something stalls.
 MAX_WAIT = 1.0
-UNQUEUED = frozenset({"/healthz"})  # paths answered without the turn (idp.ops.health)
+# Paths answered without the turn (idp.ops.health): a probe behind a request stuck on a
+# stalled database would wait up to MAX_WAIT for the turn, and again to take it back.
+UNQUEUED = frozenset({"/healthz", "/readyz"})
 
 
 class _Held(threading.local):

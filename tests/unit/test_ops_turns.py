@@ -141,19 +141,23 @@ def test_arrival_is_stamped_before_the_wait_for_the_turn():
     assert done.wait(WAIT)
 
 
-def test_the_liveness_probe_does_not_wait_for_the_turn():
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_the_probes_do_not_wait_for_the_turn(monkeypatch, path):
     """Behind a request stuck on a stalled database (it keeps the turn: a round trip is a short
-    wait), /healthz still answers, so the worker is not restarted for the database's sake."""
+    wait), /healthz still answers, so the worker is not restarted for the database's sake, and
+    /readyz answers within READY_TIMEOUT, not up to twice MAX_WAIT later."""
+    monkeypatch.setattr(turns, "MAX_WAIT", 60)  # a probe that waited for the turn would not answer in time
+
     def app(environ, start_response):
         return [environ["PATH_INFO"].encode()]
 
     answered = {}
     with turns._turn:  # another request holds this worker's turn
         thread = threading.Thread(target=lambda: answered.update(
-            body=turns.middleware(app)({"PATH_INFO": "/healthz"}, None)))
+            body=turns.middleware(app)({"PATH_INFO": path}, None)))
         thread.start()
         thread.join(WAIT)
-    assert answered == {"body": [b"/healthz"]}
+        assert answered == {"body": [path.encode()]}  # while the turn is still held
 
 
 def test_coming_back_from_waiting_waits_for_the_turn_max_wait_only(monkeypatch):
