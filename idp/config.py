@@ -280,6 +280,13 @@ def _check_resources(resources) -> None:
                               f"got {spec['introspectors']!r}")
 
 
+PRODUCTION_CEILINGS = (
+    ("CODE_TTL", 600, "RFC 6749 §4.1.2 recommends 10 minutes at most"),
+    ("ACCESS_TOKEN_TTL", 86400, "a day; a longer-lived client wants a refresh token"),
+    ("ID_TOKEN_TTL", 86400, "a day; OIDC Core §3.1.3.7 has relying parties check exp"),
+)
+
+
 def _check_urls(config: dict) -> None:
     """The three URLs parse, ports included: else a worker would fail at its start (every one,
     respawned again and again) or discovery would advertise URLs nobody can reach. The
@@ -418,3 +425,8 @@ def check(config: dict) -> None:
     if token is not None and len(token) < 16:
         raise ConfigError("production needs METRICS_TOKEN of at least 16 characters (or unset: /metrics "
                           "is off then)")
+    # A slip of a digit (60000 for 600) would leave codes, or bearer tokens that a resource
+    # checking a JWT access token by its signature cannot see revoked, alive for days.
+    for key, ceiling, why in PRODUCTION_CEILINGS:
+        if config[key] > ceiling:
+            raise ConfigError(f"production allows {key} of at most {ceiling} s ({why}), got {config[key]}")

@@ -111,6 +111,15 @@ def test_production_refuses_a_shared_nothing_database_weak_hashes_and_a_guessabl
         load(str(tmp_path), {k: v for k, v in config.items() if v is not None})
 
 
+@pytest.mark.parametrize("key,ceiling", [("CODE_TTL", 600), ("ACCESS_TOKEN_TTL", 86400), ("ID_TOKEN_TTL", 86400)])
+def test_production_caps_the_lifetime_of_codes_and_tokens(tmp_path, key, ceiling):
+    """A digit too many (60000 for 600) would leave codes or bearer tokens alive for days."""
+    assert load(str(tmp_path), {**PRODUCTION, key: ceiling})[key] == ceiling
+    with pytest.raises(ConfigError, match=f"production allows {key} of at most {ceiling} s"):
+        load(str(tmp_path), {**PRODUCTION, key: ceiling + 1})
+    assert load(str(tmp_path), {key: ceiling * 100})[key] == ceiling * 100  # development: as written
+
+
 @pytest.mark.parametrize("memory,passes", [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5), (7168, 9)])
 def test_production_takes_any_of_owasps_argon2id_settings(tmp_path, memory, passes):
     load(str(tmp_path), {**PRODUCTION, "ARGON2_MEMORY_KIB": memory, "ARGON2_TIME_COST": passes})
