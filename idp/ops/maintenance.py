@@ -19,10 +19,14 @@ cron, and with MAINTENANCE on (the default) every server process (each worker of
 serve``, and ``make run``) runs a ``Scheduler`` thread. A job's time is cut into slots of its
 interval, and a process runs the job only after claiming the current slot in the shared store
 (``add``: SET NX with a TTL, atomic), so however many processes run, each slot runs once, in
-whichever process asked first. A process that dies in the middle of a job loses that slot:
-the next run is one interval later. The jobs are safe to overlap anyway (a pending logout
-delivery is claimed with ``consume``; a prune deletes what nothing can use; a key rotation is
-judged again under the key directory's lock). Every run is counted in
+whichever process asked first. And a run holds the job's lease (``job:<name>:running``,
+RUN_LEASE seconds, renewed while the run lasts): a run that outlasts its interval (a
+logout-retry run may take most of an hour) is not joined by the next slot's in another
+process, which leaves that slot to it. A process that dies in the middle of a job loses that
+slot, and its lease lapses within RUN_LEASE: the next run is one interval later. The jobs are
+safe to overlap anyway (a pending logout delivery is claimed with ``consume``; a prune
+deletes what nothing can use; a key rotation is judged again under the key directory's
+lock): the lease saves the work, threads and connections of runs side by side. Every run is counted in
 ``idp_maintenance_runs_total{job,outcome}``.
 
 Each process asks every TICK seconds (with some jitter, so that workers started together do
@@ -37,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import threading
 import time
 from contextlib import suppress
@@ -47,6 +52,7 @@ from typing import Callable
 log = logging.getLogger("idp.maintenance")
 
 TICK = 30.0  # seconds between two looks at the jobs' slots
+RUN_LEASE = 60  # seconds a running job's lease lives unless renewed (every RUN_LEASE / 3 s)
 
 
 @dataclass(frozen=True)
@@ -163,8 +169,60 @@ def tick(app, jobs=JOBS, now: float | None = None) -> dict[str, str | None]:
             metrics.maintenance_run(job.name, ok=False)
             continue
         if claimed:
-            ran[job.name] = run(app, job)
+            try:
+                leased = _leased(app, job)
+            except Exception as exc:  # noqa: BLE001  (the store went away since the claim)
+                log.error("maintenance job %s: cannot take its lease: %s", job.name, type(exc).__name__)
+                metrics.maintenance_run(job.name, ok=False)
+                continue
+            if leased is None:
+                log.info("maintenance job %s: still running in another process, which keeps this slot", job.name)
+                continue
+            with leased:
+                ran[job.name] = run(app, job)
     return ran
+
+
+class _Lease:
+    """The lease of a job's run, taken; renewed by a thread of its own until the run ends,
+    then let go (if still this run's: one that lapsed meanwhile may be another's now)."""
+
+    def __init__(self, app, key: str, mine: dict):
+        self.app, self.key, self.mine = app, key, mine
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"idp-maintenance-{key}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        from ..extensions import store
+
+        self._stop.set()
+        self._thread.join()
+        with suppress(Exception), self.app.app_context():
+            if store().get(self.key) == self.mine:
+                store().delete(self.key)
+
+    def _renew(self) -> None:
+        from ..extensions import store
+
+        while not self._stop.wait(RUN_LEASE / 3):
+            try:
+                with self.app.app_context():
+                    store().swap(self.key, self.mine, RUN_LEASE)
+            except Exception as exc:  # noqa: BLE001  (the store in an outage: the lease may lapse)
+                log.warning("maintenance lease %s not renewed: %s", self.key, type(exc).__name__)
+
+
+def _leased(app, job: Job) -> _Lease | None:
+    """The job's lease for a run now, or None while a run of it goes on elsewhere."""
+    from ..extensions import store
+
+    key, mine = f"job:{job.name}:running", {"pid": os.getpid(), "run": secrets.token_hex(8)}
+    with app.app_context():
+        return _Lease(app, key, mine) if store().add(key, mine, RUN_LEASE) else None
 
 
 class Scheduler:

@@ -6,6 +6,7 @@ import socket
 import threading
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
@@ -71,6 +72,43 @@ def test_each_slot_of_a_job_runs_once_however_many_processes_ask(app):
     assert maintenance.tick(other, [job.job], now=start + every) == {"count": "run 2"}  # the next slot
     assert maintenance.tick(app, [job.job], now=start + every + 1) == {}
     assert job.runs == 2
+
+
+def test_a_run_that_outlasts_its_interval_is_not_joined_by_the_next_slots(app):
+    """A logout-retry run may take most of an hour, its interval is five minutes: the next slot,
+    claimed by another process, is left to the run still going, not run beside it."""
+    other, every, start = other_process(app), app.config["LOGOUT_RETRY_INTERVAL"], T0.timestamp()
+    entered, release, runs = threading.Event(), threading.Event(), []
+
+    def long_run(config):
+        runs.append(1)
+        entered.set()
+        assert release.wait(10)
+        return "done"
+
+    job = maintenance.Job("long", "LOGOUT_RETRY_INTERVAL", long_run)
+    first = threading.Thread(target=maintenance.tick, args=(app, [job]), kwargs={"now": start})
+    first.start()
+    try:
+        assert entered.wait(10)
+        assert maintenance.tick(other, [job], now=start + every) == {}  # the next slot: still running
+    finally:
+        release.set()
+        first.join(10)
+    assert maintenance.tick(other, [job], now=start + 2 * every) == {"long": "done"}  # its lease let go
+    assert len(runs) == 2
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)  # the embedded store's TTLs follow freezegun
+def test_the_lease_of_a_process_that_died_in_a_run_lapses(app):
+    from idp.extensions import store
+
+    job, every = Counting("count"), app.config["LOGOUT_RETRY_INTERVAL"]
+    with freeze_time(T0) as clock:
+        store().add("job:count:running", {"pid": 1, "run": "a process gone"}, maintenance.RUN_LEASE)
+        assert maintenance.tick(app, [job.job]) == {}
+        clock.tick(max(every, maintenance.RUN_LEASE + 1))
+        assert maintenance.tick(app, [job.job]) == {"count": "run 1"}
 
 
 def test_a_process_whose_clock_is_behind_does_not_run_a_slot_again(app):
