@@ -16,7 +16,7 @@ import secrets
 import psycopg
 import redis.exceptions
 import sqlalchemy.exc
-from flask import jsonify, make_response, render_template, request
+from flask import jsonify, make_response, render_template, request, session
 from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
@@ -118,6 +118,10 @@ def register(app):
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
+        # The request failed: the browser keeps its Flask session as it was (a sign-in that
+        # rotated it before an outage stopped it would leave the browser without the CSRF
+        # token of the form the seller is asked to send again), as the database rolls back.
+        session.modified = False
         if isinstance(exc, UNAVAILABLE):
             request_id = log_unavailable(request.path, exc)
             if wants_json():

@@ -7,16 +7,18 @@ database, cookies) and the views only render.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from flask import current_app, redirect, request, session as flask_session, url_for
+from flask import current_app, g, redirect, request, session as flask_session, url_for
 from sqlalchemy.exc import IntegrityError
 
 from ..crypto.keys import InvalidJWT
 from ..crypto.secrets import keyed_hash, new_token, verify_keyed_hash
+from .. import errors
 from ..errors import page_error
 from ..extensions import db, keyring, store
 from ..models import Account, Client, Consent
@@ -48,6 +50,8 @@ def load(signin_id: str) -> SignIn | None:
     signin = SignIn.from_dict(data)
     if signin.expires_at <= time.time():
         return None
+    # As stored, apart from the lists the SignIn shares with it: what _take gives back.
+    g.setdefault("idp_signins_loaded", {})[signin_id] = copy.deepcopy(data)
     return signin if _bound(signin) else None
 
 
@@ -88,18 +92,45 @@ def claimed(signin: SignIn):
     tabs), one has it, so one sign-in never opens two sessions or answers with two codes.
     Entered once the step has succeeded (a wrong password leaves the revision free for the
     next try); a failure inside (a 503) gives it back, so the seller's retry goes through."""
-    key = f"signin-claim:{signin.id}:{signin.revision}"
-    if not store().add(key, 1, _ttl(signin)):
+    key, mine = f"signin-claim:{signin.id}:{signin.revision}", new_token(16)
+    try:
+        taken = store().add(key, mine, _ttl(signin))
+    except errors.UNAVAILABLE:
+        # The answer may have been lost after the claim was made: the seller's retry, which
+        # the 503 asks for, must not find it taken. Given back if it is this request's.
+        _give_back_claim(key, mine)
+        raise
+    if not taken:
         yield False
         return
     try:
         yield True
     except BaseException:
-        try:
-            store().delete(key)
-        except Exception as exc:  # noqa: BLE001  (the store in an outage: the claim expires with the sign-in)
-            log.warning("sign-in claim not given back: %s", type(exc).__name__)
+        _give_back_claim(key, mine)
         raise
+
+
+def _take(signin: SignIn):
+    try:
+        return store().consume(_key(signin.id))
+    except errors.UNAVAILABLE:
+        # The answer may have been lost after the sign-in was taken: the seller's retry, which
+        # the 503 asks for, must find it, not "already answered".
+        loaded = g.get("idp_signins_loaded", {}).get(signin.id)
+        try:
+            if loaded is not None:  # as it was before this request changed it
+                store().put(_key(signin.id), loaded, _ttl(signin))
+        except Exception as exc:  # noqa: BLE001  (the store in an outage: the retry starts again)
+            log.warning("sign-in not given back: %s", type(exc).__name__)
+        raise
+
+
+def _give_back_claim(key: str, mine: str) -> None:
+    try:
+        if store().get(key) == mine:
+            store().delete(key)
+    except Exception as exc:  # noqa: BLE001  (the store in an outage: the claim expires with the sign-in)
+        log.warning("sign-in claim not given back: %s", type(exc).__name__)
 
 
 def context(signin: SignIn, client: Client) -> Context:
@@ -172,7 +203,7 @@ def advance(signin: SignIn, client: Client):
         # starts with the client on its list (idp.login.session.start).
         started, cookie = _start_session(signin, client.client_id if step is None else None)
     if step is None:
-        if signin.revision and store().consume(_key(signin.id)) is None:
+        if signin.revision and _take(signin) is None:
             # Another request of this browser (a second tab, the back button) has answered
             # this sign-in already: one sign-in, one code.
             return page_error(ANSWERED, 400)

@@ -227,6 +227,34 @@ def test_a_failure_after_the_claim_gives_it_back_for_the_retry(flow, seller, mon
     assert retry.status_code == 302 and "code=" in retry.headers["Location"]
 
 
+@pytest.mark.parametrize("lost", ["add", "consume"])  # the claim of the form, the taking of the sign-in
+def test_a_store_answer_lost_after_the_write_still_lets_the_retry_sign_in(flow, seller, monkeypatch, lost):
+    """Redis ran the command and its answer never came back (a timeout): the 503 asks the
+    seller to try again, and the retry must not find the form claimed or the sign-in answered."""
+    import redis.exceptions
+
+    from idp.extensions import store
+
+    kind, calls = type(store()), []
+    real = getattr(kind, lost)
+
+    def answer_lost(self, key, *args, **kwargs):
+        result = real(self, key, *args, **kwargs)
+        if key.startswith(("signin-claim:", "signin:")) and not calls:
+            calls.append(key)
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return result
+
+    url, page = _signin_page(flow)
+    form = {"csrf_token": csrf_token(page), "email": seller.email, "password": PASSWORD}
+    with monkeypatch.context() as patched:
+        patched.setattr(kind, lost, answer_lost)
+        assert flow.client.post(url, data=form).status_code == 503
+    assert calls
+    retry = flow.client.post(url, data=form)
+    assert retry.status_code == 302 and "code=" in retry.headers["Location"], retry.get_data(as_text=True)
+
+
 def test_a_wrong_password_leaves_the_sign_in_open_for_the_next_try(flow, seller):
     url, page = _signin_page(flow)
     token = csrf_token(page)
