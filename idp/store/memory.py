@@ -166,11 +166,14 @@ class MemoryStore(Store):
     def counter(self, key: str) -> int:
         with self._lock:
             current = self._live(self._k(key), time.time())
+        if isinstance(current, str) and _INTEGER.fullmatch(current):
+            current = int(current)  # put(key, 5): Redis's GET reads it as a counter too
         if current is not None and not isinstance(current, int):
             raise TypeError("key does not hold a counter")
         return current or 0
 
     def put_if_counter(self, key: str, value: Value, ttl: int, counter: str, expected: int) -> bool:
+        check_ttl(ttl)  # whatever the counter says, as the Redis script does
         with self._lock:
             if self.counter(counter) != expected:
                 return False

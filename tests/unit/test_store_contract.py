@@ -29,10 +29,20 @@ def race(fn, n: int = THREADS) -> list:
 @pytest.mark.parametrize("ttl", [0, -1, 1.5, "10", None, True])
 def test_every_write_requires_a_positive_integer_ttl(store: Store, ttl) -> None:
     for write in (lambda: store.put("k", 1, ttl), lambda: store.add("k", 1, ttl),
-                  lambda: store.incr("k", ttl), lambda: store.sadd("k", "m", ttl)):
+                  lambda: store.incr("k", ttl), lambda: store.sadd("k", "m", ttl),
+                  lambda: store.put_many([("k", 1, 60), ("k2", 1, ttl)]), lambda: store.swap("k", 1, ttl),
+                  lambda: store.consume_leaving("k", "mark", 1, ttl),
+                  lambda: store.put_if_counter("k", 1, ttl, "count", 0),
+                  lambda: store.put_if_counter("k", 1, ttl, "count", 7),  # refused even on a counter mismatch
+                  lambda: store.put_indexed("k", 1, ttl, "index", "check")):
         with pytest.raises(ValueError):
             write()
-    assert store.get("k") is None
+    assert store.get_many(["k", "k2", "mark", "index"]) == [None, None, None, None]
+
+
+def test_a_counter_reads_an_integer_put_as_redis_does(store: Store) -> None:
+    store.put("n", 5, 60)
+    assert store.counter("n") == 5 and store.put_if_counter("k", "v", 60, "n", 5) and store.get("k") == "v"
 
 
 def test_ttl_of_is_within_the_ttl(store: Store) -> None:
