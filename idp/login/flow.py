@@ -182,9 +182,28 @@ def begin(req: AuthorizationRequest, client: Client):
     return resp
 
 
+def still_registered(req: AuthorizationRequest, client: Client) -> bool:
+    """Whether the client's registration as it is now still allows the request /authorize
+    judged when the sign-in began (up to LOGIN_TTL ago): an operator who drops a redirect URI
+    (a compromised callback host) or a scope must stop codes and errors going there, and
+    tokens carrying it, at once (RFC 6749 §10.6, RFC 9700 §4.1.3: exact registered URIs)."""
+    if req.redirect_uri_given:
+        uri_ok = client.check_redirect_uri(req.redirect_uri)
+    else:
+        uri_ok = client.get_default_redirect_uri() == req.redirect_uri
+    return uri_ok and set(req.scope) <= set(client.scopes) and client.check_response_type("code")
+
+
+REGISTRATION_CHANGED = ("This sign-in can no longer be completed: the application's registration changed "
+                        "since it began. Go back to the app and start again.")
+
+
 def advance(signin: SignIn, client: Client):
     """Go to the next needed step's page, or answer the authorization request when done."""
     req = AuthorizationRequest.from_dict(signin.request)
+    if not still_registered(req, client):  # no answer, not even an error, to what is not registered now
+        store().delete(_key(signin.id))
+        return page_error(REGISTRATION_CHANGED, 400)
     if signin.account_id is not None and not client.first_party:  # first-party clients never ask
         consent = db.session.execute(
             db.select(Consent).filter_by(account_id=signin.account_id, client_id=client.client_id)
@@ -296,6 +315,11 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=No
         if row is None:  # the session ended while this sign-in was open: prove identity again
             forget_identity(signin)
             return advance(signin, client)
+        if req.max_age is not None and time.time() - row.auth_time.timestamp() > req.max_age:
+            # OIDC Core §3.1.2.1: past max_age the OP MUST actively re-authenticate; judged
+            # at /authorize, it is judged again here for a page (consent) left open past it.
+            forget_identity(signin)
+            return advance(signin, client)
     # A session this request wrote has the client on its list already, and nobody else sees it yet.
     recorded = started is not None and row not in db.session and client.client_id in row.clients
     if not recorded and not browser_session.add_client(row.sid, client.client_id):
@@ -315,9 +339,12 @@ def finish(signin: SignIn, req: AuthorizationRequest, client: Client, started=No
     return redirect(codes.response_url(req.redirect_uri, {"code": code, "state": req.state}))
 
 
-def deny(signin: SignIn):
+def deny(signin: SignIn, client: Client):
     store().delete(_key(signin.id))
-    return _error(AuthorizationRequest.from_dict(signin.request), "access_denied", "the user declined")
+    req = AuthorizationRequest.from_dict(signin.request)
+    if not still_registered(req, client):
+        return page_error(REGISTRATION_CHANGED, 400)
+    return _error(req, "access_denied", "the user declined")
 
 
 def _error(req: AuthorizationRequest, error: str, description: str):

@@ -127,7 +127,7 @@ def consent(signin_id):
         if "consent" in signin.done:  # given already (a resubmitted form)
             return flow.advance(signin, client)
         if not form.allow.data:  # refusing grants nothing: no proof of identity needed
-            return flow.deny(signin)
+            return flow.deny(signin, client)
         if signin.account_id is None or browser_session.by_sid(signin.sid) is None:
             # The session ended while the page was open (signed out everywhere, another
             # account signed in on this browser): no consent for an account nobody proved.

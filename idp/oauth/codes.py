@@ -1,18 +1,18 @@
 """Authorization codes (RFC 6749 §4.1.2, §10.5; RFC 9700 §4.2.4).
 
-A code is 256 random bits, kept in the store under its keyed hash for CODE_TTL seconds
-and bound to client, redirect URI and PKCE challenge. Redemption reads the record
-(``find``), the grant checks the client, the redirect URI, the PKCE verifier, the sign-in's
-session and the resources named (RFC 8707 §2.2) against it, and only then takes the code
-(``take``: ``store.consume``, atomic: of concurrent redemptions exactly one gets it). A redemption that fails those checks leaves the code
-to its client, as node-oidc-provider does: anyone who saw a code (a log, a Referer,
-history) but lacks the verifier could otherwise destroy it. At issue time a second key
-remembers which token family the code would start (and whose account), a little longer
-than the code lives, and taking the code leaves a mark that it was used (in the same
-atomic step): a code presented again after it was used revokes what the first redemption
-received and records the security event (§4.1.2: the server SHOULD revoke the tokens
-issued from it). A code that expired unused is only an invalid grant: a slow client's
-late redemption is no attack, and must not alarm the seller.
+A code is 256 random bits, kept in the store under its keyed hash for CODE_TTL seconds and
+bound to client, redirect URI and PKCE challenge. Redemption reads the record (``find``),
+the grant checks the client, the redirect URI, the PKCE verifier, the sign-in's session and
+the resources named (RFC 8707 §2.2) against it, and only then takes the code (``take``:
+``store.consume``, atomic: of concurrent redemptions exactly one gets it). A redemption that
+fails those checks leaves the code to its client, as node-oidc-provider does: anyone who saw
+a code (a log, a Referer, history) but lacks the verifier could otherwise destroy it. At
+issue time a second key remembers which token family the code would start (and whose
+account), a little longer than the code lives, and taking the code leaves a mark that it was
+used (in the same atomic step): a code presented again after it was used revokes what the
+first redemption received and records the security event (§4.1.2: the server SHOULD revoke
+the tokens issued from it). A code that expired unused is only an invalid grant: a slow
+client's late redemption is no attack, and must not alarm the seller.
 """
 
 from __future__ import annotations

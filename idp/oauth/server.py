@@ -93,7 +93,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         session, a resource it may not name, RFC 8707 §2.2) comes before the code is taken,
         so the code is left to its client (idp.oauth.codes), and a corrected retry is no replay."""
         super().validate_token_request()
-        code = self.request.authorization_code
+        code, client = self.request.authorization_code, self.request.client
+        # The registration as it is now: a redirect URI or a scope the operator dropped since
+        # the code was issued gets nothing (idp.login.flow.still_registered).
+        if (code["redirect_uri"] is not None and not client.check_redirect_uri(code["redirect_uri"])) \
+                or not set(code["scope"]) <= set(client.scopes):
+            raise InvalidGrantError("The client's registration no longer allows this code.")
         self._started = datetime.now(timezone.utc)  # before the session check: the family's created_at
         self._account = self.authenticate_user(code)
         if self._account is None:

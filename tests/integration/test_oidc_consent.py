@@ -3,6 +3,7 @@
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from freezegun import freeze_time
 
 from tests.conftest import Flow, csrf_token
 
@@ -44,6 +45,20 @@ def test_prompt_consent_asks_again(third):
 def test_prompt_none_without_consent(third):
     third.sign_in(third.authorize())
     assert _query(third.authorize(prompt="none"))["error"] == "consent_required"
+
+
+def test_max_age_is_judged_again_when_a_consent_page_left_open_is_answered(flow, third):
+    """OIDC Core §3.1.2.1: once more time than max_age has passed since the seller proved who
+    they are, the OP MUST re-authenticate: an Allow given later asks for the password first."""
+    with freeze_time() as clock:
+        assert "code" in _query(flow.sign_in(flow.authorize()))  # signed in here, through a first-party app
+        consent = third.authorize(max_age="60")  # within max_age: single sign-on, consent due
+        assert "/consent" in consent.headers["Location"]
+        page = third.client.get(consent.headers["Location"])
+        clock.tick(120)
+        allowed = third.client.post(consent.headers["Location"], data={
+            "csrf_token": csrf_token(page.get_data(as_text=True)), "allow": "Allow"})
+    assert allowed.status_code == 302 and allowed.headers["Location"].endswith("/password")
 
 
 def test_first_party_never_sees_consent(flow):

@@ -78,6 +78,16 @@ def test_a_failed_redemption_leaves_the_code_to_its_client(flow, app, case, over
     assert db.session.scalars(db.select(SecurityEvent.kind)).all() == []
 
 
+@pytest.mark.parametrize("change", [{"redirect_uris": ["https://rp.example.com/other"]}, {"scopes": ["openid"]}],
+                         ids=["its redirect URI dropped", "a scope of the code withdrawn"])
+def test_a_code_issued_before_the_client_registration_changed_gets_nothing(flow, change):
+    code = flow.login_code()
+    for name, value in change.items():
+        setattr(flow.rp, name, value)
+    db.session.commit()
+    assert _error(flow.redeem(code, redirect_uri="https://rp.example.com/cb")) == (400, "invalid_grant")
+
+
 def test_another_client_cannot_destroy_a_code(flow, client):
     other = register_client("rp-other", redirect_uris=flow.rp.redirect_uris)
     code = flow.login_code()

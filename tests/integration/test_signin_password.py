@@ -3,6 +3,7 @@
 import pytest
 from freezegun import freeze_time
 
+from idp.extensions import db
 from tests.conftest import PASSWORD, Flow, csrf_token
 
 
@@ -253,6 +254,25 @@ def test_a_store_answer_lost_after_the_write_still_lets_the_retry_sign_in(flow, 
     assert calls
     retry = flow.client.post(url, data=form)
     assert retry.status_code == 302 and "code=" in retry.headers["Location"], retry.get_data(as_text=True)
+
+
+REGISTRATION_CHANGES = [
+    ("its redirect URI dropped", {"redirect_uris": ["https://rp.example.com/other"]}),
+    ("a requested scope withdrawn", {"scopes": ["openid"]}),
+]
+
+
+@pytest.mark.parametrize("case,change", REGISTRATION_CHANGES, ids=[c for c, _ in REGISTRATION_CHANGES])
+def test_a_sign_in_open_while_the_client_registration_changes_answers_nothing_there(flow, seller, case, change):
+    """An operator drops a compromised callback host (or a scope) while a sign-in is open: no
+    code and no error goes to what is no longer registered (RFC 6749 §10.6, RFC 9700 §4.1.3)."""
+    url, page = _signin_page(flow)
+    for name, value in change.items():
+        setattr(flow.rp, name, value)
+    db.session.commit()
+    resp = flow.client.post(url, data={"csrf_token": csrf_token(page), "email": seller.email, "password": PASSWORD})
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert "registration changed" in resp.get_data(as_text=True)
 
 
 def test_a_wrong_password_leaves_the_sign_in_open_for_the_next_try(flow, seller):
