@@ -87,6 +87,15 @@ def test_no_request_gets_a_server_error(app, flow, rp):
     values, auths = _values(tokens, rp), _auths(tokens, rp)
     routes = sorted((rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
                     for method in sorted(rule.methods - {"HEAD", "OPTIONS"}))
+    # And the paths answered before Flask (idp.web.routes.PathRoutes: the API endpoints, the
+    # discovery documents), which are in no url_map, with each method they take and one they do not.
+    layer = app.wsgi_app
+    while hasattr(layer, "routes"):
+        for path, (_, data) in layer.routes.items():
+            taken = data[0] if isinstance(data, tuple) and data and isinstance(data[0], tuple) else ("GET",)
+            routes += [(path, method) for method in sorted({*taken, "GET", "POST", "OPTIONS"})]
+        layer = layer.next
+    assert {("/token", "POST"), ("/introspect", "POST"), ("/userinfo", "GET"), ("/jwks", "GET")} <= set(routes)
     rnd = random.Random(20261127)
     failures = []
     for _ in range(REQUESTS):

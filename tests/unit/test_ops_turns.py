@@ -202,7 +202,7 @@ def test_a_request_runs_while_another_waits_on_a_redis_round_trip(redis_url, mon
     def app(environ, start_response):
         if environ["PATH_INFO"] == "/blocked":
             entered.set()
-            store._call("BLPOP", key, "4")  # answers once /wake has pushed (or after 4 s: nil)
+            store._call("BLPOP", key, "60")  # answers once /wake has pushed (or after 60 s: nil)
         else:
             store._call("RPUSH", key, "x")
         return [b""]
@@ -211,7 +211,7 @@ def test_a_request_runs_while_another_waits_on_a_redis_round_trip(redis_url, mon
     blocked = _request(app, "/blocked")
     assert entered.wait(WAIT)
     wake = _request(app, "/wake")
-    assert wake.wait(2), "the second request waited for the first one's Redis round trip"
+    assert wake.wait(WAIT), "the second request waited for the first one's Redis round trip"
     assert blocked.wait(WAIT)
 
 
