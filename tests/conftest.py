@@ -61,6 +61,9 @@ def keys_dir(tmp_path_factory):
 
 def _truncate_all():
     names = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+    # A test that failed with a transaction of its own still open (another connection, a
+    # thread) would otherwise hold this TRUNCATE, and the whole run, forever: fail instead.
+    db.session.execute(text("SET LOCAL lock_timeout = '60s'"))
     db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     db.session.commit()
 

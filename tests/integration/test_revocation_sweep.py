@@ -130,16 +130,21 @@ def test_a_family_another_transaction_is_writing_down_does_not_lose_the_rest(app
         with app.app_context():
             tokens.remember_to_sweep(["g1", "g2", "g3"], "sign_out_everywhere")
 
-    writer = threading.Thread(target=second)
+    writer = threading.Thread(target=second, daemon=True)
     writer.start()
-    waiting, gave_up = threading.Event(), time.monotonic() + 10
-    with db.engine.connect() as probe:  # until the second writer waits on the first's row lock
-        while not probe.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).scalar():
-            assert time.monotonic() < gave_up, "the second writer never waited"
-            waiting.wait(0.02)
-    pending.commit()
-    first.close()
-    writer.join(10)
+    waiting, gave_up = threading.Event(), time.monotonic() + 60  # a bound on a loaded machine, not a measurement
+    try:
+        with db.engine.connect() as probe:  # until the second writer waits on the first's row lock
+            while not probe.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                                    ).scalar():
+                assert time.monotonic() < gave_up, "the second writer never waited"
+                waiting.wait(0.02)
+        pending.commit()
+    finally:
+        if pending.is_active:  # failed above: let the writer go, or it and the teardown wait forever
+            pending.rollback()
+        first.close()
+        writer.join(60)
     with db.engine.connect() as conn:
         assert sorted(conn.execute(select(table.c.grant_id)).scalars()) == ["g1", "g2", "g3"]
         assert conn.execute(select(func.count()).select_from(table)).scalar() == 3
