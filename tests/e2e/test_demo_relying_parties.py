@@ -347,7 +347,7 @@ def test_a_dashboard_session_ended_any_way_revokes_its_refresh_token(idp_server,
 
     assert active()
     assert sessions.end(sid=local["claims"]["sid"]) == 1  # what the back-channel logout endpoint does
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a measurement
     while active() and time.monotonic() < deadline:
         time.sleep(0.1)  # revoked in a thread of its own: poll, bounded
     assert not active()
