@@ -87,16 +87,15 @@ def reference_consent(session, page, password):
 
 
 def ours_login(session: requests.Session, login_page_response: requests.Response, password: str) -> requests.Response:
-    """HOOK (lead: check against idp/ templates). Post email/password + the hidden csrf_token
-    found in the HTML login form, at the form's action. Must return the (redirect) response,
-    not follow it."""
+    """Our password page (idp/templates/signin/password.html): email, password and the hidden
+    csrf_token, posted to the form's action. Returns the (redirect) response, not followed."""
     return submit_form(session, login_page_response, {"email": EMAIL, "password": password}, pick=_has_password)
 
 
 def ours_consent(session: requests.Session, consent_page_response: requests.Response, password: str) -> requests.Response:
-    """HOOK (lead): only called if our IdP shows a consent page for the first-party client.
-    Adjust the approve button name/value to our template."""
-    return submit_form(session, consent_page_response, {})
+    """Our consent page (idp/templates/signin/consent.html), which a first-party client never
+    sees (the bench clients are first-party): Allow, as its submit button sends it."""
+    return submit_form(session, consent_page_response, {"allow": "Allow"})
 
 
 ADAPTERS = {

@@ -28,6 +28,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,7 +109,9 @@ def cpu_seconds(roots: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (proc(5) fields 14, 15)
+        # utime, stime, and cutime, cstime: the children it reaped (PostgreSQL's autovacuum
+        # workers, which come and go within a round) (proc(5) fields 14 to 17)
+        total += sum(int(f) for f in fields[11:15]) / CLK_TCK
     return total
 
 
@@ -295,8 +298,11 @@ def run_wrk(url: str, script: str, env: dict, duration: float, connections: int 
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             r = json.loads(line[len("BENCH_JSON "):])
-            return {"rps": r["rps"], "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-                    "errors": r["errors_status"] + r["errors_socket"], "requests": r["requests"]}
+            errors = r["errors_status"] + r["errors_socket"]
+            # wrk counts every answer as a request, a 4xx or 5xx too: only the good ones are throughput
+            good = max(0, r["requests"] - r["errors_status"]) / r["requests"] if r["requests"] else 0.0
+            return {"rps": r["rps"] * good, "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+                    "errors": errors, "requests": r["requests"]}
     raise RuntimeError(f"wrk gave no BENCH_JSON line:\n{out.stdout}\n{out.stderr}")
 
 
@@ -319,8 +325,8 @@ def prepare(name: str, base: str, adapter: str, rounds: int) -> dict:
     web = flow_driver.load_client(str(CLIENTS_FILE), "bench-web")
     backend = flow_driver.load_client(str(CLIENTS_FILE), "bench-backend")
     runs = 2 * rounds  # every warm-up and every measured run consumes refresh tokens of its own
-    sets = flow_driver.mint_tokens(base, web, adapter, BENCH_PASSWORD, n=runs * 2 * CONNECTIONS + 1)
-    user = sets.pop()
+    sets = flow_driver.mint_tokens(base, web, adapter, BENCH_PASSWORD, n=runs * 2 * CONNECTIONS + 2)
+    user, spare = sets.pop(), sets.pop()
     rt_files = []
     for i in range(runs):
         f = TMP / f"{name}-refresh-{i}.txt"
@@ -337,6 +343,10 @@ def prepare(name: str, base: str, adapter: str, rounds: int) -> dict:
     r = requests.post(meta["token_endpoint"], auth=(backend["client_id"], backend["client_secret"]),
                       data={"grant_type": "client_credentials", "scope": "api:read"})
     check(r.status_code == 200, f"{name}: client_credentials {r.status_code} {r.text}")
+    r = requests.post(meta["token_endpoint"], auth=(web["client_id"], web["client_secret"]),
+                      data={"grant_type": "refresh_token", "refresh_token": spare["refresh_token"]})
+    check(r.status_code == 200 and r.json().get("refresh_token") not in (None, spare["refresh_token"]),
+          f"{name}: refresh {r.status_code} {r.text}")
 
     tok = meta["token_endpoint"]
     refresh = {"BENCH_AUTH": basic(web)}
@@ -410,11 +420,13 @@ def report(results: dict, mem: dict, args) -> str:
     ]
     for endpoint, by in results.items():
         o, r = by.get("ours"), by.get("reference")
-        ratio = f"{o['rps'] / r['rps']:.2f}" if o and r and r["rps"] else "–"
+        ratio = fmt_ratio(paired_ratios(o, r))
         each = [" / ".join(fmt_rps(x) for x in side["rounds"]) if side else "–" for side in (o, r)]
         lines.append(f"| {endpoint} | {fmt_rps(o)} | {fmt_rps(r)} | {ratio} | {fmt_lat(o)} | {fmt_lat(r)} "
                      f"| {fmt_cpu(o)} / {fmt_cpu(r)} ms | {each[0]} | {each[1]} |")
-    lines += ["", "ratio = ours / reference (higher is better for ours), of each side's median round. "
+    lines += ["", "ratio = ours / reference (higher is better for ours): the median over the rounds of each "
+              "round's ratio (the two sides of a round run back to back, so a drift of the host falls on both), "
+              "with the lowest and highest round's in brackets; req/s, p50/p99 are each side's median round. "
               "Auth code flow rate is flows/s (authorize → login → code → token, PKCE S256). "
               "CPU per op: median over the rounds of the user + system CPU time each IdP's processes "
               "spent per request (per flow on the last row): server and workers, its redis-server and, "
@@ -427,7 +439,7 @@ def report(results: dict, mem: dict, args) -> str:
                  for side in (by.get("ours"), by.get("reference"))]
         lines.append(f"| {endpoint} | {cells[0]} | {cells[1]} |")
     lines += ["",
-              "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MB) |", "| --- | --- | ---: |"]
+              "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MiB) |", "| --- | --- | ---: |"]
     for name, rows in mem.items():
         lines += [f"| {name} | {label} | {mb:.1f} |" for label, mb in rows]
     a = argon2_params()
@@ -437,6 +449,20 @@ def report(results: dict, mem: dict, args) -> str:
               f"{our_verifier()}), one verification per login. "
               "Load generator (wrk, Python flow driver) shares the 2 cores with the servers."]
     return "\n".join(lines) + "\n"
+
+
+def paired_ratios(ours: dict | None, ref: dict | None) -> list[float]:
+    """ours / reference of each round: the rounds are in the order they ran, each side's run of
+    a round right after (or before) the other's."""
+    if not ours or not ref:
+        return []
+    return [o["rps"] / r["rps"] for o, r in zip(ours["rounds"], ref["rounds"]) if r["rps"]]
+
+
+def fmt_ratio(ratios: list[float]) -> str:
+    if not ratios:
+        return "–"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
 def median_round(runs: list[dict]) -> dict:
