@@ -96,16 +96,16 @@ def production_idp_server(tmp_path_factory, postgres_url, redis_url):
         IDP_CONFIG_FILE=str(tmp / "idp.toml"), IDP_DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1",
         BACKEND_API_URL=f"http://127.0.0.1:{ports['api']}",
     )
-    stack = Stack(issuer=issuer, tmp=tmp, clients_file=clients_file, env=env, ports=ports)
+    stack = Stack(issuer=issuer, tmp=tmp, clients_file=clients_file, env=env, ports=ports,
+                  metrics_token=secrets.token_urlsafe(24))
     stack.secrets = {t["client_id"]: t.get("secret") for t in tomllib.loads(clients_file.read_text())["clients"]}
     set_up_idp(env)  # `idp demo` is for development: the same database, keys and secret
     server = Process("idp serve", [PY, "-c", "from idp.cli import main; main()", "serve", "--workers", "2",
                                    "--bind", f"127.0.0.1:{ports['idp']}"],
-                     {**env, "IDP_ENV": "production"}, tmp / "idp.log")
+                     {**env, "IDP_ENV": "production", "IDP_METRICS_TOKEN": stack.metrics_token}, tmp / "idp.log")
     try:
         server.wait_ready(issuer + "/readyz")
-        # ENV=production indeed: /metrics is off there without a METRICS_TOKEN
-        assert requests.get(issuer + "/metrics", timeout=10).status_code == 404
+        assert requests.get(issuer + "/metrics", timeout=10).status_code == 401  # the token, or nothing
         yield stack
     finally:
         server.stop()  # SIGTERM to the server's PID: granian stops its workers

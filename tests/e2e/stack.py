@@ -51,6 +51,7 @@ class Stack:
     env: dict
     ports: dict
     secrets: dict = field(default_factory=dict)
+    metrics_token: str | None = None  # production_idp_server's METRICS_TOKEN
 
     def rp_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"

@@ -115,11 +115,14 @@ def cluster(tmp_path_factory, request):
         _wait_ready(url, proc, log)
     LOGS[:] = [log for _, log in servers]
     KEY_DIRS[:] = [tmp / "keys-a", tmp / "keys-b"]
+    CONFIG.clear()
+    CONFIG.update(config)
     return a, b
 
 
 LOGS: list[str] = []  # the two servers' logs, once the cluster is up
 KEY_DIRS: list = []  # the two servers' KEYS_DIR, which must stay unused
+CONFIG: dict = {}  # the servers' settings, for a client registered by a test
 
 
 class Browser:
@@ -127,7 +130,9 @@ class Browser:
 
     CLIENT, SECRET, REDIRECT = "rp-web", "s3cret-rp-web", "https://rp.example.com/cb"
 
-    def __init__(self):
+    def __init__(self, client: str | None = None):
+        if client is not None:
+            self.CLIENT, self.SECRET = client, "s3cret-" + client
         self.http = requests.Session()
         self.verifier, self.challenge = pkce_pair()
 
@@ -250,3 +255,41 @@ def test_every_log_line_of_both_servers_is_json(cluster):
     loggers = {r["logger"] for r in records}
     assert "_granian" in loggers and "idp.maintenance" in loggers
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def test_signed_in_at_a_signed_out_at_b_tells_the_relying_party_and_ends_sso_at_a(cluster):
+    """RP-initiated logout at B of a session A started: B ends it, the relying party's
+    back-channel endpoint gets a logout token with the session's sid, A asks for the password
+    again, and the tokens granted offline_access refresh on at A without an ID token."""
+    from joserfc import jwt
+
+    from tests.integration.logout_helpers import LogoutReceiver
+
+    a, b = cluster
+    with LogoutReceiver() as receiver:
+        app = create_app(CONFIG)
+        with app.app_context():
+            register_client("rp-bc", backchannel_logout_uri=receiver.url)
+            db.session.remove()
+        rp = Browser("rp-bc")
+        tokens = rp.redeem(a, rp.sign_in(a))
+        sid = jwt.decode(tokens["id_token"], _jwks(a)).claims["sid"]
+        bye = rp.http.get(b + "/logout", allow_redirects=False, params={
+            "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://rp.example.com/bye",
+            "state": "s-1"})
+        assert bye.status_code == 303 and bye.headers["Location"] == "https://rp.example.com/bye?state=s-1", bye.text
+        assert receiver.delivered.wait(30), "no logout token reached the relying party"
+        logout_token = receiver.received[0]["form"]["logout_token"][0]
+        claims = jwt.decode(logout_token, _jwks(a)).claims
+        assert claims["sid"] == sid and claims["aud"] == "rp-bc" and claims["iss"] == a
+    assert "/signin/" in rp.authorize(a).headers["Location"]  # no single sign-on left at A
+    # offline_access was granted: the family lives on, but refreshes without an ID token (the
+    # session its sid named is over; OIDC Core §12.2)
+    refreshed = rp.token(a, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert refreshed.status_code == 200 and "id_token" not in refreshed.json(), refreshed.text
+
+
+def _jwks(base: str):
+    from joserfc.jwk import KeySet
+
+    return KeySet.import_key_set(requests.get(base + "/jwks", timeout=10).json())
