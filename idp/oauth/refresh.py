@@ -142,6 +142,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def _prepare(self, client, found, scopes: list[str], requested_resources: list[str]):
         row, grant, account = found
+        # The client's registration as it is now is the ceiling (as for a code, idp.oauth.server):
+        # a scope the operator withdrew since the sign-in is not issued again, nor an ID token
+        # once openid is gone (RFC 6749 §5.1: the scope answered says what was granted).
+        scopes = [s for s in scopes if s in client.scopes]
+        if not scopes:
+            raise InvalidGrantError("The client's registration no longer allows this refresh token.")
         resources = current_app.config["RESOURCES"]
         chosen = resource_indicators.select(requested_resources, list(grant.resource), resources)
         at_scopes = resource_indicators.narrow_scope(scopes, chosen, resources)

@@ -115,6 +115,35 @@ def test_concurrent_refresh_never_leaves_two_live_successors(flow, app):
         assert _userinfo(flow, winner["access_token"]) == 401
 
 
+@pytest.mark.parametrize("kept,scope,with_id_token", [
+    (["openid", "profile", "offline_access"], "openid", True),  # email withdrawn
+    (["email", "offline_access"], "email", False),  # openid withdrawn: no ID token
+], ids=["email withdrawn", "openid withdrawn"])
+def test_a_refresh_gets_no_scope_the_client_registration_no_longer_has(flow, kept, scope, with_id_token):
+    """The operator narrows the client's scopes: its refresh tokens, issued before, carry
+    no more than the registration allows now, as a code would not (RFC 6749 §5.1)."""
+    first = login(flow)
+    assert first["scope"] == "openid email"
+    flow.rp.scopes = kept
+    db.session.commit()
+    resp = refresh(flow.client, flow.rp, first["refresh_token"])
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["scope"] == scope and ("id_token" in body) == with_id_token
+    info = flow.client.get("/userinfo", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert "email" not in (info.get_json() or {})
+
+
+def test_a_refresh_whose_every_scope_was_withdrawn_is_refused_and_stays_live(flow):
+    first = login(flow)
+    flow.rp.scopes = ["profile", "offline_access"]
+    db.session.commit()
+    assert error_of(refresh(flow.client, flow.rp, first["refresh_token"])) == (400, "invalid_grant")
+    flow.rp.scopes = ["openid", "email", "offline_access"]
+    db.session.commit()
+    assert refresh(flow.client, flow.rp, first["refresh_token"]).status_code == 200  # no reuse read into it
+
+
 def test_token_is_bound_to_its_client(flow):
     other = register_client("rp-other")
     first = login(flow)
