@@ -177,3 +177,8 @@ def main():
     except (sqlalchemy.exc.SQLAlchemyError, redis.exceptions.RedisError) as exc:
         click.echo(f"Error: {_unreachable(exc)}", err=True)
         sys.exit(CliError.exit_code)
+    except UnicodeError:
+        # An argument with bytes that are not UTF-8 (the shell hands them over as lone
+        # surrogates, which no database or hash takes): the input's fault, said in one line.
+        click.echo("Error: an argument is not valid UTF-8 text", err=True)
+        sys.exit(CliError.exit_code)

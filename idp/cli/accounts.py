@@ -99,7 +99,7 @@ def _invisible(text: str) -> bool:
     """Whether ``text`` holds a control or format character (NUL, a zero-width space, a
     direction mark): an address with one looks like another one, and PostgreSQL text cannot
     hold NUL at all."""
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in text)
 
 
 def _existing(email: str) -> Account:
@@ -115,7 +115,11 @@ def find(email: str) -> Account | None:
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
+        line = sys.stdin.buffer.readline()
+        try:
+            return line.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise CliError("the password on standard input is not UTF-8") from None
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 

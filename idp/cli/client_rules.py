@@ -8,6 +8,7 @@ Pure: no Flask, no database. ``build(**options)`` turns command options (or one
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -98,6 +99,10 @@ MAX_NAME, MAX_URI = 200, 500
 def check(spec: ClientSpec) -> None:
     if len(spec.name) > MAX_NAME:
         raise InvalidClient(f"the name is longer than {MAX_NAME} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in spec.name):
+        # Shown to sellers on the consent page and to the operator by `clients list`: a control
+        # or direction character would make it read as another name (PostgreSQL takes no NUL).
+        raise InvalidClient("the name holds a control, format or direction character")
     if spec.backchannel_logout_uri and len(spec.backchannel_logout_uri) > MAX_URI:
         raise InvalidClient(f"the back-channel logout URI is longer than {MAX_URI} characters")
     _one_of("auth method", spec.auth_method, AUTH_METHODS)
@@ -164,6 +169,10 @@ def check_redirect_uri(uri: str, native: bool, what: str = "redirect URI") -> No
         raise InvalidClient(f"{what} is longer than {MAX_URI} characters")
     if any(c.isspace() or ord(c) < 0x20 for c in uri):
         raise InvalidClient(f"{what} {uri!r} contains whitespace or control characters")
+    if not uri.isascii():
+        # RFC 3986 §2: a URI is ASCII (an IRI is percent-encoded into one first); the request's
+        # redirect_uri is compared with it as a string, byte for byte.
+        raise InvalidClient(f"{what} {uri!r} is not ASCII: percent-encode it (RFC 3986 §2.1)")
     if "*" in (parts.hostname or ""):
         # Matched exactly (RFC 9700 §2.1, §4.1.3): a wildcard would only ever match itself,
         # and the operator meant something this IdP never does.

@@ -48,6 +48,8 @@ TOML_KEYS = {
               show_default=True)
 def add(client_id, jwks_file, **options):
     """Register a new client; a confidential one gets a secret, printed once."""
+    if not rules.CLIENT_ID.fullmatch(client_id or ""):  # before it is looked up: a database takes no such text
+        raise CliError("a client id is 1-100 letters, digits, '.', '_', '~' or '-'")
     if db.session.scalar(select(Client).filter_by(client_id=client_id)) is not None:
         raise CliError(f"client {client_id!r} already exists (remove it first, or use `idp clients load`)")
     spec = _build(client_id, jwks=_read_jwks(jwks_file) if jwks_file else None, **options)
@@ -314,11 +316,24 @@ def _weaker(before: dict, after: dict) -> list[str]:
     if after["first_party"] and not before["first_party"]:
         out.append("the client is first-party now: sellers are no longer asked for consent")
     for key, says, sep in (("redirect_uris", "codes may now be sent to", ", "),
+                           ("post_logout_redirect_uris", "browsers may now be sent after a logout to", ", "),
                            ("scopes", "the client may now ask for", " "),
                            ("grant_types", "the client may now use", ", ")):
         if added := _added(before[key], after[key]):
             out.append(f"{says} {sep.join(added)}")
+    if after["backchannel_logout_uri"] and after["backchannel_logout_uri"] != before["backchannel_logout_uri"]:
+        out.append(f"logout tokens now go to {after['backchannel_logout_uri']}")
+    if after["jwks"] and _kids(after["jwks"]) - _kids(before["jwks"]):
+        out.append("new keys may now authenticate as the client (private_key_jwt): "
+                   + ", ".join(sorted(_kids(after["jwks"]) - _kids(before["jwks"]))))
+    if after.get("application_type") == "native" and before.get("application_type") != "native":
+        out.append("the client is native now: its loopback redirect URIs take any port")
     return out
+
+
+def _kids(jwks) -> set[str]:
+    keys = (jwks or {}).get("keys", []) if isinstance(jwks, dict) else []
+    return {str(k.get("kid") or k.get("x") or k.get("n", "")[:16]) for k in keys if isinstance(k, dict)}
 
 
 def _added(old: list, new: list) -> list:

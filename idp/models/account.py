@@ -1,4 +1,5 @@
 import secrets
+import unicodedata
 
 from sqlalchemy import Boolean, Integer, String, and_, event, or_
 from sqlalchemy.orm import Mapped, mapped_column
@@ -46,7 +47,9 @@ class Account(db.Model):
 
     @staticmethod
     def normalize_email(email: str) -> str:
-        return email.strip().lower()
+        # NFC: "é" typed as one character or as "e" and a combining accent (pasted from macOS)
+        # is one address, one account; then lower case, as before.
+        return unicodedata.normalize("NFC", email.strip()).lower()
 
 
 @event.listens_for(Account.status, "set")

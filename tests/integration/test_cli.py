@@ -216,6 +216,12 @@ def test_a_change_whose_cached_copy_could_not_be_dropped_is_an_error(tmp_path, s
     ("clients = [1, 2]\n", "clients must be an array of tables"),
     ('[clients]\nclient_id = "x"\n', "clients must be an array of tables"),
     ('[[clients]]\nclient_id = "x"\njwks_file = 5\nredirect_uris = ["https://a/cb"]\n', "jwks_file must be a file name"),
+    # shown on the consent page and by `clients list`: no NUL, no direction override
+    ('[[clients]]\nclient_id = "x"\nname = "Seller\\u0000Dashboard"\nredirect_uris = ["https://a/cb"]\n',
+     "the name holds a control, format or direction character"),
+    ('[[clients]]\nclient_id = "x"\nname = "Seller Dashboard\\u202e"\nredirect_uris = ["https://a/cb"]\n',
+     "the name holds a control, format or direction character"),
+    ('[[clients]]\nclient_id = "x"\nredirect_uris = ["https://a.example/caf\u00e9"]\n', "is not ASCII"),
 ])
 def test_load_refuses_a_badly_shaped_file_with_one_line(idp, tmp_path, text, message):
     path = tmp_path / "clients.toml"
@@ -223,6 +229,30 @@ def test_load_refuses_a_badly_shaped_file_with_one_line(idp, tmp_path, text, mes
     result = idp("clients", "load", str(path))
     assert_refused(result, message)
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_email_is_one_account_however_its_accents_are_typed(idp):
+    """"é" as one character (NFC) or as "e" and a combining accent (NFD, pasted from macOS)."""
+    created = idp("accounts", "create", "jos\u00e9@example.com", "--password-stdin", input="long enough 1\n")
+    assert created.exit_code == 0, created.output
+    assert_refused(idp("accounts", "create", "jose\u0301@example.com", "--password-stdin",
+                       input="long enough 1\n"), "already exists")
+    assert idp("accounts", "disable", "jose\u0301@example.com").exit_code == 0  # found, the same account
+
+
+def test_loading_a_change_that_lets_a_client_do_more_says_so(idp, tmp_path):
+    path = tmp_path / "clients.toml"
+    path.write_text('[[clients]]\nclient_id = "w1"\nredirect_uris = ["https://a.example/cb"]\n'
+                    'post_logout_redirect_uris = ["https://a.example/bye"]\n'
+                    'backchannel_logout_uri = "https://a.example/bcl"\n')
+    assert idp("clients", "load", str(path)).exit_code == 0
+    path.write_text('[[clients]]\nclient_id = "w1"\nredirect_uris = ["https://a.example/cb"]\n'
+                    'post_logout_redirect_uris = ["https://a.example/bye", "https://b.example/bye"]\n'
+                    'backchannel_logout_uri = "https://b.example/bcl"\n')
+    result = idp("clients", "load", str(path))
+    assert result.exit_code == 0, result.output
+    assert "browsers may now be sent after a logout to https://b.example/bye" in result.stderr
+    assert "logout tokens now go to https://b.example/bcl" in result.stderr
 
 
 def test_a_blank_name_falls_back_to_the_client_id(app, idp):

@@ -105,3 +105,21 @@ def test_serve_refuses_a_config_file_that_is_not_toml_and_a_url_that_does_not_pa
     refused(idp("serve", "--dev", "--workers", "1", IDP_CONFIG_FILE=str(bad)), "not valid TOML")
     refused(idp("serve", "--dev", "--workers", "1",
                 IDP_DATABASE_URL=f"postgresql+psycopg://idp:{PASSWORD}@db:abc/idp"), "DATABASE_URL is not")
+
+
+def test_an_argument_or_a_password_that_is_not_utf8_is_one_line(idp, tmp_path):
+    """The shell hands such bytes over as lone surrogates, which no database or hash takes."""
+    not_utf8 = "x\udcff"  # subprocess writes it as the byte 0xff
+    assert idp("db", "upgrade")[0] == 0
+    refused(idp("clients", "show", not_utf8), "not valid UTF-8")
+    refused(idp("accounts", "disable", f"{not_utf8}@example.com"), "no account with the email")
+    refused(idp("clients", "add", not_utf8, "--redirect-uri", "https://a.example/cb"), "a client id is")
+    done = subprocess.run([sys.executable, "-c", "from idp.cli import main; main()", "accounts", "create",
+                           "n@example.com", "--password-stdin"], input=b"pass\xffword123\n", capture_output=True,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("IDP_")},
+                               "IDP_INSTANCE_PATH": str(tmp_path / "instance"), "IDP_KEYS_DIR": str(tmp_path / "keys"),
+                               "IDP_CONFIG_FILE": str(tmp_path / "none.toml"), "PYTHONPATH": str(ROOT)},
+                          cwd=tmp_path, timeout=120)
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 2 and "Traceback" not in output, output
+    assert output.strip().splitlines()[-1] == "Error: the password on standard input is not UTF-8", output
