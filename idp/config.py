@@ -348,6 +348,10 @@ def check(config: dict) -> None:
         # limit would end sessions in use. Keycloak's shortest sensible idle is minutes too.
         raise ConfigError("SESSION_IDLE_TTL must be 0 (none) or at least 300 seconds, "
                           f"got {config['SESSION_IDLE_TTL']}")
+    if not config["ACR_VALUES"]:
+        # Every ID token carries the acr of its sign-in: discovery may not say none is supported.
+        raise ConfigError(f"ACR_VALUES must name at least one acr value this release issues "
+                          f"({', '.join(ISSUED_ACR_VALUES)})")
     if unknown := [v for v in config["ACR_VALUES"] if v not in ISSUED_ACR_VALUES]:
         # Discovery §3: the values this OP supports. One it never puts in an ID token would
         # have relying parties ask for (and wait for) an assurance no sign-in gives.

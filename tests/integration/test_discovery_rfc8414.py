@@ -76,10 +76,10 @@ def test_rfc8414_well_known_serves_the_same_document(client):
 
 
 def test_extra_scopes_and_acr_values_come_from_config(tmp_path):
-    app = make_app(tmp_path, EXTRA_SCOPES=["orders"], ACR_VALUES=[])
+    app = make_app(tmp_path, EXTRA_SCOPES=["orders"], ACR_VALUES=["urn:idp:acr:pwd"])
     doc = app.test_client().get(WELL_KNOWN).get_json()
     assert doc["scopes_supported"] == ["openid", "email", "profile", "offline_access", "orders"]
-    assert doc["acr_values_supported"] == []
+    assert doc["acr_values_supported"] == ["urn:idp:acr:pwd"]  # never [] (config refuses it): tokens carry one
 
 
 def test_resource_servers_scopes_are_listed_as_supported(tmp_path):

@@ -274,6 +274,7 @@ def test_the_metrics_token_is_text_as_written(monkeypatch, tmp_path, raw):
     ("EXTRA_SCOPES", '["api read"]', "EXTRA_SCOPES must be a list of names"),
     ("EXTRA_SCOPES", '[1]', "EXTRA_SCOPES must be a list of names"),
     ("ACR_VALUES", "urn:x", "ACR_VALUES must be a list of names"),
+    ("ACR_VALUES", "[]", "ACR_VALUES must name at least one acr value"),  # every ID token carries one
     ("RESOURCES", '["https://api.example.com"]', "RESOURCES must be a table"),
     ("RESOURCES", '{"https://api.example.com": "jwt"}', "must be a table of access_token_format, scopes and"),
     ("RESOURCES", '{"https://api.example.com": {"format": "jwt"}}', "must be a table of access_token_format"),
