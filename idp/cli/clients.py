@@ -223,6 +223,11 @@ def load(file):
             click.secho(f"  Note: {why}", fg="yellow", err=True)
     for client_id, secret in new_secrets:
         _print_secret(client_id, secret)
+    # Loading never removes (a table deleted from the file by mistake would sign every seller
+    # of that client out): said, so the operator knows which clients the file no longer has.
+    if left := sorted(set(db.session.scalars(select(Client.client_id))) - set(ids)):
+        click.secho(f"Note: registered, but not in {path}: {', '.join(left)} (`idp clients remove ID` to remove)",
+                    fg="yellow", err=True)
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -253,6 +253,11 @@ def test_loading_a_change_that_lets_a_client_do_more_says_so(idp, tmp_path):
     assert result.exit_code == 0, result.output
     assert "browsers may now be sent after a logout to https://b.example/bye" in result.stderr
     assert "logout tokens now go to https://b.example/bcl" in result.stderr
+    path.write_text('[[clients]]\nclient_id = "w2"\nredirect_uris = ["https://a.example/cb"]\n')
+    result = idp("clients", "load", str(path))  # w1 no longer in the file: kept, and said
+    note = [line for line in result.stderr.splitlines() if "registered, but not in " in line]
+    assert result.exit_code == 0 and len(note) == 1 and "w1" in note[0].rsplit(": ", 1)[1]
+    assert idp("clients", "show", "w1").exit_code == 0
 
 
 def test_a_blank_name_falls_back_to_the_client_id(app, idp):
