@@ -240,17 +240,24 @@ def test_an_email_is_one_account_however_its_accents_are_typed(idp):
     assert idp("accounts", "disable", "jose\u0301@example.com").exit_code == 0  # found, the same account
 
 
-def test_loading_a_change_that_lets_a_client_do_more_says_so(idp, tmp_path):
-    path = tmp_path / "clients.toml"
-    path.write_text('[[clients]]\nclient_id = "w1"\nredirect_uris = ["https://a.example/cb"]\n'
-                    'post_logout_redirect_uris = ["https://a.example/bye"]\n'
-                    'backchannel_logout_uri = "https://a.example/bcl"\n')
+def _load_then_change(idp, path, before: str, after: str):
+    """`clients load` of ``before``, then of ``after`` (TOML texts): the second result."""
+    path.write_text(before)
     assert idp("clients", "load", str(path)).exit_code == 0
-    path.write_text('[[clients]]\nclient_id = "w1"\nredirect_uris = ["https://a.example/cb"]\n'
-                    'post_logout_redirect_uris = ["https://a.example/bye", "https://b.example/bye"]\n'
-                    'backchannel_logout_uri = "https://b.example/bcl"\n')
+    path.write_text(after)
     result = idp("clients", "load", str(path))
     assert result.exit_code == 0, result.output
+    return result
+
+
+def test_loading_a_change_that_lets_a_client_do_more_says_so(idp, tmp_path):
+    path = tmp_path / "clients.toml"
+    result = _load_then_change(
+        idp, path, '[[clients]]\nclient_id = "w1"\nredirect_uris = ["https://a.example/cb"]\n'
+        'post_logout_redirect_uris = ["https://a.example/bye"]\nbackchannel_logout_uri = "https://a.example/bcl"\n',
+        '[[clients]]\nclient_id = "w1"\nredirect_uris = ["https://a.example/cb"]\n'
+        'post_logout_redirect_uris = ["https://a.example/bye", "https://b.example/bye"]\n'
+        'backchannel_logout_uri = "https://b.example/bcl"\n')
     assert "browsers may now be sent after a logout to https://b.example/bye" in result.stderr
     assert "logout tokens now go to https://b.example/bcl" in result.stderr
     path.write_text('[[clients]]\nclient_id = "w2"\nredirect_uris = ["https://a.example/cb"]\n')
@@ -346,14 +353,13 @@ def test_load_says_when_a_client_is_weakened(app, idp, tmp_path):
     redirect URI said only "updated": its secret went, consent went, and its refresh tokens
     became usable with the client_id alone."""
     path = tmp_path / "clients.toml"
-    path.write_text('[[clients]]\nclient_id = "app"\nredirect_uris = ["https://app.example.com/cb"]\n'
-                    'grant_types = ["authorization_code", "refresh_token"]\nscopes = ["openid", "offline_access"]\n')
-    assert idp("clients", "load", str(path)).exit_code == 0
-    path.write_text('[[clients]]\nclient_id = "app"\npublic = true\nfirst_party = true\n'
-                    'redirect_uris = ["https://app.example.com/cb", "https://elsewhere.example/cb"]\n'
-                    'grant_types = ["authorization_code", "refresh_token"]\nscopes = ["openid", "offline_access"]\n')
-    result = idp("clients", "load", str(path))
-    assert result.exit_code == 0, result.output
+    result = _load_then_change(
+        idp, path,
+        '[[clients]]\nclient_id = "app"\nredirect_uris = ["https://app.example.com/cb"]\n'
+        'grant_types = ["authorization_code", "refresh_token"]\nscopes = ["openid", "offline_access"]\n',
+        '[[clients]]\nclient_id = "app"\npublic = true\nfirst_party = true\n'
+        'redirect_uris = ["https://app.example.com/cb", "https://elsewhere.example/cb"]\n'
+        'grant_types = ["authorization_code", "refresh_token"]\nscopes = ["openid", "offline_access"]\n')
     line = next(out for out in result.stdout.splitlines() if out.startswith("updated client app: "))
     assert "token_endpoint_auth_method 'client_secret_basic' -> 'none'" in line and "secret removed" in line
     assert "redirect_uris +https://elsewhere.example/cb" in line and "first_party False -> True" in line
