@@ -179,3 +179,47 @@ def test_raw_bytes_that_are_not_utf8_in_the_query_are_a_400(app):
             body = b"".join(app(env, lambda s, h, exc=None: status.append(s)))
         assert status[0].startswith("400"), (path, status, body[:300])
         assert b"not UTF-8" in body
+
+
+LIVE_PAGES = ["password", "consent", "logout", "everywhere", "authorize"]
+
+
+def test_no_request_to_a_live_sign_in_or_logout_gets_a_server_error(client, flow, seller, third_party_rp):
+    """The fuzz above sends dead ids and no session; this one fuzzes the pages past those
+    checks: a live sign-in's password and consent steps, the logout confirmation and sign out
+    everywhere, with a signed-in session and (mostly) a valid CSRF token."""
+    from werkzeug.datastructures import MultiDict
+
+    from tests.conftest import Flow, csrf_token
+
+    tokens = flow.redeem(flow.login_code()).get_json()
+    rnd = random.Random(20261207)
+    # The test client cannot send a lone surrogate; the WSGI fuzz above does.
+    values = [v for v in _values(tokens, flow.rp) if v != "\ud800"] + ["allow", "deny", "confirm", "Allow", "Deny"]
+    names = PARAMS + ["allow", "deny", "confirm", "logout_id", "email", "password"]
+    failures = []
+    for _ in range(300):
+        third, kind = Flow(client, third_party_rp), rnd.choice(LIVE_PAGES)
+        if kind == "password":
+            url = flow.authorize(prompt="login").headers["Location"]
+        elif kind == "consent":
+            url = third.authorize().headers["Location"]
+            if "/password" in url:
+                url = third.sign_in(third.authorize()).headers.get("Location", url)
+        else:
+            url = {"logout": "/logout/confirm", "everywhere": "/account/sign-out-everywhere",
+                   "authorize": "/authorize"}[kind]
+        html = client.get("/logout" if kind == "logout" else url).get_data(as_text=True) if kind != "authorize" else ""
+        pairs = [("csrf_token", csrf_token(html) if 'name="csrf_token"' in html else "x")] if rnd.random() < 0.9 else []
+        if 'name="logout_id"' in html:
+            pairs.append(("logout_id", html.split('name="logout_id" type="hidden" value="')[1].split('"')[0]))
+        pairs += [(rnd.choice(names), rnd.choice(values)) for _ in range(rnd.randint(0, 5))]
+        if kind == "authorize" and rnd.random() < 0.5:
+            resp = client.get(url, query_string=MultiDict(pairs))
+        else:
+            resp = client.post(url, data=MultiDict(pairs))
+        if resp.status_code >= 500:
+            failures.append((kind, url, pairs, resp.status_code, resp.get_data(as_text=True)[:200]))
+        if rnd.random() < 0.1:  # signed in again now and then: the session a logout may have ended
+            flow.login_code()
+    assert not failures, failures[:3]
