@@ -115,8 +115,9 @@ def main():
             database_url, pg_pid = R.start_postgres()
             base, pids = R.start_ours(redis_url, database_url, python=s["python"], root=s["tree"],
                                       extra_env=s["env"])
+            jobs, user_active = R.prepare(name, base, "ours", args.rounds)
             targets[name] = {"base": base, "parts": {"server": pids, "redis": [redis_pid], "postgres": [pg_pid]},
-                             "jobs": R.prepare(name, base, "ours", args.rounds)[0]}
+                             "jobs": jobs, "user_active": user_active}
             print(f"{name}: {s['python']} {s['tree']} {s['env']} at {base}", flush=True)
         results: dict[tuple[str, str], list[dict]] = {}
         for row in rows:
@@ -128,6 +129,8 @@ def main():
                     print(f"{row:20} {name} {m['rps']:9.1f}/s{flows}  p99 {m['p99']:6.1f} ms  idle {m['idle']:4.1f}%  "
                           f"CPU/op server {m['server']:.3f} redis {m['redis']:.3f} postgres {m['postgres']:.3f} ms",
                           flush=True)
+        for name, target in targets.items():  # the introspection and userinfo rows measured an active token
+            R.check(target["user_active"](), f"{name}: the user's access token expired during the run")
         print()
         for (row, name), ms in results.items():
             print(f"{row:20} {name}  req/s {sorted(round(m['rps']) for m in ms)}  "
