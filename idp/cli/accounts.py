@@ -10,7 +10,6 @@ import unicodedata
 
 import click
 from flask.cli import AppGroup
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -110,7 +109,7 @@ def _existing(email: str) -> Account:
 
 
 def find(email: str) -> Account | None:
-    return db.session.scalar(select(Account).filter_by(email=Account.normalize_email(email)))
+    return Account.by_email(email)
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -79,8 +79,7 @@ def password(signin_id):
         return _page(signin, "signin/password.html", form=form, client=client, error=BAD_CREDENTIALS)
     began = time.time()  # before the account is read: a session this proof starts counts from here
     # PostgreSQL text cannot hold NUL: no account has such an email, and asking would fail.
-    account = None if "\x00" in email else db.session.execute(
-        db.select(Account).filter_by(email=email)).scalar_one_or_none()
+    account = None if "\x00" in email else Account.by_email(email)
     # Always verify a hash (a dummy one for unknown accounts): same answer, same time.
     ok = passwords.verify_password(account.password_hash if account else None, typed)
     if not ok or account.status != "active":

@@ -51,6 +51,15 @@ class Account(db.Model):
         # is one address, one account; then lower case, as before.
         return unicodedata.normalize("NFC", email.strip()).lower()
 
+    @classmethod
+    def by_email(cls, email: str):
+        """The account of ``email`` however its accents were typed: new accounts keep the NFC
+        form, and one made before emails were normalised may hold the decomposed one (NFD)."""
+        forms = {unicodedata.normalize(f, email.strip()).lower() for f in ("NFC", "NFD")}
+        found = db.session.scalars(db.select(cls).where(cls.email.in_(forms))).all()
+        nfc = cls.normalize_email(email)
+        return next((a for a in found if a.email == nfc), found[0] if found else None)
+
 
 @event.listens_for(Account.status, "set")
 def _leaving_active_ends_every_sign_in(account, value, previous, initiator):

@@ -275,6 +275,19 @@ def test_a_sign_in_open_while_the_client_registration_changes_answers_nothing_th
     assert "registration changed" in resp.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("typed", ["jos\u00e9@example.com", "jose\u0301@example.com"], ids=["NFC", "NFD"])
+def test_an_account_stored_before_emails_were_normalised_still_signs_in(flow, typed):
+    """An earlier release kept the email as typed, lower-cased: one made with a combining
+    accent (NFD) must not be locked out now that emails are kept in NFC."""
+    from idp.login.password import hash_password
+    from idp.models import Account
+
+    db.session.add(Account(email="jose\u0301@example.com", email_verified=True, password_hash=hash_password(PASSWORD)))
+    db.session.commit()
+    resp = flow.sign_in(flow.authorize(), email=typed)
+    assert resp.status_code == 302 and "code=" in resp.headers["Location"], resp.get_data(as_text=True)
+
+
 def test_a_wrong_password_leaves_the_sign_in_open_for_the_next_try(flow, seller):
     url, page = _signin_page(flow)
     token = csrf_token(page)
