@@ -195,10 +195,13 @@ def load(file):
     if len(set(ids)) != len(ids):
         raise CliError(f"{path}: a client_id appears twice: {sorted({i for i in ids if ids.count(i) > 1})}")
 
-    new_secrets, report = [], []
+    from ..oauth.tokens import credentials_mark, revoke_client_credentials
+
+    new_secrets, report, replaced = [], [], []
     for spec, secret in loaded:
         client = db.session.scalar(select(Client).filter_by(client_id=spec.client_id))
         before = _columns(client) if client else None
+        mark_before = credentials_mark(client) if client else None
         if client is None:
             client = Client(client_id=spec.client_id)
             db.session.add(client)
@@ -209,6 +212,8 @@ def load(file):
             new_secrets.append((spec.client_id, _new_secret(client)))
         elif not spec.uses_secret:
             client.secret_hash = None
+        if mark_before is not None and mark_before != "-" and credentials_mark(client) != mark_before:
+            replaced.append((spec.client_id, client, mark_before))  # its secret replaced or gone
         if before is None:
             report.append((f"added client {spec.client_id}", []))
         else:
@@ -223,11 +228,24 @@ def load(file):
             click.secho(f"  Note: {why}", fg="yellow", err=True)
     for client_id, secret in new_secrets:
         _print_secret(client_id, secret)
+    # As rotate-secret: client-credentials tokens got with a secret the file replaced or dropped go.
+    unswept = []
+    for client_id, client, mark in replaced:
+        try:
+            swept = revoke_client_credentials(client.id, mark, "secret_rotated")
+        except Exception:  # noqa: BLE001  (said below)
+            unswept.append(client_id)
+            continue
+        click.echo(f"{swept} client-credentials token(s) of {client_id} got with its old secret deleted")
     # Loading never removes (a table deleted from the file by mistake would sign every seller
     # of that client out): said, so the operator knows which clients the file no longer has.
     if left := sorted(set(db.session.scalars(select(Client.client_id))) - set(ids)):
         click.secho(f"Note: registered, but not in {path}: {', '.join(left)} (`idp clients remove ID` to remove)",
                     fg="yellow", err=True)
+    if unswept:
+        raise store_unreachable(f"the store (REDIS_URL) could not be reached: client-credentials tokens got with "
+                                f"the old secret of {', '.join(unswept)} were not deleted and expire within "
+                                "ACCESS_TOKEN_TTL")
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -167,6 +167,30 @@ def test_remove_deletes_the_client_and_revokes_its_grants(app, idp):
     assert "memory://, a store private to each process" in result.stderr
 
 
+def test_load_that_replaces_a_secret_deletes_the_tokens_got_with_the_old_one(app, idp, tmp_path):
+    """As rotate-secret does: a file that changes a client's secret is how a leaked demo secret
+    is replaced; whoever holds the old one keeps no client-credentials token got with it."""
+    from idp.oauth import tokens
+
+    path = tmp_path / "clients.toml"
+    entry = ('[[clients]]\nclient_id = "svc"\ngrant_types = ["client_credentials"]\nscopes = ["api:read"]\n'
+             'secret = "{}"\n')
+    old, new = "the-first-secret-0123456789abcdef", "the-second-secret-0123456789abcdef"
+    path.write_text(entry.format(old))
+    assert idp("clients", "load", str(path)).exit_code == 0
+    http = app.test_client()
+    got = http.post("/token", auth=("svc", old), data={"grant_type": "client_credentials"})
+    assert got.status_code == 200, got.get_json()
+    path.write_text(entry.format(new))
+    result = idp("clients", "load", str(path))
+    assert result.exit_code == 0, result.output
+    assert "1 client-credentials token(s) of svc got with its old secret deleted" in result.stdout
+    with app.app_context():
+        assert tokens.find_access_token(got.get_json()["access_token"]) is None
+    assert http.post("/token", auth=("svc", new), data={"grant_type": "client_credentials"}).status_code == 200
+    assert "deleted" not in idp("clients", "load", str(path)).stdout  # unchanged: nothing to delete
+
+
 def test_rotate_secret_replaces_a_leaked_secret_and_keeps_the_grants(app, idp):
     added = idp("clients", "add", "svc", "--grant-type", "client_credentials", "--scope", "api:read")
     (_, old), = SECRET_LINE.findall(added.stdout)
