@@ -6,7 +6,6 @@ never from the command line, where ps and shell history would show it.
 
 import re
 import sys
-import unicodedata
 
 import click
 from flask.cli import AppGroup
@@ -15,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..login.password import hash_password
 from ..models import Account
+from .client_rules import invisible
 from .common import CliError, refuse_if_tokens_left, warn_if_store_is_private
 
 MIN_PASSWORD = 8  # NIST SP 800-63B §5.1.1.2
@@ -33,10 +33,10 @@ accounts = AppGroup("accounts", help="Create seller accounts, set a password, di
 def create(email, name, verified, password_stdin):
     """Create an account with a password."""
     email = Account.normalize_email(email)
-    if not EMAIL.fullmatch(email) or len(email) > MAX_EMAIL or email.endswith(".") or _invisible(email):
+    if not EMAIL.fullmatch(email) or len(email) > MAX_EMAIL or email.endswith(".") or invisible(email):
         raise CliError(f"{email!r} is not an email address" if len(email) <= MAX_EMAIL
                        else f"an email address is at most {MAX_EMAIL} characters (RFC 5321 §4.5.3.1)")
-    if name is not None and (len(name) > MAX_NAME or _invisible(name)):
+    if name is not None and (len(name) > MAX_NAME or invisible(name)):
         raise CliError(f"the name is longer than {MAX_NAME} characters" if len(name) > MAX_NAME
                        else "the name holds a control or invisible character")
     if find(email) is not None:
@@ -94,15 +94,8 @@ def enable(email):
     click.echo(f"enabled {account.email}")
 
 
-def _invisible(text: str) -> bool:
-    """Whether ``text`` holds a control or format character (NUL, a zero-width space, a
-    direction mark): an address with one looks like another one, and PostgreSQL text cannot
-    hold NUL at all."""
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in text)
-
-
 def _existing(email: str) -> Account:
-    account = None if _invisible(email) else find(email)
+    account = None if invisible(email) else find(email)
     if account is None:
         raise CliError(f"no account with the email {email!r}")
     return account

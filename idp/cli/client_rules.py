@@ -96,12 +96,17 @@ def build(client_id: str, *, name=None, redirect_uris=(), post_logout_redirect_u
 MAX_NAME, MAX_URI = 200, 500
 
 
+def invisible(text: str) -> bool:
+    """Whether ``text`` holds a control, format or direction character (NUL, a zero-width
+    space, a right-to-left override) or a lone surrogate: shown to a seller or an operator it
+    would read as other text, and PostgreSQL text cannot hold NUL at all."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in text)
+
+
 def check(spec: ClientSpec) -> None:
     if len(spec.name) > MAX_NAME:
         raise InvalidClient(f"the name is longer than {MAX_NAME} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in spec.name):
-        # Shown to sellers on the consent page and to the operator by `clients list`: a control
-        # or direction character would make it read as another name (PostgreSQL takes no NUL).
+    if invisible(spec.name):  # shown to sellers on the consent page, to the operator by `clients list`
         raise InvalidClient("the name holds a control, format or direction character")
     if spec.backchannel_logout_uri and len(spec.backchannel_logout_uri) > MAX_URI:
         raise InvalidClient(f"the back-channel logout URI is longer than {MAX_URI} characters")

@@ -346,17 +346,20 @@ def _weaker(before: dict, after: dict) -> list[str]:
             out.append(f"{says} {sep.join(added)}")
     if after["backchannel_logout_uri"] and after["backchannel_logout_uri"] != before["backchannel_logout_uri"]:
         out.append(f"logout tokens now go to {after['backchannel_logout_uri']}")
-    if after["jwks"] and _kids(after["jwks"]) - _kids(before["jwks"]):
-        out.append("new keys may now authenticate as the client (private_key_jwt): "
-                   + ", ".join(sorted(_kids(after["jwks"]) - _kids(before["jwks"]))))
+    if added := _new_keys(before["jwks"], after["jwks"]):
+        out.append("new keys may now authenticate as the client (private_key_jwt): " + ", ".join(added))
     if after.get("application_type") == "native" and before.get("application_type") != "native":
         out.append("the client is native now: its loopback redirect URIs take any port")
     return out
 
 
-def _kids(jwks) -> set[str]:
-    keys = (jwks or {}).get("keys", []) if isinstance(jwks, dict) else []
-    return {str(k.get("kid") or k.get("x") or k.get("n", "")[:16]) for k in keys if isinstance(k, dict)}
+def _new_keys(before, after) -> list[str]:
+    """The keys of JWKS ``after`` that ``before`` lacks (compared whole: a kid is optional), by kid."""
+    def keys(jwks) -> list[dict]:
+        return [k for k in (jwks or {}).get("keys", []) if isinstance(k, dict)]
+
+    old = {json.dumps(k, sort_keys=True) for k in keys(before)}
+    return [str(k.get("kid", "a key without kid")) for k in keys(after) if json.dumps(k, sort_keys=True) not in old]
 
 
 def _added(old: list, new: list) -> list:

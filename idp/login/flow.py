@@ -7,7 +7,6 @@ database, cookies) and the views only render.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from contextlib import contextmanager
@@ -50,8 +49,8 @@ def load(signin_id: str) -> SignIn | None:
     signin = SignIn.from_dict(data)
     if signin.expires_at <= time.time():
         return None
-    # As stored, apart from the lists the SignIn shares with it: what _take gives back.
-    g.setdefault("idp_signins_loaded", {})[signin_id] = copy.deepcopy(data)
+    # As stored (the SignIn copies its lists): what _take gives back.
+    g.setdefault("idp_signins_loaded", {})[signin_id] = data
     return signin if _bound(signin) else None
 
 

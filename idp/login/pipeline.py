@@ -49,8 +49,10 @@ class SignIn:
     @classmethod
     def from_dict(cls, d: dict) -> "SignIn":
         # Fields a later release added are left out: during a rolling upgrade an older
-        # process may load a sign-in a newer one started.
-        return cls(**{k: v for k, v in d.items() if k in _SIGNIN_FIELDS})
+        # process may load a sign-in a newer one started. Lists and dicts are copied: the
+        # sign-in changes its own, never those of ``d`` (idp.login.flow keeps it as read).
+        return cls(**{k: v.copy() if isinstance(v, (list, dict)) else v
+                      for k, v in d.items() if k in _SIGNIN_FIELDS})
 
     def complete(self, key: str) -> None:
         if key not in self.done:

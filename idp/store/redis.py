@@ -109,8 +109,9 @@ class Refused(TryAgainError):
 _REFUSALS = frozenset({"MISCONF", "NOREPLICAS", "BUSY"})
 
 
-def _refused(exc: ResponseError) -> Refused | None:
-    return Refused(*exc.args, status_code=exc.status_code) if exc.status_code in _REFUSALS else None
+def _outage(exc: ResponseError) -> ResponseError:
+    """The error to raise for ``exc``: a Refused for a write refused for now, else itself."""
+    return Refused(*exc.args, status_code=exc.status_code) if exc.status_code in _REFUSALS else exc
 
 
 def _reconnect_on_readonly(method):
@@ -126,9 +127,7 @@ def _reconnect_on_readonly(method):
             self._r.connection_pool.disconnect(inuse_connections=False)
             raise
         except ResponseError as exc:
-            if (refused := _refused(exc)) is not None:
-                raise refused from exc
-            raise
+            raise _outage(exc)
     return wrapper
 
 
@@ -213,9 +212,7 @@ class RedisStore(Store):
                 conn.disconnect()  # see _reconnect_on_readonly
                 raise
             except ResponseError as exc:
-                if (refused := _refused(exc)) is not None:
-                    raise refused from exc
-                raise
+                raise _outage(exc)
 
     def put(self, key: str, value: Value, ttl: int) -> None:
         self._call("SET", self._k(key), dumps(value), "EX", check_ttl(ttl))
