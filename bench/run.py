@@ -290,11 +290,24 @@ def basic(client: dict) -> str:
     return "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
 
 
+def idle_jiffies() -> tuple[int, int]:
+    """(idle, total) jiffies of the whole machine since boot, from /proc/stat's cpu line."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; guest time is inside user
+
+
 def run_wrk(url: str, script: str, env: dict, duration: float, connections: int = CONNECTIONS) -> dict:
+    """One wrk run: req/s, p50/p99, errors; and, to account for where the 2 cores went, wrk's
+    own CPU per request (a fatter or more fragmented answer costs the load generator too) and
+    the share of the machine left idle (a server waiting instead of working)."""
+    children, (idle, total) = os.times(), idle_jiffies()
     cmd = ["wrk", f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
            "-s", str(DRIVERS / script), url]
     out = subprocess.run(cmd, env={**os.environ, **env, "BENCH_THREADS": str(THREADS)},
                          capture_output=True, text=True, timeout=duration + 60)
+    after, (idle_after, total_after) = os.times(), idle_jiffies()
+    wrk_cpu = (after.children_user + after.children_system) - (children.children_user + children.children_system)
+    idle_share = (idle_after - idle) / max(1, total_after - total)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             r = json.loads(line[len("BENCH_JSON "):])
@@ -302,7 +315,8 @@ def run_wrk(url: str, script: str, env: dict, duration: float, connections: int 
             # wrk counts every answer as a request, a 4xx or 5xx too: only the good ones are throughput
             good = max(0, r["requests"] - r["errors_status"]) / r["requests"] if r["requests"] else 0.0
             return {"rps": r["rps"] * good, "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-                    "errors": errors, "requests": r["requests"]}
+                    "errors": errors, "requests": r["requests"],
+                    "wrk_ms": wrk_cpu / max(1, r["requests"]) * 1e3, "idle": idle_share}
     raise RuntimeError(f"wrk gave no BENCH_JSON line:\n{out.stdout}\n{out.stderr}")
 
 
@@ -432,12 +446,18 @@ def report(results: dict, mem: dict, args) -> str:
               "spent per request (per flow on the last row): server and workers, its redis-server and, "
               "for ours, PostgreSQL; not the load generator. It moves less than req/s on a shared machine.", "",
               "## CPU per op by process", "",
-              "Median over the rounds of each part (ms per request, per flow on the last row).", "",
-              "| endpoint | ours: server / redis / postgres | ref: server / redis |", "| --- | ---: | ---: |"]
+              "Median over the rounds of each part (ms per request, per flow on the last row). "
+              "wrk: the load generator's CPU per request against that side; idle: the share of the "
+              "2 cores nobody used during the run. With both cores shared, a side's req/s is about "
+              "(1 - idle) x 2000 / (its CPU per op + wrk's) per second.", "",
+              "| endpoint | ours: server / redis / postgres | ref: server / redis | wrk, ours / ref | idle, ours / ref |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     for endpoint, by in results.items():
-        cells = [" / ".join(f"{ms:.3f}" for ms in side["split"].values()) if side else "–"
-                 for side in (by.get("ours"), by.get("reference"))]
-        lines.append(f"| {endpoint} | {cells[0]} | {cells[1]} |")
+        sides = (by.get("ours"), by.get("reference"))
+        cells = [" / ".join(f"{ms:.3f}" for ms in side["split"].values()) if side else "–" for side in sides]
+        wrk = " / ".join(f"{side['wrk_ms']:.3f}" if side and "wrk_ms" in side else "–" for side in sides)
+        idle = " / ".join(f"{side['idle']:.0%}" if side and "idle" in side else "–" for side in sides)
+        lines.append(f"| {endpoint} | {cells[0]} | {cells[1]} | {wrk} | {idle} |")
     lines += ["",
               "## Peak memory (VmHWM)", "", "| IdP | process | peak RSS (MiB) |", "| --- | --- | ---: |"]
     for name, rows in mem.items():
@@ -470,7 +490,8 @@ def median_round(runs: list[dict]) -> dict:
     ordered = sorted(runs, key=lambda r: r["rps"])
     cpu = sorted(r["cpu_ms"] for r in runs)
     split = {part: sorted(r["split"][part] for r in runs)[len(runs) // 2] for part in runs[0]["split"]}
-    return {**ordered[len(ordered) // 2], "cpu_ms": cpu[len(cpu) // 2], "split": split,
+    extra = {key: statistics.median(r[key] for r in runs) for key in ("wrk_ms", "idle") if key in runs[0]}
+    return {**ordered[len(ordered) // 2], "cpu_ms": cpu[len(cpu) // 2], "split": split, **extra,
             "rounds": [{"rps": r["rps"], "errors": r.get("errors")} for r in runs]}
 
 
@@ -534,7 +555,8 @@ def main():
                     rounds.setdefault(endpoint, {}).setdefault(name, []).append(r)
                     print(f"{endpoint:32} {name:9} {fmt_rps(r):>12} req/s  p50/p99 {fmt_lat(r)}  "
                           f"{r['cpu_ms']:.3f} ms CPU/req ("
-                          + ", ".join(f"{part} {ms:.3f}" for part, ms in split.items()) + ")", flush=True)
+                          + ", ".join(f"{part} {ms:.3f}" for part, ms in split.items())
+                          + f"; wrk {r['wrk_ms']:.3f}, idle {r['idle']:.0%})", flush=True)
 
         for name, (_, user_active) in prepared.items():  # the rows above measured an active token
             check(user_active(), f"{name}: the user's access token expired during the run")
