@@ -1,10 +1,11 @@
 """Extensions, created unbound and attached in create_app (Flask's init_app pattern)."""
 
-from flask import current_app
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
+
+from .context import current_app
 
 
 class Base(DeclarativeBase):

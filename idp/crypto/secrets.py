@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 
-from flask import current_app
+from ..context import current_app
 
 _cache: dict[str, bytes] = {}
 

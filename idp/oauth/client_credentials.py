@@ -12,8 +12,8 @@ this process's copy of its registration, which that same write checks (idp.oauth
 """
 
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidScopeError, OAuth2Error, UnauthorizedClientError, grants
-from flask import current_app
 
+from ..context import current_app
 from . import clients, resource_indicators, tokens
 from .client_auth import CONFIDENTIAL_AUTH_METHODS
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from flask import g
 
+from ..context import g
 from ..extensions import store
 from ..models import Client
 from ..models.client import CachedClient

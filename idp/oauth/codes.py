@@ -20,8 +20,8 @@ from __future__ import annotations
 import time
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from flask import current_app
 
+from ..context import current_app
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import store
 from ..models.grant import new_grant_id

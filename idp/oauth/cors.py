@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import g
 
+from ..context import g
 from . import clients
 
 ENDPOINTS = {"/token": "POST", "/revoke": "POST", "/userinfo": "GET, POST"}

@@ -24,8 +24,8 @@ from authlib.consts import default_json_headers
 from authlib.oauth2 import rfc7662
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from flask import current_app
 
+from ..context import current_app
 from ..models.account import usable_since
 from ..store import prefetch
 from . import client_auth, clients, jwt_access_token, params, tokens

@@ -26,9 +26,9 @@ import logging
 from datetime import datetime, timezone
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, OAuth2Error, grants
-from flask import current_app
 from sqlalchemy import bindparam, update
 
+from ..context import current_app
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..models import RefreshToken

@@ -37,9 +37,9 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import psycopg
-from flask import current_app
 
 from .. import pg_connect_args
+from ..context import current_app
 from ..extensions import db
 from .tokens import RefreshLookup
 

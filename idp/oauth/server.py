@@ -20,10 +20,10 @@ from joserfc.errors import JoseError
 from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
                                     OAuth2Error, grants)
 from authlib.oauth2.rfc7636 import CodeChallenge
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
+from ..context import current_app
 from ..extensions import db
 from ..login import session as browser_session
 from ..ops import metrics

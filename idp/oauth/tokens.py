@@ -24,11 +24,11 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
-from flask import current_app
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ..context import current_app
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db, keyring, store
 from ..models import Account, Client, Grant, PendingSweep, RefreshToken, SecurityEvent

@@ -6,8 +6,8 @@ runs; the lookups then take their value from here instead of asking the store ag
 Request-scoped (flask.g): nothing outlives the request, so nothing can go stale.
 """
 
-from flask import g
 
+from ..context import g
 from ..extensions import store
 
 _MISSING = object()
