@@ -258,11 +258,15 @@ def access_token_key(token: str, verify: bool = True) -> str | None:
     return keyed_hash(token) if len(token) <= MAX_TOKEN else None
 
 
-def find_access_token(token: str) -> dict | None:
-    """The record of a live access token, or None. One store round trip."""
+def find_access_token(token: str, follow: tuple[str, str] | None = None) -> dict | None:
+    """The record of a live access token, or None. One store round trip; with ``follow``,
+    (a field of the record, a key prefix), the entry the record names there is fetched in
+    that same round trip (idp.store.prefetch.follow)."""
     key = access_token_key(token)
     if key is None:
         return None
+    if follow is not None:
+        prefetch.follow(AT_PREFIX + key, *follow)
     record = prefetch.get(AT_PREFIX + key)
     if record is None or record["exp"] <= time.time():
         return None

@@ -98,6 +98,13 @@ class Store(ABC):
         """``get`` for several keys in one round trip (``MGET``), in order."""
 
     @abstractmethod
+    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, Value | None]:
+        """(``get(key)``, and in the same round trip ``get(prefix + id)`` where ``id`` is the
+        value's ``field``, when the value is an object whose ``field`` is a string or a whole
+        number; else None): a record and the entry it names, such as an access token and its
+        account's cached claims. Two reads, not one atomic step."""
+
+    @abstractmethod
     def consume(self, key: str) -> Value | None:
         """Atomically get and delete ``key`` (``GETDEL``).
 

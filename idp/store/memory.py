@@ -93,6 +93,14 @@ class MemoryStore(Store):
         # Redis's MGET answers nil for a key of another type: a set or an index reads as missing.
         return [None if isinstance(raw, (set, dict)) else self._value(raw) for raw in raws]
 
+    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, Value | None]:
+        value = self.get(key)
+        named = value.get(field) if isinstance(value, dict) else None
+        whole = isinstance(named, int) and not isinstance(named, bool) and abs(named) < 2**53  # as Redis's Lua reads it
+        if not (whole or isinstance(named, str)):
+            return value, None
+        return value, self.get(prefix + str(named))
+
     def consume(self, key: str) -> Value | None:
         k = self._k(key)
         with self._lock:

@@ -3,6 +3,8 @@
 Introspection needs the caller's client registration and the token record. Both keys
 are known from the raw request, so they are fetched with one MGET before the endpoint
 runs; the lookups then take their value from here instead of asking the store again.
+UserInfo needs the token record and the cached claims of the account the record names:
+``follow`` fetches both in one round trip (Store.get_following).
 Request-scoped (flask.g): nothing outlives the request, so nothing can go stale.
 """
 
@@ -17,6 +19,17 @@ def prefetch(keys: list[str]) -> None:
     keys = [k for k in keys if k]
     if keys:
         g.idp_prefetch = dict(zip(keys, store().get_many(keys)))
+
+
+def follow(key: str, field: str, prefix: str) -> None:
+    """Fetch ``key`` and the entry its value's ``field`` names under ``prefix``, in one round
+    trip; ``get`` then answers both (an entry that was missing is asked for again, as a miss)."""
+    value, followed = store().get_following(key, field, prefix)
+    fetched = g.get("idp_prefetch") or {}
+    fetched[key] = value
+    if followed is not None:
+        fetched[prefix + str(value[field])] = followed
+    g.idp_prefetch = fetched
 
 
 def get(key: str):

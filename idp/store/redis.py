@@ -81,6 +81,24 @@ return redis.call('GET', KEYS[3])
 """
 
 
+# get_following: GET KEYS[1] and, when it is a JSON object whose ARGV[1] is a string or a
+# whole number, GET ARGV[2] .. that value too. The second key is named by the script, not
+# declared in KEYS: fine on a Redis server or a Sentinel-managed one, as the store's MGETs
+# across prefixes already assume; Redis Cluster is not supported. Reads only, so _call may
+# send it again after a broken connection.
+_GET_FOLLOWING = """
+local value = redis.call('GET', KEYS[1])
+if not value then return {false, false} end
+local ok, record = pcall(cjson.decode, value)
+if not ok or type(record) ~= 'table' then return {value, false} end
+local named = record[ARGV[1]]
+if type(named) == 'number' and named == math.floor(named) and math.abs(named) < 2^53 then
+  named = string.format('%d', named)
+elseif type(named) ~= 'string' then
+  return {value, false}
+end
+return {value, redis.call('GET', ARGV[2] .. named)}
+"""
 
 
 def _answers(conn, n: int) -> list:
@@ -173,6 +191,7 @@ class RedisStore(Store):
         self._put_indexed = self._r.register_script(_PUT_INDEXED)
         self._put_if_counter = self._r.register_script(_PUT_IF_COUNTER)
         self._consume_leaving = self._r.register_script(_CONSUME_LEAVING)
+        self._get_following = self._r.register_script(_GET_FOLLOWING)
         self._local = threading.local()
 
     def _call(self, *command):
@@ -232,6 +251,10 @@ class RedisStore(Store):
         if not keys:
             return []  # MGET with no keys is an error
         return [loads(raw) for raw in self._call("MGET", *(self._k(k) for k in keys))]
+
+    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, Value | None]:
+        value, followed = self._script(self._get_following, [self._k(key)], [field, self._k(prefix)])
+        return loads(value), loads(followed)
 
     @_reconnect_on_readonly
     def consume(self, key: str) -> Value | None:

@@ -58,6 +58,11 @@ class RowCache:
     def key(self, value) -> str:
         return f"{self.prefix}:{value}"
 
+    @property
+    def key_prefix(self) -> str:
+        """What ``key`` puts before the row's key (idp.store.prefetch.follow)."""
+        return f"{self.prefix}:"
+
     def find(self, value):
         """The row: its copy ``build(dict)`` when the store is shared (the same whether it came
         from the cache or was just cached), the ORM object otherwise; or None."""

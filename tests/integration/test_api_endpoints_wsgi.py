@@ -62,7 +62,7 @@ def test_success_carries_security_headers(app, client):
 def test_unexpected_failure_is_a_generic_json_500(flow, monkeypatch, caplog):
     token = flow.redeem(flow.login_code()).get_json()["access_token"]
 
-    def broken(_token):
+    def broken(_token, **_):
         raise RuntimeError("database exploded: secret detail")
 
     monkeypatch.setattr(tokens, "find_access_token", broken)

@@ -1,5 +1,7 @@
 """UserInfo claims through the shared row cache: a change to the account is seen at once."""
 
+import pytest
+
 from idp.extensions import db, store
 from idp.models import Account
 
@@ -46,3 +48,15 @@ def test_rolled_back_change_is_not_remembered(flow, seller):
     db.session.flush()
     db.session.rollback()
     assert _userinfo(flow, token).get_json()["name"] == "Sam Seller"
+
+
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)  # the shared store: Redis
+def test_a_call_whose_claims_are_cached_is_one_store_round_trip(flow, seller, monkeypatch):
+    token = _token(flow)
+    assert _userinfo(flow, token).status_code == 200  # fills the claims' cache entry
+    s = store()
+    trips, send, execute = [], s._send, s._r.execute_command
+    monkeypatch.setattr(s, "_send", lambda commands: trips.append([c[0] for c in commands]) or send(commands))
+    monkeypatch.setattr(s._r, "execute_command", lambda *a, **k: trips.append([a[0]]) or execute(*a, **k))
+    assert _userinfo(flow, token).get_json()["email"] == "seller@example.com"
+    assert trips == [["EVALSHA"]]  # the token and its account's claims, read together
