@@ -448,9 +448,11 @@ def report(results: dict, mem: dict, args) -> str:
               "## CPU per op by process", "",
               "Median over the rounds of each part (ms per request, per flow on the last row). "
               "wrk: the load generator's CPU per request against that side; idle: the share of the "
-              "2 cores nobody used during the run. With both cores shared, a side's req/s is about "
-              "(1 - idle) x 2000 / (its CPU per op + wrk's) per second.", "",
-              "| endpoint | ours: server / redis / postgres | ref: server / redis | wrk, ours / ref | idle, ours / ref |",
+              f"machine's {os.cpu_count()} cores nobody used during the run. With the cores shared, a side's "
+              f"req/s is about (1 - idle) x {1000 * (os.cpu_count() or 1)} / (its CPU per op + wrk's) "
+              "per second.", "",
+              "| endpoint | ours: server / redis / postgres | ref: server / redis "
+              "| wrk, ours / ref | idle, ours / ref |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for endpoint, by in results.items():
         sides = (by.get("ours"), by.get("reference"))

@@ -7,9 +7,10 @@ context variable Flask itself keeps (``flask.globals._cv_app``), and 0.80 agains
 ``g.get``. A client_credentials request made about fifteen such lookups; these two objects
 took 5-10% off its CPU in-process (bench/, README "Benchmark").
 
-Drop-in where a module only reads attributes of ``current_app`` and gets, sets or pops
-attributes of ``g``: ``from ..context import current_app, g``. Outside an application
-context they raise RuntimeError, as Flask's do. Flask's own objects are used unchanged
+Drop-in for what werkzeug's proxies offer that this code uses: attributes of either, ``in``
+and iteration over ``g``, truth (false outside a context) and ``_get_current_object()``:
+``from ..context import current_app, g``. Anything else (a comparison, arithmetic) is not
+proxied. Outside an application context they raise RuntimeError, as Flask's do. Flask's own objects are used unchanged
 should a release of Flask no longer have the context variable.
 """
 
@@ -36,6 +37,16 @@ else:
         def __getattr__(self, name):
             return getattr(_app_context().app, name)
 
+        def _get_current_object(self):
+            return _app_context().app
+
+        def __bool__(self):  # as werkzeug's proxy: false outside a context, not an error
+            return _cv_app.get(None) is not None
+
+        def __repr__(self):
+            ctx = _cv_app.get(None)
+            return f"<current_app {ctx.app!r}>" if ctx is not None else "<current_app unbound>"
+
     class _Globals:
         """The current application context's ``g`` (flask.g)."""
 
@@ -43,6 +54,18 @@ else:
 
         def __getattr__(self, name):
             return getattr(_app_context().g, name)
+
+        def __contains__(self, name):
+            return name in _app_context().g
+
+        def __iter__(self):
+            return iter(_app_context().g)
+
+        def __bool__(self):
+            return _cv_app.get(None) is not None
+
+        def _get_current_object(self):
+            return _app_context().g
 
         def __setattr__(self, name, value):
             setattr(_app_context().g, name, value)

@@ -98,11 +98,13 @@ class Store(ABC):
         """``get`` for several keys in one round trip (``MGET``), in order."""
 
     @abstractmethod
-    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, Value | None]:
-        """(``get(key)``, and in the same round trip ``get(prefix + id)`` where ``id`` is the
-        value's ``field``, when the value is an object whose ``field`` is a string or a whole
-        number; else None): a record and the entry it names, such as an access token and its
-        account's cached claims. Two reads, not one atomic step."""
+    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, str | None, Value | None]:
+        """(``get(key)``, the key it names, and that key's value), the second read in the same
+        round trip: when the value is an object whose ``field`` is a string or a whole number
+        (below 2**53, written without a fraction: 7 and 7.0 both name ``prefix + "7"``), the
+        key named is ``prefix`` + that; else (value, None, None). A record and the entry it
+        names, such as an access token and its account's cached claims. Two reads, not one
+        atomic step."""
 
     @abstractmethod
     def consume(self, key: str) -> Value | None:

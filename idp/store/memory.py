@@ -24,6 +24,19 @@ _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 SWEEP_EVERY = 1000
 
 
+
+def _named(value) -> str | None:
+    """What a record's field names for get_following, read as Redis's Lua (cjson) reads it: a
+    string as it is, a whole number (an int, or a float without a fraction) of magnitude below
+    2**53 in decimal, anything else (a bool, null, a list, ...) nothing."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None  # a fraction, NaN or an infinity
+    return str(int(value)) if abs(value) < 2**53 else None
+
 class MemoryStore(Store):
     def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
         super().__init__(namespace)
@@ -93,13 +106,12 @@ class MemoryStore(Store):
         # Redis's MGET answers nil for a key of another type: a set or an index reads as missing.
         return [None if isinstance(raw, (set, dict)) else self._value(raw) for raw in raws]
 
-    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, Value | None]:
+    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, str | None, Value | None]:
         value = self.get(key)
-        named = value.get(field) if isinstance(value, dict) else None
-        whole = isinstance(named, int) and not isinstance(named, bool) and abs(named) < 2**53  # as Redis's Lua reads it
-        if not (whole or isinstance(named, str)):
-            return value, None
-        return value, self.get(prefix + str(named))
+        named = _named(value.get(field)) if isinstance(value, dict) else None
+        if named is None:
+            return value, None, None
+        return value, prefix + named, self.get(prefix + named)
 
     def consume(self, key: str) -> Value | None:
         k = self._k(key)

@@ -24,11 +24,11 @@ def prefetch(keys: list[str]) -> None:
 def follow(key: str, field: str, prefix: str) -> None:
     """Fetch ``key`` and the entry its value's ``field`` names under ``prefix``, in one round
     trip; ``get`` then answers both (an entry that was missing is asked for again, as a miss)."""
-    value, followed = store().get_following(key, field, prefix)
+    value, named, followed = store().get_following(key, field, prefix)
     fetched = g.get("idp_prefetch") or {}
     fetched[key] = value
     if followed is not None:
-        fetched[prefix + str(value[field])] = followed
+        fetched[named] = followed  # under the key it was read from
     g.idp_prefetch = fetched
 
 

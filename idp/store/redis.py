@@ -82,22 +82,23 @@ return redis.call('GET', KEYS[3])
 
 
 # get_following: GET KEYS[1] and, when it is a JSON object whose ARGV[1] is a string or a
-# whole number, GET ARGV[2] .. that value too. The second key is named by the script, not
-# declared in KEYS: fine on a Redis server or a Sentinel-managed one, as the store's MGETs
-# across prefixes already assume; Redis Cluster is not supported. Reads only, so _call may
-# send it again after a broken connection.
-_GET_FOLLOWING = """
+# whole number, GET ARGV[2] .. that value too; the answer names the key read. The second key
+# is named by the script, not declared in KEYS: fine on a Redis server or a Sentinel-managed
+# one, as the store's MGETs across prefixes already assume; Redis Cluster is not supported.
+# The first line tells Dragonfly, which by default refuses undeclared keys, to allow them
+# (to Redis it is a comment). Reads only, so _call may send it again after a broken connection.
+_GET_FOLLOWING = """--!df flags=allow-undeclared-keys
 local value = redis.call('GET', KEYS[1])
-if not value then return {false, false} end
+if not value then return {false, false, false} end
 local ok, record = pcall(cjson.decode, value)
-if not ok or type(record) ~= 'table' then return {value, false} end
+if not ok or type(record) ~= 'table' then return {value, false, false} end
 local named = record[ARGV[1]]
 if type(named) == 'number' and named == math.floor(named) and math.abs(named) < 2^53 then
   named = string.format('%d', named)
 elseif type(named) ~= 'string' then
-  return {value, false}
+  return {value, false, false}
 end
-return {value, redis.call('GET', ARGV[2] .. named)}
+return {value, named, redis.call('GET', ARGV[2] .. named)}
 """
 
 
@@ -252,9 +253,9 @@ class RedisStore(Store):
             return []  # MGET with no keys is an error
         return [loads(raw) for raw in self._call("MGET", *(self._k(k) for k in keys))]
 
-    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, Value | None]:
-        value, followed = self._script(self._get_following, [self._k(key)], [field, self._k(prefix)])
-        return loads(value), loads(followed)
+    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, str | None, Value | None]:
+        value, named, followed = self._script(self._get_following, [self._k(key)], [field, self._k(prefix)])
+        return loads(value), (None if named is None else prefix + named.decode()), loads(followed)
 
     @_reconnect_on_readonly
     def consume(self, key: str) -> Value | None:

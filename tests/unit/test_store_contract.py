@@ -86,30 +86,40 @@ def test_get_following_reads_a_record_and_the_entry_it_names(store: Store) -> No
     store.put("at:2", {"account_id": "ab"}, 60)
     store.put("claims:7", {"sub": "s7"}, 60)
     store.put("claims:ab", ["x"], 60)
-    assert store.get_following("at:1", "account_id", "claims:") == ({"account_id": 7, "scope": "openid"}, {"sub": "s7"})
-    assert store.get_following("at:2", "account_id", "claims:") == ({"account_id": "ab"}, ["x"])
+    record = {"account_id": 7, "scope": "openid"}
+    assert store.get_following("at:1", "account_id", "claims:") == (record, "claims:7", {"sub": "s7"})
+    assert store.get_following("at:2", "account_id", "claims:") == ({"account_id": "ab"}, "claims:ab", ["x"])
     store.delete("claims:7")
-    assert store.get_following("at:1", "account_id", "claims:") == ({"account_id": 7, "scope": "openid"}, None)
-    assert store.get_following("missing", "account_id", "claims:") == (None, None)
+    assert store.get_following("at:1", "account_id", "claims:") == (record, "claims:7", None)
+    assert store.get_following("missing", "account_id", "claims:") == (None, None, None)
+
+
+@pytest.mark.parametrize("number, named", [(7.0, "7"), (-0.0, "0"), (1e2, "100"), (-3, "-3"),
+                                           (2**53 - 1, str(2**53 - 1))])
+def test_get_following_names_a_whole_number_alike_in_both_stores(store: Store, number, named) -> None:
+    store.put("at:1", {"account_id": number}, 60)
+    store.put("claims:" + named, "the entry", 60)
+    assert store.get_following("at:1", "account_id", "claims:") == ({"account_id": number}, "claims:" + named,
+                                                                     "the entry")
 
 
 @pytest.mark.parametrize("record", [{"scope": "openid"}, {"account_id": None}, {"account_id": True},
-                                    {"account_id": 1.5}, {"account_id": [7]}, {"account_id": {"id": 7}},
-                                    [7], "7", 7])
+                                    {"account_id": 1.5}, {"account_id": 2**53}, {"account_id": [7]},
+                                    {"account_id": {"id": 7}}, [7], "7", 7])
 def test_get_following_follows_only_a_string_or_a_whole_number(store: Store, record) -> None:
     store.put("at:1", record, 60)
-    for named in ("7", "1.5", "True", "true", "None", "[7]"):
+    for named in ("7", "1.5", "True", "true", "None", "[7]", str(2**53)):
         store.put("claims:" + named, "not to be read", 60)
-    assert store.get_following("at:1", "account_id", "claims:") == (record, None)
+    assert store.get_following("at:1", "account_id", "claims:") == (record, None, None)
 
 
 def test_get_following_keeps_to_the_namespace(make_store) -> None:
     a, b = make_store(), make_store()
     a.put("at:1", {"account_id": 7}, 60)
     b.put("claims:7", "b's", 60)
-    assert a.get_following("at:1", "account_id", "claims:") == ({"account_id": 7}, None)
+    assert a.get_following("at:1", "account_id", "claims:") == ({"account_id": 7}, "claims:7", None)
     a.put("claims:7", "a's", 60)
-    assert a.get_following("at:1", "account_id", "claims:") == ({"account_id": 7}, "a's")
+    assert a.get_following("at:1", "account_id", "claims:") == ({"account_id": 7}, "claims:7", "a's")
 
 
 def test_delete_many_ignores_missing(store: Store) -> None:
