@@ -57,6 +57,19 @@ def by_sid(sid: str | None) -> BrowserSession | None:
     return live[0] if live else None
 
 
+def lapsed(sid: str | None) -> BrowserSession | None:
+    """The session ``sid`` if nobody ended it but it is no longer live (idled out, past its
+    lifetime, or its seller's sessions revoked since it began), else None: a session in
+    that state gives no single sign-on, yet its token families live on until it is ended
+    (idp.logout.session_end)."""
+    if not isinstance(sid, str) or not sid:
+        return None
+    row = db.session.execute(db.select(BrowserSession).filter_by(sid=sid)).scalar_one_or_none()
+    if row is None or row.ended_at is not None or _live(row) is not None:
+        return None
+    return row
+
+
 _ACCOUNT_IN_SESSION = (
     select(Account.id, Account.sub, Account.email, Account.email_verified, Account.status)
     .join_from(BrowserSession, Account, Account.id == BrowserSession.account_id)

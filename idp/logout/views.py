@@ -16,8 +16,9 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from ..crypto.keys import InvalidJWT
 from ..crypto.secrets import new_token
 from ..errors import page_error
-from ..extensions import csrf, keyring, store
+from ..extensions import csrf, db, keyring, store
 from ..login import session as browser_session
+from ..models import Account
 from ..oauth.server import query_client
 from ..web.headers import with_form_target
 from . import rp_initiated, session_end
@@ -83,9 +84,11 @@ def _handle(params: dict):
     except rp_initiated.LogoutRequestError as exc:
         return _invalid(exc)
     hint = raw.get("id_token_hint")
-    req = rp_initiated.decide(raw, _verified_hint(hint), hint is not None, query_client)
+    claims = _verified_hint(hint)
+    req = rp_initiated.decide(raw, claims, hint is not None, query_client)
     current = browser_session.current()
     if current is None:
+        _end_lapsed(claims)
         return _finish(req, None)  # nothing to end here; the RP's own session is the RP's business
     row, account = current
     if not rp_initiated.needs_confirmation(req, row.sid, account.sub):
@@ -110,6 +113,20 @@ def confirm():
     if form.cancel.data:
         return _no_store(render_template("logout/kept.html"))
     return _finish(req, browser_session.current())
+
+
+def _end_lapsed(claims: dict | None) -> None:
+    """End the session a verified hint names, if it is its seller's and has lapsed (idled out
+    or past its lifetime) without anyone ending it: its families revoked and its relying
+    parties told, as a logout would have, instead of "signed out" over tokens that live on.
+    A live session is never ended from here: that takes its own browser (no logout forced
+    on a seller by whoever holds one of their ID tokens)."""
+    row = browser_session.lapsed((claims or {}).get("sid"))
+    if row is None:
+        return
+    account = db.session.get(Account, row.account_id)
+    if account is not None and account.sub == claims.get("sub"):
+        session_end.end(row, account)
 
 
 def _finish(req: rp_initiated.LogoutRequest, current):

@@ -4,7 +4,7 @@ import logging
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
@@ -14,9 +14,10 @@ from joserfc.jwk import KeySet
 from idp.extensions import db, keyring, store
 from idp.logout import backchannel
 from idp.logout.everywhere import sign_out_everywhere
+from idp.models import BrowserSession, Grant
 from tests.concurrency import race
 from tests.conftest import PASSWORD, Flow, register_client
-from tests.integration.token_helpers import error_of
+from tests.integration.token_helpers import error_of, refresh
 from tests.integration.logout_helpers import LogoutReceiver
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -78,11 +79,47 @@ def test_rp_receives_a_valid_logout_token(client, seller, receiver):
     assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
 
 
-def test_token_is_signed_with_the_clients_id_token_alg(client, seller, receiver):
-    flow, body = signed_in_flow(client, rp_with(receiver.url, id_token_signed_response_alg="RS256"))
+def test_token_is_signed_with_the_clients_id_token_alg(app, client, seller, receiver):
+    assert app.config["ID_TOKEN_ALG"] != "ES256"  # else this would not tell the client's alg from the default
+    flow, body = signed_in_flow(client, rp_with(receiver.url, id_token_signed_response_alg="ES256"))
     log_out(flow, body)
     header, _ = verify_with_jwks(receiver.tokens[0])
-    assert header["alg"] == "RS256"
+    assert header["alg"] == "ES256"
+
+
+def _lapse(sid, **changes):
+    db.session.execute(db.update(BrowserSession).where(BrowserSession.sid == sid).values(**changes))
+    db.session.commit()
+
+
+@pytest.mark.parametrize("lapse", ["idle", "expired"])
+def test_a_logout_naming_a_lapsed_session_ends_it_as_a_logout_does(app, client, seller, receiver, lapse):
+    """A session that idled out or passed its lifetime gives no single sign-on, but nobody had
+    ended it: a logout with a hint naming it used to say "signed out" and leave its families
+    live (refreshing, with ID tokens under its sid) and its relying parties untold."""
+    app.config["SESSION_IDLE_TTL"] = 1800
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    sid = keyring().verify(body["id_token"])["sid"]
+    long_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    _lapse(sid, **({"last_seen_at": long_ago} if lapse == "idle" else {"expires_at": long_ago}))
+
+    resp = log_out(flow, body)
+    assert resp.status_code == 303 and resp.headers["Location"] == "https://rp.example.com/bye"
+    db.session.expire_all()
+    assert db.session.scalars(db.select(BrowserSession.ended_at).filter_by(sid=sid)).one() is not None
+    assert None not in db.session.scalars(db.select(Grant.revoked_at).filter_by(account_id=seller.id)).all()
+    assert [verify_with_jwks(t)[1]["sid"] for t in receiver.tokens] == [sid]
+    assert error_of(refresh(flow.client, flow.rp, body["refresh_token"])) == (400, "invalid_grant")
+
+
+def test_a_hint_never_ends_a_live_session_from_a_browser_without_it(app, client, seller, receiver):
+    flow, body = signed_in_flow(client, rp_with(receiver.url))
+    sid = keyring().verify(body["id_token"])["sid"]
+    elsewhere = app.test_client()  # no cookie: the hint's holder, not the seller's browser
+    elsewhere.get("/logout", query_string={"id_token_hint": body["id_token"]})
+    db.session.expire_all()
+    assert db.session.scalars(db.select(BrowserSession.ended_at).filter_by(sid=sid)).one() is None
+    assert receiver.received == []
 
 
 def test_every_client_of_the_session_is_told_each_with_its_own_aud(app, client, seller, receiver):
