@@ -30,12 +30,6 @@ from pathlib import Path
 import run as R  # bench/run.py: the servers, the drivers and the measurements
 
 
-def machine_times() -> list[int]:
-    """The first line of /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal."""
-    with open("/proc/stat") as f:
-        return [int(x) for x in f.readline().split()[1:9]]
-
-
 def side(spec: str) -> dict:
     out = {"python": sys.executable, "tree": R.ROOT, "env": {}}
     for item in spec.split():
@@ -75,7 +69,7 @@ def measure(name: str, target: dict, row: str, i: int, duration: float) -> dict:
         env = env[i] if isinstance(env, list) else env  # refresh: fresh tokens for every round
         warm = warm[i] if isinstance(warm, list) else warm
         R.run_wrk(url, script, env if warm is None else warm, 1)
-    before, t0 = {p: R.cpu_seconds(g) for p, g in target["parts"].items()}, machine_times()
+    before, t0 = {p: R.cpu_seconds(g) for p, g in target["parts"].items()}, R.idle_jiffies()
     if row == "mixed":
         r = mixed(target, duration)
         n = max(1, r["requests"])
@@ -86,9 +80,9 @@ def measure(name: str, target: dict, row: str, i: int, duration: float) -> dict:
     else:
         r = R.run_wrk(url, script, env, duration)
         n = max(1, r["requests"])
-    spent = [b - a for a, b in zip(t0, machine_times())]
+    idle, total = (b - a for a, b in zip(t0, R.idle_jiffies()))
     cpu = {p: (R.cpu_seconds(g) - before[p]) / n * 1e3 for p, g in target["parts"].items()}
-    return {"rps": r["rps"], "p99": r["p99_ms"], "idle": 100 * spent[3] / max(1, sum(spent)),
+    return {"rps": r["rps"], "p99": r["p99_ms"], "idle": 100 * idle / max(1, total),
             "flows": r.get("flows_per_s"), **cpu}
 
 

@@ -109,7 +109,7 @@ def rotate_secret(client_id):
     For a leaked secret: the client's sellers keep their sign-ins, tokens and consents, which
     removing and registering the client again would all end. Its registration's version
     changes, so every server's copy of it is judged again (idp.oauth.clients)."""
-    from ..oauth.tokens import credentials_mark, revoke_client_credentials
+    from ..oauth.tokens import credentials_mark
 
     client = _get(client_id)
     if client.token_endpoint_auth_method not in rules.SECRET_METHODS:
@@ -120,10 +120,7 @@ def rotate_secret(client_id):
     db.session.commit()  # drops the cached registration on every server (idp.store.row_cache)
     # Whoever has the old secret may have got client-credentials tokens with it: those go,
     # the tokens of the new secret (in families of their own) stay.
-    try:
-        swept = revoke_client_credentials(row_id, leaked, "secret_rotated")
-    except Exception:  # noqa: BLE001  (said below)
-        swept = None
+    swept = _sweep_client_credentials(row_id, leaked, "secret_rotated")
     click.echo(f"new secret for client {client_id}; the old one no longer works")
     _print_secret(client_id, secret)
     if swept is None:
@@ -139,7 +136,7 @@ def rotate_secret(client_id):
 def remove(client_id):
     """Delete a client, revoke its token families and client-credentials tokens, and forget
     its consents."""
-    from ..oauth.tokens import credentials_mark, kill_families_access_tokens, revoke_client_credentials, revoke_families
+    from ..oauth.tokens import credentials_mark, kill_families_access_tokens, revoke_families
 
     client = _get(client_id)
     row_id, credentials = client.id, credentials_mark(client)
@@ -153,10 +150,7 @@ def remove(client_id):
     db.session.commit()  # drops the cached registration: a token written from here on deletes itself
     swept = None  # the store's half: the families' access tokens, then the client-credentials tokens
     if kill_families_access_tokens(grant_ids, "client_removed"):
-        try:
-            swept = revoke_client_credentials(row_id, credentials)
-        except Exception:  # noqa: BLE001, S110  (said below)
-            pass
+        swept = _sweep_client_credentials(row_id, credentials, "client_removed")
     if swept is None:  # the client is gone already: say what is left
         raise store_unreachable(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but the store "
                                 "(REDIS_URL) could not be reached: its access tokens were not all deleted (those of "
@@ -195,7 +189,7 @@ def load(file):
     if len(set(ids)) != len(ids):
         raise CliError(f"{path}: a client_id appears twice: {sorted({i for i in ids if ids.count(i) > 1})}")
 
-    from ..oauth.tokens import credentials_mark, revoke_client_credentials
+    from ..oauth.tokens import credentials_mark
 
     new_secrets, report, replaced = [], [], []
     for spec, secret in loaded:
@@ -231,12 +225,10 @@ def load(file):
     # As rotate-secret: client-credentials tokens got with a secret the file replaced or dropped go.
     unswept = []
     for client_id, client, mark in replaced:
-        try:
-            swept = revoke_client_credentials(client.id, mark, "secret_rotated")
-        except Exception:  # noqa: BLE001  (said below)
+        if (swept := _sweep_client_credentials(client.id, mark, "secret_rotated")) is None:
             unswept.append(client_id)
-            continue
-        click.echo(f"{swept} client-credentials token(s) of {client_id} got with its old secret deleted")
+        else:
+            click.echo(f"{swept} client-credentials token(s) of {client_id} got with its old secret deleted")
     # Loading never removes (a table deleted from the file by mistake would sign every seller
     # of that client out): said, so the operator knows which clients the file no longer has.
     if left := sorted(set(db.session.scalars(select(Client.client_id))) - set(ids)):
@@ -249,6 +241,17 @@ def load(file):
 
 
 # -- helpers ---------------------------------------------------------------------
+
+def _sweep_client_credentials(row_id: int, credentials: str, reason: str) -> int | None:
+    """Delete the client-credentials tokens a registration got with ``credentials``: how many,
+    or None when the store could not be reached (the caller says what is left)."""
+    from ..oauth.tokens import revoke_client_credentials
+
+    try:
+        return revoke_client_credentials(row_id, credentials, reason)
+    except Exception:  # noqa: BLE001  (the caller says so)
+        return None
+
 
 
 def _build(client_id, **options) -> rules.ClientSpec:

@@ -183,14 +183,12 @@ def begin(req: AuthorizationRequest, client: Client):
 
 def still_registered(req: AuthorizationRequest, client: Client) -> bool:
     """Whether the client's registration as it is now still allows the request /authorize
-    judged when the sign-in began (up to LOGIN_TTL ago): an operator who drops a redirect URI
-    (a compromised callback host) or a scope must stop codes and errors going there, and
-    tokens carrying it, at once (RFC 6749 §10.6, RFC 9700 §4.1.3: exact registered URIs)."""
-    if req.redirect_uri_given:
-        uri_ok = client.check_redirect_uri(req.redirect_uri)
-    else:
-        uri_ok = client.get_default_redirect_uri() == req.redirect_uri
-    return uri_ok and set(req.scope) <= set(client.scopes) and client.check_response_type("code")
+    judged when the sign-in began (up to LOGIN_TTL ago; ClientRules.still_allows): a request
+    that named no redirect URI answers at the default one, which must still be it."""
+    if not req.redirect_uri_given and client.get_default_redirect_uri() != req.redirect_uri:
+        return False
+    named = req.redirect_uri if req.redirect_uri_given else None
+    return client.still_allows(req.scope, named) and client.check_response_type("code")
 
 
 REGISTRATION_CHANGED = ("This sign-in can no longer be completed: the application's registration changed "

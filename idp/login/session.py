@@ -49,11 +49,14 @@ def current() -> tuple[BrowserSession, Account] | None:
     return _live(db.session.get(BrowserSession, keyed_hash(raw)))
 
 
-def by_sid(sid: str | None) -> BrowserSession | None:
-    if sid is None:
+def _row(sid) -> BrowserSession | None:
+    if not isinstance(sid, str) or not sid:
         return None
-    row = db.session.execute(db.select(BrowserSession).filter_by(sid=sid)).scalar_one_or_none()
-    live = _live(row)
+    return db.session.execute(db.select(BrowserSession).filter_by(sid=sid)).scalar_one_or_none()
+
+
+def by_sid(sid: str | None) -> BrowserSession | None:
+    live = _live(_row(sid))
     return live[0] if live else None
 
 
@@ -62,9 +65,7 @@ def lapsed(sid: str | None) -> BrowserSession | None:
     lifetime, or its seller's sessions revoked since it began), else None: a session in
     that state gives no single sign-on, yet its token families live on until it is ended
     (idp.logout.session_end)."""
-    if not isinstance(sid, str) or not sid:
-        return None
-    row = db.session.execute(db.select(BrowserSession).filter_by(sid=sid)).scalar_one_or_none()
+    row = _row(sid)
     if row is None or row.ended_at is not None or _live(row) is not None:
         return None
     return row

@@ -40,6 +40,15 @@ class ClientRules:
     def check_redirect_uri(self, uri):
         return redirect_uri.matches(uri, self.redirect_uris, self.is_native)
 
+    def still_allows(self, scope, named_redirect_uri: str | None) -> bool:
+        """Whether the registration as it is now still allows ``scope`` and the redirect URI a
+        request named (None: it named none), for a sign-in or a code that began under an
+        older one: an operator who drops a redirect URI (a compromised callback host) or a
+        scope must stop codes, errors and tokens going there or carrying it at once (RFC 6749
+        §10.6, RFC 9700 §4.1.3: exact registered URIs)."""
+        uri_ok = named_redirect_uri is None or self.check_redirect_uri(named_redirect_uri)
+        return uri_ok and set(scope) <= set(self.scopes)
+
     def check_client_secret(self, client_secret):
         return self.secret_hash is not None and verify_keyed_hash(client_secret, self.secret_hash)
 

@@ -95,9 +95,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         super().validate_token_request()
         code, client = self.request.authorization_code, self.request.client
         # The registration as it is now: a redirect URI or a scope the operator dropped since
-        # the code was issued gets nothing (idp.login.flow.still_registered).
-        if (code["redirect_uri"] is not None and not client.check_redirect_uri(code["redirect_uri"])) \
-                or not set(code["scope"]) <= set(client.scopes):
+        # the code was issued gets nothing (the code's redirect_uri: the one its request named).
+        if not client.still_allows(code["scope"], code["redirect_uri"]):
             raise InvalidGrantError("The client's registration no longer allows this code.")
         self._started = datetime.now(timezone.utc)  # before the session check: the family's created_at
         self._account = self.authenticate_user(code)
