@@ -120,13 +120,13 @@ def rotate_secret(client_id):
     db.session.commit()  # drops the cached registration on every server (idp.store.row_cache)
     # Whoever has the old secret may have got client-credentials tokens with it: those go,
     # the tokens of the new secret (in families of their own) stay.
-    swept = _sweep_client_credentials(row_id, leaked, "secret_rotated")
+    revoked = _revoke_client_credentials(row_id, leaked, "secret_rotated")
     click.echo(f"new secret for client {client_id}; the old one no longer works")
     _print_secret(client_id, secret)
-    if swept is None:
+    if not revoked:
         raise store_unreachable("the store (REDIS_URL) could not be reached: client-credentials tokens got "
-                                "with the old secret were not deleted and expire within ACCESS_TOKEN_TTL")
-    click.echo(f"{swept} client-credentials token(s) got with the old secret deleted")
+                                "with the old secret were not revoked and expire within ACCESS_TOKEN_TTL")
+    click.echo("client-credentials tokens got with the old secret revoked")
     warn_if_store_is_private()
 
 
@@ -148,16 +148,16 @@ def remove(client_id):
     db.session.flush()
     grant_ids = revoke_families(Grant.client_id == client_id, "client_removed")
     db.session.commit()  # drops the cached registration: a token written from here on deletes itself
-    swept = None  # the store's half: the families' access tokens, then the client-credentials tokens
-    if kill_families_access_tokens(grant_ids, "client_removed"):
-        swept = _sweep_client_credentials(row_id, credentials, "client_removed")
-    if swept is None:  # the client is gone already: say what is left
+    # The store's half: the families' access tokens, then the client-credentials tokens.
+    revoked = kill_families_access_tokens(grant_ids, "client_removed") \
+        and _revoke_client_credentials(row_id, credentials, "client_removed")
+    if not revoked:  # the client is gone already: say what is left
         raise store_unreachable(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked), but the store "
                                 "(REDIS_URL) could not be reached: its access tokens were not all deleted (those of "
                                 "its token families go at the server's next logout-retry run once it answers; its "
                                 "client-credentials tokens expire within ACCESS_TOKEN_TTL)")
-    click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, "
-               f"{swept} client-credentials token(s) deleted)")
+    click.echo(f"removed client {client_id} ({len(grant_ids)} grant(s) revoked, and its client-credentials "
+               "tokens)")
     warn_if_store_is_private()
 
 
@@ -223,34 +223,35 @@ def load(file):
     for client_id, secret in new_secrets:
         _print_secret(client_id, secret)
     # As rotate-secret: client-credentials tokens got with a secret the file replaced or dropped go.
-    unswept = []
+    unrevoked = []
     for client_id, client, mark in replaced:
-        if (swept := _sweep_client_credentials(client.id, mark, "secret_rotated")) is None:
-            unswept.append(client_id)
+        if _revoke_client_credentials(client.id, mark, "secret_rotated"):
+            click.echo(f"client-credentials tokens of {client_id} got with its old secret revoked")
         else:
-            click.echo(f"{swept} client-credentials token(s) of {client_id} got with its old secret deleted")
+            unrevoked.append(client_id)
     # Loading never removes (a table deleted from the file by mistake would sign every seller
     # of that client out): said, so the operator knows which clients the file no longer has.
     if left := sorted(set(db.session.scalars(select(Client.client_id))) - set(ids)):
         click.secho(f"Note: registered, but not in {path}: {', '.join(left)} (`idp clients remove ID` to remove)",
                     fg="yellow", err=True)
-    if unswept:
+    if unrevoked:
         raise store_unreachable(f"the store (REDIS_URL) could not be reached: client-credentials tokens got with "
-                                f"the old secret of {', '.join(unswept)} were not deleted and expire within "
+                                f"the old secret of {', '.join(unrevoked)} were not revoked and expire within "
                                 "ACCESS_TOKEN_TTL")
 
 
 # -- helpers ---------------------------------------------------------------------
 
-def _sweep_client_credentials(row_id: int, credentials: str, reason: str) -> int | None:
-    """Delete the client-credentials tokens a registration got with ``credentials``: how many,
-    or None when the store could not be reached (the caller says what is left)."""
+def _revoke_client_credentials(row_id: int, credentials: str, reason: str) -> bool:
+    """Revoke the client-credentials tokens a registration got with ``credentials``; False
+    when the store could not be reached (the caller says what is left)."""
     from ..oauth.tokens import revoke_client_credentials
 
     try:
-        return revoke_client_credentials(row_id, credentials, reason)
+        revoke_client_credentials(row_id, credentials, reason)
     except Exception:  # noqa: BLE001  (the caller says so)
-        return None
+        return False
+    return True
 
 
 

@@ -8,7 +8,7 @@ Two grants go one step further (``copies_allowed``): they may authenticate again
 process's copy of the registration, with no round trip at all, because what they write
 next checks that copy:
 
-- client credentials writes its token with ``Store.put_indexed``, checking the client's
+- client credentials writes its token with ``Store.put_checked``, checking the client's
   key of the shared cache: it returns the shared cache's registration as of that write; if
   it differs from the copy (the client was changed, deleted, or its cache entry dropped),
   the grant deletes the token and authenticates again from the shared cache
@@ -79,7 +79,7 @@ def copy_used() -> CachedClient | None:
 
 
 def matches(copy: CachedClient, current) -> bool:
-    """Whether the shared cache's registration (as the token's ``put_indexed`` returned it) is the copy's."""
+    """Whether the shared cache's registration (as the token's ``put_checked`` returned it) is the copy's."""
     return isinstance(current, dict) and current == vars(copy)
 
 

@@ -10,8 +10,12 @@ Refresh tokens are durable (days), so they live in the database; rotation
 (idp.oauth.refresh) marks the old token with a conditional UPDATE so that of two
 concurrent refreshes only one wins (RFC 9700 §4.14.2).
 
-Client-credentials tokens (RFC 6749 §4.4) have a family of one that exists only in the
-store: no Grant row, no refresh token, one store write.
+Client-credentials tokens (RFC 6749 §4.4) belong to a family that exists only in the
+store (StoreFamily): no Grant row, no refresh token, no index, one store write. Their
+revocation (a client removed, a leaked secret replaced) writes their families' revocation
+marks, and a client-credentials token is live only while its family has none. An opaque
+one ends with its family's tag (``<random>.<tag>``), which names the mark: introspection
+fetches the mark with the record, in the same MGET.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 
 AT_PREFIX = "at:"
 MAX_TOKEN = 512  # opaque tokens are 43 characters
+CC_FAMILY = "cc:"  # what a client-credentials family's id starts with (client_credentials_family)
+CC_MARK_PREFIX = "cc-revoked:"  # + a client-credentials family's tag (cc_tag): its revocation mark
+TAG_LENGTH = 22  # hex characters of a keyed hash: 88 bits
 
 
 @dataclass
@@ -51,9 +58,10 @@ class StoreFamily:
     against and the minute (``cc:<the client's row id>:<credentials>:<minute>``: the
     registration's row, so a client registered again under the same client_id starts clean;
     its secret, so a new secret starts clean too), so removing the client or replacing a
-    leaked secret can revoke them all (revoke_client_credentials) without an index that grows
-    with every token of a busy client forever: each minute's index expires with the tokens
-    it lists."""
+    leaked secret can revoke them all (revoke_client_credentials) by marking the few minute
+    families that may hold a live token. No index lists the tokens: keeping one cost every
+    issuance a sorted-set update (client credentials is the busiest grant), and the mark,
+    read with the record, answers for every token of the family."""
 
     id: str  # client_credentials_family()
     resource: list = field(default_factory=list)
@@ -61,11 +69,35 @@ class StoreFamily:
     amr: tuple = ()
 
 
+def cc_tag(family: str) -> str:
+    """What a client-credentials token carries of its family: enough to name the family's
+    mark (cc_mark_key), nothing of the family itself (a keyed hash)."""
+    return keyed_hash(family)[:TAG_LENGTH]
+
+
+def cc_mark_key(tag: str) -> str:
+    return CC_MARK_PREFIX + tag
+
+
+def cc_mark_key_in(token) -> str | None:
+    """The mark key an opaque client-credentials token names (``<random>.<tag>``), or None.
+    Only a hint, to fetch the mark with the record (idp.oauth.introspection): what decides
+    is the family the record names (find_access_token), and a token whose end was changed
+    is another token, with no record."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN:
+        return None
+    head, dot, tag = token.rpartition(".")
+    if not dot or "." in head or len(tag) != TAG_LENGTH or tag.strip("0123456789abcdef"):
+        return None
+    return cc_mark_key(tag)
+
+
 def client_credentials_family(client_row_id: int, at: float, credentials: str | None) -> str:
     """``credentials``: credentials_mark() of the registration; None names the family an earlier
     release wrote (``cc:<row id>:<minute>``), which revocation still sweeps."""
     minute = int(at) // 60
-    return f"cc:{client_row_id}:{minute}" if credentials is None else f"cc:{client_row_id}:{credentials}:{minute}"
+    return f"{CC_FAMILY}{client_row_id}:{minute}" if credentials is None \
+        else f"{CC_FAMILY}{client_row_id}:{credentials}:{minute}"
 
 
 def credentials_mark(client) -> str:
@@ -219,10 +251,11 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, copy=Non
 
     The token is written into its family's index in one atomic round trip with a check
     (revoke_grant writes the family's mark, then sweeps the index: no token outlives its
-    family). The check is the family's revocation mark (the reason is returned), or, with
-    ``copy``, the client's registration in the shared cache, which must still be this
-    process's copy of it (idp.oauth.clients; else "stale_client"). The index holds only
-    the family's tokens that have not expired (Store.put_indexed).
+    family); a client-credentials token joins no index (StoreFamily: Store.put_checked).
+    The check is the family's revocation mark (the reason is returned), or, with ``copy``,
+    the client's registration in the shared cache, which must still be this process's copy
+    of it (idp.oauth.clients; else "stale_client"). The index holds only the family's
+    tokens that have not expired (Store.put_indexed).
     """
     cfg = current_app.config
     record = {"client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
@@ -236,10 +269,16 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, copy=Non
         token, key = jwt_access_token.sign(cfg["ISSUER"], record, jti, cfg["ID_TOKEN_ALG"]), "jwt:" + jti
     else:
         token = new_token(32)
+        if isinstance(grant, StoreFamily):
+            token += "." + cc_tag(grant.id)  # names its family's mark (cc_mark_key_in)
         key = keyed_hash(token)
     s = store()
-    check = _revoked_key(grant.id) if copy is None else clients.cache_key(client.client_id)
-    seen = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id), check)
+    if isinstance(grant, StoreFamily):  # judged by its family's mark when read: no index
+        check = cc_mark_key(cc_tag(grant.id)) if copy is None else clients.cache_key(client.client_id)
+        seen = s.put_checked(AT_PREFIX + key, record, ttl, check)
+    else:
+        check = _revoked_key(grant.id) if copy is None else clients.cache_key(client.client_id)
+        seen = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id), check)
     refused = seen if copy is None else (None if clients.matches(copy, seen) else "stale_client")
     if refused:
         s.delete(AT_PREFIX + key)
@@ -261,7 +300,10 @@ def access_token_key(token: str, verify: bool = True) -> str | None:
 def find_access_token(token: str, follow: tuple[str, str] | None = None) -> dict | None:
     """The record of a live access token, or None. One store round trip; with ``follow``,
     (a field of the record, a key prefix), the entry the record names there is fetched in
-    that same round trip (idp.store.prefetch.follow)."""
+    that same round trip (idp.store.prefetch.follow). A client-credentials token is live
+    only while its family has no revocation mark (StoreFamily): one more round trip, unless
+    the caller fetched the mark with the record (idp.oauth.introspection, for an opaque
+    one)."""
     key = access_token_key(token)
     if key is None:
         return None
@@ -269,6 +311,10 @@ def find_access_token(token: str, follow: tuple[str, str] | None = None) -> dict
         prefetch.follow(AT_PREFIX + key, *follow)
     record = prefetch.get(AT_PREFIX + key)
     if record is None or record["exp"] <= time.time():
+        return None
+    family = record.get("grant_id")
+    if isinstance(family, str) and family.startswith(CC_FAMILY) \
+            and prefetch.get(cc_mark_key(cc_tag(family))) is not None:
         return None
     return record
 
@@ -449,24 +495,25 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
         raise store_failure
 
 
-def revoke_client_credentials(client_row_id: int, credentials: str, reason: str = "client_removed") -> int:
-    """Delete every live client-credentials access token of the client registration
+def revoke_client_credentials(client_row_id: int, credentials: str, reason: str = "client_removed") -> None:
+    """Revoke every live client-credentials access token of the client registration
     ``client_row_id`` (Client.id) issued against ``credentials`` (credentials_mark(): the
-    client is being removed, or its secret replaced); the number deleted. Each minute family
-    that may still hold a live token is revoked as revoke_grant does it: the mark first (a
-    token written after it sees it and deletes itself), then the sweep. Tokens issued against
-    other credentials (a new secret) are left alone."""
+    client is being removed, or its secret replaced): the revocation mark of each minute
+    family that may still hold one, which makes them all inactive at once
+    (find_access_token). Tokens issued against other credentials (a new secret) are left
+    alone. For an earlier release's processes still running (a rolling upgrade), which
+    index their tokens and check ``grant-revoked:`` marks, those marks are written and
+    those indexes (or plain sets) swept too."""
     s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
-    deleted = 0
-    for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2):  # a minute's slack for clock skew
-        for marked in (credentials, None):
-            family = client_credentials_family(client_row_id, minute * 60, marked)
-            s.put(_revoked_key(family), reason, ttl + 180)
-            members = _family_members(s, family)
-            if members:
-                s.delete(*members, _family_key(family))
-                deleted += len(members)
-    return deleted
+    families = [client_credentials_family(client_row_id, minute * 60, marked)
+                for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2)  # a minute's slack for skew
+                for marked in (credentials, None)]  # None: the family name of an earlier release
+    s.put_many([(key, reason, ttl + 180) for family in families
+                for key in (cc_mark_key(cc_tag(family)), _revoked_key(family))])
+    for family in families:
+        members = _family_members(s, family)
+        if members:
+            s.delete(*members, _family_key(family))
 
 
 def is_grant_revoked(grant_id: str) -> bool:

@@ -171,6 +171,17 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
+        """``put(key)``, then ``get(check)`` as it is after that write, in one round trip.
+
+        How a token is written on the strength of something that may change meanwhile (a
+        process's copy of a client registration, its family's revocation mark): the caller
+        compares what it relied on with what ``check`` holds after its write, and deletes the
+        write if they differ. A change made after this read is for the token's reader to
+        judge (idp.oauth.tokens: a client-credentials token is judged by its family's mark).
+        """
+
+    @abstractmethod
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, check: str) -> Value | None:
         """Atomically, in one round trip: ``put(key)``, add ``key`` to ``index`` until it
         expires (``ttl``), and return ``get(check)``.

@@ -200,6 +200,11 @@ class MemoryStore(Store):
             self.put(key, value, ttl)
             return True
 
+    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
+        with self._lock:
+            self.put(key, value, ttl)
+            return self.get(check)
+
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, check: str) -> Value | None:
         k, ttl = self._k(index), check_ttl(ttl)
         with self._lock:

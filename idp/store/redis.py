@@ -2,8 +2,10 @@
 
 Each operation is one round trip and atomic on the server: ``SET NX EX`` for
 ``add``, ``GETDEL`` (Redis >= 6.2) for ``consume``, ``MGET`` for ``get_many``
-and two small Lua scripts where a command plus its ``EXPIRE`` must not be
-separated (a crash in between would leave a key that never expires).
+and small Lua scripts where a command plus its ``EXPIRE`` must not be
+separated (a crash in between would leave a key that never expires). Two are one
+round trip without being one atomic step, as their contracts say: ``put_checked`` (a SET
+and a GET pipelined) and ``get_following`` (two reads).
 """
 
 from __future__ import annotations
@@ -310,6 +312,12 @@ class RedisStore(Store):
     def put_if_counter(self, key: str, value: Value, ttl: int, counter: str, expected: int) -> bool:
         keys, args = [self._k(key), self._k(counter)], [dumps(value), check_ttl(ttl), int(expected)]
         return bool(self._script(self._put_if_counter, keys, args))
+
+    def put_checked(self, key: str, value: Value, ttl: int, check: str) -> Value | None:
+        # Two commands pipelined on one connection: Redis runs them in order, so the GET reads
+        # after the SET. Both are safe to send again (_send's resend after a broken connection).
+        _, seen = self._send([("SET", self._k(key), dumps(value), "EX", check_ttl(ttl)), ("GET", self._k(check))])
+        return loads(seen)
 
     def put_indexed(self, key: str, value: Value, ttl: int, index: str, check: str) -> Value | None:
         keys = [self._k(key), self._k(index), self._k(check)]

@@ -184,11 +184,11 @@ def test_load_that_replaces_a_secret_deletes_the_tokens_got_with_the_old_one(app
     path.write_text(entry.format(new))
     result = idp("clients", "load", str(path))
     assert result.exit_code == 0, result.output
-    assert "1 client-credentials token(s) of svc got with its old secret deleted" in result.stdout
+    assert "client-credentials tokens of svc got with its old secret revoked" in result.stdout
     with app.app_context():
         assert tokens.find_access_token(got.get_json()["access_token"]) is None
     assert http.post("/token", auth=("svc", new), data={"grant_type": "client_credentials"}).status_code == 200
-    assert "deleted" not in idp("clients", "load", str(path)).stdout  # unchanged: nothing to delete
+    assert "revoked" not in idp("clients", "load", str(path)).stdout  # unchanged: nothing to revoke
 
 
 def test_rotate_secret_replaces_a_leaked_secret_and_keeps_the_grants(app, idp):
@@ -230,7 +230,7 @@ def test_a_change_whose_cached_copy_could_not_be_dropped_is_an_error(tmp_path, s
     assert rotated.exit_code == 2 and "new secret for client svc" in rotated.stdout
     # Both halves the store missed are said: the old secret's tokens, and the cached copy with
     # which servers may still accept the old secret (the command's error used to hide the latter).
-    assert "tokens got with the old secret were not deleted" in rotated.stderr
+    assert "tokens got with the old secret were not revoked" in rotated.stderr
     assert "cached copy of the change could not be dropped" in rotated.stderr
     assert idp("clients", "show", "svc").exit_code == 0  # the next command starts clean
 

@@ -100,12 +100,12 @@ def test_hot_path_writes_nothing_to_the_database_and_one_key_to_the_store(client
     assert resp.status_code == 200
     assert [s for s in seen["sql"] if s in ("INSERT", "UPDATE", "DELETE")] == []
     # The client: with a shared store, this process's copy, checked by the token's own write
-    # (one round trip in all); else one SELECT. Either way one write, which also puts the
-    # token in its client's minute family (so removing the client can delete it).
+    # (one round trip in all); else one SELECT. Either way one write, of the token alone: it
+    # joins no index (its client's minute family is judged by its revocation mark).
     shared = app.extensions["idp.store"].shared
     assert seen["sql"] == ([] if shared else ["SELECT"])
-    calls = seen["store"]  # the embedded store's put_indexed calls its own put, sadd and get
-    assert calls == ["put_indexed"] if shared else calls[0] == "put_indexed" and "delete" not in calls
+    calls = seen["store"]  # the embedded store's put_checked calls its own put and get
+    assert calls == ["put_checked"] if shared else calls[0] == "put_checked" and "delete" not in calls
     assert db.session.scalar(select(func.count()).select_from(Grant)) == 0
 
 
@@ -161,7 +161,7 @@ def test_stale_copy_is_caught_by_the_token_write(client, app, api):
     with count_io(app) as seen:
         resp = _cc(client, api)
     assert resp.status_code == 200 and resp.get_json()["scope"] == "api:read"
-    assert seen["store"][:2] == ["put_indexed", "delete"]
+    assert seen["store"][:2] == ["put_checked", "delete"]
 
 
 def test_removing_the_client_deletes_its_client_credentials_tokens(app, client, api):
@@ -171,14 +171,13 @@ def test_removing_the_client_deletes_its_client_credentials_tokens(app, client, 
     from idp.oauth import tokens
 
     issued = [_cc(client, api).get_json()["access_token"] for _ in range(3)]
-    mark = tokens.credentials_mark(api)
     resource_server = backend("rs")
     assert all(active(introspect(client, resource_server, t)) for t in issued)
     result = app.test_cli_runner().invoke(cli, ["clients", "remove", api.client_id, "--yes"])
     assert result.exit_code == 0, result.output
-    assert "3 client-credentials token(s) deleted" in result.output
+    assert "and its client-credentials tokens" in result.output
     assert not any(active(introspect(client, resource_server, t)) for t in issued)
-    assert tokens.revoke_client_credentials(api.id, mark) == 0  # nothing left
+    assert all(tokens.find_access_token(t) is None for t in issued)  # at every reader, not only introspection
     again = backend(api.client_id)  # registered anew under the same id: starts clean
     assert _cc(client, again).status_code == 200
 
@@ -197,7 +196,7 @@ def test_replacing_a_leaked_secret_revokes_the_tokens_got_with_it(app, client, a
     assert all(active(introspect(client, resource_server, t)) for t in leaked)
     result = app.test_cli_runner().invoke(cli, ["clients", "rotate-secret", api.client_id])
     assert result.exit_code == 0, result.output
-    assert "2 client-credentials token(s) got with the old secret deleted" in result.output
+    assert "client-credentials tokens got with the old secret revoked" in result.output
     assert not any(active(introspect(client, resource_server, t)) for t in leaked)
     assert error_of(_cc(client, api)) == (401, "invalid_client")  # the old secret
     renewed = SimpleNamespace(client_id=api.client_id, secret=re.search(r"client_secret for \S+: (\S+)",
@@ -205,3 +204,86 @@ def test_replacing_a_leaked_secret_revokes_the_tokens_got_with_it(app, client, a
     fresh = _cc(client, renewed)
     assert fresh.status_code == 200, fresh.get_json()
     assert active(introspect(client, resource_server, fresh.get_json()["access_token"]))
+
+
+def test_a_revoked_client_credentials_token_is_judged_by_its_family_mark(client, app, api):
+    """No index lists a client's client-credentials tokens: revoking them marks their minute
+    families, and a token whose record is still in the store is inactive from then on."""
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    got = _cc(client, api).get_json()["access_token"]
+    resource_server = backend("rs")
+    assert active(introspect(client, resource_server, got))
+    tokens.revoke_client_credentials(api.id, tokens.credentials_mark(api), "client_removed")
+    assert store().get(tokens.AT_PREFIX + tokens.access_token_key(got)) is not None  # the record stays...
+    with count_io(app) as seen:
+        resp = introspect(client, resource_server, got)
+    assert not active(resp) and resp.get_json() == {"active": False}  # ...and is judged inactive
+    assert seen["store"] == ["get_many"]  # the mark, named by the token's end, came with the record
+
+
+def test_a_jwt_client_credentials_token_is_judged_by_its_family_mark_too(client, app):
+    """A JWT's jti names its record, not its family: the mark is read from what the record
+    names, one more round trip."""
+    from idp.oauth import tokens
+
+    api = backend("jwt-api", access_token_format="jwt")
+    got = _cc(client, api).get_json()["access_token"]
+    assert got.count(".") == 2
+    resource_server = backend("rs")
+    assert active(introspect(client, resource_server, got))
+    tokens.revoke_client_credentials(api.id, tokens.credentials_mark(api), "client_removed")
+    assert introspect(client, resource_server, got).get_json() == {"active": False}
+
+
+def test_the_end_of_a_client_credentials_token_is_only_a_hint(client, app, api):
+    """The tag at the end of an opaque client-credentials token only says which mark to fetch
+    with the record: another end is another token (no record), and a token of a revoked
+    family whose tag hint were wrong is still judged by the family its record names."""
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    got = _cc(client, api).get_json()["access_token"]
+    head, tag = got.rsplit(".", 1)
+    assert len(tag) == tokens.TAG_LENGTH and tokens.cc_mark_key_in(got) == tokens.cc_mark_key(tag)
+    other = head + "." + ("0" * tokens.TAG_LENGTH)
+    resource_server = backend("rs")
+    assert introspect(client, resource_server, other).get_json() == {"active": False}
+    assert tokens.cc_mark_key_in(head) is None and tokens.cc_mark_key_in("a.b.c") is None
+    tokens.revoke_client_credentials(api.id, tokens.credentials_mark(api), "client_removed")
+    with app.test_request_context():
+        from idp.store import prefetch
+        prefetch.prefetch([tokens.AT_PREFIX + tokens.access_token_key(got)])  # as if the hint were missed
+        assert tokens.find_access_token(got) is None
+    assert store().get(tokens.AT_PREFIX + tokens.access_token_key(got)) is not None
+
+
+def test_a_client_credentials_token_of_another_secret_is_not_revoked(client, app, api):
+    """The mark names the credentials: revoking what an old secret got leaves the rest live."""
+    from idp.oauth import tokens
+
+    got = _cc(client, api).get_json()["access_token"]
+    tokens.revoke_client_credentials(api.id, "another-secret", "secret_rotated")
+    assert active(introspect(client, backend("rs"), got))
+
+
+def test_revocation_also_deletes_what_an_earlier_release_indexed(client, app, api):
+    """An earlier release put each client-credentials token in its minute family's index:
+    those, live for up to ACCESS_TOKEN_TTL after an upgrade, are deleted as before."""
+    import time
+
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    now = int(time.time())
+    mark = tokens.credentials_mark(api)
+    for family in (tokens.client_credentials_family(api.id, now, m) for m in (mark, None)):
+        key = tokens.AT_PREFIX + "earlier-" + family
+        store().put_indexed(key, {"client_id": api.client_id, "scope": "api:read", "iat": now, "exp": now + 600,
+                                  "grant_id": family, "token_type": "Bearer", "aud": [api.client_id]},
+                            600, "grant-ats:" + family, "grant-revoked:" + family)
+        assert store().get(key) is not None
+    tokens.revoke_client_credentials(api.id, mark, "client_removed")
+    assert store().get_many([tokens.AT_PREFIX + "earlier-" + tokens.client_credentials_family(api.id, now, m)
+                             for m in (mark, None)]) == [None, None]

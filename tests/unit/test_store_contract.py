@@ -122,6 +122,16 @@ def test_get_following_keeps_to_the_namespace(make_store) -> None:
     assert a.get_following("at:1", "account_id", "claims:") == ({"account_id": 7}, "claims:7", "a's")
 
 
+def test_put_checked_writes_then_reads_the_check(store: Store) -> None:
+    assert store.put_checked("k", {"a": 1}, 60, "check") is None
+    assert store.get("k") == {"a": 1} and 55 <= store.ttl_of("k") <= 60
+    store.put("check", "marked", 60)
+    assert store.put_checked("k2", 2, 60, "check") == "marked"
+    assert store.put_checked("check", "itself", 60, "check") == "itself"  # the read comes after the write
+    with pytest.raises(ValueError):
+        store.put_checked("k3", 1, 0, "check")
+
+
 def test_delete_many_ignores_missing(store: Store) -> None:
     store.put("a", 1, 60)
     store.put("b", 2, 60)
