@@ -1,7 +1,8 @@
 """Issuing, finding and revoking tokens.
 
-Access tokens are opaque 256-bit values kept in the ephemeral store under the keyed hash
-of the token, with a TTL equal to their lifetime: introspection is one store round trip.
+Access tokens are opaque 256-bit values (a client-credentials one with its family's tag
+after a dot) kept in the ephemeral store under the keyed hash of the token, with a TTL
+equal to their lifetime: introspection is one store round trip.
 JWT access tokens (RFC 9068, idp.oauth.jwt_access_token) are kept there too, under their
 jti. Every token belongs to a family (models.Grant); the store keeps, per family, the set
 of its live access-token keys so that revoking the family deletes them at once.
@@ -13,7 +14,7 @@ concurrent refreshes only one wins (RFC 9700 §4.14.2).
 Client-credentials tokens (RFC 6749 §4.4) belong to a family that exists only in the
 store (StoreFamily): no Grant row, no refresh token, no index, one store write. Their
 revocation (a client removed, a leaked secret replaced) writes their families' revocation
-marks, and a client-credentials token is live only while its family has none. An opaque
+mark, and a client-credentials token is live only while its family has none. An opaque
 one ends with its family's tag (``<random>.<tag>``), which names the mark: introspection
 fetches the mark with the record, in the same MGET.
 """
@@ -32,6 +33,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ..config import PRODUCTION_CEILINGS
 from ..context import current_app
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db, keyring, store
@@ -44,10 +46,15 @@ from . import clients, id_token, jwt_access_token, resource_indicators
 log = logging.getLogger(__name__)
 
 AT_PREFIX = "at:"
-MAX_TOKEN = 512  # opaque tokens are 43 characters
+MAX_TOKEN = 512  # opaque tokens are 43 characters, client-credentials ones 66
 CC_FAMILY = "cc:"  # what a client-credentials family's id starts with (client_credentials_family)
 CC_MARK_PREFIX = "cc-revoked:"  # + a client-credentials family's tag (cc_tag): its revocation mark
 TAG_LENGTH = 22  # hex characters of a keyed hash: 88 bits
+# How long a client-credentials family's mark lives: past the end of any token of the family,
+# whatever ACCESS_TOKEN_TTL was when it was issued (at most the production ceiling) or is in
+# the process that revokes; the family's credentials never come back, so no token is issued
+# into it after the mark (the check of its write).
+CC_MARK_TTL = max(ttl for name, ttl, _ in PRODUCTION_CEILINGS if name == "ACCESS_TOKEN_TTL") + 180
 
 
 @dataclass
@@ -55,13 +62,12 @@ class StoreFamily:
     """A family that lives only in the store (client_credentials); quacks like a Grant.
 
     A client's client-credentials tokens are grouped by the credentials they were issued
-    against and the minute (``cc:<the client's row id>:<credentials>:<minute>``: the
-    registration's row, so a client registered again under the same client_id starts clean;
-    its secret, so a new secret starts clean too), so removing the client or replacing a
-    leaked secret can revoke them all (revoke_client_credentials) by marking the few minute
-    families that may hold a live token. No index lists the tokens: keeping one cost every
-    issuance a sorted-set update (client credentials is the busiest grant), and the mark,
-    read with the record, answers for every token of the family."""
+    against (``cc:<the client's row id>:<credentials>``: the registration's row, so a client
+    registered again under the same client_id starts clean; its secret, so a new secret
+    starts clean too), so removing the client or replacing a leaked secret revokes them all
+    (revoke_client_credentials) with one mark. No index lists the tokens: keeping one cost
+    every issuance a sorted-set update (client credentials is the busiest grant), and the
+    mark, read with the record, answers for every token of the family."""
 
     id: str  # client_credentials_family()
     resource: list = field(default_factory=list)
@@ -92,12 +98,18 @@ def cc_mark_key_in(token) -> str | None:
     return cc_mark_key(tag)
 
 
-def client_credentials_family(client_row_id: int, at: float, credentials: str | None) -> str:
-    """``credentials``: credentials_mark() of the registration; None names the family an earlier
-    release wrote (``cc:<row id>:<minute>``), which revocation still sweeps."""
-    minute = int(at) // 60
-    return f"{CC_FAMILY}{client_row_id}:{minute}" if credentials is None \
-        else f"{CC_FAMILY}{client_row_id}:{credentials}:{minute}"
+def client_credentials_family(client_row_id: int, credentials: str) -> str:
+    """``credentials``: credentials_mark() of the registration."""
+    return f"{CC_FAMILY}{client_row_id}:{credentials}"
+
+
+def _earlier_cc_families(client_row_id: int, credentials: str, now: float, ttl: int) -> list[str]:
+    """The families earlier releases put a registration's tokens in, one per minute (with the
+    credentials, and before them without): those of the minutes that may still hold a live
+    token, a minute's slack each side for clock skew."""
+    return [f"{CC_FAMILY}{client_row_id}:{name}{minute}"
+            for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2)
+            for name in (f"{credentials}:", "")]
 
 
 def credentials_mark(client) -> str:
@@ -215,7 +227,7 @@ def issue_client_credentials(client: Client, scope: str, audience: list[str], co
     a copy, None means the client was removed while this request ran.
     """
     ttl, now = current_app.config["ACCESS_TOKEN_TTL"], int(time.time())
-    family = StoreFamily(id=client_credentials_family(client.id, now, credentials_mark(client)))
+    family = StoreFamily(id=client_credentials_family(client.id, credentials_mark(client)))
     token, _, stale = _mint_access_token(client, family, None, scope, now, ttl, audience, copy=copy)
     if stale:
         return None
@@ -498,22 +510,23 @@ def revoke_grant(grant_id: str, reason: str, account_id: int | None = None) -> N
 def revoke_client_credentials(client_row_id: int, credentials: str, reason: str = "client_removed") -> None:
     """Revoke every live client-credentials access token of the client registration
     ``client_row_id`` (Client.id) issued against ``credentials`` (credentials_mark(): the
-    client is being removed, or its secret replaced): the revocation mark of each minute
-    family that may still hold one, which makes them all inactive at once
-    (find_access_token). Tokens issued against other credentials (a new secret) are left
-    alone. For an earlier release's processes still running (a rolling upgrade), which
-    index their tokens and check ``grant-revoked:`` marks, those marks are written and
-    those indexes (or plain sets) swept too."""
+    client is being removed, or its secret replaced): the family's revocation mark, which
+    makes them all inactive at once (find_access_token). Tokens issued against other
+    credentials (a new secret) are left alone.
+
+    The families of an earlier release (one per minute) are marked too, which this
+    release's readers then refuse, and their indexes (or plain sets) swept. Its processes do
+    not read these marks, and this release's tokens are in no index: see the README
+    (Upgrades) for when a client may be removed or a secret replaced during an upgrade."""
     s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
-    families = [client_credentials_family(client_row_id, minute * 60, marked)
-                for minute in range(int(now - ttl) // 60 - 1, int(now) // 60 + 2)  # a minute's slack for skew
-                for marked in (credentials, None)]  # None: the family name of an earlier release
-    s.put_many([(key, reason, ttl + 180) for family in families
-                for key in (cc_mark_key(cc_tag(family)), _revoked_key(family))])
-    for family in families:
-        members = _family_members(s, family)
+    family = client_credentials_family(client_row_id, credentials)
+    earlier = _earlier_cc_families(client_row_id, credentials, now, ttl)
+    s.put_many([(cc_mark_key(cc_tag(f)), reason, max(CC_MARK_TTL, ttl + 180)) for f in [family, *earlier]]
+               + [(_revoked_key(f), reason, ttl + 180) for f in earlier])
+    for f in earlier:
+        members = _family_members(s, f)
         if members:
-            s.delete(*members, _family_key(family))
+            s.delete(*members, _family_key(f))
 
 
 def is_grant_revoked(grant_id: str) -> bool:

@@ -239,8 +239,8 @@ def test_a_jwt_client_credentials_token_is_judged_by_its_family_mark_too(client,
 
 def test_the_end_of_a_client_credentials_token_is_only_a_hint(client, app, api):
     """The tag at the end of an opaque client-credentials token only says which mark to fetch
-    with the record: another end is another token (no record), and a token of a revoked
-    family whose tag hint were wrong is still judged by the family its record names."""
+    with the record: another end is another token (no record), and a reader that did not
+    fetch the mark with the record reads it from the family its record names."""
     from idp.extensions import store
     from idp.oauth import tokens
 
@@ -268,9 +268,10 @@ def test_a_client_credentials_token_of_another_secret_is_not_revoked(client, app
     assert active(introspect(client, backend("rs"), got))
 
 
-def test_revocation_also_deletes_what_an_earlier_release_indexed(client, app, api):
-    """An earlier release put each client-credentials token in its minute family's index:
-    those, live for up to ACCESS_TOKEN_TTL after an upgrade, are deleted as before."""
+def test_revocation_also_reaches_what_an_earlier_release_issued(client, app, api):
+    """An earlier release put each client-credentials token in a family per minute (named
+    with the credentials, and before that without) and its index: those, live for up to
+    ACCESS_TOKEN_TTL after an upgrade, are deleted as before, and judged revoked when read."""
     import time
 
     from idp.extensions import store
@@ -278,12 +279,37 @@ def test_revocation_also_deletes_what_an_earlier_release_indexed(client, app, ap
 
     now = int(time.time())
     mark = tokens.credentials_mark(api)
-    for family in (tokens.client_credentials_family(api.id, now, m) for m in (mark, None)):
-        key = tokens.AT_PREFIX + "earlier-" + family
-        store().put_indexed(key, {"client_id": api.client_id, "scope": "api:read", "iat": now, "exp": now + 600,
-                                  "grant_id": family, "token_type": "Bearer", "aud": [api.client_id]},
-                            600, "grant-ats:" + family, "grant-revoked:" + family)
-        assert store().get(key) is not None
+    families = [f"cc:{api.id}:{mark}:{now // 60}", f"cc:{api.id}:{now // 60 - 5}"]
+    for family in families:
+        record = {"client_id": api.client_id, "scope": "api:read", "iat": now, "exp": now + 600,
+                  "grant_id": family, "token_type": "Bearer", "aud": [api.client_id]}
+        store().put_indexed(tokens.AT_PREFIX + "indexed-" + family, record, 600, "grant-ats:" + family,
+                            "grant-revoked:" + family)
+        store().put(tokens.AT_PREFIX + tokens.access_token_key("unindexed-" + family), record, 600)
     tokens.revoke_client_credentials(api.id, mark, "client_removed")
-    assert store().get_many([tokens.AT_PREFIX + "earlier-" + tokens.client_credentials_family(api.id, now, m)
-                             for m in (mark, None)]) == [None, None]
+    assert store().get_many([tokens.AT_PREFIX + "indexed-" + f for f in families]) == [None, None]
+    with app.test_request_context():
+        assert [tokens.find_access_token("unindexed-" + f) for f in families] == [None, None]
+    assert all(store().get("grant-revoked:" + f) == "client_removed" for f in families)  # its writers see it
+
+
+def test_a_revoked_client_credentials_token_stays_revoked_until_it_expires(client, app, api):
+    """The family's mark outlives every token of the family, whatever ACCESS_TOKEN_TTL the
+    token was issued under or the revoking process has (here 3600 s, then 600 s)."""
+    from freezegun import freeze_time
+
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    resource_server = backend("rs")
+    with freeze_time() as clock:
+        app.config["ACCESS_TOKEN_TTL"] = 3600
+        got = _cc(client, api).get_json()["access_token"]
+        clock.tick(59)
+        app.config["ACCESS_TOKEN_TTL"] = 600
+        tokens.revoke_client_credentials(api.id, tokens.credentials_mark(api), "client_removed")
+        exp = store().get(tokens.AT_PREFIX + tokens.access_token_key(got))["exp"]
+        assert store().ttl_of(tokens.cc_mark_key_in(got)) > exp - clock.time_to_freeze.timestamp()
+        for step in (0, 61, 800, 2600):
+            clock.tick(step)
+            assert introspect(client, resource_server, got).get_json() == {"active": False}, step
