@@ -92,6 +92,20 @@ def _refuse_unreadable_keys(config: dict) -> None:
 HTTP1_SETTINGS = HTTP1Settings(max_buffer_size=64 * 1024)
 
 
+def warn_if_redis_evicts(config: dict) -> None:
+    """Said once at the start, on stderr: a Redis that may evict keys may evict a revocation
+    mark (README, Production: "Redis restarts")."""
+    url = str(config["REDIS_URL"])
+    if urlsplit(url).scheme.lower() not in ("redis", "rediss", "unix"):
+        return
+    from ..store.redis import eviction_policy
+
+    policy = eviction_policy(url)
+    if policy not in (None, "noeviction"):
+        click.secho(f"Warning: Redis's maxmemory-policy is {policy}: an evicted revocation mark would bring revoked "
+                    "access tokens back; set maxmemory-policy noeviction", fg="yellow", err=True)
+
+
 @click.command("serve")
 @click.option("--workers", type=click.IntRange(min=1), help="Default: WORKERS.")
 @click.option("--threads", type=click.IntRange(min=1), help="Request threads per worker; default: THREADS.")
@@ -115,6 +129,7 @@ def serve(workers, threads, bind, access_log, dev):
     except schema.SchemaError as exc:
         raise CliError(str(exc)) from None
     _refuse_unreadable_keys(config)
+    warn_if_redis_evicts(config)
     if dev:
         click.secho("serving the development settings: never do this in production", fg="yellow", err=True)
     ops.prepare_multiprocess()

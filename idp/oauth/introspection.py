@@ -12,9 +12,9 @@ nothing about why.
 
 ``token_type_hint`` only changes the order of the lookups (§2.1). The caller
 authenticates before any token's signature is checked. An access token, opaque or JWT,
-costs one store round trip (a JWT client-credentials token two: its family's revocation
-mark is named by the record, not the token); nothing about tokens is cached in the process,
-because revocation deletes the store record, or marks its family, and must take effect at once.
+costs one store round trip (a JWT two: its family's revocation mark is named by its record,
+not by the token); nothing about tokens is cached in the process, because revocation
+deletes the store record, or marks its family, and must take effect at once.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def introspect(token: str, hint: str | None, client) -> dict:
 
 
 def _prefetch(request) -> None:
-    """The caller's registration and the token record in one store round trip, with, for an
-    opaque client-credentials token, its family's revocation mark (tokens.cc_mark_key_in)."""
+    """The caller's registration, the token record and, for an opaque token, its family's
+    revocation mark (tokens.family_mark_key_in), in one store round trip."""
     try:
         client_id, _ = extract_basic_authorization(request.headers)
     except (UnicodeDecodeError, ValueError):  # malformed: client authentication will refuse it
@@ -113,7 +113,7 @@ def _prefetch(request) -> None:
     # fetched by the jti it claims, and access_token_body verifies it after authentication.
     at_key = tokens.access_token_key(token, verify=False)
     prefetch.prefetch([clients.cache_key(client_id or request.form.get("client_id")),
-                       tokens.AT_PREFIX + at_key if at_key else None, tokens.cc_mark_key_in(token)])
+                       tokens.AT_PREFIX + at_key if at_key else None, tokens.family_mark_key_in(token)])
 
 
 class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):

@@ -23,7 +23,7 @@ are missing, or in a generic plan) and walk all of its grants; for a seller with
 grants that made each rotation three times slower.
 
 The family's revocation mark in the store (written by tokens.revoke_grant before its
-database update) is not read here: the access token's own write (put_indexed) reads it,
+database update) is not read here: the access token's own write (put_checked) reads it,
 and a family whose mark is there by then gets invalid_grant (tokens.issue records the
 revocation in the database and gives nothing out), as on the general path.
 """

@@ -1,22 +1,21 @@
 """Issuing, finding and revoking tokens.
 
-Access tokens are opaque 256-bit values (a client-credentials one with its family's tag
-after a dot) kept in the ephemeral store under the keyed hash of the token, with a TTL
-equal to their lifetime: introspection is one store round trip.
-JWT access tokens (RFC 9068, idp.oauth.jwt_access_token) are kept there too, under their
-jti. Every token belongs to a family (models.Grant); the store keeps, per family, the set
-of its live access-token keys so that revoking the family deletes them at once.
+Access tokens are opaque: 256 random bits, a dot and their family's tag (family_tag), kept
+in the ephemeral store under the keyed hash of the token, with a TTL equal to their
+lifetime. JWT access tokens (RFC 9068, idp.oauth.jwt_access_token) are kept there too,
+under their jti. Every token belongs to a family (models.Grant), and is live while its
+record is there and its family has no revocation mark (kill_access_tokens). No index lists
+a family's tokens: one cost every token a sorted-set update in a Lua script, and the mark
+answers for all of them. The tag names the mark, so introspection and userinfo fetch it
+with the record, in the same round trip.
 
 Refresh tokens are durable (days), so they live in the database; rotation
 (idp.oauth.refresh) marks the old token with a conditional UPDATE so that of two
 concurrent refreshes only one wins (RFC 9700 §4.14.2).
 
 Client-credentials tokens (RFC 6749 §4.4) belong to a family that exists only in the
-store (StoreFamily): no Grant row, no refresh token, no index, one store write. Their
-revocation (a client removed, a leaked secret replaced) writes their families' revocation
-mark, and a client-credentials token is live only while its family has none. An opaque
-one ends with its family's tag (``<random>.<tag>``), which names the mark: introspection
-fetches the mark with the record, in the same MGET.
+store (StoreFamily): no Grant row, no refresh token, one store write. Their revocation (a
+client removed, a leaked secret replaced) writes their family's mark.
 """
 
 from __future__ import annotations
@@ -46,15 +45,14 @@ from . import clients, id_token, jwt_access_token, resource_indicators
 log = logging.getLogger(__name__)
 
 AT_PREFIX = "at:"
-MAX_TOKEN = 512  # opaque tokens are 43 characters, client-credentials ones 66
+MAX_TOKEN = 512  # opaque tokens are 66 characters (43 before the tags)
 CC_FAMILY = "cc:"  # what a client-credentials family's id starts with (client_credentials_family)
-CC_MARK_PREFIX = "cc-revoked:"  # + a client-credentials family's tag (cc_tag): its revocation mark
+MARK_PREFIX = "family-revoked:"  # + a family's tag (family_tag): its revocation mark, the reason
 TAG_LENGTH = 22  # hex characters of a keyed hash: 88 bits
-# How long a client-credentials family's mark lives: past the end of any token of the family,
-# whatever ACCESS_TOKEN_TTL was when it was issued (at most the production ceiling) or is in
-# the process that revokes; the family's credentials never come back, so no token is issued
-# into it after the mark (the check of its write).
-CC_MARK_TTL = max(ttl for name, ttl, _ in PRODUCTION_CEILINGS if name == "ACCESS_TOKEN_TTL") + 180
+# The least a family's mark lives: past the end of any token of the family, whatever
+# ACCESS_TOKEN_TTL was when it was issued (at most the production ceiling) or is in the
+# process that revokes. No token is issued into a family after its mark (the write's check).
+MARK_MIN_TTL = max(ttl for name, ttl, _ in PRODUCTION_CEILINGS if name == "ACCESS_TOKEN_TTL") + 180
 
 
 @dataclass
@@ -65,9 +63,7 @@ class StoreFamily:
     against (``cc:<the client's row id>:<credentials>``: the registration's row, so a client
     registered again under the same client_id starts clean; its secret, so a new secret
     starts clean too), so removing the client or replacing a leaked secret revokes them all
-    (revoke_client_credentials) with one mark. No index lists the tokens: keeping one cost
-    every issuance a sorted-set update (client credentials is the busiest grant), and the
-    mark, read with the record, answers for every token of the family."""
+    (revoke_client_credentials) with the family's mark."""
 
     id: str  # client_credentials_family()
     resource: list = field(default_factory=list)
@@ -75,27 +71,27 @@ class StoreFamily:
     amr: tuple = ()
 
 
-def cc_tag(family: str) -> str:
-    """What a client-credentials token carries of its family: enough to name the family's
-    mark (cc_mark_key), nothing of the family itself (a keyed hash)."""
+def family_tag(family: str) -> str:
+    """What an opaque access token carries of its family: enough to name the family's mark
+    (family_mark_key), nothing of the family itself (a keyed hash)."""
     return keyed_hash(family)[:TAG_LENGTH]
 
 
-def cc_mark_key(tag: str) -> str:
-    return CC_MARK_PREFIX + tag
+def family_mark_key(tag: str) -> str:
+    return MARK_PREFIX + tag
 
 
-def cc_mark_key_in(token) -> str | None:
-    """The mark key an opaque client-credentials token names (``<random>.<tag>``), or None.
-    Only a hint, to fetch the mark with the record (idp.oauth.introspection): what decides
-    is the family the record names (find_access_token), and a token whose end was changed
-    is another token, with no record."""
+def family_mark_key_in(token) -> str | None:
+    """The mark key an opaque access token names (``<random>.<tag>``), or None (a JWT, a
+    token of an earlier release, garbage). Only a hint, to fetch the mark with the record
+    (introspection, userinfo): what decides is the family the record names
+    (find_access_token), and a token whose end was changed is another token, with no record."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN:
         return None
     head, dot, tag = token.rpartition(".")
     if not dot or "." in head or len(tag) != TAG_LENGTH or tag.strip("0123456789abcdef"):
         return None
-    return cc_mark_key(tag)
+    return family_mark_key(tag)
 
 
 def client_credentials_family(client_row_id: int, credentials: str) -> str:
@@ -121,12 +117,12 @@ def credentials_mark(client) -> str:
 
 
 def _family_key(grant_id):
-    return f"grant-ats:{grant_id}"  # an index (Store.put_indexed) of the family's access tokens
+    return f"grant-ats:{grant_id}"  # the index (Store.put_indexed) an earlier release kept
 
 
 def _family_members(s, family: str) -> set[str]:
-    """The store keys of the family's access tokens: its index, and the plain set an earlier
-    release kept under ``grant-at:`` (until its last member expires)."""
+    """The store keys of the family's access tokens that earlier releases listed: in an index
+    (``grant-ats:``), before that in a plain set (``grant-at:``), until their last expires."""
     return s.index_members(_family_key(family)) | s.smembers(f"grant-at:{family}")
 
 
@@ -261,13 +257,11 @@ def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generatio
 def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, copy=None):
     """(token, store key suffix, why it was deleted at once or None).
 
-    The token is written into its family's index in one atomic round trip with a check
-    (revoke_grant writes the family's mark, then sweeps the index: no token outlives its
-    family); a client-credentials token joins no index (StoreFamily: Store.put_checked).
-    The check is the family's revocation mark (the reason is returned), or, with ``copy``,
-    the client's registration in the shared cache, which must still be this process's copy
-    of it (idp.oauth.clients; else "stale_client"). The index holds only the family's
-    tokens that have not expired (Store.put_indexed).
+    The token is written with a check read after it, in one round trip (Store.put_checked):
+    the family's revocation mark (the reason is returned; a token written before the mark is
+    judged by it when read, find_access_token), or, with ``copy``, the client's registration
+    in the shared cache, which must still be this process's copy of it (idp.oauth.clients;
+    else "stale_client").
     """
     cfg = current_app.config
     record = {"client_id": client.client_id, "scope": scope, "iat": now, "exp": now + ttl, "grant_id": grant.id,
@@ -280,17 +274,14 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, copy=Non
         jti = new_token(24)
         token, key = jwt_access_token.sign(cfg["ISSUER"], record, jti, cfg["ID_TOKEN_ALG"]), "jwt:" + jti
     else:
-        token = new_token(32)
-        if isinstance(grant, StoreFamily):
-            token += "." + cc_tag(grant.id)  # names its family's mark (cc_mark_key_in)
+        token = new_token(32) + "." + family_tag(grant.id)  # the tag names its family's mark
         key = keyed_hash(token)
     s = store()
-    if isinstance(grant, StoreFamily):  # judged by its family's mark when read: no index
-        check = cc_mark_key(cc_tag(grant.id)) if copy is None else clients.cache_key(client.client_id)
-        seen = s.put_checked(AT_PREFIX + key, record, ttl, check)
-    else:
-        check = _revoked_key(grant.id) if copy is None else clients.cache_key(client.client_id)
-        seen = s.put_indexed(AT_PREFIX + key, record, ttl, _family_key(grant.id), check)
+    if copy is not None:
+        check = clients.cache_key(client.client_id)
+    else:  # a Grant's: the mark revoke_grant writes first, which an earlier release writes too
+        check = family_mark_key(family_tag(grant.id)) if isinstance(grant, StoreFamily) else _revoked_key(grant.id)
+    seen = s.put_checked(AT_PREFIX + key, record, ttl, check)
     refused = seen if copy is None else (None if clients.matches(copy, seen) else "stale_client")
     if refused:
         s.delete(AT_PREFIX + key)
@@ -310,23 +301,22 @@ def access_token_key(token: str, verify: bool = True) -> str | None:
 
 
 def find_access_token(token: str, follow: tuple[str, str] | None = None) -> dict | None:
-    """The record of a live access token, or None. One store round trip; with ``follow``,
-    (a field of the record, a key prefix), the entry the record names there is fetched in
-    that same round trip (idp.store.prefetch.follow). A client-credentials token is live
-    only while its family has no revocation mark (StoreFamily): one more round trip, unless
-    the caller fetched the mark with the record (idp.oauth.introspection, for an opaque
-    one)."""
+    """The record of a live access token, or None: its record there, not expired, and its
+    family without a revocation mark. One store round trip for an opaque token (its tag
+    names the mark: fetched with the record by introspection's prefetch, or here); a JWT, or
+    a token of an earlier release, takes a second for the mark. With ``follow`` (a field of
+    the record, a key prefix), the entry the record names there comes in the same round trip
+    (idp.store.prefetch.follow)."""
     key = access_token_key(token)
     if key is None:
         return None
     if follow is not None:
-        prefetch.follow(AT_PREFIX + key, *follow)
+        prefetch.follow(AT_PREFIX + key, *follow, also=[family_mark_key_in(token)])
     record = prefetch.get(AT_PREFIX + key)
     if record is None or record["exp"] <= time.time():
         return None
     family = record.get("grant_id")
-    if isinstance(family, str) and family.startswith(CC_FAMILY) \
-            and prefetch.get(cc_mark_key(cc_tag(family))) is not None:
+    if not isinstance(family, str) or prefetch.get(family_mark_key(family_tag(family))) is not None:
         return None
     return record
 
@@ -387,10 +377,13 @@ def find_refresh_token(token: str) -> RefreshLookup | None:
 
 
 def kill_access_tokens(grant_id: str, reason: str) -> None:
-    """The store's half of revoking a family: the mark first (a token written after it sees
-    it and deletes itself, idp.oauth.tokens.issue), then the sweep of its access tokens."""
+    """The store's half of revoking a family: its marks, which end its access tokens at once
+    (find_access_token; a token written after them sees them and deletes itself, issue), the
+    one its refresh path reads (is_grant_revoked) first. Then the sweep of the access tokens
+    an earlier release listed (and whose processes, during an upgrade, read no mark)."""
     s = store()
-    s.put(_revoked_key(grant_id), reason, int(current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]))
+    ttl = max(int(current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]), MARK_MIN_TTL)
+    s.put_many([(_revoked_key(grant_id), reason, ttl), (family_mark_key(family_tag(grant_id)), reason, ttl)])
     members = _family_members(s, grant_id)
     if members:
         s.delete(*members)
@@ -521,7 +514,7 @@ def revoke_client_credentials(client_row_id: int, credentials: str, reason: str 
     s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
     family = client_credentials_family(client_row_id, credentials)
     earlier = _earlier_cc_families(client_row_id, credentials, now, ttl)
-    s.put_many([(cc_mark_key(cc_tag(f)), reason, max(CC_MARK_TTL, ttl + 180)) for f in [family, *earlier]]
+    s.put_many([(family_mark_key(family_tag(f)), reason, max(MARK_MIN_TTL, ttl + 180)) for f in [family, *earlier]]
                + [(_revoked_key(f), reason, ttl + 180) for f in earlier])
     for f in earlier:
         members = _family_members(s, f)

@@ -98,13 +98,20 @@ class Store(ABC):
         """``get`` for several keys in one round trip (``MGET``), in order."""
 
     @abstractmethod
+    def get_many_following(self, keys: list[str], field: str,
+                           prefix: str) -> tuple[list[Value | None], str | None, Value | None]:
+        """(``get_many(keys)``, the key the last one's value names, and that key's value), the
+        second read in the same round trip: when the last value is an object whose ``field`` is
+        a string or a whole number (below 2**53, written without a fraction: 7 and 7.0 both
+        name ``prefix + "7"``), the key named is ``prefix`` + that; else (values, None, None).
+        A record and the entry it names, such as an access token and its account's cached
+        claims, with other keys known beforehand (its family's revocation mark). Two reads,
+        not one atomic step; a key of another type reads as missing, as in ``get_many``."""
+
     def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, str | None, Value | None]:
-        """(``get(key)``, the key it names, and that key's value), the second read in the same
-        round trip: when the value is an object whose ``field`` is a string or a whole number
-        (below 2**53, written without a fraction: 7 and 7.0 both name ``prefix + "7"``), the
-        key named is ``prefix`` + that; else (value, None, None). A record and the entry it
-        names, such as an access token and its account's cached claims. Two reads, not one
-        atomic step."""
+        """``get_many_following`` for one key: (its value, the key it names, that key's value)."""
+        values, named, followed = self.get_many_following([key], field, prefix)
+        return values[0], named, followed
 
     @abstractmethod
     def consume(self, key: str) -> Value | None:

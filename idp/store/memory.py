@@ -99,19 +99,24 @@ class MemoryStore(Store):
         return self._value(raw)
 
     def get_many(self, keys: list[str]) -> list[Value | None]:
-        ks = [self._k(key) for key in keys]
         with self._lock:
-            now = time.time()
-            raws = [self._live(k, now) for k in ks]
+            return self._read_many([self._k(key) for key in keys], time.time())
+
+    def _read_many(self, ks: list[str], now: float) -> list[Value | None]:
+        raws = [self._live(k, now) for k in ks]
         # Redis's MGET answers nil for a key of another type: a set or an index reads as missing.
         return [None if isinstance(raw, (set, dict)) else self._value(raw) for raw in raws]
 
-    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, str | None, Value | None]:
-        value = self.get(key)
-        named = _named(value.get(field)) if isinstance(value, dict) else None
-        if named is None:
-            return value, None, None
-        return value, prefix + named, self.get(prefix + named)
+    def get_many_following(self, keys: list[str], field: str,
+                           prefix: str) -> tuple[list[Value | None], str | None, Value | None]:
+        with self._lock:
+            now = time.time()
+            values = self._read_many([self._k(key) for key in keys], now)
+            last = values[-1] if values else None
+            named = _named(last.get(field)) if isinstance(last, dict) else None
+            if named is None:
+                return values, None, None
+            return values, prefix + named, self._read_many([self._k(prefix + named)], now)[0]
 
     def consume(self, key: str) -> Value | None:
         k = self._k(key)

@@ -1,10 +1,12 @@
 """One store round trip for what a request is known to need.
 
-Introspection needs the caller's client registration and the token record. Both keys
-are known from the raw request, so they are fetched with one MGET before the endpoint
-runs; the lookups then take their value from here instead of asking the store again.
-UserInfo needs the token record and the cached claims of the account the record names:
-``follow`` fetches both in one round trip (Store.get_following).
+Introspection needs the caller's client registration, the token record and the revocation
+mark of the token's family. The three keys are known from the raw request (the family's
+mark from the token's tag: idp.oauth.tokens), so they are fetched with one MGET before the
+endpoint runs; the lookups then take their value from here instead of asking the store
+again. UserInfo needs the token record, its family's mark and the cached claims of the
+account the record names: ``follow`` fetches all three in one round trip
+(Store.get_many_following).
 Request-scoped (flask.g): nothing outlives the request, so nothing can go stale.
 """
 
@@ -21,12 +23,14 @@ def prefetch(keys: list[str]) -> None:
         g.idp_prefetch = dict(zip(keys, store().get_many(keys)))
 
 
-def follow(key: str, field: str, prefix: str) -> None:
-    """Fetch ``key`` and the entry its value's ``field`` names under ``prefix``, in one round
-    trip; ``get`` then answers both (an entry that was missing is asked for again, as a miss)."""
-    value, named, followed = store().get_following(key, field, prefix)
+def follow(key: str, field: str, prefix: str, also: list[str] = ()) -> None:
+    """Fetch ``key``, the keys ``also`` and the entry the value of ``key``'s ``field`` names
+    under ``prefix``, in one round trip; ``get`` then answers all of them (an entry followed
+    that was missing is asked for again, as a miss)."""
+    keys = [k for k in also if k] + [key]
+    values, named, followed = store().get_many_following(keys, field, prefix)
     fetched = g.get("idp_prefetch") or {}
-    fetched[key] = value
+    fetched.update(zip(keys, values))
     if followed is not None:
         fetched[named] = followed  # under the key it was read from
     g.idp_prefetch = fetched

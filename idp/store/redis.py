@@ -5,7 +5,7 @@ Each operation is one round trip and atomic on the server: ``SET NX EX`` for
 and small Lua scripts where a command plus its ``EXPIRE`` must not be
 separated (a crash in between would leave a key that never expires). Two are one
 round trip without being one atomic step, as their contracts say: ``put_checked`` (a SET
-and a GET pipelined) and ``get_following`` (two reads).
+and a GET pipelined) and ``get_many_following`` (two reads).
 """
 
 from __future__ import annotations
@@ -83,24 +83,26 @@ return redis.call('GET', KEYS[3])
 """
 
 
-# get_following: GET KEYS[1] and, when it is a JSON object whose ARGV[1] is a string or a
-# whole number, GET ARGV[2] .. that value too; the answer names the key read. The second key
-# is named by the script, not declared in KEYS: fine on a Redis server or a Sentinel-managed
-# one, as the store's MGETs across prefixes already assume; Redis Cluster is not supported.
-# The first line tells Dragonfly, which by default refuses undeclared keys, to allow them
-# (to Redis it is a comment). Reads only, so _call may send it again after a broken connection.
-_GET_FOLLOWING = """--!df flags=allow-undeclared-keys
-local value = redis.call('GET', KEYS[1])
-if not value then return {false, false, false} end
+# get_many_following: MGET KEYS and, when the last value is a JSON object whose ARGV[1] is a
+# string or a whole number, GET ARGV[2] .. that value too (as MGET reads it: a key of another
+# type is missing); the answer names the key read. The second key is named by the script, not
+# declared in KEYS: fine on a Redis server or a Sentinel-managed one, as the store's MGETs
+# across prefixes already assume; Redis Cluster is not supported. The first line tells
+# Dragonfly, which by default refuses undeclared keys, to allow them (to Redis it is a
+# comment). Reads only, so _call may send it again after a broken connection.
+_GET_MANY_FOLLOWING = """--!df flags=allow-undeclared-keys
+local values = redis.call('MGET', unpack(KEYS))
+local value = values[#values]
+if not value then return {values, false, false} end
 local ok, record = pcall(cjson.decode, value)
-if not ok or type(record) ~= 'table' then return {value, false, false} end
+if not ok or type(record) ~= 'table' then return {values, false, false} end
 local named = record[ARGV[1]]
 if type(named) == 'number' and named == math.floor(named) and math.abs(named) < 2^53 then
   named = string.format('%d', named)
 elseif type(named) ~= 'string' then
-  return {value, false, false}
+  return {values, false, false}
 end
-return {value, named, redis.call('GET', ARGV[2] .. named)}
+return {values, named, redis.call('MGET', ARGV[2] .. named)[1]}
 """
 
 
@@ -117,6 +119,21 @@ def _answers(conn, n: int) -> list:
     if error is not None:
         raise error
     return out
+
+
+def eviction_policy(url: str) -> str | None:
+    """The ``maxmemory-policy`` of the Redis at ``url``, or None when it cannot be read (CONFIG
+    renamed or refused, as managed services do; the server out of reach, which /readyz says).
+    Anything but ``noeviction`` may evict a family's revocation mark, and with it bring the
+    family's revoked access tokens back (idp.oauth.tokens)."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, decode_responses=True)
+        try:
+            return client.config_get("maxmemory-policy").get("maxmemory-policy")
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return None
 
 
 class Refused(TryAgainError):
@@ -194,7 +211,7 @@ class RedisStore(Store):
         self._put_indexed = self._r.register_script(_PUT_INDEXED)
         self._put_if_counter = self._r.register_script(_PUT_IF_COUNTER)
         self._consume_leaving = self._r.register_script(_CONSUME_LEAVING)
-        self._get_following = self._r.register_script(_GET_FOLLOWING)
+        self._get_many_following = self._r.register_script(_GET_MANY_FOLLOWING)
         self._local = threading.local()
 
     def _call(self, *command):
@@ -255,9 +272,13 @@ class RedisStore(Store):
             return []  # MGET with no keys is an error
         return [loads(raw) for raw in self._call("MGET", *(self._k(k) for k in keys))]
 
-    def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, str | None, Value | None]:
-        value, named, followed = self._script(self._get_following, [self._k(key)], [field, self._k(prefix)])
-        return loads(value), (None if named is None else prefix + named.decode()), loads(followed)
+    def get_many_following(self, keys: list[str], field: str,
+                           prefix: str) -> tuple[list[Value | None], str | None, Value | None]:
+        if not keys:
+            return [], None, None  # MGET with no keys is an error
+        values, named, followed = self._script(self._get_many_following, [self._k(k) for k in keys],
+                                               [field, self._k(prefix)])
+        return [loads(v) for v in values], (None if named is None else prefix + named.decode()), loads(followed)
 
     @_reconnect_on_readonly
     def consume(self, key: str) -> Value | None:

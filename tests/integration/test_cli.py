@@ -916,3 +916,25 @@ def test_maintenance_prune_deletes_families_ended_past_the_grace(app, idp):
     assert idp("maintenance", "run", "prune").output.startswith("prune: 1 families, ")
     assert one(app, Grant, id="just-ended") is None
     assert idp("tokens", "prune").exit_code != 0  # gone: the maintenance job does it
+
+
+def test_serve_warns_of_a_redis_that_may_evict_a_revocation_mark(redis_url, capsys):
+    import redis
+
+    from idp.cli.serve import warn_if_redis_evicts
+
+    url = redis_url
+    r = redis.Redis.from_url(url, decode_responses=True)
+    before = r.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        r.config_set("maxmemory-policy", "noeviction")
+        warn_if_redis_evicts({"REDIS_URL": url})
+        assert capsys.readouterr().err == ""
+        r.config_set("maxmemory-policy", "volatile-lru")  # every key of ours has a TTL: all may go
+        warn_if_redis_evicts({"REDIS_URL": url})
+        assert "maxmemory-policy is volatile-lru" in capsys.readouterr().err
+    finally:
+        r.config_set("maxmemory-policy", before)
+    warn_if_redis_evicts({"REDIS_URL": "redis://127.0.0.1:1/0"})  # out of reach: /readyz says so, not this
+    warn_if_redis_evicts({"REDIS_URL": "memory://"})
+    assert capsys.readouterr().err == ""

@@ -246,11 +246,11 @@ def test_the_end_of_a_client_credentials_token_is_only_a_hint(client, app, api):
 
     got = _cc(client, api).get_json()["access_token"]
     head, tag = got.rsplit(".", 1)
-    assert len(tag) == tokens.TAG_LENGTH and tokens.cc_mark_key_in(got) == tokens.cc_mark_key(tag)
+    assert len(tag) == tokens.TAG_LENGTH and tokens.family_mark_key_in(got) == tokens.family_mark_key(tag)
     other = head + "." + ("0" * tokens.TAG_LENGTH)
     resource_server = backend("rs")
     assert introspect(client, resource_server, other).get_json() == {"active": False}
-    assert tokens.cc_mark_key_in(head) is None and tokens.cc_mark_key_in("a.b.c") is None
+    assert tokens.family_mark_key_in(head) is None and tokens.family_mark_key_in("a.b.c") is None
     tokens.revoke_client_credentials(api.id, tokens.credentials_mark(api), "client_removed")
     with app.test_request_context():
         from idp.store import prefetch
@@ -309,7 +309,7 @@ def test_a_revoked_client_credentials_token_stays_revoked_until_it_expires(clien
         app.config["ACCESS_TOKEN_TTL"] = 600
         tokens.revoke_client_credentials(api.id, tokens.credentials_mark(api), "client_removed")
         exp = store().get(tokens.AT_PREFIX + tokens.access_token_key(got))["exp"]
-        assert store().ttl_of(tokens.cc_mark_key_in(got)) > exp - clock.time_to_freeze.timestamp()
+        assert store().ttl_of(tokens.family_mark_key_in(got)) > exp - clock.time_to_freeze.timestamp()
         for step in (0, 61, 800, 2600):
             clock.tick(step)
             assert introspect(client, resource_server, got).get_json() == {"active": False}, step

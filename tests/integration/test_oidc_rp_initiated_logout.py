@@ -308,22 +308,22 @@ def test_a_store_failure_half_way_through_a_logout_leaves_no_family_live(client,
     from idp.extensions import store
 
     shop, calls = type(store()), []
-    real = shop.put
+    real = shop.put_many
 
-    def blip_on_the_second_mark(self, key, value, ttl):
-        if key.startswith("grant-revoked:"):
-            calls.append(key)
+    def blip_on_the_second_mark(self, entries):
+        if any(key.startswith("grant-revoked:") for key, _, _ in entries):
+            calls.append(entries)
             if len(calls) == 2:
                 raise redis.exceptions.ConnectionError("blip")
-        return real(self, key, value, ttl)
+        return real(self, entries)
 
-    monkeypatch.setattr(shop, "put", blip_on_the_second_mark)
+    monkeypatch.setattr(shop, "put_many", blip_on_the_second_mark)
     page = client.get("/logout").get_data(as_text=True)
     logout_id = re.search(r'name="logout_id" type="hidden" value="([^"]+)"', page).group(1)
     resp = client.post("/logout/confirm", data={"csrf_token": csrf_token(page), "logout_id": logout_id,
                                                 "confirm": "Sign out"})
     assert resp.status_code in (200, 303) and len(calls) == 2
-    monkeypatch.setattr(shop, "put", real)
+    monkeypatch.setattr(shop, "put_many", real)
     for family in (first, second):
         assert refresh(client, rp, family["refresh_token"]).status_code == 400
     assert live_sessions() == []

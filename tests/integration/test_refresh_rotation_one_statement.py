@@ -139,7 +139,7 @@ def test_the_happy_path_asks_the_store_nothing_for_the_client(live, flow, app):
     with count_io(app) as seen:
         resp = _refreshed(flow, first.get_json()["refresh_token"])
     assert resp.status_code == 200
-    assert seen["sql"] == [] and seen["store"] == ["put_indexed"]  # the statement runs on its own connection
+    assert seen["sql"] == [] and seen["store"] == ["put_checked"]  # the statement runs on its own connection
 
 
 def test_a_rotated_secret_refuses_the_old_one_and_rotates_nothing(live, flow):

@@ -74,7 +74,7 @@ def test_reuse_during_a_store_outage_is_still_revoked_and_recorded(flow, seller,
         raise redis.exceptions.ConnectionError("Redis went away")
 
     with monkeypatch.context() as patched:
-        patched.setattr(type(store()), "put", outage)
+        patched.setattr(type(store()), "put_many", outage)  # the family's marks
         resp = refresh(flow.client, flow.rp, first["refresh_token"])
     assert resp.status_code == 503
     db.session.expire_all()

@@ -208,7 +208,7 @@ def test_a_redemption_cut_short_by_an_outage_leaves_the_code_to_the_clients_retr
         if fails == "the take's answer":
             patched.setattr(type(s), "consume_leaving", answer_lost)
         elif fails == "store":
-            patched.setattr(type(s), "put_indexed", outage)  # the access token's write
+            patched.setattr(type(s), "put_checked", outage)  # the access token's write
         else:
             patched.setattr(tokens, "sign_id_token", outage)  # anything between take and commit
         resp = flow.redeem(code)

@@ -73,7 +73,7 @@ def count_io(app):
     store = app.extensions["idp.store"]
     originals = {}
     for name in ("put", "add", "get", "get_many", "consume", "delete", "incr", "sadd", "smembers", "ttl_of",
-                 "put_indexed", "put_checked"):
+                 "put_indexed", "put_checked", "get_many_following"):
         original = getattr(store, name)
         originals[name] = original
 

@@ -122,6 +122,29 @@ def test_get_following_keeps_to_the_namespace(make_store) -> None:
     assert a.get_following("at:1", "account_id", "claims:") == ({"account_id": 7}, "claims:7", "a's")
 
 
+def test_get_many_following_reads_the_keys_and_follows_the_last(store: Store) -> None:
+    store.put("mark:1", "revoked", 60)
+    store.put("at:1", {"account_id": 7}, 60)
+    store.put("claims:7", {"sub": "s7"}, 60)
+    record = {"account_id": 7}
+    assert store.get_many_following(["mark:1", "at:1"], "account_id", "claims:") == (
+        ["revoked", record], "claims:7", {"sub": "s7"})
+    assert store.get_many_following(["at:1", "mark:1"], "account_id", "claims:") == (
+        [record, "revoked"], None, None)  # only the last key is followed
+    assert store.get_many_following(["mark:2", "at:1"], "account_id", "claims:") == (
+        [None, record], "claims:7", {"sub": "s7"})
+    assert store.get_many_following(["mark:1", "missing"], "account_id", "claims:") == (
+        ["revoked", None], None, None)
+    assert store.get_many_following([], "account_id", "claims:") == ([], None, None)
+
+
+def test_get_many_following_reads_a_key_of_another_type_as_missing(store: Store) -> None:
+    store.sadd("set:members", "m", 60)
+    store.put("at:1", {"account_id": "members"}, 60)
+    assert store.get_many_following(["set:members", "at:1"], "account_id", "set:") == (
+        [None, {"account_id": "members"}], "set:members", None)
+
+
 def test_put_checked_writes_then_reads_the_check(store: Store) -> None:
     assert store.put_checked("k", {"a": 1}, 60, "check") is None
     assert store.get("k") == {"a": 1} and 55 <= store.ttl_of("k") <= 60
