@@ -310,15 +310,20 @@ def find_access_token(token: str, follow: tuple[str, str] | None = None) -> dict
     key = access_token_key(token)
     if key is None:
         return None
+    mark = family_mark_key_in(token)
     if follow is not None:
-        prefetch.follow(AT_PREFIX + key, *follow, also=[family_mark_key_in(token)])
+        prefetch.follow(AT_PREFIX + key, *follow, also=[mark])
     record = prefetch.get(AT_PREFIX + key)
     if record is None or record["exp"] <= time.time():
         return None
-    family = record.get("grant_id")
-    if not isinstance(family, str) or prefetch.get(family_mark_key(family_tag(family))) is not None:
-        return None
-    return record
+    if mark is None:  # a JWT, or a token of an earlier release: the family its record names
+        family = record.get("grant_id")
+        if not isinstance(family, str):
+            return None
+        mark = family_mark_key(family_tag(family))
+    # Else the token's own tag names the mark: the record is filed under the keyed hash of the
+    # whole token, tag included, and only _mint_access_token files one, with its family's tag.
+    return None if prefetch.get(mark) is not None else record
 
 
 def revoke_access_token(token: str, client_id: str | None = None) -> dict | None:

@@ -240,7 +240,7 @@ def test_a_jwt_client_credentials_token_is_judged_by_its_family_mark_too(client,
 def test_the_end_of_a_client_credentials_token_is_only_a_hint(client, app, api):
     """The tag at the end of an opaque client-credentials token only says which mark to fetch
     with the record: another end is another token (no record), and a reader that did not
-    fetch the mark with the record reads it from the family its record names."""
+    fetch the mark with the record reads it then."""
     from idp.extensions import store
     from idp.oauth import tokens
 
