@@ -83,9 +83,9 @@ def family_mark_key(tag: str) -> str:
 
 def family_mark_key_in(token) -> str | None:
     """The mark key an opaque access token names (``<random>.<tag>``), or None (a JWT, a
-    token of an earlier release, garbage). Only a hint, to fetch the mark with the record
-    (introspection, userinfo): what decides is the family the record names
-    (find_access_token), and a token whose end was changed is another token, with no record."""
+    token of an earlier release, garbage). Trusted once the token's record is found (a token
+    whose end was changed is another token, with no record: find_access_token); before, only
+    to fetch the mark with the record (introspection, userinfo)."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN:
         return None
     head, dot, tag = token.rpartition(".")
@@ -387,7 +387,8 @@ def kill_access_tokens(grant_id: str, reason: str) -> None:
     one its refresh path reads (is_grant_revoked) first. Then the sweep of the access tokens
     an earlier release listed (and whose processes, during an upgrade, read no mark)."""
     s = store()
-    ttl = max(int(current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]), MARK_MIN_TTL)
+    cfg = current_app.config  # past the end of any token of the family, whatever the ENV's ceilings
+    ttl = max(int(cfg["REFRESH_TOKEN_ABSOLUTE_TTL"]), MARK_MIN_TTL, int(cfg["ACCESS_TOKEN_TTL"]) + 180)
     s.put_many([(_revoked_key(grant_id), reason, ttl), (family_mark_key(family_tag(grant_id)), reason, ttl)])
     members = _family_members(s, grant_id)
     if members:
@@ -427,7 +428,7 @@ SWEEP_BATCHES = 50  # per maintenance run: 50,000 families, within a run's few s
 
 
 def remember_to_sweep(grant_ids: list[str], reason: str) -> None:
-    """Write down families whose access tokens the store could not delete, in a transaction
+    """Write down families whose access tokens the store could not end (kill_access_tokens), in a transaction
     of its own (the revocation's is committed): an upsert, so that two processes writing
     down the same family at once (a reuse racing a sign out everywhere) both succeed, in
     chunks within PostgreSQL's bound on a statement's parameters. The database out of reach
@@ -450,7 +451,7 @@ def remember_to_sweep(grant_ids: list[str], reason: str) -> None:
 
 
 def sweep_pending() -> int:
-    """Delete the access tokens of the families remember_to_sweep wrote down (the server's
+    """End the access tokens of the families remember_to_sweep wrote down (the server's
     logout-retry job), oldest first, in batches until none is left; their number. Each is
     swept however long ago it was written down: a replayed code's family may have had no
     row in the database to revoke, and the store's mark is then its only revocation. The

@@ -6,7 +6,8 @@ for idp.oauth.endpoints to write; errors carry the RFC 6750 §3 challenge.
 
 The claims come from the account row through the shared row cache (idp.store.row_cache):
 a userinfo call costs one store round trip for the token, its family's revocation mark
-and its account's cached claims together (idp.store.prefetch.follow) and no SQL, while a change to the account (or its
+(a JWT's, or an earlier release's token's: a second) and its account's cached claims
+together (idp.store.prefetch.follow) and no SQL, while a change to the account (or its
 suspension) is seen on the next call. Fetched one after the other, the two cost a second
 round trip, where the reference's one read finds its account in memory (bench/).
 """

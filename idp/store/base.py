@@ -106,7 +106,8 @@ class Store(ABC):
         name ``prefix + "7"``), the key named is ``prefix`` + that; else (values, None, None).
         A record and the entry it names, such as an access token and its account's cached
         claims, with other keys known beforehand (its family's revocation mark). Two reads,
-        not one atomic step; a key of another type reads as missing, as in ``get_many``."""
+        not one atomic step; a key of another type reads as missing, as in ``get_many``. For a
+        few keys (Redis's Lua unpacks them: thousands would fail there)."""
 
     def get_following(self, key: str, field: str, prefix: str) -> tuple[Value | None, str | None, Value | None]:
         """``get_many_following`` for one key: (its value, the key it names, that key's value)."""

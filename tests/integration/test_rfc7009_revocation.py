@@ -98,14 +98,53 @@ def test_a_revoked_familys_access_tokens_are_ended_by_its_mark(app, client, api,
     assert store().ttl_of(tokens.family_mark_key_in(issued["access_token"])) >= tokens.MARK_MIN_TTL - 5
 
 
-def test_revocation_sweeps_what_an_earlier_release_indexed(client, api, flow, issued):
-    """An earlier release kept a family's access tokens in a plain set under grant-at:."""
+def test_revocation_sweeps_what_an_earlier_release_indexed(app, client, api, flow, issued):
+    """The two releases before kept a family's access tokens (untagged, 43 characters) in an
+    index (grant-ats:), and before that in a plain set (grant-at:): revoking the family
+    deletes them, for their processes, which read no mark, during an upgrade; this release
+    refuses them by the mark of the family their record names."""
+    import time
+
     from idp.extensions import store
     from idp.oauth import tokens
 
     grant_id = tokens.find_access_token(issued["access_token"])["grant_id"]
-    key = tokens.AT_PREFIX + tokens.access_token_key(issued["access_token"])
-    store().delete(tokens._family_key(grant_id))
-    store().sadd(f"grant-at:{grant_id}", key, 600)
+    now = int(time.time())
+    record = {"client_id": flow.rp.client_id, "scope": "openid", "iat": now, "exp": now + 600, "grant_id": grant_id,
+              "token_type": "Bearer", "aud": [flow.rp.client_id]}
+    earlier = {"indexed": "a" * 43, "in a set": "b" * 43, "in neither": "c" * 43}
+    keys = {name: tokens.AT_PREFIX + tokens.access_token_key(token) for name, token in earlier.items()}
+    store().put_indexed(keys["indexed"], record, 600, f"grant-ats:{grant_id}", "unrelated")
+    store().put(keys["in a set"], record, 600)
+    store().sadd(f"grant-at:{grant_id}", keys["in a set"], 600)
+    store().put(keys["in neither"], record, 600)
+    assert all(active(introspect(client, api, token)) for token in earlier.values())
     assert revoke(client, flow.rp, issued["refresh_token"]).status_code == 200
+    assert store().get_many([keys["indexed"], keys["in a set"]]) == [None, None]  # swept
+    assert store().get(keys["in neither"]) is not None  # not swept: refused by the mark
+    assert not any(active(introspect(client, api, token)) for token in earlier.values())
     assert not active(introspect(client, api, issued["access_token"]))
+
+
+def test_a_familys_mark_outlives_the_longest_access_token_the_settings_allow(app):
+    """Outside production ACCESS_TOKEN_TTL may exceed both the family's life and a day."""
+    from idp.extensions import store
+    from idp.oauth import tokens
+
+    app.config.update(ACCESS_TOKEN_TTL=40 * 86400, REFRESH_TOKEN_ABSOLUTE_TTL=86400)
+    tokens.kill_access_tokens("g-long", "admin")
+    assert store().ttl_of(tokens.family_mark_key(tokens.family_tag("g-long"))) > 40 * 86400
+
+
+def test_a_revoked_familys_jwt_access_tokens_are_ended_by_its_mark(client, api, seller):
+    """A JWT names its record, not its family's mark: the mark of the family its record names."""
+    rp = register_client("rp-jwt", access_token_format="jwt")
+    jwt_flow = Flow(client, rp)
+    got = jwt_flow.redeem(jwt_flow.code_from(jwt_flow.sign_in(jwt_flow.authorize()))).get_json()
+    assert got["access_token"].count(".") == 2 and active(introspect(client, api, got["access_token"]))
+    assert revoke(client, rp, got["refresh_token"]).status_code == 200
+    assert not active(introspect(client, api, got["access_token"]))
+    resp = client.get("/userinfo", headers={"Authorization": "Bearer " + got["access_token"]})
+    assert resp.status_code == 401
+
+
