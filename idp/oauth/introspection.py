@@ -13,8 +13,9 @@ nothing about why.
 ``token_type_hint`` only changes the order of the lookups (§2.1). The caller
 authenticates before any token's signature is checked. An access token, opaque or JWT,
 costs one store round trip (a JWT, or a token of an earlier release, two: its family's
-revocation mark is named by its record, not by the token); nothing about tokens is cached in the process, because revocation
-deletes the store record, or marks its family, and must take effect at once.
+revocation mark is named by its record, not by the token); nothing about tokens is cached
+in the process, because revocation deletes the store record, or marks its family, and must
+take effect at once.
 """
 
 from __future__ import annotations
