@@ -137,6 +137,9 @@ def test_a_family_another_transaction_is_writing_down_does_not_lose_the_rest(app
         with db.engine.connect() as probe:  # until the second writer waits on the first's row lock
             while not probe.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
                                     ).scalar():
+                # PostgreSQL reads pg_stat_activity once per transaction: without ending it, a
+                # probe that ran before the writer waited (a loaded machine) saw that forever.
+                probe.rollback()
                 assert time.monotonic() < gave_up, "the second writer never waited"
                 waiting.wait(0.02)
         pending.commit()
