@@ -254,7 +254,6 @@ def _revoke_client_credentials(row_id: int, credentials: str, reason: str) -> bo
     return True
 
 
-
 def _build(client_id, **options) -> rules.ClientSpec:
     scopes = options.get("scopes") or ()
     groups = [scopes] if isinstance(scopes, str) else scopes

@@ -269,18 +269,18 @@ def _mint_access_token(client, grant, account, scope, now, ttl, aud, *, copy=Non
     if account is not None:
         record.update(sub=account.sub, account_id=account.id, auth_time=_epoch(grant.auth_time), acr=grant.acr,
                       amr=list(grant.amr), sid=grant.sid)
-    resources = cfg["RESOURCES"]
+    resources, tag = cfg["RESOURCES"], family_tag(grant.id)
     if resource_indicators.wants_jwt(client.access_token_format, [a for a in aud if a in resources], resources):
         jti = new_token(24)
         token, key = jwt_access_token.sign(cfg["ISSUER"], record, jti, cfg["ID_TOKEN_ALG"]), "jwt:" + jti
     else:
-        token = new_token(32) + "." + family_tag(grant.id)  # the tag names its family's mark
+        token = new_token(32) + "." + tag  # the tag names its family's mark
         key = keyed_hash(token)
     s = store()
     if copy is not None:
         check = clients.cache_key(client.client_id)
     else:  # a Grant's: the mark revoke_grant writes first, which an earlier release writes too
-        check = family_mark_key(family_tag(grant.id)) if isinstance(grant, StoreFamily) else _revoked_key(grant.id)
+        check = family_mark_key(tag) if isinstance(grant, StoreFamily) else _revoked_key(grant.id)
     seen = s.put_checked(AT_PREFIX + key, record, ttl, check)
     refused = seen if copy is None else (None if clients.matches(copy, seen) else "stale_client")
     if refused:
@@ -517,15 +517,10 @@ def revoke_client_credentials(client_row_id: int, credentials: str, reason: str 
     release's readers then refuse, and their indexes (or plain sets) swept. Its processes do
     not read these marks, and this release's tokens are in no index: see the README
     (Upgrades) for when a client may be removed or a secret replaced during an upgrade."""
-    s, now, ttl = store(), time.time(), int(current_app.config["ACCESS_TOKEN_TTL"])
+    ttl = int(current_app.config["ACCESS_TOKEN_TTL"])
     family = client_credentials_family(client_row_id, credentials)
-    earlier = _earlier_cc_families(client_row_id, credentials, now, ttl)
-    s.put_many([(family_mark_key(family_tag(f)), reason, max(MARK_MIN_TTL, ttl + 180)) for f in [family, *earlier]]
-               + [(_revoked_key(f), reason, ttl + 180) for f in earlier])
-    for f in earlier:
-        members = _family_members(s, f)
-        if members:
-            s.delete(*members, _family_key(f))
+    for f in [family, *_earlier_cc_families(client_row_id, credentials, time.time(), ttl)]:
+        kill_access_tokens(f, reason)  # as any family's: its marks, then the earlier release's index swept
 
 
 def is_grant_revoked(grant_id: str) -> bool:

@@ -24,7 +24,6 @@ _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 SWEEP_EVERY = 1000
 
 
-
 def _named(value) -> str | None:
     """What a record's field names for get_following, read as Redis's Lua (cjson) reads it: a
     string as it is, a whole number (an int, or a float without a fraction) of magnitude below
@@ -36,6 +35,7 @@ def _named(value) -> str | None:
     if isinstance(value, float) and not value.is_integer():
         return None  # a fraction, NaN or an infinity
     return str(int(value)) if abs(value) < 2**53 else None
+
 
 class MemoryStore(Store):
     def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
