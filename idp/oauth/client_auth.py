@@ -10,6 +10,7 @@ with, at /token, /introspect and /revoke (RFC 7662 §2.1, RFC 7009 §2.1 defer t
 import time
 
 from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -129,6 +130,16 @@ def mechanisms(request) -> list[str]:
     if request.form.get("client_assertion") or request.form.get("client_assertion_type"):
         used.append("private_key_jwt")
     return used
+
+
+def claimed_client_id(request) -> str | None:
+    """The client_id a request names, unauthenticated (its Basic header's, else its body's):
+    only to fetch the registration ahead (idp.store.prefetch); authentication comes after."""
+    try:
+        client_id, _ = extract_basic_authorization(request.headers)
+    except (UnicodeDecodeError, ValueError):  # malformed: client authentication will refuse it
+        client_id = None
+    return client_id or request.form.get("client_id")
 
 
 class ClientAuthFailed(InvalidClientError):

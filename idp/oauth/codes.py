@@ -25,6 +25,7 @@ from ..context import current_app
 from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import store
 from ..models.grant import new_grant_id
+from ..store import prefetch
 
 SPENT_TTL = 600
 
@@ -51,19 +52,30 @@ def issue(record: dict) -> str:
     return code
 
 
+def _usable(code) -> bool:
+    return isinstance(code, str) and 0 < len(code) <= 200
+
+
+def keys(code) -> list[str]:
+    """The store keys ``find`` reads for ``code`` (none for garbage): the token endpoint
+    fetches them with the client's registration, in one round trip (idp.store.prefetch)."""
+    if not _usable(code):
+        return []
+    h = keyed_hash(code)
+    return [f"code:{h}", f"code-grant:{h}", f"code-owner:{h}", f"code-spent:{h}"]
+
+
 def find(code: str) -> tuple[dict | None, dict | None]:
     """(record, None) for a live code, not yet taken; (None, {"grant_id", "client_id",
     "account_id"}) for a replay of a code that was used (the family to revoke; client and
     account None for a code an earlier release issued); (None, None) for an unknown code,
     or one that expired unused. The record carries its store key for ``take``."""
-    if not code or len(code) > 200:
+    if not _usable(code):
         return None, None
-    h = keyed_hash(code)
-    s = store()
-    record, grant_id, owner, spent = s.get_many([f"code:{h}", f"code-grant:{h}", f"code-owner:{h}",
-                                                 f"code-spent:{h}"])
+    names = keys(code)
+    record, grant_id, owner, spent = prefetch.get_many(names)
     if record is not None:
-        return (dict(record, key=f"code:{h}"), None) if record["exp"] > time.time() else (None, None)
+        return (dict(record, key=names[0]), None) if record["exp"] > time.time() else (None, None)
     if not isinstance(grant_id, str) or spent is None:
         return None, None
     owner = owner if isinstance(owner, dict) else {}

@@ -25,7 +25,6 @@ from datetime import datetime, timezone
 from authlib.consts import default_json_headers
 from authlib.oauth2 import rfc7662
 from authlib.oauth2.rfc6749 import InvalidRequestError
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 
 from ..context import current_app
 from ..models.account import usable_since
@@ -105,15 +104,11 @@ def introspect(token: str, hint: str | None, client) -> dict:
 def _prefetch(request) -> None:
     """The caller's registration, the token record and, for an opaque token, its family's
     revocation mark (tokens.family_mark_key_in), in one store round trip."""
-    try:
-        client_id, _ = extract_basic_authorization(request.headers)
-    except (UnicodeDecodeError, ValueError):  # malformed: client authentication will refuse it
-        client_id = None
     token = request.form.get("token")
     # No signature is checked before the caller has authenticated: a JWT's record is
     # fetched by the jti it claims, and access_token_body verifies it after authentication.
     at_key = tokens.access_token_key(token, verify=False)
-    prefetch.prefetch([clients.cache_key(client_id or request.form.get("client_id")),
+    prefetch.prefetch([clients.cache_key(client_auth.claimed_client_id(request)),
                        tokens.AT_PREFIX + at_key if at_key else None, tokens.family_mark_key_in(token)])
 
 

@@ -27,6 +27,7 @@ from ..context import current_app
 from ..extensions import db
 from ..login import session as browser_session
 from ..ops import metrics
+from ..store import prefetch
 from . import client_auth, clients, codes, cors, params, resource_indicators, tokens
 from .client_auth import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, AssertionRefused, ClientAuthFailed,  # noqa: F401
                           PrivateKeyJWT)
@@ -91,7 +92,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """authlib's checks (client, code, redirect URI, then PKCE in its hook), then ours:
         every refusal a client can cure or that says nothing of the code's use (an ended
         session, a resource it may not name, RFC 8707 §2.2) comes before the code is taken,
-        so the code is left to its client (idp.oauth.codes), and a corrected retry is no replay."""
+        so the code is left to its client (idp.oauth.codes), and a corrected retry is no replay.
+
+        The client's registration and the code's keys come from the store in one round trip."""
+        request = self.request
+        prefetch.prefetch([clients.cache_key(client_auth.claimed_client_id(request)),
+                           *codes.keys(request.form.get("code"))])
         super().validate_token_request()
         code, client = self.request.authorization_code, self.request.client
         # The registration as it is now: a redirect URI or a scope the operator dropped since

@@ -7,6 +7,8 @@ endpoint runs; the lookups then take their value from here instead of asking the
 again. UserInfo needs the token record, its family's mark and the cached claims of the
 account the record names: ``follow`` fetches all three in one round trip
 (Store.get_many_following).
+A code redemption needs the client's registration and the code's four keys
+(idp.oauth.codes.find): one MGET as well.
 Request-scoped (flask.g): nothing outlives the request, so nothing can go stale.
 """
 
@@ -44,3 +46,14 @@ def get(key: str):
         if value is not _MISSING:
             return value
     return store().get(key)
+
+
+def get_many(keys: list[str]) -> list:
+    """The values of ``keys``: those the prefetch fetched from it, the rest in one round trip."""
+    fetched = g.get("idp_prefetch") or {}
+    values = [fetched.pop(key, _MISSING) for key in keys]
+    missing = [key for key, value in zip(keys, values) if value is _MISSING]
+    if missing:
+        found = iter(store().get_many(missing))
+        values = [next(found) if value is _MISSING else value for value in values]
+    return values

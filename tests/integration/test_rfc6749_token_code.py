@@ -165,6 +165,24 @@ def test_the_spent_code_marker_stays_a_grant_id_for_older_processes(flow):
     assert isinstance(store().get(f"code-grant:{keyed_hash(code)}"), str)
 
 
+def test_a_redemption_reads_client_and_code_in_one_round_trip(flow, app):
+    """The client's registration (when the store caches it) and the code's four keys: one
+    MGET before the code is taken (idp.store.prefetch), then the take and the token's write."""
+    from tests.integration.token_helpers import count_io
+
+    flow.redeem(flow.login_code())  # the registration cached
+    code = flow.login_code()
+    with count_io(app) as seen:
+        resp = flow.redeem(code)
+    assert resp.status_code == 200, resp.get_json()
+    # The take (consume_leaving) is not spied on; the embedded store's put_checked is its put and get.
+    assert seen["store"][:2] == ["get_many", "put_checked"] and "get_many" not in seen["store"][1:]
+    assert seen["store"][2:] == ([] if app.extensions["idp.store"].shared else ["put", "get"])
+    reads = [s for s in seen["statements"] if s.lstrip().upper().startswith("SELECT")]
+    # The embedded store caches no clients: there the database is asked for the registration.
+    assert len(reads) == (1 if app.extensions["idp.store"].shared else 2)
+
+
 def test_client_id_must_name_the_authenticated_client(flow, client):
     """RFC 7521 §4.2; with Basic, a second client_id naming another client is no credential."""
     register_client("rp-other", redirect_uris=flow.rp.redirect_uris)
