@@ -53,7 +53,8 @@ def rotate(alg, immediate):
 def withdraw(kid):
     """Delete a leaked key from the JWKS at once (not waiting for its tokens to expire).
 
-    For a leaked active key: `idp keys rotate --now` first, then withdraw the old one."""
+    For a leaked active key: `idp keys rotate --now` first, then withdraw the old one. A kid
+    is base64url and may start with "-": put it after "--" (`idp keys withdraw --yes -- KID`)."""
     try:
         key = _ring().withdraw(kid)
     except KeyError:

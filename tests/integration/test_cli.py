@@ -653,10 +653,11 @@ def test_a_leaked_key_is_withdrawn_at_once(make_app, tmp_path):
     (es_old, *_), _ = keys_table(idp)
     with app.app_context():
         forged_with_leak = keyring().sign({"iss": "x", "sub": "y"}, "ES256")
-    assert_refused(idp("keys", "withdraw", es_old, "--yes"), "signs now: rotate with --now first")
+    # A kid is base64url: one in 64 starts with "-", which only "--" keeps from reading as an option.
+    assert_refused(idp("keys", "withdraw", "--yes", "--", es_old), "signs now: rotate with --now first")
     pending = idp("keys", "rotate", "--alg", "ES256")  # a scheduled rotation, pending
     assert idp("keys", "rotate", "--alg", "ES256", "--now").stdout.count("takes over from") == 1  # said
-    withdrawn = idp("keys", "withdraw", es_old, "--yes")
+    withdrawn = idp("keys", "withdraw", "--yes", "--", es_old)
     assert withdrawn.exit_code == 0 and f"withdrew retired ES256 key {es_old}" in withdrawn.stdout
     assert es_old not in {row[0] for row in keys_table(idp)}
     with app.app_context():
