@@ -99,7 +99,7 @@ def account_in_session(sid: str | None, account_id: int | None, client_id: str) 
         return None
     now = datetime.now(timezone.utc)
     row = db.session.execute(_ACCOUNT_IN_SESSION, {"sid": sid, "account_id": account_id, "client_id": client_id,
-                                                   "now": now, "idle_since": _idle_since(now)}).first()
+                                                   "now": now, "idle_since": idle_since(now)}).first()
     return None if row is None else SimpleNamespace(**row._mapping)
 
 
@@ -144,7 +144,7 @@ SEEN_EVERY = timedelta(minutes=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _idle_since(now: datetime) -> datetime:
+def idle_since(now: datetime) -> datetime:
     """Sessions last used at or before this have idled out (SESSION_IDLE_TTL; 0: none has)."""
     idle = current_app.config["SESSION_IDLE_TTL"]
     return now - timedelta(seconds=idle) if idle else _EPOCH
@@ -154,7 +154,7 @@ def _live(row: BrowserSession | None) -> tuple[BrowserSession, Account] | None:
     now = datetime.now(timezone.utc)
     if row is None or row.ended_at is not None or row.expires_at <= now:
         return None
-    if row.last_seen_at is not None and row.last_seen_at <= _idle_since(now):
+    if row.last_seen_at is not None and row.last_seen_at <= idle_since(now):
         return None
     account = db.session.get(Account, row.account_id)
     return (row, account) if usable_since(account, row.created_at) else None

@@ -168,7 +168,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             token = tokens.issue(
                 client, issue["grant"], self.request.user, issue["scope"], refresh=True, refresh_scope=row.scope,
                 generation=row.generation + 1, audience=issue["audience"], id_scope=issue["id_scope"],
-                grant_type="refresh_token", rotated_to=self._rotated_to,
+                grant_type="refresh_token", stored_refresh=self._rotated_to,
                 # No ID token once a logout ended the sign-in's session (idp.logout.session_end).
                 id_token_wanted=issue["grant"].sid is not None,
             )

@@ -30,20 +30,16 @@ revocation in the database and gives nothing out), as on the general path.
 
 from __future__ import annotations
 
-import os
-import select
-import threading
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import psycopg
 
-from .. import pg_connect_args
-from ..context import current_app
 from ..extensions import db
+from . import pg_direct
 from .tokens import RefreshLookup
 
-# PostgreSQL's own parameter style: this runs on the driver's cursor (see rotate()).
+# PostgreSQL's own parameter style: this runs on the driver's connection (idp.oauth.pg_direct).
 _ROTATE = """
 WITH g AS MATERIALIZED (
     SELECT id, expires_at, sid, resource, auth_time, acr, amr, account_id, created_at FROM "grant"
@@ -71,45 +67,6 @@ WITH g AS MATERIALIZED (
 SELECT scope, generation, id, expires_at, sid, resource, auth_time, acr, amr, account_id, sub, email,
        email_verified FROM old
 """
-
-
-_local = threading.local()
-
-
-def _connection() -> psycopg.Connection:
-    """This thread's own autocommit connection to the application's database.
-
-    The statement runs on psycopg directly, not through SQLAlchemy: checking a pooled
-    connection out and in again around it, with the switch to autocommit and back, cost
-    220 us here, and SQLAlchemy's result set-up for a thirteen-column textual statement
-    more than PostgreSQL's execution of it (about 190 us with the round trip). The statement
-    is prepared on the server at its first use on a connection, and its row comes back in
-    binary (no text formatting of timestamps on the server, none parsed here); psycopg
-    returns aware datetimes, JSON as lists and booleans either way. A forked worker opens
-    its own.
-    """
-    url = db.engine.url
-    conn, key = getattr(_local, "conn", None), (os.getpid(), url)
-    # An idle connection has nothing to read unless the server spoke first (a restart's
-    # termination notice, or the end of the stream): replaced then, which is safe since the
-    # statement was never sent on it (unlike a resend).
-    if conn is None or conn.closed or _local.key != key or _said_something(conn):
-        if conn is not None and not conn.closed and _local.key[0] == key[0]:
-            conn.close()
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = _local.conn = psycopg.connect(dsn, autocommit=True, **pg_connect_args(current_app.config, url))
-        _local.key = key
-    return conn
-
-
-def _said_something(conn: psycopg.Connection) -> bool:
-    try:
-        fd = conn.fileno()
-    except psycopg.Error:  # no socket any more: as good as dead
-        return True
-    poller = select.poll()  # not select(): it refuses descriptors from 1024 on
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 # Undo a rotation whose response never reached the client: the successor goes (if nobody
@@ -140,7 +97,7 @@ def rotate(token_hash: str, client_id: str, new_hash: str, idle_ttl: int,
     params = {"token_hash": token_hash, "client_id": client_id, "new_hash": new_hash, "now": now,
               "idle_until": now + timedelta(seconds=idle_ttl), "client_row": client_row,
               "client_version": client_version}
-    conn = _connection()
+    conn = pg_direct.connection()
     try:
         row = conn.execute(_ROTATE, params, prepare=True, binary=True).fetchone()
     except psycopg.Error:
@@ -165,7 +122,7 @@ def undo(token_hash: str, new_hash: str, rotated_at: datetime) -> bool:
     refresh token must find it live, not rotated: that would read as reuse and revoke the
     family (RFC 9700 §4.14.2) over an outage. True if undone."""
     params = {"token_hash": token_hash, "new_hash": new_hash, "rotated_at": rotated_at}
-    conn = _connection()
+    conn = pg_direct.connection()
     try:
         return conn.execute(_UNDO, params).rowcount == 1
     except psycopg.Error:

@@ -20,15 +20,17 @@ from joserfc.errors import JoseError
 from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
                                     OAuth2Error, grants)
 from authlib.oauth2.rfc7636 import CodeChallenge
+from psycopg.errors import UniqueViolation
 from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from ..context import current_app
+from ..crypto.secrets import keyed_hash, new_token
 from ..extensions import db
 from ..login import session as browser_session
 from ..ops import metrics
 from ..store import prefetch
-from . import client_auth, clients, codes, cors, params, resource_indicators, tokens
+from . import client_auth, clients, code_redemption, codes, cors, params, resource_indicators, tokens
 from .client_auth import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, AssertionRefused, ClientAuthFailed,  # noqa: F401
                           PrivateKeyJWT)
 from .client_credentials import ClientCredentialsGrant
@@ -93,6 +95,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         every refusal a client can cure or that says nothing of the code's use (an ended
         session, a resource it may not name, RFC 8707 §2.2) comes before the code is taken,
         so the code is left to its client (idp.oauth.codes), and a corrected retry is no replay.
+        (On PostgreSQL the session is judged after the take, by the statement that writes the
+        family, and a refusal there gives the code back: _redeem.)
 
         The client's registration and the code's keys come from the store in one round trip."""
         request = self.request
@@ -105,9 +109,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if not client.still_allows(code["scope"], code["redirect_uri"]):
             raise InvalidGrantError("The client's registration no longer allows this code.")
         self._started = datetime.now(timezone.utc)  # before the session check: the family's created_at
-        self._account = self.authenticate_user(code)
-        if self._account is None:
-            raise InvalidGrantError("The sign-in session has ended or the account is not available.")
+        # On PostgreSQL the session is checked by the statement that writes the family, once
+        # the code is taken (idp.oauth.code_redemption); a refusal there gives the code back.
+        self._in_one_statement = code_redemption.available()
+        self._account = None if self._in_one_statement else self.authenticate_user(code)
+        if self._account is None and not self._in_one_statement:
+            raise InvalidGrantError(SESSION_ENDED)
         resources = current_app.config["RESOURCES"]
         self._chosen = resource_indicators.select(self.request.form.getlist("resource"), code.get("resource", []),
                                                   resources)
@@ -130,7 +137,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             raise InvalidGrantError("The authorization code has already been used.")
         try:
             return self._redeem(client, code)
-        except IntegrityError:
+        except (IntegrityError, UniqueViolation):
             # The family's id is the code's: its row is there already. A commit whose answer
             # was lost in an outage did go through, and the code given back (below) came
             # round again: it was used, its tokens lost on the way. Refused like a used code,
@@ -149,18 +156,46 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             log.warning("authorization code not given back after an outage: %s", type(exc).__name__)
 
     def _redeem(self, client, code):
-        account, chosen, scope = self._account, self._chosen, code.get_scope()
-        grant = tokens.new_grant(
-            client, account, scope, grant_id=code["grant_id"], sid=code.get("sid"),
-            auth_time=tokens.from_epoch(code["auth_time"]), acr=code.get("acr"), amr=code.get("amr", []),
-            resource=code.get("resource", []), created_at=self._started,
-        )
+        chosen, scope = self._chosen, code.get_scope()
+        columns = dict(grant_id=code["grant_id"], sid=code.get("sid"), auth_time=tokens.from_epoch(code["auth_time"]),
+                       acr=code.get("acr"), amr=code.get("amr", []), resource=code.get("resource", []),
+                       created_at=self._started)
         refresh = client.check_grant_type("refresh_token") and (
             "offline_access" in code["scope"] or client.first_party)
-        token = tokens.issue(client, grant, account, " ".join(self._at_scopes), nonce=code.get("nonce"),
-                             refresh=refresh, refresh_scope=scope, id_scope=scope, grant_type="authorization_code",
-                             audience=resource_indicators.audience(chosen, client.client_id))
+        issue = dict(nonce=code.get("nonce"), id_scope=scope, grant_type="authorization_code",
+                     audience=resource_indicators.audience(chosen, client.client_id))
+        if not self._in_one_statement:
+            account = self._account  # read (with its locks, which the commit ends) in validate_token_request
+            grant = tokens.new_grant(client, account, scope, **columns)
+            token = tokens.issue(client, grant, account, " ".join(self._at_scopes), refresh=refresh,
+                                 refresh_scope=scope, **issue)
+            return 200, token, self.TOKEN_RESPONSE_HEADER
+        grant = tokens.grant_row(client, code["account_id"], scope, **columns)
+        rt = new_token(32) if refresh else None
+        account = code_redemption.redeem(grant, keyed_hash(rt) if rt else None,
+                                         current_app.config["REFRESH_TOKEN_IDLE_TTL"])
+        if account is None:
+            # The session ended, the account is no longer usable or the client is gone (the
+            # statement wrote nothing): refused as the general path refuses it before the take,
+            # and the code given back, so that a retry is told the same, not taken for a replay.
+            self._give_back(code)
+            raise InvalidGrantError(SESSION_ENDED)
+        try:
+            token = tokens.issue(client, grant, account, " ".join(self._at_scopes), stored_refresh=rt, **issue)
+        except OAuth2Error:
+            raise  # the family revoked meanwhile: tokens.issue recorded it, and gave nothing out
+        except Exception:
+            # Committed, and nothing given out: taken back, so that the code given back for
+            # the retry (an outage's 503) finds no family with its id.
+            try:
+                code_redemption.undo(grant.id)
+            except Exception as exc:  # noqa: BLE001  (the request's own error is the one to report)
+                log.error("a family whose tokens were not issued could not be taken back: %s", type(exc).__name__)
+            raise
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+SESSION_ENDED = "The sign-in session has ended or the account is not available."
 
 
 def _code_reused(spent: dict) -> None:

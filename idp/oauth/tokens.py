@@ -137,45 +137,51 @@ def _epoch(dt: datetime | None) -> int | None:
 _INSERT_GRANT = insert(Grant.__table__)
 
 
-def new_grant(client: Client, account: Account | None, scope: str, *, grant_id=None, sid=None,
-              auth_time=None, acr=None, amr=(), resource=(), created_at: datetime | None = None) -> SimpleNamespace:
-    """A new token family, inserted in the request's transaction; its columns as attributes.
+def grant_row(client: Client, account_id: int | None, scope: str, *, grant_id=None, sid=None, auth_time=None,
+              acr=None, amr=(), resource=(), created_at: datetime | None = None) -> SimpleNamespace:
+    """The columns of a new token family, as attributes (not written).
 
     ``created_at``: when the request checked the account (default now). A sign-out
     everywhere after that check makes the family unusable (usable_since) even if it
-    commits before the family does.
-
-    A Core INSERT, as for refresh tokens: the row is never read back through the ORM, whose
-    unit of work for one new object cost more than the statement (every code redemption)."""
+    commits before the family does."""
     now = created_at or datetime.now(timezone.utc)
-    row = dict(
-        id=grant_id or new_grant_id(), client_id=client.client_id, account_id=account.id if account else None,
+    return SimpleNamespace(
+        id=grant_id or new_grant_id(), client_id=client.client_id, account_id=account_id,
         sid=sid, scope=scope, resource=list(resource), auth_time=auth_time, acr=acr, amr=list(amr),
         created_at=now, expires_at=now + timedelta(seconds=current_app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]),
         revoked_at=None, revoked_reason=None,
     )
-    db.session.execute(_INSERT_GRANT, row)
-    return SimpleNamespace(**row)
+
+
+def new_grant(client: Client, account: Account | None, scope: str, **columns) -> SimpleNamespace:
+    """A new token family (grant_row), inserted in the request's transaction.
+
+    A Core INSERT, as for refresh tokens: the row is never read back through the ORM, whose
+    unit of work for one new object cost more than the statement (every code redemption)."""
+    grant = grant_row(client, account.id if account else None, scope, **columns)
+    db.session.execute(_INSERT_GRANT, vars(grant))
+    return grant
 
 
 def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, nonce=None,
           refresh: bool = False, refresh_scope: str | None = None, generation: int = 0,
           audience: list[str] | None = None, id_scope: str | None = None, id_token_wanted: bool = True,
-          grant_type: str = "none", rotated_to: str | None = None) -> dict:
+          grant_type: str = "none", stored_refresh: str | None = None) -> dict:
     """Mint the token response for a grant: access token, maybe refresh and ID token.
 
     ``scope`` is the access token's; the refresh token keeps ``refresh_scope`` (RFC 6749
     §6: a new refresh token has the scope of the one it replaces) and the ID token is
-    decided by ``id_scope`` (both default to ``scope``); ``rotated_to`` is a successor refresh
-    token the caller has stored already. The caller has put its changes
+    decided by ``id_scope`` (both default to ``scope``); ``stored_refresh`` is a refresh token
+    the caller has stored already (a rotation's successor, a redemption's first). The caller has put its changes
     (new Grant, rotation) in the session: the access token is stored first, then the
     session committed, so a family revoked meanwhile never gets a live token.
     """
     cfg = current_app.config
     now, ttl = int(time.time()), cfg["ACCESS_TOKEN_TTL"]
     response = {"token_type": "Bearer", "expires_in": ttl, "scope": scope}
-    if rotated_to is not None:
-        response["refresh_token"] = rotated_to  # already stored by idp.oauth.refresh_rotation
+    if stored_refresh is not None:
+        # Already stored, committed (idp.oauth.refresh_rotation, idp.oauth.code_redemption).
+        response["refresh_token"] = stored_refresh
     elif refresh:
         rt = new_token(32)
         # A Core INSERT: the row is never read back, and the ORM's unit of work for one

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from idp.crypto.secrets import keyed_hash, new_token
 from idp.extensions import db
 from idp.models import Account, Client, Grant, RefreshToken
-from idp.oauth import refresh_rotation, tokens
+from idp.oauth import pg_direct, refresh_rotation, tokens
 from tests.integration.token_helpers import count_io, error_of, login, refresh
 
 IDLE = 14 * 24 * 3600
@@ -104,7 +104,7 @@ def test_every_row_is_read_by_its_primary_key_however_many_grants(live, app, sel
     params = {"token_hash": keyed_hash(token), "client_id": "rp-web", "new_hash": keyed_hash(new_token()),
               "now": now, "idle_until": now + timedelta(seconds=IDLE), "client_row": client.id,
               "client_version": client.version}
-    conn = refresh_rotation._connection()
+    conn = pg_direct.connection()
     with conn.transaction(force_rollback=True):
         (plan,), = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + refresh_rotation._ROTATE, params).fetchone()
     scans = [n for n in _plan_nodes(plan["Plan"]) if "Scan" in n["Node Type"] and "Relation Name" in n]
@@ -263,22 +263,22 @@ def test_a_connection_the_server_ended_is_replaced_before_the_statement_is_sent(
     token, _ = live
     first = refresh(flow.client, flow.rp, token)
     assert first.status_code == 200
-    pid = refresh_rotation._connection().info.backend_pid
+    pid = pg_direct.connection().info.backend_pid
     db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     db.session.commit()
     deadline = time.monotonic() + 30  # the termination notice reaches the socket asynchronously
-    while not select.select([refresh_rotation._local.conn.fileno()], [], [], 0)[0]:
+    while not select.select([pg_direct._local.conn.fileno()], [], [], 0)[0]:
         assert time.monotonic() < deadline, "the server's termination never reached the connection"
         time.sleep(0.01)
     again = refresh(flow.client, flow.rp, first.get_json()["refresh_token"])
     assert again.status_code == 200, again.get_json()
-    assert refresh_rotation._connection().info.backend_pid != pid
+    assert pg_direct.connection().info.backend_pid != pid
 
 
 def test_every_postgresql_connection_finds_a_peer_that_went_away(live, app):
     """tcp_user_timeout and keepalives on the pool's connections and the refresh grant's own."""
     pooled = db.session.connection().connection.dbapi_connection.info.get_parameters()
-    own = refresh_rotation._connection().info.get_parameters()
+    own = pg_direct.connection().info.get_parameters()
     for params in (pooled, own):
         assert params.get("tcp_user_timeout") == "15000" and params.get("keepalives") == "1", params
 

@@ -149,54 +149,57 @@ def test_a_sign_out_in_the_same_instant_as_the_sign_in_leaves_nothing_alive(app,
 
 
 @pytest.mark.parametrize("app", ["postgresql"], indirect=True)  # SQLite (one process) has no row locks
-def test_a_code_redeemed_during_the_sign_out_gets_no_family_that_outlives_it(app, seller, rp):
-    """The redemption checked the session; before it commits its new family, another
-    request signs the seller out everywhere. The sign-out must wait for that commit (the
-    redemption holds the session row FOR SHARE) and then revoke the new family too."""
+def test_a_code_redeemed_during_the_sign_out_gets_no_family_that_outlives_it(app, seller, rp, monkeypatch):
+    """The redemption's statement has checked the session (its row FOR SHARE) and is writing
+    the new family; before it commits, another request signs the seller out everywhere. The
+    sign-out must wait for that commit and then revoke the new family too.
+
+    The statement is held after its check by an advisory lock this test holds (taken per
+    row of the check, so after the row locks)."""
     import threading
 
+    import psycopg
     from sqlalchemy import text
 
-    from idp.oauth import server
+    from idp.oauth import code_redemption
     from tests.integration.token_helpers import active, backend, introspect
 
     flow = Flow(app.test_client(), rp)
     code = flow.login_code(scope="openid offline_access")
-    checked, go_on, outcome = threading.Event(), threading.Event(), {}
-    original = server.AuthorizationCodeGrant.authenticate_user
-
-    def pause_after_the_check(self, authorization_code):
-        account = original(self, authorization_code)
-        checked.set()
-        assert go_on.wait(30)
-        return account
+    held = "SELECT id, sub, email, email_verified, status FROM s"
+    assert held in code_redemption._REDEEM
+    monkeypatch.setattr(code_redemption, "_REDEEM", code_redemption._REDEEM.replace(
+        held, held + " WHERE (SELECT pg_advisory_xact_lock_shared(s.id)::text) IS NOT NULL"))
+    outcome = {}
 
     def sign_out():
         with app.app_context():
             outcome["summary"] = sign_out_everywhere(db.session.get(Account, seller.id))
             db.session.remove()
 
-    server.AuthorizationCodeGrant.authenticate_user = pause_after_the_check
-    try:
+    def wait_for(condition: str, what: str) -> None:
+        for _ in range(500):  # bounded: 10 s
+            found = db.session.execute(text("SELECT count(*) FROM pg_stat_activity WHERE " + condition)).scalar()
+            db.session.rollback()  # pg_stat_activity is read once per transaction
+            if found:
+                return
+            threading.Event().wait(0.02)
+        pytest.fail(what)
+
+    dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(%s)", (seller.id,))
         redeemer = threading.Thread(target=lambda: outcome.setdefault("redeemed", flow.redeem(code)))
         redeemer.start()
-        assert checked.wait(30)
-        signer = threading.Thread(target=sign_out)
-        signer.start()
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        for _ in range(300):  # until the sign-out waits on the session row (bounded)
-            if db.session.execute(text(waiting)).scalar():
-                break
-            db.session.rollback()
-            threading.Event().wait(0.02)
-        else:
-            pytest.fail("the sign-out never waited for the redemption")
-        go_on.set()
+        try:
+            wait_for("wait_event = 'advisory'", "the redemption never reached its check")
+            signer = threading.Thread(target=sign_out)
+            signer.start()
+            wait_for("wait_event_type = 'Lock' AND wait_event <> 'advisory'", "the sign-out never waited")
+        finally:
+            gate.execute("SELECT pg_advisory_unlock(%s)", (seller.id,))
         redeemer.join(30)
         signer.join(30)
-    finally:
-        server.AuthorizationCodeGrant.authenticate_user = original
-        go_on.set()
     body = outcome["redeemed"].get_json()
     assert outcome["redeemed"].status_code == 200 and outcome["summary"]["grants"] == 1
     assert not active(introspect(flow.client, backend("rs"), body["access_token"]))
