@@ -143,7 +143,7 @@ def remove(client_id):
     db.session.execute(delete(Consent).filter_by(client_id=client_id))
     db.session.delete(client)
     # The client's row goes first: its DELETE waits for the code redemptions holding the row's
-    # share lock (idp.login.session.account_in_session), so the UPDATE below, in the same
+    # share lock (on PostgreSQL idp.oauth.code_redemption's statement), so the UPDATE below, in the same
     # transaction, revokes the families they commit, and a redemption after it finds no client.
     db.session.flush()
     grant_ids = revoke_families(Grant.client_id == client_id, "client_removed")

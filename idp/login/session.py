@@ -79,13 +79,14 @@ _ACCOUNT_IN_SESSION = (
            BrowserSession.ended_at.is_(None), BrowserSession.expires_at > bindparam("now"),
            or_(BrowserSession.last_seen_at.is_(None), BrowserSession.last_seen_at > bindparam("idle_since")),
            Account.usable_since_sql(BrowserSession.created_at))
-    # FOR SHARE (PostgreSQL; SQLite has no row locks): a logout or sign-out-everywhere
+    # FOR SHARE: a logout or sign-out-everywhere
     # ending this session waits for the redemption's commit, so the families it then
     # revokes include the one this redemption creates, and a redemption that comes second
     # finds the session ended. Without it, a code redeemed during a sign-out could start a
     # family the sign-out never saw. The client's row likewise: `idp clients remove`
     # deletes it first, so it revokes every family a redemption committed before, and a
-    # redemption after it finds no client.
+    # redemption after it finds no client. (This SELECT serves SQLite, which has no row locks:
+    # on PostgreSQL the statement that writes the family takes them, idp.oauth.code_redemption.)
     .with_for_update(read=True, of=[BrowserSession, Client])
 )
 
@@ -93,8 +94,8 @@ _ACCOUNT_IN_SESSION = (
 def account_in_session(sid: str | None, account_id: int | None, client_id: str) -> SimpleNamespace | None:
     """The account (id, sub, email, email_verified, status) if session ``sid`` is live and
     its own and ``client_id`` still registered: the rule of ``current`` in one Core SELECT,
-    for the code redemption at the token endpoint (which holds the session's and the client's
-    rows' share locks until it commits)."""
+    for the code redemption at the token endpoint on SQLite (on PostgreSQL the statement that
+    writes the family checks the same, under the rows' share locks: idp.oauth.code_redemption)."""
     if sid is None or account_id is None:
         return None
     now = datetime.now(timezone.utc)

@@ -18,7 +18,8 @@ def usable_since(account, created_at) -> bool:
     a token family): it lives while the account is active and has not been signed out
     everywhere at or after that instant. Equal instants count as before: a sign-out and a
     sign-in in the same microsecond leave nothing alive. ``Account.usable_since_sql`` is the
-    same rule in SQL; idp.oauth.refresh_rotation writes it once more by hand."""
+    same rule in SQL; idp.oauth.refresh_rotation and idp.oauth.code_redemption write it by
+    hand in their statements (change all four together)."""
     if account is None or account.status != "active":
         return False
     revoked = account.sessions_revoked_at

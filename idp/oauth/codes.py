@@ -4,8 +4,10 @@ A code is 256 random bits, kept in the store under its keyed hash for CODE_TTL s
 bound to client, redirect URI and PKCE challenge. Redemption reads the record (``find``),
 the grant checks the client, the redirect URI, the PKCE verifier, the sign-in's session and
 the resources named (RFC 8707 §2.2) against it, and only then takes the code (``take``:
-``store.consume``, atomic: of concurrent redemptions exactly one gets it). A redemption that
-fails those checks leaves the code to its client, as node-oidc-provider does: anyone who saw
+``store.consume``, atomic: of concurrent redemptions exactly one gets it); on PostgreSQL the
+session is checked after the take, by the statement that writes the family, and a refusal
+there gives the code back (idp.oauth.code_redemption). A redemption that fails those checks
+leaves the code to its client, as node-oidc-provider does: anyone who saw
 a code (a log, a Referer, history) but lacks the verifier could otherwise destroy it. At
 issue time a second key remembers which token family the code would start (and whose
 account), a little longer than the code lives, and taking the code leaves a mark that it was
@@ -91,7 +93,8 @@ def take(record: dict) -> bool:
 
 def give_back(record: dict) -> None:
     """Undo ``take`` when the redemption failed on an outage before anything was issued (or
-    the take's own answer was lost: it may have run): the
+    the take's own answer was lost: it may have run), or was refused after the take (the
+    session found ended on PostgreSQL, idp.oauth.code_redemption): on an outage the
     answer is a 503 with Retry-After, and the client's retry must find the code live (until
     its exp), not read as a replay that revokes the sign-in and alarms the seller. Nothing
     is issued twice from it: the family's id is the code's, so if the outage hid a commit

@@ -178,6 +178,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             # The session ended, the account is no longer usable or the client is gone (the
             # statement wrote nothing): refused as the general path refuses it before the take,
             # and the code given back, so that a retry is told the same, not taken for a replay.
+            # Should the store fail right after the take, the code stays spent and the retry
+            # reads as one (a code_reuse event for a family never made): the price of checking
+            # the session in this statement, not in a round trip of its own before the take.
             self._give_back(code)
             raise InvalidGrantError(SESSION_ENDED)
         try:

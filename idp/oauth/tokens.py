@@ -205,7 +205,8 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
         scopes = (id_scope or scope).split()
         if account is not None and id_token_wanted and "openid" in scopes:
             # Signed before the commit: a failure here leaves the code unredeemed or the
-            # refresh token unrotated, so the client's retry is not mistaken for a replay.
+            # refresh token unrotated, so the client's retry is not mistaken for a replay. (The
+            # one-statement rotation and redemption committed first: their callers undo them.)
             response["id_token"] = sign_id_token(client, account, grant, now, nonce=nonce,
                                                  access_token=access_token, scopes=scopes)
         # A refresh rotated in one statement (idp.oauth.refresh_rotation) has not even made
