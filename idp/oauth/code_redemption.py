@@ -23,7 +23,7 @@ takes SQLAlchemy's transaction instead (idp.oauth.server).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import psycopg
@@ -52,7 +52,8 @@ WITH s AS MATERIALIZED (
     RETURNING id
 ), r AS (
     INSERT INTO refresh_token (token_hash, grant_id, client_id, scope, created_at, expires_at, generation)
-    SELECT %(refresh_hash)s::text, id, %(client_id)s, %(scope)s, %(now)s, %(refresh_expires_at)s, 0
+    SELECT %(refresh_hash)s::text, id, %(client_id)s, %(refresh_scope)s, %(refresh_created_at)s,
+           %(refresh_expires_at)s, 0
     FROM g WHERE %(refresh_hash)s::text IS NOT NULL
 )
 SELECT id, sub, email, email_verified, status FROM s
@@ -69,20 +70,22 @@ def available() -> bool:
     return db.engine.dialect.name == "postgresql"
 
 
-def redeem(grant: SimpleNamespace, refresh_hash: str | None, refresh_idle_ttl: int) -> SimpleNamespace | None:
-    """Insert ``grant`` (the columns of a new Grant, as tokens.new_grant makes them) and, with
-    ``refresh_hash``, its first refresh token, committed; returns the account (id, sub, email,
-    email_verified, status), or None if the session, the account or the client no longer
-    allows it (nothing written). A family with this id already there (a commit whose answer
-    was lost, and the code given back since) raises psycopg.errors.UniqueViolation."""
+def redeem(grant: SimpleNamespace, refresh: dict | None) -> SimpleNamespace | None:
+    """Insert ``grant`` (the columns of a new Grant, tokens.grant_row) and ``refresh`` (its
+    first refresh token's row, tokens.refresh_row, or None), committed; returns the account
+    (id, sub, email, email_verified, status), or None if the session, the account or the
+    client no longer allows it (nothing written). A family with this id already there (a
+    commit whose answer was lost, and the code given back since) raises
+    psycopg.errors.UniqueViolation."""
     now = datetime.now(timezone.utc)
+    refresh = refresh or {}
     params = {
         "grant_id": grant.id, "client_id": grant.client_id, "account_id": grant.account_id, "sid": grant.sid,
         "scope": grant.scope, "resource": Json(list(grant.resource)), "auth_time": grant.auth_time,
         "acr": grant.acr, "amr": Json(list(grant.amr)), "created_at": grant.created_at,
-        "expires_at": grant.expires_at, "now": now, "idle_since": idle_since(now), "refresh_hash": refresh_hash,
-        # A fresh idle window, never past the family's absolute end (RFC 9700 §4.14.2).
-        "refresh_expires_at": min(now + timedelta(seconds=refresh_idle_ttl), grant.expires_at),
+        "expires_at": grant.expires_at, "now": now, "idle_since": idle_since(now),
+        "refresh_hash": refresh.get("token_hash"), "refresh_scope": refresh.get("scope"),
+        "refresh_created_at": refresh.get("created_at"), "refresh_expires_at": refresh.get("expires_at"),
     }
     conn = pg_direct.connection()
     try:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import errors
 from ..context import current_app
-from ..crypto.secrets import keyed_hash, new_token
+from ..crypto.secrets import new_token
 from ..extensions import db
 from ..login import session as browser_session
 from ..ops import metrics
@@ -112,9 +112,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # On PostgreSQL the session is checked by the statement that writes the family, once
         # the code is taken (idp.oauth.code_redemption); a refusal there gives the code back.
         self._in_one_statement = code_redemption.available()
-        self._account = None if self._in_one_statement else self.authenticate_user(code)
-        if self._account is None and not self._in_one_statement:
-            raise InvalidGrantError(SESSION_ENDED)
+        self._account = None
+        if not self._in_one_statement:
+            self._account = self.authenticate_user(code)
+            if self._account is None:
+                raise InvalidGrantError(SESSION_ENDED)
         resources = current_app.config["RESOURCES"]
         self._chosen = resource_indicators.select(self.request.form.getlist("resource"), code.get("resource", []),
                                                   resources)
@@ -162,18 +164,17 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                        created_at=self._started)
         refresh = client.check_grant_type("refresh_token") and (
             "offline_access" in code["scope"] or client.first_party)
-        issue = dict(nonce=code.get("nonce"), id_scope=scope, grant_type="authorization_code",
-                     audience=resource_indicators.audience(chosen, client.client_id))
+        issue_args = dict(nonce=code.get("nonce"), id_scope=scope, grant_type="authorization_code",
+                          audience=resource_indicators.audience(chosen, client.client_id))
         if not self._in_one_statement:
             account = self._account  # read (with its locks, which the commit ends) in validate_token_request
             grant = tokens.new_grant(client, account, scope, **columns)
             token = tokens.issue(client, grant, account, " ".join(self._at_scopes), refresh=refresh,
-                                 refresh_scope=scope, **issue)
+                                 refresh_scope=scope, **issue_args)
             return 200, token, self.TOKEN_RESPONSE_HEADER
         grant = tokens.grant_row(client, code["account_id"], scope, **columns)
         rt = new_token(32) if refresh else None
-        account = code_redemption.redeem(grant, keyed_hash(rt) if rt else None,
-                                         current_app.config["REFRESH_TOKEN_IDLE_TTL"])
+        account = code_redemption.redeem(grant, tokens.refresh_row(rt, grant, client, scope, 0) if rt else None)
         if account is None:
             # The session ended, the account is no longer usable or the client is gone (the
             # statement wrote nothing): refused as the general path refuses it before the take,
@@ -184,7 +185,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             self._give_back(code)
             raise InvalidGrantError(SESSION_ENDED)
         try:
-            token = tokens.issue(client, grant, account, " ".join(self._at_scopes), stored_refresh=rt, **issue)
+            token = tokens.issue(client, grant, account, " ".join(self._at_scopes), stored_refresh=rt, **issue_args)
         except OAuth2Error:
             raise  # the family revoked meanwhile: tokens.issue recorded it, and gave nothing out
         except Exception:

@@ -186,7 +186,7 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
         rt = new_token(32)
         # A Core INSERT: the row is never read back, and the ORM's unit of work for one
         # new object cost more than the statement (refresh is a hot path).
-        db.session.execute(_INSERT_REFRESH, _refresh_row(rt, grant, client, refresh_scope or scope, generation))
+        db.session.execute(_INSERT_REFRESH, refresh_row(rt, grant, client, refresh_scope or scope, generation))
         response["refresh_token"] = rt
     aud = audience or resource_indicators.audience(list(grant.resource), client.client_id)
     access_token, key, revoked = _mint_access_token(client, grant, account, scope, now, ttl, aud)
@@ -209,8 +209,9 @@ def issue(client: Client, grant: Grant, account: Account | None, scope: str, *, 
             # one-statement rotation and redemption committed first: their callers undo them.)
             response["id_token"] = sign_id_token(client, account, grant, now, nonce=nonce,
                                                  access_token=access_token, scopes=scopes)
-        # A refresh rotated in one statement (idp.oauth.refresh_rotation) has not even made
-        # the request's Session (behind the scoped proxy): there is nothing to commit.
+        # A refresh rotated, or a code redeemed, in one statement (idp.oauth.refresh_rotation,
+        # idp.oauth.code_redemption) has not even made the request's Session (behind the
+        # scoped proxy): there is nothing to commit.
         session = db.session() if db.session.registry.has() else None
         if session is not None and (session.in_transaction() or session.new or session.dirty or session.deleted):
             session.commit()
@@ -253,7 +254,7 @@ def sign_id_token(client, account, grant, now, *, nonce=None, access_token=None,
 _INSERT_REFRESH = insert(RefreshToken.__table__)
 
 
-def _refresh_row(token: str, grant: Grant, client: Client, scope: str, generation: int) -> dict:
+def refresh_row(token: str, grant: Grant, client: Client, scope: str, generation: int) -> dict:
     """A fresh idle window, never past the family's absolute end (RFC 9700 §4.14.2)."""
     now = datetime.now(timezone.utc)
     idle = now + timedelta(seconds=current_app.config["REFRESH_TOKEN_IDLE_TTL"])
